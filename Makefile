@@ -1,0 +1,97 @@
+# spd.c build.
+#   make            build/spd and build/libspd.a (CPU; CUDA sources too when nvcc is found)
+#   make test       build and run the test suite (ends with "N passed, N failed")
+#   make SAN=1      the same under AddressSanitizer and UBSan, in build-san/
+#
+# Files that include "core/real.h" are precision-generic: each is compiled
+# twice, as float32 (functions suffixed _f32) and float64 (-DSPD_F64, _f64).
+
+CC      ?= cc
+NVCC    ?= nvcc
+PKGS    := openblas libcjson yaml-0.1
+
+ifeq ($(SAN),1)
+BUILD   ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT     ?= -O1
+else
+BUILD   ?= build
+SANFLAGS :=
+OPT     ?= -O2
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# The reference must not reassociate or contract: no fast math, no FMA fusion.
+CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wshadow -fno-fast-math -ffp-contract=off \
+           -D_DEFAULT_SOURCE -Iinclude -Isrc $(PKG_CFLAGS) $(SANFLAGS) -MMD -MP
+LDFLAGS += $(SANFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm -lpthread
+
+ALL_SRC     := $(sort $(wildcard src/core/*.c src/ops/*.c src/models/*.c src/spd/*.c src/cli/*.c))
+REAL_SRC    := $(shell grep -l '^\#include "core/real.h"' $(ALL_SRC) 2>/dev/null)
+PLAIN_SRC   := $(filter-out $(REAL_SRC) src/cli/main.c,$(ALL_SRC))
+LIB_OBJ     := $(PLAIN_SRC:%.c=$(BUILD)/obj/%.o) $(REAL_SRC:%.c=$(BUILD)/obj/f32/%.o) \
+               $(REAL_SRC:%.c=$(BUILD)/obj/f64/%.o)
+MAIN_OBJ    := $(BUILD)/obj/src/cli/main.o
+
+# CUDA: compiled whenever nvcc is present and there are sources.
+CUDA_SRC    := $(wildcard src/cuda/*.cu)
+HAVE_NVCC   := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_NVCC)$(if $(CUDA_SRC),1,),11)
+CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
+NVCCFLAGS   += -O3 -std=c++17 -Iinclude -Isrc -gencode=arch=compute_90,code=sm_90 \
+               -gencode=arch=compute_90a,code=sm_90a -lineinfo
+CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+LDLIBS      += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+CFLAGS      += -DSPD_HAVE_CUDA
+endif
+
+TEST_SRC    := $(sort $(wildcard tests/test_*.c))
+TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test deps clean
+all: deps $(BUILD)/spd $(TEST_BIN)
+
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  if pkg-config --exists $$p; then echo "found   $$p $$(pkg-config --modversion $$p)"; \
+	  else echo "MISSING $$p"; missing="$$missing $$p"; fi; done; \
+	if [ -n "$(HAVE_NVCC)" ]; then echo "found   nvcc ($(words $(CUDA_SRC)) CUDA sources)"; \
+	else echo "missing nvcc: CPU build only"; fi; \
+	if [ -n "$$missing" ]; then echo "install: apt-get install libopenblas-dev libcjson-dev libyaml-dev pkg-config" >&2; exit 1; fi
+
+$(BUILD)/libspd.a: $(LIB_OBJ) $(CUDA_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/spd: $(MAIN_OBJ) $(BUILD)/libspd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/f32/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/f64/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DSPD_F64 -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libspd.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libspd.a $(LDLIBS)
+
+test: all
+	BUILD=$(BUILD) bash tests/run.sh
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,29 @@
+// The spd command: one binary, one subcommand per job.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+static void usage(FILE *out) {
+    fputs("usage: spd <command> [options]\n"
+          "commands:\n"
+          "  check FILE...   recompute spd-ref-v1 reference files and report per-tensor errors\n"
+          "  bench linear    time one LinearComponents forward/backward/AdamW step\n"
+          "  bench full      time the LlamaSimple ComponentModel step (seed protocol)\n"
+          "  info FILE       list the tensors and metadata of a safetensors file\n"
+          "run 'spd <command> --help' for its options\n",
+          out);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? SPD_EXIT_INPUT : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    spd_die_input("unknown command '%s' (expected check, bench or info)", cmd);
+}

@@ -1,0 +1,44 @@
+// The spec table: every named tensor of a model (target weights, components,
+// activations) with its shape, dtype, role and init. It drives allocation
+// (one buffer per role, carved in table order), safetensors I/O, the
+// optimizer (one pass over the TRAINED buffer) and per-tensor reports.
+#ifndef SPD_SPEC_H
+#define SPD_SPEC_H
+
+#include <stdio.h>
+
+#include "core/tensor.h"
+
+// Each tensor starts on this boundary inside its role's buffer: wide enough for
+// 16-byte vector loads and for cudaMalloc-like alignment on the GPU later.
+#define SPD_TENSOR_ALIGN 256
+
+typedef struct {
+    spd_tensor *tensors;
+    int count, cap;
+    void *buf[SPD_ROLE_COUNT];
+    size_t bytes[SPD_ROLE_COUNT];
+    // Mirrors of buf[SPD_ROLE_TRAINED], same layout.
+    void *grad, *adam_m, *adam_v;
+} spd_spec;
+
+void spd_spec_init(spd_spec *spec);
+// Adds a tensor (before spd_spec_alloc) and returns its index. Names are unique.
+int spd_spec_add(spd_spec *spec, const char *name, spd_dtype dtype, int ndim, const int64_t *shape,
+                 spd_role role, spd_init init, double init_std);
+spd_tensor *spd_spec_find(const spd_spec *spec, const char *name);  // NULL if absent
+spd_tensor *spd_spec_get(const spd_spec *spec, const char *name);   // internal: dies if absent
+// One zeroed allocation per role (plus grad and Adam mirrors of TRAINED),
+// then every tensor's data pointer. Initial values are not drawn here.
+void spd_spec_alloc(spd_spec *spec);
+void *spd_spec_grad(const spd_spec *spec, const spd_tensor *t);
+void *spd_spec_adam_m(const spd_spec *spec, const spd_tensor *t);
+void *spd_spec_adam_v(const spd_spec *spec, const spd_tensor *t);
+// Number of elements the TRAINED buffer spans, padding included (padding stays 0).
+size_t spd_spec_trained_elems(const spd_spec *spec);
+void spd_spec_zero_grad(spd_spec *spec);
+// The memory account: bytes per role, printed as a small table.
+void spd_spec_print_memory(const spd_spec *spec, FILE *out);
+void spd_spec_free(spd_spec *spec);
+
+#endif

@@ -1,0 +1,55 @@
+// SPD's LinearComponents and EmbeddingComponents (SPD_SPEC.md 1.5-1.6).
+//
+// Gradient convention, used by every op in spd.c: parameter gradients (dV, dU,
+// ddelta) ACCUMULATE (+=); activation gradients (dx, dmask, ddelta_mask) are
+// WRITTEN (=). Optional outputs and inputs are NULL when unused.
+#ifndef SPD_OPS_COMPONENTS_H
+#define SPD_OPS_COMPONENTS_H
+
+#include <stdint.h>
+
+#include "core/real.h"
+
+// x [N, d_in], V [d_in, C], U [C, d_out], mask [N, C] -> a = x @ V [N, C] (saved
+// for backward), out = (a * mask) @ U [N, d_out].
+// With delta [d_out, d_in] and delta_mask [N]: out[n] += delta_mask[n] * (x[n] @ delta^T).
+// mask NULL means all ones. scratch [N, C].
+void RFN(components_forward)(real *out, real *a, const real *x, const real *V, const real *U, const real *mask,
+                             const real *delta, const real *delta_mask, int N, int d_in, int C, int d_out,
+                             real *scratch);
+
+// dout [N, d_out] -> dx [N, d_in] (written), dV [d_in, C], dU [C, d_out] (accumulated),
+// ddelta [d_out, d_in] (accumulated; with delta), dmask [N, C] and ddelta_mask [N] (written).
+// scratch [N, C]. dV and dU get only the direct path; the path through delta is
+// chained once per step by weight_delta_backward.
+void RFN(components_backward)(real *dx, real *dV, real *dU, real *ddelta, real *dmask, real *ddelta_mask,
+                              const real *dout, const real *x, const real *a, const real *V, const real *U,
+                              const real *mask, const real *delta, const real *delta_mask, int N, int d_in,
+                              int C, int d_out, real *scratch);
+
+// delta = W - (V @ U)^T; W [d_out, d_in], V [d_in, C], U [C, d_out] -> delta [d_out, d_in].
+void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,
+                               int d_out);
+// Chains ddelta [d_out, d_in] into V and U: dV -= ddelta^T @ U^T, dU -= V^T @ ddelta^T.
+void RFN(weight_delta_backward)(real *dV, real *dU, const real *ddelta, const real *V, const real *U, int d_in,
+                                int C, int d_out);
+
+// Embedding: tokens [N] in [0, vocab), V [vocab, C], U [C, d], mask [N, C] ->
+// a = V[tokens] [N, C], out = (a * mask) @ U [N, d]; with delta [vocab, d]:
+// out[n] += delta_mask[n] * delta[tokens[n]]. scratch [N, C].
+void RFN(embedding_components_forward)(real *out, real *a, const int32_t *tokens, const real *V, const real *U,
+                                       const real *mask, const real *delta, const real *delta_mask, int N,
+                                       int vocab, int C, int d, real *scratch);
+// dV (scatter-add), dU, ddelta (accumulated); dmask, ddelta_mask (written).
+void RFN(embedding_components_backward)(real *dV, real *dU, real *ddelta, real *dmask, real *ddelta_mask,
+                                        const real *dout, const int32_t *tokens, const real *a, const real *V,
+                                        const real *U, const real *mask, const real *delta,
+                                        const real *delta_mask, int N, int vocab, int C, int d, real *scratch);
+// Embedding delta is not transposed: delta = W - V @ U, W [vocab, d].
+void RFN(embedding_weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int vocab,
+                                         int C, int d);
+// dV -= ddelta @ U^T, dU -= V^T @ ddelta.
+void RFN(embedding_weight_delta_backward)(real *dV, real *dU, const real *ddelta, const real *V, const real *U,
+                                          int vocab, int C, int d);
+
+#endif

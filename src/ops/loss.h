@@ -1,0 +1,19 @@
+// The benchmark losses: the seed's mean of logits (full model) and MSE to a
+// random target (isolated op). Sums accumulate in float64 in both precisions.
+#ifndef SPD_OPS_LOSS_H
+#define SPD_OPS_LOSS_H
+
+#include <stdint.h>
+
+#include "core/real.h"
+
+// mean(logits[0..n)).
+double RFN(mean_loss_forward)(const real *logits, int64_t n);
+// dlogits[i] = 1/n (written).
+void RFN(mean_loss_backward)(real *dlogits, int64_t n);
+// mean((y - target)^2).
+double RFN(mse_loss_forward)(const real *y, const real *target, int64_t n);
+// dy = 2 (y - target) / n (written).
+void RFN(mse_loss_backward)(real *dy, const real *y, const real *target, int64_t n);
+
+#endif
