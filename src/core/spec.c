@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/philox.h"
 
 static const char *role_names[SPD_ROLE_COUNT] = {"frozen", "trained", "activations"};
 
@@ -69,6 +70,34 @@ void spd_spec_alloc(spd_spec *spec) {
     for (int i = 0; i < spec->count; i++) {
         spd_tensor *t = &spec->tensors[i];
         t->data = (char *)spec->buf[t->role] + t->offset;
+    }
+}
+
+static void fill_value(spd_tensor *t, double value) {
+    int64_t n = spd_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++) {
+        if (t->dtype == SPD_DTYPE_F64) ((double *)t->data)[i] = value;
+        else ((float *)t->data)[i] = (float)value;
+    }
+}
+
+void spd_spec_init_values(spd_spec *spec, spd_role role, uint64_t seed) {
+    for (int i = 0; i < spec->count; i++) {
+        spd_tensor *t = &spec->tensors[i];
+        if (t->role != role || (t->dtype != SPD_DTYPE_F32 && t->dtype != SPD_DTYPE_F64)) continue;
+        int64_t n = spd_tensor_numel(t);
+        if (t->init == SPD_INIT_ZERO) {
+            memset(t->data, 0, t->nbytes);
+        } else if (t->init == SPD_INIT_ONES) {
+            fill_value(t, 1.0);
+        } else if (t->dtype == SPD_DTYPE_F64) {
+            spd_philox_fill_normal_f64(seed, (uint64_t)i, (size_t)n, t->init_std, t->data);
+        } else {
+            double *tmp = spd_malloc((size_t)n * sizeof *tmp);
+            spd_philox_fill_normal_f64(seed, (uint64_t)i, (size_t)n, t->init_std, tmp);
+            for (int64_t j = 0; j < n; j++) ((float *)t->data)[j] = (float)tmp[j];
+            free(tmp);
+        }
     }
 }
 

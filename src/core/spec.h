@@ -5,6 +5,7 @@
 #ifndef SPD_SPEC_H
 #define SPD_SPEC_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/tensor.h"
@@ -31,6 +32,9 @@ spd_tensor *spd_spec_get(const spd_spec *spec, const char *name);   // internal:
 // One zeroed allocation per role (plus grad and Adam mirrors of TRAINED),
 // then every tensor's data pointer. Initial values are not drawn here.
 void spd_spec_alloc(spd_spec *spec);
+// Fills every tensor of `role` by its init: zeros, ones, or N(0, init_std^2)
+// drawn from Philox stream (seed, tensor index). Float tensors only; others stay zero.
+void spd_spec_init_values(spd_spec *spec, spd_role role, uint64_t seed);
 void *spd_spec_grad(const spd_spec *spec, const spd_tensor *t);
 void *spd_spec_adam_m(const spd_spec *spec, const spd_tensor *t);
 void *spd_spec_adam_v(const spd_spec *spec, const spd_tensor *t);

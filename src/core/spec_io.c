@@ -1,0 +1,13 @@
+#include "core/spec_io.h"
+
+#include <string.h>
+
+static const char target_prefix[] = "target_model.";
+
+int spd_spec_load_tensor(const spd_st_file *f, spd_tensor *t) {
+    const char *name = t->name;
+    size_t plen = sizeof target_prefix - 1;
+    if (!spd_st_find(f, name) && strncmp(name, target_prefix, plen) == 0 && spd_st_find(f, name + plen))
+        name += plen;
+    return spd_st_read(f, name, t->dtype, t->ndim, t->shape, t->data);
+}

@@ -1,0 +1,47 @@
+// A linear site is one decomposable matrix of a target model (an nn.Linear or
+// an nn.Embedding). The target calls site_forward/site_backward at each site;
+// the site runs the target weight, or, when a component module is attached,
+// SPD's components in its place (SPD_SPEC.md 1.5, cd23cf80's MaskedModule
+// dispatch, which HEAD's hooks compute identically).
+#ifndef SPD_LINEAR_SITE_H
+#define SPD_LINEAR_SITE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/real.h"
+#include "core/spec.h"
+
+typedef enum { SITE_LINEAR, SITE_EMBEDDING } site_kind;
+
+typedef struct component_module component_module;
+
+typedef struct {
+    char path[SPD_NAME_MAX];  // "h.0.attn.q_proj"
+    site_kind kind;
+    int d_in, d_out;  // embedding: d_in = vocab, d_out = embedding dim
+    const real *W;    // linear [d_out, d_in]; embedding [vocab, d]; frozen
+    component_module *comp;  // NULL: the target weight runs
+} linear_site;
+
+// Per-module component state. V, U and their gradients live in the spec
+// table's TRAINED buffers; the rest is activation memory for N positions.
+struct component_module {
+    linear_site *site;
+    char dashed[SPD_NAME_MAX];  // "h-0-attn-q_proj"
+    int C;
+    real *V, *U, *dV, *dU;  // [d_in, C], [C, d_out]
+    real *a;                // [N, C] component acts, saved by forward
+    real *scratch;          // [N, C]
+    real *mask;             // [N, C] input.masks.<dashed>
+    real *delta_mask;       // [N] input.delta_masks.<dashed>, NULL without the delta component
+    real *delta, *ddelta;   // weight delta and its gradient ([d_out, d_in]; embedding [vocab, d])
+};
+
+// y [N, d_out] from x [N, d_in] (linear) or tokens [N] (embedding).
+void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *tokens, int N);
+// dy [N, d_out] -> dx [N, d_in] (written; linear only, NULL to skip), plus the
+// component gradients (accumulated) when a component module is attached.
+void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N);
+
+#endif

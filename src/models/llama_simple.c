@@ -1,0 +1,260 @@
+#include "core/real.h"
+
+#include "models/llama_simple.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "ops/attention.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+
+static const char *site_names[LLAMA_SITES_PER_LAYER] = {"attn.q_proj",   "attn.k_proj", "attn.v_proj",
+                                                        "attn.o_proj",   "mlp.gate_proj", "mlp.up_proj",
+                                                        "mlp.down_proj"};
+
+static void vname(char *buf, const char *fmt, va_list ap) {
+    int n = vsnprintf(buf, SPD_NAME_MAX, fmt, ap);
+    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
+}
+
+// SHAPE(a, b) expands to the shape array and its length, so the two cannot disagree.
+#define SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
+
+// Adds a tensor of dtype real with the given role; name from the format.
+static void add(spd_spec *spec, spd_role role, spd_init init, double std, int ndim, const int64_t *shape,
+                const char *fmt, ...) {
+    char name[SPD_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(name, fmt, ap);
+    va_end(ap);
+    spd_spec_add(spec, name, SPD_REAL_DTYPE, ndim, shape, role, init, std);
+}
+
+static real *get(const spd_spec *spec, const char *fmt, ...) {
+    char name[SPD_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(name, fmt, ap);
+    va_end(ap);
+    return (real *)spd_spec_get(spec, name)->data;
+}
+
+static void set_site(linear_site *s, const char *path, site_kind kind, int d_in, int d_out) {
+    memset(s, 0, sizeof *s);
+    SPD_ASSERT(strlen(path) < SPD_NAME_MAX);
+    strcpy(s->path, path);
+    s->kind = kind;
+    s->d_in = d_in;
+    s->d_out = d_out;
+}
+
+void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg, int B, int S,
+                        bool untied_lm_head) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->B = B;
+    m->S = S;
+    m->N = B * S;
+    m->untied_lm_head = untied_lm_head;
+    const int64_t N = m->N, d = cfg->n_embd, hd = cfg->n_embd / cfg->n_head, kvd = hd * cfg->n_kv_heads;
+    const int64_t I = cfg->n_intermediate, V = cfg->vocab_size, L = cfg->n_layer;
+    const double lin_std = 0.02, o_std = 0.02 / sqrt(2.0 * (double)L);  // LlamaSimple's init
+
+    m->n_sites = 2 + LLAMA_SITES_PER_LAYER * cfg->n_layer;
+    m->sites = spd_calloc((size_t)m->n_sites, sizeof *m->sites);
+    m->layers = spd_calloc((size_t)L, sizeof *m->layers);
+    m->wte_site = &m->sites[0];
+    m->lm_head_site = &m->sites[m->n_sites - 1];
+    set_site(m->wte_site, "wte", SITE_EMBEDDING, (int)V, (int)d);
+    set_site(m->lm_head_site, "lm_head", SITE_LINEAR, (int)d, (int)V);
+
+    add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SHAPE(V, d), "target_model.wte.weight");
+    const int64_t site_shape[LLAMA_SITES_PER_LAYER][2] = {{d, d}, {kvd, d}, {kvd, d}, {d, d},
+                                                          {I, d}, {I, d},   {d, I}};
+    for (int l = 0; l < L; l++) {
+        llama_layer *ly = &m->layers[l];
+        add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SHAPE(d), "target_model.h.%d.rms_1.weight", l);
+        add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SHAPE(d), "target_model.h.%d.rms_2.weight", l);
+        for (int k = 0; k < LLAMA_SITES_PER_LAYER; k++) {
+            char path[SPD_NAME_MAX];
+            snprintf(path, sizeof path, "h.%d.%s", l, site_names[k]);
+            ly->sites[k] = &m->sites[1 + LLAMA_SITES_PER_LAYER * l + k];
+            set_site(ly->sites[k], path, SITE_LINEAR, (int)site_shape[k][1], (int)site_shape[k][0]);
+            add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, k == LLAMA_O ? o_std : lin_std, 2, site_shape[k],
+                "target_model.%s.weight", path);
+        }
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.x_in", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.ln1", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.h.%d.rstd1", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.q", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "act.h.%d.k", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "act.h.%d.v", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(B, cfg->n_head, S, S), "act.h.%d.att", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.atty", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.mid", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.ln2", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.h.%d.rstd2", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "act.h.%d.gate", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "act.h.%d.up", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "act.h.%d.hidden", l);
+    }
+    add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SHAPE(d), "target_model.ln_f.weight");
+    if (untied_lm_head)
+        add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SHAPE(V, d), "target_model.lm_head.weight");
+    spd_spec_add(spec, "input.tokens", SPD_DTYPE_I32, 2, (int64_t[]){B, S}, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(cfg->n_ctx, hd), "act.rope_cos");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(cfg->n_ctx, hd), "act.rope_sin");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.resid");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.lnf");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.rstdf");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.proj");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(B, S, V), "act.logits");
+    // Backward buffers.
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, V), "grad.logits");
+    const char *dnames[] = {"grad.res", "grad.tmp", "grad.ln", "grad.q", "grad.atty"};
+    for (int i = 0; i < 5; i++) add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "%s", dnames[i]);
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "grad.k");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "grad.v");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "grad.gate");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "grad.up");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "grad.hidden");
+}
+
+void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
+    const llama_config *cfg = &m->cfg;
+    real *wte = get(spec, "target_model.wte.weight");
+    m->wte_site->W = wte;
+    m->lm_head_site->W = m->untied_lm_head ? get(spec, "target_model.lm_head.weight") : wte;
+    for (int l = 0; l < cfg->n_layer; l++) {
+        llama_layer *ly = &m->layers[l];
+        ly->rms_1 = get(spec, "target_model.h.%d.rms_1.weight", l);
+        ly->rms_2 = get(spec, "target_model.h.%d.rms_2.weight", l);
+        for (int k = 0; k < LLAMA_SITES_PER_LAYER; k++)
+            ly->sites[k]->W = get(spec, "target_model.%s.weight", ly->sites[k]->path);
+        ly->x_in = get(spec, "act.h.%d.x_in", l);
+        ly->ln1 = get(spec, "act.h.%d.ln1", l);
+        ly->rstd1 = get(spec, "act.h.%d.rstd1", l);
+        ly->q = get(spec, "act.h.%d.q", l);
+        ly->k = get(spec, "act.h.%d.k", l);
+        ly->v = get(spec, "act.h.%d.v", l);
+        ly->att = get(spec, "act.h.%d.att", l);
+        ly->atty = get(spec, "act.h.%d.atty", l);
+        ly->mid = get(spec, "act.h.%d.mid", l);
+        ly->ln2 = get(spec, "act.h.%d.ln2", l);
+        ly->rstd2 = get(spec, "act.h.%d.rstd2", l);
+        ly->gate = get(spec, "act.h.%d.gate", l);
+        ly->up = get(spec, "act.h.%d.up", l);
+        ly->hidden = get(spec, "act.h.%d.hidden", l);
+    }
+    m->ln_f = get(spec, "target_model.ln_f.weight");
+    m->tokens = (int32_t *)spd_spec_get(spec, "input.tokens")->data;
+    m->rope_cos = get(spec, "act.rope_cos");
+    m->rope_sin = get(spec, "act.rope_sin");
+    RFN(rope_tables)(m->rope_cos, m->rope_sin, cfg->n_ctx, cfg->n_embd / cfg->n_head, cfg->rotary_base,
+                     cfg->rotary_adjacent_pairs);
+    m->resid = get(spec, "act.resid");
+    m->lnf = get(spec, "act.lnf");
+    m->rstdf = get(spec, "act.rstdf");
+    m->proj = get(spec, "act.proj");
+    m->logits = get(spec, "act.logits");
+    m->dlogits = get(spec, "grad.logits");
+    m->dres = get(spec, "grad.res");
+    m->dtmp = get(spec, "grad.tmp");
+    m->dln = get(spec, "grad.ln");
+    m->dq = get(spec, "grad.q");
+    m->datty = get(spec, "grad.atty");
+    m->dk = get(spec, "grad.k");
+    m->dv = get(spec, "grad.v");
+    m->dgate = get(spec, "grad.gate");
+    m->dup = get(spec, "grad.up");
+    m->dhidden = get(spec, "grad.hidden");
+}
+
+static void add_into(real *acc, const real *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+static void residual_add(real *out, const real *a, const real *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void RFN(llama_forward)(llama_model *m) {
+    const llama_config *c = &m->cfg;
+    const int N = m->N, d = c->n_embd, hd = d / c->n_head;
+    const int64_t Nd = (int64_t)N * d;
+    RFN(site_forward)(m->wte_site, c->n_layer ? m->layers[0].x_in : m->resid, NULL, m->tokens, N);
+    for (int l = 0; l < c->n_layer; l++) {
+        llama_layer *ly = &m->layers[l];
+        linear_site **s = ly->sites;
+        RFN(rmsnorm_forward)(ly->ln1, ly->rstd1, ly->x_in, ly->rms_1, N, d, c->rms_norm_eps);
+        RFN(site_forward)(s[LLAMA_Q], ly->q, ly->ln1, NULL, N);
+        RFN(site_forward)(s[LLAMA_K], ly->k, ly->ln1, NULL, N);
+        RFN(site_forward)(s[LLAMA_V], ly->v, ly->ln1, NULL, N);
+        RFN(rope_forward)(ly->q, m->rope_cos, m->rope_sin, m->B, m->S, c->n_head, hd, c->n_ctx,
+                          c->rotary_adjacent_pairs);
+        RFN(rope_forward)(ly->k, m->rope_cos, m->rope_sin, m->B, m->S, c->n_kv_heads, hd, c->n_ctx,
+                          c->rotary_adjacent_pairs);
+        RFN(attention_forward)(ly->atty, ly->att, ly->q, ly->k, ly->v, m->B, m->S, c->n_head, c->n_kv_heads, hd);
+        RFN(site_forward)(s[LLAMA_O], m->proj, ly->atty, NULL, N);
+        residual_add(ly->mid, ly->x_in, m->proj, Nd);
+        RFN(rmsnorm_forward)(ly->ln2, ly->rstd2, ly->mid, ly->rms_2, N, d, c->rms_norm_eps);
+        RFN(site_forward)(s[LLAMA_GATE], ly->gate, ly->ln2, NULL, N);
+        RFN(site_forward)(s[LLAMA_UP], ly->up, ly->ln2, NULL, N);
+        RFN(swiglu_forward)(ly->hidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
+        RFN(site_forward)(s[LLAMA_DOWN], m->proj, ly->hidden, NULL, N);
+        real *next = l + 1 < c->n_layer ? m->layers[l + 1].x_in : m->resid;
+        residual_add(next, ly->mid, m->proj, Nd);
+    }
+    RFN(rmsnorm_forward)(m->lnf, m->rstdf, m->resid, m->ln_f, N, d, c->rms_norm_eps);
+    RFN(site_forward)(m->lm_head_site, m->logits, m->lnf, NULL, N);
+}
+
+void RFN(llama_backward)(llama_model *m) {
+    const llama_config *c = &m->cfg;
+    const int N = m->N, d = c->n_embd, hd = d / c->n_head;
+    const int64_t Nd = (int64_t)N * d;
+    // dres holds dL/d(residual stream) as we walk back through the blocks.
+    RFN(site_backward)(m->lm_head_site, m->dln, m->dlogits, m->lnf, NULL, N);
+    RFN(rmsnorm_backward)(m->dres, NULL, m->dln, m->resid, m->ln_f, m->rstdf, N, d);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        llama_layer *ly = &m->layers[l];
+        linear_site **s = ly->sites;
+        // MLP: next = mid + down(swiglu(gate(ln2), up(ln2))).
+        RFN(site_backward)(s[LLAMA_DOWN], m->dhidden, m->dres, ly->hidden, NULL, N);
+        RFN(swiglu_backward)(m->dgate, m->dup, m->dhidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
+        RFN(site_backward)(s[LLAMA_GATE], m->dln, m->dgate, ly->ln2, NULL, N);
+        RFN(site_backward)(s[LLAMA_UP], m->dtmp, m->dup, ly->ln2, NULL, N);
+        add_into(m->dln, m->dtmp, Nd);
+        RFN(rmsnorm_backward)(m->dtmp, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d);
+        add_into(m->dres, m->dtmp, Nd);  // now dL/d(mid)
+        // Attention: mid = x_in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
+        RFN(site_backward)(s[LLAMA_O], m->datty, m->dres, ly->atty, NULL, N);
+        RFN(attention_backward)(m->dq, m->dk, m->dv, m->datty, ly->q, ly->k, ly->v, ly->att, m->B, m->S, c->n_head,
+                                c->n_kv_heads, hd);
+        RFN(rope_backward)(m->dq, m->rope_cos, m->rope_sin, m->B, m->S, c->n_head, hd, c->n_ctx,
+                           c->rotary_adjacent_pairs);
+        RFN(rope_backward)(m->dk, m->rope_cos, m->rope_sin, m->B, m->S, c->n_kv_heads, hd, c->n_ctx,
+                           c->rotary_adjacent_pairs);
+        RFN(site_backward)(s[LLAMA_Q], m->dln, m->dq, ly->ln1, NULL, N);
+        RFN(site_backward)(s[LLAMA_K], m->dtmp, m->dk, ly->ln1, NULL, N);
+        add_into(m->dln, m->dtmp, Nd);
+        RFN(site_backward)(s[LLAMA_V], m->dtmp, m->dv, ly->ln1, NULL, N);
+        add_into(m->dln, m->dtmp, Nd);
+        RFN(rmsnorm_backward)(m->dtmp, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d);
+        add_into(m->dres, m->dtmp, Nd);  // now dL/d(x_in)
+    }
+    RFN(site_backward)(m->wte_site, NULL, m->dres, NULL, m->tokens, N);
+}
+
+void RFN(llama_free)(llama_model *m) {
+    free(m->sites);
+    free(m->layers);
+    memset(m, 0, sizeof *m);
+}

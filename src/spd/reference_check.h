@@ -1,0 +1,17 @@
+// `spd check`: recompute an spd-ref-v1 reference state (shared/formats/spd-ref-v1.md)
+// and compare each result with the stored expectation.
+#ifndef SPD_REFERENCE_CHECK_H
+#define SPD_REFERENCE_CHECK_H
+
+#include <stdio.h>
+
+#include "core/safetensors.h"
+
+// Recomputes logits, loss and every V/U gradient of file f in float32 and
+// float64, prints one row per tensor to out, and returns the number of tensors
+// whose norm-relative error exceeds the bound (1e-5 float32, 1e-10 float64),
+// or -1 with spd_last_error() set when the file is not a valid reference.
+int reference_check_f32(const spd_st_file *f, FILE *out);
+int reference_check_f64(const spd_st_file *f, FILE *out);
+
+#endif
