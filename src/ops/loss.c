@@ -1,0 +1,31 @@
+#include "core/real.h"
+#include "ops/loss.h"
+
+// logits [n] -> mean(logits), summed in float64.
+double RFN(mean_loss_forward)(const real *logits, int64_t n) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += logits[i];
+    return sum / (double)n;
+}
+
+// dlogits [n] = 1/n (written).
+void RFN(mean_loss_backward)(real *dlogits, int64_t n) {
+    real g = (real)(1.0 / (double)n);
+    for (int64_t i = 0; i < n; i++) dlogits[i] = g;
+}
+
+// y, target [n] -> mean((y - target)^2), summed in float64.
+double RFN(mse_loss_forward)(const real *y, const real *target, int64_t n) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)y[i] - (double)target[i];
+        sum += e * e;
+    }
+    return sum / (double)n;
+}
+
+// dy [n] = 2 (y - target) / n (written).
+void RFN(mse_loss_backward)(real *dy, const real *y, const real *target, int64_t n) {
+    double s = 2.0 / (double)n;
+    for (int64_t i = 0; i < n; i++) dy[i] = (real)(s * ((double)y[i] - (double)target[i]));
+}
