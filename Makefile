@@ -50,8 +50,17 @@ endif
 TEST_SRC    := $(sort $(wildcard tests/test_*.c))
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test deps clean
+.PHONY: all test run deps install-deps clean
 all: deps $(BUILD)/spd $(TEST_BIN)
+
+# The README's two commands: each installs missing Debian packages first, then
+# builds in a fresh make (so pkg-config sees what was just installed).
+run: install-deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/run-default.sh
+
+install-deps:
+	@bash scripts/install-deps.sh
 
 deps:
 	@missing=""; for p in $(PKGS); do \
@@ -88,7 +97,8 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libspd.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libspd.a $(LDLIBS)
 
-test: all
+test: install-deps
+	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) bash tests/run.sh
 
 clean:
