@@ -20,6 +20,7 @@ SANFLAGS :=
 OPT     ?= -O2
 endif
 
+GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- src 2>/dev/null || echo -dirty)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The reference must not reassociate or contract: no fast math, no FMA fusion.
@@ -30,27 +31,32 @@ LDLIBS  += $(PKG_LIBS) -lm -lpthread
 
 ALL_SRC     := $(sort $(wildcard src/core/*.c src/ops/*.c src/models/*.c src/spd/*.c src/cli/*.c))
 REAL_SRC    := $(shell grep -l '^\#include "core/real.h"' $(ALL_SRC) 2>/dev/null)
-PLAIN_SRC   := $(filter-out $(REAL_SRC) src/cli/main.c,$(ALL_SRC))
+PLAIN_SRC   := $(filter-out $(REAL_SRC) src/cli/main.c src/core/device_none.c,$(ALL_SRC))
 LIB_OBJ     := $(PLAIN_SRC:%.c=$(BUILD)/obj/%.o) $(REAL_SRC:%.c=$(BUILD)/obj/f32/%.o) \
                $(REAL_SRC:%.c=$(BUILD)/obj/f64/%.o)
 MAIN_OBJ    := $(BUILD)/obj/src/cli/main.o
 
-# CUDA: compiled whenever nvcc is present and there are sources.
+# CUDA: built whenever nvcc is present (CI compiles it too, without a GPU). The
+# precision-generic model code is compiled a third time against the CUDA ops
+# (-DSPD_CUDA, suffix _cuda); src/ops/*.c have their twins in src/cuda/*.cu.
 CUDA_SRC    := $(wildcard src/cuda/*.cu)
 HAVE_NVCC   := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
 ifeq ($(HAVE_NVCC)$(if $(CUDA_SRC),1,),11)
-CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
-NVCCFLAGS   += -O3 -std=c++17 -Iinclude -Isrc -gencode=arch=compute_90,code=sm_90 \
-               -gencode=arch=compute_90a,code=sm_90a -lineinfo
+CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o) \
+               $(patsubst %.c,$(BUILD)/obj/cuda/%.o,$(filter-out src/ops/%,$(REAL_SRC)))
+NVCCFLAGS   += -O3 -std=c++17 -Iinclude -Isrc -DSPD_CUDA -gencode=arch=compute_90,code=sm_90 \
+               -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xcompiler -Wall
 CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 LDLIBS      += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 CFLAGS      += -DSPD_HAVE_CUDA
+else
+LIB_OBJ     += $(BUILD)/obj/src/core/device_none.o
 endif
 
 TEST_SRC    := $(sort $(wildcard tests/test_*.c))
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test run deps install-deps clean
+.PHONY: all test run deps install-deps clean FORCE
 all: deps $(BUILD)/spd $(TEST_BIN)
 
 # The README's two commands: each installs missing Debian packages first, then
@@ -77,6 +83,12 @@ $(BUILD)/libspd.a: $(LIB_OBJ) $(CUDA_OBJ)
 $(BUILD)/spd: $(MAIN_OBJ) $(BUILD)/libspd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/obj/src/cli/build_info.o: src/cli/build_info.c FORCE
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DSPD_GIT_COMMIT='"$(GIT_COMMIT)"' -c -o $@ $<
+
+FORCE:
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -89,9 +101,13 @@ $(BUILD)/obj/f64/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -DSPD_F64 -c -o $@ $<
 
+$(BUILD)/obj/cuda/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DSPD_CUDA -c -o $@ $<
+
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libspd.a
 	@mkdir -p $(@D)

@@ -87,3 +87,12 @@ edit_ref "$tmp/token.safetensors" 'dt, s, b = tensors["input.tokens"]; tensors["
 expect_input_error "a token id outside the vocabulary is refused" "$tmp/token.safetensors" "element 0 is 97, outside \[0, vocab_size 97)"
 "$SPD" check --precision f16 x 2>"$tmp/err"; status=$?
 [ $status -eq 2 ] && grep -q -- '--precision: expected f32, f64 or both' "$tmp/err" && ok "an unknown precision is refused" || notok "unknown precision" "status $status"
+
+# A plain LlamaSimple state dict (no "target_model." prefix) loads too.
+edit_ref "$tmp/bare.safetensors" '
+tensors = {(k[len("target_model."):] if k.startswith("target_model.") else k): v for k, v in tensors.items()}'
+if "$SPD" check "$tmp/bare.safetensors" >/dev/null 2>&1; then
+    ok "target weights under bare LlamaSimple names load and pass"
+else
+    notok "target weights under bare names" "spd check failed"
+fi

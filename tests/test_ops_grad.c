@@ -619,12 +619,16 @@ typedef struct {
 
 static double mse_loss(void *p) {
     loss_ctx *c = p;
-    return mse_loss_forward_f64(c->y, c->target, c->n);
+    double loss;
+    mse_loss_forward_f64(&loss, c->y, c->target, c->n);
+    return loss;
 }
 
 static double mean_loss(void *p) {
     loss_ctx *c = p;
-    return mean_loss_forward_f64(c->y, c->n);
+    double loss;
+    mean_loss_forward_f64(&loss, c->y, c->n);
+    return loss;
 }
 
 static void test_losses(void) {

@@ -5,9 +5,13 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "cli/build_info.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "spd/bench.h"
+#ifdef SPD_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 
 static void usage(FILE *out) {
     fputs("usage: spd bench linear|full [options]\n"
@@ -16,18 +20,73 @@ static void usage(FILE *out) {
           "  --batch N --seq N           positions per step (default 4 x 256 linear, 2 x 128 full)\n"
           "  --steps N --warmup N        timed and untimed steps (default 20 and 3)\n"
           "  --seed N                    Philox seed of weights, inputs and masks (default 0)\n"
-          "  --device cpu                where to run (the CUDA backend comes with the GPU engine)\n"
+          "  --device cpu|cuda           where to run (default cpu)\n"
+          "  --mode unfused|fused        GPU: one kernel per primitive, or fused kernels and the\n"
+          "                              step captured as a CUDA graph (default fused)\n"
+          "  --tf32                      GPU: TF32 tensor-core products (PyTorch's \"high\")\n"
           "Seed protocol: masks uniform in [0,1) drawn outside the timed region; forward, loss\n"
           "(linear: MSE to a random target; full: mean of logits), backward and AdamW timed.\n",
           out);
 }
 
+// The command line as run ("spd bench full --batch 64 ..."), JSON-safe (options are plain words).
+static char command_line[1024];
+
+static void record_command(int argc, char **argv) {
+    size_t used = (size_t)snprintf(command_line, sizeof command_line, "spd");
+    for (int i = 0; i < argc && used < sizeof command_line; i++)
+        used += (size_t)snprintf(command_line + used, sizeof command_line - used, " %s", argv[i]);
+}
+
+#ifdef SPD_HAVE_CUDA
+static int bench_gpu(const bench_options *opt, const char *kind, bool fused, bool tf32) {
+    bench_options o = *opt;
+    spd_cuda_init();
+    spd_cuda_set_matmul_precision(tf32 ? SPD_MATMUL_TF32 : SPD_MATMUL_FP32);
+    spd_cuda_set_mode(fused ? SPD_CUDA_FUSED : SPD_CUDA_UNFUSED);
+    o.graph = fused;
+    const char *gpu = spd_cuda_device_name(), *prec = spd_cuda_matmul_precision_name();
+    // The two ceilings, measured here: a large matrix product and a large copy.
+    double tflops_peak = bench_matmul_gflops_cuda(8192, 5) / 1e3;
+    double gbs_peak = bench_bandwidth_gbs_cuda((size_t)1 << 30, 10);
+    bench_result r;
+    bench_run_cuda(&o, &r, stderr);
+    double bytes = bench_step_bytes(&o);
+    double flop_floor = r.flops / (tflops_peak * 1e12) * 1e3, byte_floor = bytes / (gbs_peak * 1e9) * 1e3;
+    double floor_ms = flop_floor > byte_floor ? flop_floor : byte_floor;
+    const char *mode = fused ? "fused" : "unfused";
+    printf("bench %s %s %s %s: mean %.3f ms, median %.3f ms, min %.3f ms per step\n", kind, gpu, mode, prec, r.mean_ms,
+           r.median_ms, r.min_ms);
+    printf("  %.1f TFLOP/s (%.3g GFLOP per step), %.0f GB/s of the %.3g GB floor bytes, peak GPU memory %.1f MiB\n",
+           r.flops / (r.median_ms * 1e-3) / 1e12, r.flops / 1e9, bytes / (r.median_ms * 1e-3) / 1e9, bytes / 1e9,
+           spd_cuda_peak_bytes() / 1048576.0);
+    printf("  floor %.3f ms = max(FLOPs at the measured %s rate %.0f TFLOP/s: %.3f ms, bytes at the measured %.0f GB/s: "
+           "%.3f ms); %.0f%% of it reached; loss %.6g\n",
+           floor_ms, prec, tflops_peak, flop_floor, gbs_peak, byte_floor, 100.0 * floor_ms / r.median_ms, r.loss);
+    printf("RESULT {\"bench\":\"%s\",\"device\":\"%s\",\"impl\":\"spd.c\",\"variant\":\"%s\",\"precision\":\"%s\","
+           "\"d_in\":%d,\"d_out\":%d,\"C\":%d,\"batch\":%d,\"seq\":%d,\"steps\":%d,\"warmup\":%d,"
+           "\"mean_ms\":%.4f,\"median_ms\":%.4f,\"min_ms\":%.4f,\"gflop_per_step\":%.4f,\"floor_bytes\":%.0f,"
+           "\"matmul_tflops\":%.2f,\"bandwidth_gbs\":%.1f,\"floor_ms\":%.4f,\"peak_mem_bytes\":%zu,\"loss\":%.8g,"
+           "\"commit\":\"%s\",\"command\":\"%s\"}\n",
+           kind, gpu, mode, prec, o.d_in, o.d_out, o.C, o.batch, o.seq, o.steps, o.warmup, r.mean_ms, r.median_ms,
+           r.min_ms, r.flops / 1e9, bytes, tflops_peak, gbs_peak, floor_ms, spd_cuda_peak_bytes(), r.loss,
+           spd_build_commit(), command_line);
+    return 0;
+}
+#else
+static int bench_gpu(const bench_options *o, const char *kind, bool fused, bool tf32) {
+    spd_die_input("bench: --device cuda: this spd was built without CUDA (nvcc not found at build time)");
+}
+#endif
+
 int cmd_bench(int argc, char **argv) {
+    record_command(argc, argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? SPD_EXIT_INPUT : 0;
     }
     bench_options o = {.steps = 20, .warmup = 3, .seed = 0};
+    bool cuda = false, tf32 = false, fused = true;
     if (strcmp(argv[1], "linear") == 0) {
         o.kind = BENCH_LINEAR;
         o.d_in = o.d_out = o.C = 512;
@@ -47,6 +106,10 @@ int cmd_bench(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        if (strcmp(a, "--tf32") == 0) {  // the one flag without a value
+            tf32 = true;
+            continue;
+        }
         if (i + 1 >= argc) spd_die_input("bench: option '%s' needs a value (see spd bench --help)", a);
         const char *v = argv[++i];
         if (strcmp(a, "--d_in") == 0 && o.kind == BENCH_LINEAR) o.d_in = (int)spd_arg_int(a, v, 1, 1 << 16);
@@ -58,19 +121,25 @@ int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--warmup") == 0) o.warmup = (int)spd_arg_int(a, v, 0, 1000000);
         else if (strcmp(a, "--seed") == 0) o.seed = (unsigned long long)spd_arg_int(a, v, 0, 1L << 62);
         else if (strcmp(a, "--device") == 0) {
-            if (strcmp(v, "cpu") != 0) spd_die_input("bench: --device: only 'cpu' is built in yet, found '%s'", v);
+            if (strcmp(v, "cuda") == 0) cuda = true;
+            else if (strcmp(v, "cpu") != 0) spd_die_input("bench: --device: expected cpu or cuda, found '%s'", v);
+        } else if (strcmp(a, "--mode") == 0) {
+            if (strcmp(v, "unfused") == 0) fused = false;
+            else if (strcmp(v, "fused") != 0) spd_die_input("bench: --mode: expected unfused or fused, found '%s'", v);
         } else
             spd_die_input("bench %s: unknown option '%s' (see spd bench --help)", argv[1], a);
     }
     if ((double)o.batch * o.seq > (1 << 24)) spd_die_input("bench: --batch x --seq must be at most 16777216");
 
+    if (tf32 && !cuda) spd_die_input("bench: --tf32 applies to --device cuda only");
     const char *kind = o.kind == BENCH_LINEAR ? "linear" : "full";
     if (o.kind == BENCH_LINEAR)
-        fprintf(stderr, "bench linear: d_in %d, d_out %d, C %d, batch %d, seq %d, steps %d (+%d warm-up), float32\n",
-                o.d_in, o.d_out, o.C, o.batch, o.seq, o.steps, o.warmup);
+        fprintf(stderr, "bench linear: d_in %d, d_out %d, C %d, batch %d, seq %d, steps %d (+%d warm-up)\n", o.d_in,
+                o.d_out, o.C, o.batch, o.seq, o.steps, o.warmup);
     else
-        fprintf(stderr, "bench full: LlamaSimple 4L, C %d, batch %d, seq %d, steps %d (+%d warm-up), float32\n", o.C,
-                o.batch, o.seq, o.steps, o.warmup);
+        fprintf(stderr, "bench full: LlamaSimple 4L, C %d, batch %d, seq %d, steps %d (+%d warm-up)\n", o.C, o.batch,
+                o.seq, o.steps, o.warmup);
+    if (cuda) return bench_gpu(&o, kind, fused, tf32);
     double gflops_peak = bench_matmul_gflops_f32(1024, 5);
     bench_result r;
     bench_run_f32(&o, &r, stderr);
@@ -82,11 +151,12 @@ int cmd_bench(int argc, char **argv) {
            achieved, gflops_peak);
     printf("  floor %.3f ms (FLOPs at the sgemm rate): %.0f%% of it reached; loss after last step %.6g\n", floor_ms,
            100.0 * floor_ms / r.median_ms, r.loss);
-    printf("RESULT {\"bench\":\"%s\",\"device\":\"cpu\",\"mode\":\"reference\",\"precision\":\"float32\","
-           "\"d_in\":%d,\"d_out\":%d,\"C\":%d,\"batch\":%d,\"seq\":%d,\"steps\":%d,\"warmup\":%d,"
-           "\"mean_ms\":%.4f,\"median_ms\":%.4f,\"min_ms\":%.4f,\"gflop_per_step\":%.4f,\"achieved_gflops\":%.2f,"
-           "\"matmul_gflops\":%.2f,\"floor_ms\":%.4f,\"bytes\":%.0f,\"loss\":%.8g}\n",
+    printf("RESULT {\"bench\":\"%s\",\"device\":\"cpu\",\"impl\":\"spd.c\",\"variant\":\"cpu-reference\","
+           "\"precision\":\"fp32\",\"d_in\":%d,\"d_out\":%d,\"C\":%d,\"batch\":%d,\"seq\":%d,\"steps\":%d,"
+           "\"warmup\":%d,\"mean_ms\":%.4f,\"median_ms\":%.4f,\"min_ms\":%.4f,\"gflop_per_step\":%.4f,"
+           "\"achieved_gflops\":%.2f,\"matmul_gflops\":%.2f,\"floor_ms\":%.4f,\"bytes\":%.0f,\"loss\":%.8g,"
+           "\"commit\":\"%s\",\"command\":\"%s\"}\n",
            kind, o.d_in, o.d_out, o.C, o.batch, o.seq, o.steps, o.warmup, r.mean_ms, r.median_ms, r.min_ms,
-           r.flops / 1e9, achieved, gflops_peak, floor_ms, r.bytes_alloc, r.loss);
+           r.flops / 1e9, achieved, gflops_peak, floor_ms, r.bytes_alloc, r.loss, spd_build_commit(), command_line);
     return 0;
 }

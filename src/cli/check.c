@@ -6,18 +6,23 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "spd/reference_check.h"
+#ifdef SPD_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 
 static void usage(FILE *out) {
-    fputs("usage: spd check [--precision f32|f64|both] FILE...\n"
+    fputs("usage: spd check [--device cpu|cuda] [--precision f32|f64|both] [--tf32] FILE...\n"
           "Recomputes logits, loss and every V/U gradient of each spd-ref-v1 file and prints\n"
           "max-relative and norm-relative errors per tensor. Bounds on the norm-relative error:\n"
           "float64 1e-10, float32 1e-5; 1e-6 at least where the file stores float32 expectations.\n"
+          "--device cuda recomputes on the GPU in float32 (bound 1e-5), or with TF32 products\n"
+          "(--tf32, bound 5e-3).\n"
           "Exit status: 0 all pass, 1 a tensor failed, 2 bad input.\n",
           out);
 }
 
 int cmd_check(int argc, char **argv) {
-    bool f32 = true, f64 = true;
+    bool f32 = true, f64 = true, cuda = false, tf32 = false;
     int first_file = 1;
     for (; first_file < argc && strncmp(argv[first_file], "--", 2) == 0; first_file++) {
         const char *a = argv[first_file];
@@ -33,12 +38,32 @@ int cmd_check(int argc, char **argv) {
                 spd_die_input("check: --precision: expected f32, f64 or both, found \"%s\"", p);
             continue;
         }
+        if (strcmp(a, "--device") == 0 && first_file + 1 < argc) {
+            const char *d = argv[++first_file];
+            if (strcmp(d, "cuda") == 0) cuda = true;
+            else if (strcmp(d, "cpu") != 0) spd_die_input("check: --device: expected cpu or cuda, found \"%s\"", d);
+            continue;
+        }
+        if (strcmp(a, "--tf32") == 0) {
+            tf32 = true;
+            continue;
+        }
         spd_die_input("check: unknown option '%s' (see spd check --help)", a);
     }
     if (first_file >= argc) {
         usage(stderr);
         return SPD_EXIT_INPUT;
     }
+    if (tf32 && !cuda) spd_die_input("check: --tf32 applies to --device cuda only");
+#ifdef SPD_HAVE_CUDA
+    if (cuda) {
+        spd_cuda_init();
+        if (tf32) spd_cuda_set_matmul_precision(SPD_MATMUL_TF32);
+        fprintf(stderr, "device: %s, products %s\n", spd_cuda_device_name(), spd_cuda_matmul_precision_name());
+    }
+#else
+    if (cuda) spd_die_input("check: --device cuda: this spd was built without CUDA (nvcc not found at build time)");
+#endif
     int failed_files = 0;
     for (int i = first_file; i < argc; i++) {
         spd_st_file *f = spd_st_open(argv[i]);
@@ -46,7 +71,14 @@ int cmd_check(int argc, char **argv) {
         printf("%s\n%-8s %-52s %12s %12s %8s  %s\n", argv[i], "dtype", "tensor", "max_rel", "norm_rel", "bound",
                "status");
         int failures = 0;
-        for (int pass = 0; pass < 2; pass++) {
+#ifdef SPD_HAVE_CUDA
+        if (cuda) {
+            int r = reference_check_cuda(f, stdout);
+            if (r < 0) spd_die_last_error();
+            failures += r;
+        }
+#endif
+        for (int pass = 0; pass < 2 && !cuda; pass++) {
             if ((pass == 0 && !f64) || (pass == 1 && !f32)) continue;
             int r = pass == 0 ? reference_check_f64(f, stdout) : reference_check_f32(f, stdout);
             if (r < 0) spd_die_last_error();

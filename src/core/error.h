@@ -8,6 +8,13 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+#define SPD_NORETURN [[noreturn]]
+extern "C" {
+#else
+#define SPD_NORETURN _Noreturn
+#endif
+
 #define SPD_EXIT_INPUT 2
 #define SPD_EXIT_INTERNAL 1
 
@@ -17,11 +24,11 @@ int spd_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *spd_last_error(void);
 
 // Prints "spd: <message>" on one line to stderr and exits with status 2.
-_Noreturn void spd_die_input(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+SPD_NORETURN void spd_die_input(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prints spd_last_error() as one line and exits with status 2.
-_Noreturn void spd_die_last_error(void);
+SPD_NORETURN void spd_die_last_error(void);
 // Internal failure: prints and exits with status 1.
-_Noreturn void spd_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+SPD_NORETURN void spd_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define SPD_ASSERT(cond)                                                        \
     do {                                                                        \
@@ -32,5 +39,9 @@ _Noreturn void spd_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 void *spd_malloc(size_t bytes);
 void *spd_calloc(size_t count, size_t size);
 char *spd_strdup(const char *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/philox.h"
 
@@ -53,8 +54,13 @@ spd_tensor *spd_spec_get(const spd_spec *spec, const char *name) {
     return t;
 }
 
-static void *alloc_role(size_t bytes) {
+static void *alloc_role(const spd_spec *spec, size_t bytes) {
     if (bytes == 0) return NULL;
+    if (spec->on_device) {
+        void *d = spd_device_malloc(bytes);
+        spd_device_memset_zero(d, bytes);
+        return d;
+    }
     void *p = NULL;
     if (posix_memalign(&p, SPD_TENSOR_ALIGN, bytes) != 0) spd_die("out of host memory allocating %zu bytes", bytes);
     memset(p, 0, bytes);
@@ -62,23 +68,25 @@ static void *alloc_role(size_t bytes) {
 }
 
 void spd_spec_alloc(spd_spec *spec) {
-    for (int r = 0; r < SPD_ROLE_COUNT; r++) spec->buf[r] = alloc_role(spec->bytes[r]);
+    for (int r = 0; r < SPD_ROLE_COUNT; r++) spec->buf[r] = alloc_role(spec, spec->bytes[r]);
     size_t trained = spec->bytes[SPD_ROLE_TRAINED];
-    spec->grad = alloc_role(trained);
-    spec->adam_m = alloc_role(trained);
-    spec->adam_v = alloc_role(trained);
+    spec->grad = alloc_role(spec, trained);
+    spec->adam_m = alloc_role(spec, trained);
+    spec->adam_v = alloc_role(spec, trained);
     for (int i = 0; i < spec->count; i++) {
         spd_tensor *t = &spec->tensors[i];
         t->data = (char *)spec->buf[t->role] + t->offset;
     }
 }
 
-static void fill_value(spd_tensor *t, double value) {
-    int64_t n = spd_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == SPD_DTYPE_F64) ((double *)t->data)[i] = value;
-        else ((float *)t->data)[i] = (float)value;
-    }
+void spd_tensor_upload(const spd_spec *spec, spd_tensor *t, const void *host) {
+    if (spec->on_device) spd_device_upload(t->data, host, t->nbytes);
+    else if (t->data != host) memcpy(t->data, host, t->nbytes);
+}
+
+void spd_tensor_download(const spd_spec *spec, const spd_tensor *t, void *host) {
+    if (spec->on_device) spd_device_download(host, t->data, t->nbytes);
+    else if (t->data != host) memcpy(host, t->data, t->nbytes);
 }
 
 void spd_spec_init_values(spd_spec *spec, spd_role role, uint64_t seed) {
@@ -86,18 +94,17 @@ void spd_spec_init_values(spd_spec *spec, spd_role role, uint64_t seed) {
         spd_tensor *t = &spec->tensors[i];
         if (t->role != role || (t->dtype != SPD_DTYPE_F32 && t->dtype != SPD_DTYPE_F64)) continue;
         int64_t n = spd_tensor_numel(t);
-        if (t->init == SPD_INIT_ZERO) {
-            memset(t->data, 0, t->nbytes);
-        } else if (t->init == SPD_INIT_ONES) {
-            fill_value(t, 1.0);
-        } else if (t->dtype == SPD_DTYPE_F64) {
-            spd_philox_fill_normal_f64(seed, (uint64_t)i, (size_t)n, t->init_std, t->data);
-        } else {
-            double *tmp = spd_malloc((size_t)n * sizeof *tmp);
-            spd_philox_fill_normal_f64(seed, (uint64_t)i, (size_t)n, t->init_std, tmp);
-            for (int64_t j = 0; j < n; j++) ((float *)t->data)[j] = (float)tmp[j];
-            free(tmp);
+        double *values = spd_calloc((size_t)n, sizeof *values);
+        if (t->init == SPD_INIT_ONES)
+            for (int64_t j = 0; j < n; j++) values[j] = 1.0;
+        else if (t->init == SPD_INIT_NORMAL)
+            spd_philox_fill_normal_f64(seed, (uint64_t)i, (size_t)n, t->init_std, values);
+        if (t->dtype == SPD_DTYPE_F32) {  // narrow in place: float32 values fit in the first half
+            float *narrow = (float *)values;
+            for (int64_t j = 0; j < n; j++) narrow[j] = (float)values[j];
         }
+        spd_tensor_upload(spec, t, values);
+        free(values);
     }
 }
 
@@ -118,7 +125,9 @@ size_t spd_spec_trained_elems(const spd_spec *spec) {
 }
 
 void spd_spec_zero_grad(spd_spec *spec) {
-    if (spec->grad) memset(spec->grad, 0, spec->bytes[SPD_ROLE_TRAINED]);
+    if (!spec->grad) return;
+    if (spec->on_device) spd_device_memset_zero(spec->grad, spec->bytes[SPD_ROLE_TRAINED]);
+    else memset(spec->grad, 0, spec->bytes[SPD_ROLE_TRAINED]);
 }
 
 void spd_spec_print_memory(const spd_spec *spec, FILE *out) {
@@ -136,11 +145,16 @@ void spd_spec_print_memory(const spd_spec *spec, FILE *out) {
     fprintf(out, "%-22s %14zu (%.1f MiB)\n", "total", total, total / 1048576.0);
 }
 
+static void free_role(const spd_spec *spec, void *p) {
+    if (spec->on_device) spd_device_free(p);
+    else free(p);
+}
+
 void spd_spec_free(spd_spec *spec) {
-    for (int r = 0; r < SPD_ROLE_COUNT; r++) free(spec->buf[r]);
-    free(spec->grad);
-    free(spec->adam_m);
-    free(spec->adam_v);
+    for (int r = 0; r < SPD_ROLE_COUNT; r++) free_role(spec, spec->buf[r]);
+    free_role(spec, spec->grad);
+    free_role(spec, spec->adam_m);
+    free_role(spec, spec->adam_v);
     free(spec->tensors);
     memset(spec, 0, sizeof *spec);
 }

@@ -21,6 +21,7 @@ typedef struct {
     size_t bytes[SPD_ROLE_COUNT];
     // Mirrors of buf[SPD_ROLE_TRAINED], same layout.
     void *grad, *adam_m, *adam_v;
+    bool on_device;  // buffers in GPU memory (set before spd_spec_alloc)
 } spd_spec;
 
 void spd_spec_init(spd_spec *spec);
@@ -30,14 +31,18 @@ int spd_spec_add(spd_spec *spec, const char *name, spd_dtype dtype, int ndim, co
 spd_tensor *spd_spec_find(const spd_spec *spec, const char *name);  // NULL if absent
 spd_tensor *spd_spec_get(const spd_spec *spec, const char *name);   // internal: dies if absent
 // One zeroed allocation per role (plus grad and Adam mirrors of TRAINED),
-// then every tensor's data pointer. Initial values are not drawn here.
+// in host or GPU memory, then every tensor's data pointer. Values are not drawn here.
 void spd_spec_alloc(spd_spec *spec);
 // Fills every tensor of `role` by its init: zeros, ones, or N(0, init_std^2)
-// drawn from Philox stream (seed, tensor index). Float tensors only; others stay zero.
+// drawn from Philox stream (seed, tensor index), the same numbers on host and
+// device. Float tensors only; others stay zero.
 void spd_spec_init_values(spd_spec *spec, spd_role role, uint64_t seed);
 void *spd_spec_grad(const spd_spec *spec, const spd_tensor *t);
 void *spd_spec_adam_m(const spd_spec *spec, const spd_tensor *t);
 void *spd_spec_adam_v(const spd_spec *spec, const spd_tensor *t);
+// Copies host bytes (t->nbytes) into t / t into host memory, wherever t lives.
+void spd_tensor_upload(const spd_spec *spec, spd_tensor *t, const void *host);
+void spd_tensor_download(const spd_spec *spec, const spd_tensor *t, void *host);
 // Number of elements the TRAINED buffer spans, padding included (padding stays 0).
 size_t spd_spec_trained_elems(const spd_spec *spec);
 void spd_spec_zero_grad(spd_spec *spec);

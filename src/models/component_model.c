@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "ops/components.h"
+#include "ops/fill.h"
 
 static linear_site *find_site(llama_model *m, const char *path) {
     for (int i = 0; i < m->n_sites; i++)
@@ -84,6 +85,7 @@ int RFN(component_model_build)(component_model *cm, const llama_config *cfg, con
                                int n_patterns, const component_model_options *opt) {
     memset(cm, 0, sizeof *cm);
     spd_spec_init(&cm->spec);
+    cm->spec.on_device = SPD_REAL_ON_DEVICE;
     cm->use_delta = opt->use_delta;
     llama_model *m = &cm->target;
     RFN(llama_declare)(m, &cm->spec, cfg, opt->B, opt->S, opt->untied_lm_head);
@@ -131,7 +133,7 @@ void RFN(component_model_forward)(component_model *cm) {
             RFN(embedding_weight_delta_forward)(c->delta, s->W, c->V, c->U, s->d_in, c->C, s->d_out);
         else
             RFN(weight_delta_forward)(c->delta, s->W, c->V, c->U, s->d_in, c->C, s->d_out);
-        memset(c->ddelta, 0, (size_t)s->d_in * (size_t)s->d_out * sizeof(real));
+        RFN(fill_zero)(c->ddelta, (int64_t)s->d_in * s->d_out);
     }
     RFN(llama_forward)(&cm->target);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/add.h"
 #include "ops/attention.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -116,6 +117,7 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.rstdf");
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.proj");
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(B, S, V), "act.logits");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(1), "act.loss");
     // Backward buffers.
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, V), "grad.logits");
     const char *dnames[] = {"grad.res", "grad.tmp", "grad.ln", "grad.q", "grad.atty"};
@@ -164,6 +166,7 @@ void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
     m->rstdf = get(spec, "act.rstdf");
     m->proj = get(spec, "act.proj");
     m->logits = get(spec, "act.logits");
+    m->loss = get(spec, "act.loss");
     m->dlogits = get(spec, "grad.logits");
     m->dres = get(spec, "grad.res");
     m->dtmp = get(spec, "grad.tmp");
@@ -175,14 +178,6 @@ void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
     m->dgate = get(spec, "grad.gate");
     m->dup = get(spec, "grad.up");
     m->dhidden = get(spec, "grad.hidden");
-}
-
-static void add_into(real *acc, const real *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) acc[i] += x[i];
-}
-
-static void residual_add(real *out, const real *a, const real *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 void RFN(llama_forward)(llama_model *m) {
@@ -203,14 +198,14 @@ void RFN(llama_forward)(llama_model *m) {
                           c->rotary_adjacent_pairs);
         RFN(attention_forward)(ly->atty, ly->att, ly->q, ly->k, ly->v, m->B, m->S, c->n_head, c->n_kv_heads, hd);
         RFN(site_forward)(s[LLAMA_O], m->proj, ly->atty, NULL, N);
-        residual_add(ly->mid, ly->x_in, m->proj, Nd);
+        RFN(add)(ly->mid, ly->x_in, m->proj, Nd);
         RFN(rmsnorm_forward)(ly->ln2, ly->rstd2, ly->mid, ly->rms_2, N, d, c->rms_norm_eps);
         RFN(site_forward)(s[LLAMA_GATE], ly->gate, ly->ln2, NULL, N);
         RFN(site_forward)(s[LLAMA_UP], ly->up, ly->ln2, NULL, N);
         RFN(swiglu_forward)(ly->hidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
         RFN(site_forward)(s[LLAMA_DOWN], m->proj, ly->hidden, NULL, N);
         real *next = l + 1 < c->n_layer ? m->layers[l + 1].x_in : m->resid;
-        residual_add(next, ly->mid, m->proj, Nd);
+        RFN(add)(next, ly->mid, m->proj, Nd);
     }
     RFN(rmsnorm_forward)(m->lnf, m->rstdf, m->resid, m->ln_f, N, d, c->rms_norm_eps);
     RFN(site_forward)(m->lm_head_site, m->logits, m->lnf, NULL, N);
@@ -231,9 +226,9 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(swiglu_backward)(m->dgate, m->dup, m->dhidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
         RFN(site_backward)(s[LLAMA_GATE], m->dln, m->dgate, ly->ln2, NULL, N);
         RFN(site_backward)(s[LLAMA_UP], m->dtmp, m->dup, ly->ln2, NULL, N);
-        add_into(m->dln, m->dtmp, Nd);
+        RFN(add_inplace)(m->dln, m->dtmp, Nd);
         RFN(rmsnorm_backward)(m->dtmp, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d);
-        add_into(m->dres, m->dtmp, Nd);  // now dL/d(mid)
+        RFN(add_inplace)(m->dres, m->dtmp, Nd);  // now dL/d(mid)
         // Attention: mid = x_in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
         RFN(site_backward)(s[LLAMA_O], m->datty, m->dres, ly->atty, NULL, N);
         RFN(attention_backward)(m->dq, m->dk, m->dv, m->datty, ly->q, ly->k, ly->v, ly->att, m->B, m->S, c->n_head,
@@ -244,11 +239,11 @@ void RFN(llama_backward)(llama_model *m) {
                            c->rotary_adjacent_pairs);
         RFN(site_backward)(s[LLAMA_Q], m->dln, m->dq, ly->ln1, NULL, N);
         RFN(site_backward)(s[LLAMA_K], m->dtmp, m->dk, ly->ln1, NULL, N);
-        add_into(m->dln, m->dtmp, Nd);
+        RFN(add_inplace)(m->dln, m->dtmp, Nd);
         RFN(site_backward)(s[LLAMA_V], m->dtmp, m->dv, ly->ln1, NULL, N);
-        add_into(m->dln, m->dtmp, Nd);
+        RFN(add_inplace)(m->dln, m->dtmp, Nd);
         RFN(rmsnorm_backward)(m->dtmp, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d);
-        add_into(m->dres, m->dtmp, Nd);  // now dL/d(x_in)
+        RFN(add_inplace)(m->dres, m->dtmp, Nd);  // now dL/d(x_in)
     }
     RFN(site_backward)(m->wte_site, NULL, m->dres, NULL, m->tokens, N);
 }

@@ -44,6 +44,7 @@ typedef struct {
     real *resid, *lnf, *rstdf;  // [N, d], [N, d], [N]: final residual and norm
     real *proj;                 // [N, d] output of o_proj / down_proj before the residual add
     real *logits;               // [N, vocab]
+    real *loss;                 // [1] written by the loss op
     // Backward buffers.
     real *dlogits, *dres, *dtmp, *dln, *dq, *dk, *dv, *datty, *dgate, *dup, *dhidden;
 } llama_model;

@@ -2,10 +2,10 @@
 #include "ops/loss.h"
 
 // logits [n] -> mean(logits), summed in float64.
-double RFN(mean_loss_forward)(const real *logits, int64_t n) {
+void RFN(mean_loss_forward)(real *loss, const real *logits, int64_t n) {
     double sum = 0;
     for (int64_t i = 0; i < n; i++) sum += logits[i];
-    return sum / (double)n;
+    loss[0] = (real)(sum / (double)n);
 }
 
 // dlogits [n] = 1/n (written).
@@ -15,13 +15,13 @@ void RFN(mean_loss_backward)(real *dlogits, int64_t n) {
 }
 
 // y, target [n] -> mean((y - target)^2), summed in float64.
-double RFN(mse_loss_forward)(const real *y, const real *target, int64_t n) {
+void RFN(mse_loss_forward)(real *loss, const real *y, const real *target, int64_t n) {
     double sum = 0;
     for (int64_t i = 0; i < n; i++) {
         double e = (double)y[i] - (double)target[i];
         sum += e * e;
     }
-    return sum / (double)n;
+    loss[0] = (real)(sum / (double)n);
 }
 
 // dy [n] = 2 (y - target) / n (written).

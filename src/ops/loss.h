@@ -1,5 +1,7 @@
 // The benchmark losses: the seed's mean of logits (full model) and MSE to a
-// random target (isolated op). Sums accumulate in float64 in both precisions.
+// random target (isolated op). The value is written to memory (a one-element
+// tensor of the backend) so that a GPU step needs no host round trip. CPU sums
+// accumulate in float64 in both precisions.
 #ifndef SPD_OPS_LOSS_H
 #define SPD_OPS_LOSS_H
 
@@ -7,12 +9,12 @@
 
 #include "core/real.h"
 
-// mean(logits[0..n)).
-double RFN(mean_loss_forward)(const real *logits, int64_t n);
+// loss[0] = mean(logits[0..n)).
+void RFN(mean_loss_forward)(real *loss, const real *logits, int64_t n);
 // dlogits[i] = 1/n (written).
 void RFN(mean_loss_backward)(real *dlogits, int64_t n);
-// mean((y - target)^2).
-double RFN(mse_loss_forward)(const real *y, const real *target, int64_t n);
+// loss[0] = mean((y - target)^2).
+void RFN(mse_loss_forward)(real *loss, const real *y, const real *target, int64_t n);
 // dy = 2 (y - target) / n (written).
 void RFN(mse_loss_backward)(real *dy, const real *y, const real *target, int64_t n);
 

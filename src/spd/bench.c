@@ -7,14 +7,27 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/philox.h"
 #include "core/spec.h"
 #include "models/component_model.h"
 #include "ops/adamw.h"
 #include "ops/components.h"
+#include "ops/fill.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
+#include "ops/transfer.h"
+#if SPD_REAL_ON_DEVICE
+#include "cuda/backend.h"
+#endif
+
+// Device work is asynchronous: the clock is read only once queued work finished.
+static void sync_backend(void) {
+#if SPD_REAL_ON_DEVICE
+    spd_device_synchronize();
+#endif
+}
 
 static double now_ms(void) {
     struct timespec ts;
@@ -36,8 +49,10 @@ static void summarize(double *ms, int n, bench_result *res) {
     res->min_ms = ms[0];
 }
 
-static void fill_uniform(real *out, size_t n, uint64_t seed, uint64_t stream) {
-    for (size_t i = 0; i < n; i++) out[i] = (real)spd_philox_uniform_f32(seed, stream, i);
+static double read_scalar(const real *x) {
+    double v;
+    RFN(copy_to_host_f64)(&v, x, 1);
+    return v;
 }
 
 static const spd_adamw_config bench_adamw = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
@@ -48,7 +63,73 @@ static void adamw_all(spd_spec *spec, int64_t t) {
                     spd_spec_trained_elems(spec), &bench_adamw, t);
 }
 
+// One benchmark step: prepare (masks; untimed), then body (zero grad, forward,
+// loss, backward) and the AdamW update, timed together.
+typedef struct {
+    void (*prepare)(void *ctx, int step);
+    void (*body)(void *ctx);
+    void *ctx;
+    spd_spec *spec;
+} bench_step;
+
+static void time_steps(const bench_options *o, const bench_step *s, bench_result *res) {
+#if SPD_REAL_ON_DEVICE
+    if (o->graph) {  // one eager run settles cuBLAS's choices, then the body is captured once
+        s->prepare(s->ctx, 0);
+        s->body(s->ctx);
+        spd_cuda_graph_begin();
+        s->body(s->ctx);
+        spd_cuda_graph_end();
+    }
+#endif
+    double *ms = spd_malloc((size_t)o->steps * sizeof *ms);
+    for (int step = 0; step < o->warmup + o->steps; step++) {
+        s->prepare(s->ctx, step);
+        sync_backend();
+        double t0 = now_ms();
+#if SPD_REAL_ON_DEVICE
+        if (o->graph) spd_cuda_graph_launch();
+        else s->body(s->ctx);
+#else
+        s->body(s->ctx);
+#endif
+        // AdamW stays outside the graph: its bias correction depends on the step.
+        adamw_all(s->spec, step + 1);
+        sync_backend();
+        double t1 = now_ms();
+        if (step >= o->warmup) ms[step - o->warmup] = t1 - t0;
+    }
+#if SPD_REAL_ON_DEVICE
+    if (o->graph) spd_cuda_graph_destroy();
+#endif
+    summarize(ms, o->steps, res);
+    free(ms);
+}
+
 // One LinearComponents, MSE to a random target.
+typedef struct {
+    int N, din, dout, C;
+    uint64_t seed;
+    spd_spec *spec;
+    real *V, *U, *dV, *dU, *x, *target, *mask, *a, *scratch, *y, *dy, *dx, *loss;
+} linear_ctx;
+
+static void linear_prepare(void *p, int step) {
+    linear_ctx *c = p;
+    RFN(fill_uniform)(c->mask, (int64_t)c->N * c->C, c->seed, (uint64_t)step, 0);
+}
+
+static void linear_body(void *p) {
+    linear_ctx *c = p;
+    spd_spec_zero_grad(c->spec);
+    RFN(components_forward)(c->y, c->a, c->x, c->V, c->U, c->mask, NULL, NULL, c->N, c->din, c->C, c->dout,
+                            c->scratch);
+    RFN(mse_loss_forward)(c->loss, c->y, c->target, (int64_t)c->N * c->dout);
+    RFN(mse_loss_backward)(c->dy, c->y, c->target, (int64_t)c->N * c->dout);
+    RFN(components_backward)(c->dx, c->dV, c->dU, NULL, NULL, NULL, c->dy, c->x, c->a, c->V, c->U, c->mask, NULL,
+                             NULL, c->N, c->din, c->C, c->dout, c->scratch);
+}
+
 static void run_linear(const bench_options *o, bench_result *res, FILE *log) {
     const int N = o->batch * o->seq, din = o->d_in, dout = o->d_out, C = o->C;
     spd_spec spec;
@@ -58,45 +139,58 @@ static void run_linear(const bench_options *o, bench_result *res, FILE *log) {
     spd_spec_add(&spec, "U", SPD_REAL_DTYPE, 2, (int64_t[]){C, dout}, SPD_ROLE_TRAINED, SPD_INIT_NORMAL,
                  1 / sqrt((double)C));
     const char *acts[][2] = {{"x", "in"}, {"target", "out"}, {"mask", "C"}, {"a", "C"}, {"scratch", "C"},
-                             {"y", "out"}, {"dy", "out"}, {"dx", "in"}};
+                             {"y", "out"}, {"dy", "out"}, {"dx", "in"}, {"loss", "1"}};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
-        int64_t width = acts[i][1][0] == 'i' ? din : acts[i][1][0] == 'o' ? dout : C;
-        spd_spec_add(&spec, acts[i][0], SPD_REAL_DTYPE, 2, (int64_t[]){N, width}, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
+        char w = acts[i][1][0];
+        int64_t shape[2] = {w == '1' ? 1 : N, w == 'i' ? din : w == 'o' ? dout : w == 'C' ? C : 1};
+        spd_spec_add(&spec, acts[i][0], SPD_REAL_DTYPE, 2, shape, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
     }
+    spec.on_device = SPD_REAL_ON_DEVICE;
     spd_spec_alloc(&spec);
     spd_spec_init_values(&spec, SPD_ROLE_TRAINED, o->seed);
 #define T(name) ((real *)spd_spec_get(&spec, name)->data)
-    real *V = T("V"), *U = T("U"), *x = T("x"), *target = T("target"), *mask = T("mask"), *a = T("a");
-    real *scratch = T("scratch"), *y = T("y"), *dy = T("dy"), *dx = T("dx");
+    linear_ctx c = {.N = N, .din = din, .dout = dout, .C = C, .seed = o->seed, .spec = &spec, .V = T("V"),
+                    .U = T("U"), .x = T("x"), .target = T("target"), .mask = T("mask"), .a = T("a"),
+                    .scratch = T("scratch"), .y = T("y"), .dy = T("dy"), .dx = T("dx"), .loss = T("loss")};
 #undef T
-    real *dV = spd_spec_grad(&spec, spd_spec_get(&spec, "V")), *dU = spd_spec_grad(&spec, spd_spec_get(&spec, "U"));
-    fill_uniform(x, (size_t)N * din, o->seed, 1000001);
-    fill_uniform(target, (size_t)N * dout, o->seed, 1000002);
+    c.dV = spd_spec_grad(&spec, spd_spec_get(&spec, "V"));
+    c.dU = spd_spec_grad(&spec, spd_spec_get(&spec, "U"));
+    RFN(fill_uniform)(c.x, (int64_t)N * din, o->seed, 1000001, 0);
+    RFN(fill_uniform)(c.target, (int64_t)N * dout, o->seed, 1000002, 0);
     spd_spec_print_memory(&spec, log);
-    res->bytes_alloc = 0;
+    res->bytes_alloc = 3.0 * spec.bytes[SPD_ROLE_TRAINED];
     for (int r = 0; r < SPD_ROLE_COUNT; r++) res->bytes_alloc += spec.bytes[r];
-    res->bytes_alloc += 3.0 * spec.bytes[SPD_ROLE_TRAINED];
 
-    double *ms = spd_malloc((size_t)o->steps * sizeof *ms);
-    for (int step = 0; step < o->warmup + o->steps; step++) {
-        fill_uniform(mask, (size_t)N * C, o->seed, (uint64_t)step);  // outside the timed region
-        double t0 = now_ms();
-        spd_spec_zero_grad(&spec);
-        RFN(components_forward)(y, a, x, V, U, mask, NULL, NULL, N, din, C, dout, scratch);
-        res->loss = RFN(mse_loss_forward)(y, target, (int64_t)N * dout);
-        RFN(mse_loss_backward)(dy, y, target, (int64_t)N * dout);
-        RFN(components_backward)(dx, dV, dU, NULL, NULL, NULL, dy, x, a, V, U, mask, NULL, NULL, N, din, C, dout,
-                                 scratch);
-        adamw_all(&spec, step + 1);
-        double t1 = now_ms();
-        if (step >= o->warmup) ms[step - o->warmup] = t1 - t0;
-    }
-    summarize(ms, o->steps, res);
-    free(ms);
+    bench_step step = {.prepare = linear_prepare, .body = linear_body, .ctx = &c, .spec = &spec};
+    time_steps(o, &step, res);
+    res->loss = read_scalar(c.loss);
     spd_spec_free(&spec);
 }
 
 // The seed's full model: LlamaSimple 4L with all 28 linear modules decomposed, loss = mean of logits.
+typedef struct {
+    component_model *cm;
+    uint64_t seed;
+} full_ctx;
+
+static void full_prepare(void *p, int step) {
+    full_ctx *c = p;
+    for (int i = 0; i < c->cm->n_modules; i++)
+        RFN(fill_uniform)(c->cm->modules[i].mask, (int64_t)c->cm->target.N * c->cm->modules[i].C, c->seed,
+                          (uint64_t)step * 1024 + (uint64_t)i, 0);
+}
+
+static void full_body(void *p) {
+    component_model *cm = ((full_ctx *)p)->cm;
+    llama_model *m = &cm->target;
+    int64_t n_logits = (int64_t)m->N * m->cfg.vocab_size;
+    spd_spec_zero_grad(&cm->spec);
+    RFN(component_model_forward)(cm);
+    RFN(mean_loss_forward)(m->loss, m->logits, n_logits);
+    RFN(mean_loss_backward)(m->dlogits, n_logits);
+    RFN(component_model_backward)(cm);
+}
+
 static void run_full(const bench_options *o, bench_result *res, FILE *log) {
     llama_config cfg = llama_config_ss_4l();
     spd_module_pattern patterns[] = {{"h.*.attn.*", o->C}, {"h.*.mlp.*", o->C}};
@@ -106,31 +200,20 @@ static void run_full(const bench_options *o, bench_result *res, FILE *log) {
     spd_spec_init_values(&cm.spec, SPD_ROLE_FROZEN, o->seed);
     spd_spec_init_values(&cm.spec, SPD_ROLE_TRAINED, o->seed + 1);
     llama_model *m = &cm.target;
+    int32_t *tokens = spd_malloc((size_t)m->N * sizeof *tokens);
     for (int n = 0; n < m->N; n++)
-        m->tokens[n] = (int32_t)(spd_philox_uniform_f64(o->seed, 1000003, (uint64_t)n) * cfg.vocab_size);
+        tokens[n] = (int32_t)(spd_philox_uniform_f64(o->seed, 1000003, (uint64_t)n) * cfg.vocab_size);
+    spd_tensor_upload(&cm.spec, spd_spec_get(&cm.spec, "input.tokens"), tokens);
+    free(tokens);
     fprintf(log, "decomposed modules: %d, C = %d\n", cm.n_modules, o->C);
     spd_spec_print_memory(&cm.spec, log);
     res->bytes_alloc = 3.0 * cm.spec.bytes[SPD_ROLE_TRAINED];
     for (int r = 0; r < SPD_ROLE_COUNT; r++) res->bytes_alloc += cm.spec.bytes[r];
 
-    int64_t n_logits = (int64_t)m->N * cfg.vocab_size;
-    double *ms = spd_malloc((size_t)o->steps * sizeof *ms);
-    for (int step = 0; step < o->warmup + o->steps; step++) {
-        for (int i = 0; i < cm.n_modules; i++)  // outside the timed region
-            fill_uniform(cm.modules[i].mask, (size_t)m->N * cm.modules[i].C, o->seed,
-                         (uint64_t)step * 1024 + (uint64_t)i);
-        double t0 = now_ms();
-        spd_spec_zero_grad(&cm.spec);
-        RFN(component_model_forward)(&cm);
-        res->loss = RFN(mean_loss_forward)(m->logits, n_logits);
-        RFN(mean_loss_backward)(m->dlogits, n_logits);
-        RFN(component_model_backward)(&cm);
-        adamw_all(&cm.spec, step + 1);
-        double t1 = now_ms();
-        if (step >= o->warmup) ms[step - o->warmup] = t1 - t0;
-    }
-    summarize(ms, o->steps, res);
-    free(ms);
+    full_ctx c = {.cm = &cm, .seed = o->seed};
+    bench_step step = {.prepare = full_prepare, .body = full_body, .ctx = &c, .spec = &cm.spec};
+    time_steps(o, &step, res);
+    res->loss = read_scalar(m->loss);
     RFN(component_model_free)(&cm);
 }
 
@@ -142,22 +225,54 @@ void RFN(bench_run)(const bench_options *opt, bench_result *res, FILE *log) {
 }
 
 double RFN(bench_matmul_gflops)(int n, int reps) {
-    size_t nn = (size_t)n * n;
-    real *A = spd_malloc(nn * sizeof *A), *B = spd_malloc(nn * sizeof *B), *C = spd_malloc(nn * sizeof *C);
-    fill_uniform(A, nn, 7, 1);
-    fill_uniform(B, nn, 7, 2);
+    spd_spec spec;
+    spd_spec_init(&spec);
+    spec.on_device = SPD_REAL_ON_DEVICE;
+    const char *names[] = {"A", "B", "C"};
+    for (int i = 0; i < 3; i++)
+        spd_spec_add(&spec, names[i], SPD_REAL_DTYPE, 2, (int64_t[]){n, n}, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
+    spd_spec_alloc(&spec);
+    real *A = spd_spec_get(&spec, "A")->data, *B = spd_spec_get(&spec, "B")->data, *C = spd_spec_get(&spec, "C")->data;
+    RFN(fill_uniform)(A, (int64_t)n * n, 7, 1, 0);  // random operands: zeros would run faster
+    RFN(fill_uniform)(B, (int64_t)n * n, 7, 2, 0);
     double *ms = spd_malloc((size_t)reps * sizeof *ms);
     RFN(matmul)(C, A, B, n, n, n, false, false, 1, 0);  // warm-up
     for (int r = 0; r < reps; r++) {
+        sync_backend();
         double t0 = now_ms();
         RFN(matmul)(C, A, B, n, n, n, false, false, 1, 0);
+        sync_backend();
         ms[r] = now_ms() - t0;
     }
     bench_result tmp;
     summarize(ms, reps, &tmp);
     free(ms);
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * n * (double)nn / (tmp.median_ms * 1e-3) / 1e9;
+    spd_spec_free(&spec);
+    return 2.0 * n * (double)n * n / (tmp.median_ms * 1e-3) / 1e9;
+}
+
+double RFN(bench_bandwidth_gbs)(size_t bytes, int reps) {
+    int64_t n = (int64_t)(bytes / sizeof(real));
+    spd_spec spec;
+    spd_spec_init(&spec);
+    spec.on_device = SPD_REAL_ON_DEVICE;
+    spd_spec_add(&spec, "src", SPD_REAL_DTYPE, 1, &n, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
+    spd_spec_add(&spec, "dst", SPD_REAL_DTYPE, 1, &n, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
+    spd_spec_alloc(&spec);
+    real *src = spd_spec_get(&spec, "src")->data, *dst = spd_spec_get(&spec, "dst")->data;
+    RFN(fill_uniform)(src, n, 7, 3, 0);
+    RFN(copy)(dst, src, n);  // warm-up
+    double *ms = spd_malloc((size_t)reps * sizeof *ms);
+    for (int r = 0; r < reps; r++) {
+        sync_backend();
+        double t0 = now_ms();
+        RFN(copy)(dst, src, n);
+        sync_backend();
+        ms[r] = now_ms() - t0;
+    }
+    bench_result tmp;
+    summarize(ms, reps, &tmp);
+    free(ms);
+    spd_spec_free(&spec);
+    return 2.0 * (double)n * sizeof(real) / (tmp.median_ms * 1e-3) / 1e9;
 }

@@ -15,6 +15,7 @@ typedef struct {
     int batch, seq;
     int steps, warmup;
     unsigned long long seed;
+    bool graph;  // GPU: capture the step (zero grad, forward, loss, backward) as one CUDA graph
 } bench_options;
 
 typedef struct {
@@ -24,16 +25,27 @@ typedef struct {
     double bytes_alloc;  // spec-table memory (all roles)
 } bench_result;
 
-// Runs the benchmark in float32 (the seed's precision). Prints the resolved
-// settings to `log`.
+// Runs the benchmark in float32 (the seed's precision) on the CPU or the GPU
+// (the CUDA backend's mode and matrix precision apply). Prints the memory
+// account to `log`.
 void bench_run_f32(const bench_options *opt, bench_result *res, FILE *log);
+void bench_run_cuda(const bench_options *opt, bench_result *res, FILE *log);
 
 // Measured matrix rate of this machine in GFLOP/s (float32: sgemm), from
 // square products of size n, median of `reps`: the floor's denominator.
 double bench_matmul_gflops_f32(int n, int reps);
+double bench_matmul_gflops_cuda(int n, int reps);
+// Measured memory bandwidth in GB/s (bytes read plus bytes written) of a large
+// copy of `bytes` bytes, median of `reps`.
+double bench_bandwidth_gbs_f32(size_t bytes, int reps);
+double bench_bandwidth_gbs_cuda(size_t bytes, int reps);
 
 // Matrix-product FLOPs of one step (forward, backward with dx, no target
 // weight gradients), the floor's numerator. Elementwise work is not counted.
 double bench_step_flops(const bench_options *opt);
+// The fewest bytes one step must move through memory in the seed protocol: the
+// float32 masks and inputs read once, parameters, gradients and both Adam
+// moments read and written once, the logits (or output) written once.
+double bench_step_bytes(const bench_options *opt);
 
 #endif

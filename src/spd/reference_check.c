@@ -11,10 +11,14 @@
 #include "core/spec_io.h"
 #include "models/component_model.h"
 #include "ops/loss.h"
+#include "ops/transfer.h"
 
 // Bound on the norm-relative error: what the arithmetic of this build allows,
 // or what the stored expectations allow when they were rounded to float32.
-#ifdef SPD_F64
+#if defined(SPD_CUDA)
+#include "cuda/backend.h"
+#define COMPUTE_BOUND spd_cuda_norm_bound()
+#elif defined(SPD_F64)
 #define COMPUTE_BOUND 1e-10
 #else
 #define COMPUTE_BOUND 1e-5
@@ -111,14 +115,18 @@ static int load_state(const spd_st_file *f, component_model *cm) {
         spd_tensor *t = &cm->spec.tensors[i];
         if (t->role == SPD_ROLE_ACT && !is_input(t)) continue;
         if (strncmp(t->name, "input.delta_masks.", 18) == 0 && !spd_st_find(f, t->name)) continue;
-        if (spd_spec_load_tensor(f, t)) return -1;
+        if (spd_spec_load_tensor(&cm->spec, f, t)) return -1;
     }
+    // Token ids index the embedding: validate them (from the file, wherever the model lives).
     const llama_model *m = &cm->target;
-    for (int n = 0; n < m->N; n++)
-        if (m->tokens[n] < 0 || m->tokens[n] >= m->cfg.vocab_size)
-            return spd_set_error("%s: tensor 'input.tokens': element %d is %d, outside [0, vocab_size %d)",
-                                 f->path, n, m->tokens[n], m->cfg.vocab_size);
-    return 0;
+    int32_t *tokens = spd_malloc((size_t)m->N * sizeof *tokens);
+    int rc = spd_st_read(f, "input.tokens", SPD_DTYPE_I32, 2, (int64_t[]){m->B, m->S}, tokens);
+    for (int n = 0; n < m->N && rc == 0; n++)
+        if (tokens[n] < 0 || tokens[n] >= m->cfg.vocab_size)
+            rc = spd_set_error("%s: tensor 'input.tokens': element %d is %d, outside [0, vocab_size %d)", f->path, n,
+                               tokens[n], m->cfg.vocab_size);
+    free(tokens);
+    return rc;
 }
 
 // Compares n values with the stored expectation; prints one row; returns 1 on failure.
@@ -126,20 +134,24 @@ static int compare(const spd_st_file *f, FILE *out, double bound, const char *na
                    const int64_t *shape, int *input_error) {
     int64_t n = spd_numel(ndim, shape);
     double *want = spd_malloc((size_t)(n ? n : 1) * sizeof *want);
+    double *have = spd_malloc((size_t)(n ? n : 1) * sizeof *have);
     if (spd_st_read(f, name, SPD_DTYPE_F64, ndim, shape, want)) {
         free(want);
+        free(have);
         *input_error = 1;
         return 1;
     }
+    RFN(copy_to_host_f64)(have, got, n);
     double max_diff = 0, max_ref = 0, num = 0, den = 0;
     for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
+        double d = fabs(have[i] - want[i]);
         if (!(d <= max_diff)) max_diff = d;  // NaN propagates
         if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
         num += d * d;
         den += want[i] * want[i];
     }
     free(want);
+    free(have);
     double max_rel = max_diff / fmax(max_ref, 1e-12);
     double norm_rel = den > 0 ? sqrt(num / den) : sqrt(num);
     int fail = !(norm_rel <= bound);
@@ -178,14 +190,14 @@ int RFN(reference_check)(const spd_st_file *f, FILE *out) {
     int64_t n_logits = (int64_t)m->N * m->cfg.vocab_size;
     spd_spec_zero_grad(&cm.spec);
     RFN(component_model_forward)(&cm);
-    real loss = (real)RFN(mean_loss_forward)(m->logits, n_logits);
+    RFN(mean_loss_forward)(m->loss, m->logits, n_logits);
     RFN(mean_loss_backward)(m->dlogits, n_logits);
     RFN(component_model_backward)(&cm);
 
     int failures = 0, input_error = 0;
     failures += compare(f, out, bound, "expected.logits", m->logits, 3, (int64_t[]){m->B, m->S, m->cfg.vocab_size},
                         &input_error);
-    failures += compare(f, out, bound, "expected.loss", &loss, 0, NULL, &input_error);
+    failures += compare(f, out, bound, "expected.loss", m->loss, 0, NULL, &input_error);
     for (int i = 0; i < cm.n_modules && !input_error; i++) {
         const component_module *c = &cm.modules[i];
         char name[SPD_NAME_MAX + 32];

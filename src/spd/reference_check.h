@@ -13,5 +13,8 @@
 // or -1 with spd_last_error() set when the file is not a valid reference.
 int reference_check_f32(const spd_st_file *f, FILE *out);
 int reference_check_f64(const spd_st_file *f, FILE *out);
+// The same on the GPU (float32, or TF32 products when enabled); bound 1e-5 unless
+// TF32 is on (see src/cuda/backend.h).
+int reference_check_cuda(const spd_st_file *f, FILE *out);
 
 #endif
