@@ -55,6 +55,8 @@ endif
 
 TEST_SRC    := $(sort $(wildcard tests/test_*.c))
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# GPU tests: built by `make gpu-tests` (CUDA builds only), run on a GPU by tests/run_gpu.sh.
+GPU_TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/gpu/test_*.c))
 
 .PHONY: all test run deps install-deps clean FORCE
 all: deps $(BUILD)/spd $(TEST_BIN)
@@ -78,6 +80,7 @@ deps:
 
 $(BUILD)/libspd.a: $(LIB_OBJ) $(CUDA_OBJ)
 	@mkdir -p $(@D)
+	@rm -f $@  # ar never drops members: a stale object would linger
 	$(AR) rcs $@ $^
 
 $(BUILD)/spd: $(MAIN_OBJ) $(BUILD)/libspd.a
@@ -112,6 +115,14 @@ $(BUILD)/obj/%.o: %.cu
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libspd.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libspd.a $(LDLIBS)
+
+.PHONY: gpu-tests
+ifdef CUDA_OBJ
+gpu-tests: $(BUILD)/spd $(GPU_TEST_BIN)
+else
+gpu-tests:
+	@echo "make gpu-tests: needs nvcc (this build has no CUDA)" >&2; exit 1
+endif
 
 test: install-deps
 	@$(MAKE) --no-print-directory all

@@ -1,0 +1,42 @@
+// Shared by the .cu files of the CUDA backend (C++ only): the check macros and
+// the backend's stream and library handles. Every CUDA, cuBLAS and cuBLASLt call
+// goes through a check that names the statement, file, line and device.
+#ifndef SPD_CUDA_COMMON_H
+#define SPD_CUDA_COMMON_H
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "cuda/backend.h"
+
+#include "core/error.h"
+
+void spd_cuda_fail(const char *what, const char *detail, const char *file, int line);
+
+#define CUDA_CHECK(call)                                                                    \
+    do {                                                                                    \
+        cudaError_t err_ = (call);                                                          \
+        if (err_ != cudaSuccess) spd_cuda_fail(#call, cudaGetErrorString(err_), __FILE__, __LINE__); \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                  \
+    do {                                                                                    \
+        cublasStatus_t st_ = (call);                                                        \
+        if (st_ != CUBLAS_STATUS_SUCCESS) spd_cuda_fail(#call, cublasGetStatusString(st_), __FILE__, __LINE__); \
+    } while (0)
+
+// After every kernel launch.
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+cudaStream_t spd_cuda_stream(void);
+cublasHandle_t spd_cublas(void);
+cublasLtHandle_t spd_cublaslt(void);
+// A workspace for cuBLASLt (and anything else that needs scratch during a step).
+void *spd_cuda_workspace(size_t *bytes);
+
+static inline unsigned spd_cuda_blocks(long long n, int threads) {
+    return (unsigned)((n + threads - 1) / threads);
+}
+
+#endif

@@ -1,0 +1,99 @@
+// The benchmark losses on the GPU. The value stays in device memory (no host
+// round trip). Sums are deterministic: a fixed grid (a function of n alone)
+// writes per-block float64 partial sums into the backend's workspace, and one
+// block adds them in a fixed tree order.
+#include "cuda/cuda_common.h"
+
+extern "C" {
+#include "core/real.h"
+#include "ops/loss.h"
+}
+
+#define LOSS_THREADS 256
+#define LOSS_MAX_BLOCKS 1024
+
+// Tree sum of one double per thread over the block; the result is valid in thread 0.
+static __device__ double block_sum(double x) {
+    __shared__ double s[LOSS_THREADS];
+    s[threadIdx.x] = x;
+    __syncthreads();
+    for (int w = LOSS_THREADS / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    return s[0];
+}
+
+// Pass 1: y [n] (target [n] or NULL) -> partial[blockIdx.x] = sum of y (or (y - target)^2)
+// over this block's grid-stride share, in float64.
+static __global__ void loss_partial_kernel(double *partial, const float *y, const float *target, long long n) {
+    double acc = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        if (target) {
+            double e = (double)y[i] - (double)target[i];
+            acc += e * e;
+        } else {
+            acc += (double)y[i];
+        }
+    }
+    double s = block_sum(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// Pass 2, one block: loss[0] = sum(partial[0..n_partial)) / n.
+static __global__ void loss_final_kernel(float *loss, const double *partial, int n_partial, long long n) {
+    double acc = 0;
+    for (int i = threadIdx.x; i < n_partial; i += blockDim.x) acc += partial[i];
+    double s = block_sum(acc);
+    if (threadIdx.x == 0) loss[0] = (float)(s / (double)n);
+}
+
+static void mean_of(float *loss, const float *y, const float *target, int64_t n) {
+    SPD_ASSERT(n > 0);
+    int blocks = (int)((n + LOSS_THREADS * 4 - 1) / (LOSS_THREADS * 4));
+    if (blocks > LOSS_MAX_BLOCKS) blocks = LOSS_MAX_BLOCKS;
+    // The workspace is free between cuBLAS calls (all work is on one stream).
+    size_t ws_bytes = 0;
+    double *partial = (double *)spd_cuda_workspace(&ws_bytes);
+    SPD_ASSERT(ws_bytes >= LOSS_MAX_BLOCKS * sizeof(double));
+    cudaStream_t st = spd_cuda_stream();
+    loss_partial_kernel<<<blocks, LOSS_THREADS, 0, st>>>(partial, y, target, n);
+    CUDA_CHECK_LAUNCH();
+    loss_final_kernel<<<1, LOSS_THREADS, 0, st>>>(loss, partial, blocks, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+// logits [n] -> loss[0] = mean(logits)
+extern "C" void mean_loss_forward_cuda(float *loss, const float *logits, int64_t n) {
+    mean_of(loss, logits, NULL, n);
+}
+
+// y, target [n] -> loss[0] = mean((y - target)^2)
+extern "C" void mse_loss_forward_cuda(float *loss, const float *y, const float *target, int64_t n) {
+    SPD_ASSERT(target != NULL);
+    mean_of(loss, y, target, n);
+}
+
+// dlogits [n] = g (written)
+static __global__ void fill_value_kernel(float *out, float g, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = g;
+}
+
+// dy [n] = s * (y - target), s = 2/n, in float64 as the CPU (written)
+static __global__ void mse_backward_kernel(float *dy, const float *y, const float *target, double s, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dy[i] = (float)(s * ((double)y[i] - (double)target[i]));
+}
+
+extern "C" void mean_loss_backward_cuda(float *dlogits, int64_t n) {
+    if (n <= 0) return;
+    fill_value_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(dlogits, (float)(1.0 / (double)n), n);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void mse_loss_backward_cuda(float *dy, const float *y, const float *target, int64_t n) {
+    if (n <= 0) return;
+    mse_backward_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(dy, y, target, 2.0 / (double)n, n);
+    CUDA_CHECK_LAUNCH();
+}

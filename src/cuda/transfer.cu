@@ -1,0 +1,26 @@
+// Reading device results back as float64 (for comparisons and reports).
+#include <stdlib.h>
+
+#include "cuda/cuda_common.h"
+
+extern "C" {
+#include "core/real.h"
+#include "ops/transfer.h"
+}
+
+// out [n] (host, float64) = x [n] (device, float32), after all queued work has
+// finished: the one op that synchronizes.
+extern "C" void copy_to_host_f64_cuda(double *out, const float *x, int64_t n) {
+    if (n <= 0) return;
+    float *tmp = (float *)spd_malloc((size_t)n * sizeof(float));
+    CUDA_CHECK(cudaMemcpyAsync(tmp, x, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, spd_cuda_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(spd_cuda_stream()));
+    for (int64_t i = 0; i < n; i++) out[i] = (double)tmp[i];
+    free(tmp);
+}
+
+// dst [n] = src [n], device to device, queued on the stream.
+extern "C" void copy_cuda(float *dst, const float *src, int64_t n) {
+    if (n <= 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
+}
