@@ -35,18 +35,21 @@ if [ "$n_progs" -eq 0 ]; then
     echo "not ok - GPU test programs: none in $BUILD/tests/gpu (run make gpu-tests)"
     failed=$((failed + 1))
 fi
+# Every reference in exact float32 products (bound 1e-5) and in TF32 (bound 5e-3).
 for r in tests/refs/*.safetensors "$SHARED_DIR"/refs/*.safetensors; do
     [ -f "$r" ] || continue
-    "$SPD" check --device cuda "$r" >"$log" 2>&1
-    status=$?
-    if [ "$status" -eq 0 ]; then
-        echo "ok - spd check --device cuda $(basename "$r")"
-        passed=$((passed + 1))
-    else
-        echo "not ok - spd check --device cuda $(basename "$r"): exit $status"
-        grep -E 'FAIL|spd:|CUDA' "$log" | head -20 | sed 's/^/#   /'
-        failed=$((failed + 1))
-    fi
+    for flags in "" "--tf32"; do
+        "$SPD" check --device cuda $flags "$r" >"$log" 2>&1
+        status=$?
+        if [ "$status" -eq 0 ]; then
+            echo "ok - spd check --device cuda $flags $(basename "$r")"
+            passed=$((passed + 1))
+        else
+            echo "not ok - spd check --device cuda $flags $(basename "$r"): exit $status"
+            grep -E 'FAIL|spd:|CUDA' "$log" | head -20 | sed 's/^/#   /'
+            failed=$((failed + 1))
+        fi
+    done
 done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# compute-sanitizer memcheck and racecheck over `spd check --device cuda` on a
+# reference file and over a few benchmark steps in both GPU modes (small shapes:
+# the sanitizer slows kernels down 10-100x). Needs a GPU and `make gpu-tests`.
+# Prints "ok - ..." / "not ok - ..." lines and "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+SPD=${SPD_BIN:-$PWD/build/spd}
+CS=${COMPUTE_SANITIZER:-compute-sanitizer}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+passed=0 failed=0
+run() {  # name, then the command
+    local name=$1
+    shift
+    "$@" >"$log" 2>&1
+    local status=$?
+    if [ $status -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$log"; then
+        echo "ok - $name"
+        passed=$((passed + 1))
+    else
+        echo "not ok - $name (exit $status)"
+        grep -E "ERROR SUMMARY|Invalid|Race|hazard|spd:" "$log" | head -10 | sed 's/^/#   /'
+        failed=$((failed + 1))
+    fi
+}
+ref=tests/refs/ref_delta.safetensors
+for tool in memcheck racecheck; do
+    run "$tool: spd check --device cuda $(basename $ref)" $CS --tool $tool --error-exitcode 9 "$SPD" check --device cuda $ref
+    for mode in unfused fused; do
+        run "$tool: bench full --mode $mode (1 step)" $CS --tool $tool --error-exitcode 9 "$SPD" bench full --device cuda \
+            --mode $mode --tf32 --no-ceilings --batch 2 --seq 64 --C 96 --steps 1 --warmup 1
+        run "$tool: bench linear --mode $mode (1 step)" $CS --tool $tool --error-exitcode 9 "$SPD" bench linear \
+            --device cuda --mode $mode --tf32 --no-ceilings --batch 2 --seq 64 --d_in 96 --d_out 80 --C 112 --steps 1 --warmup 1
+    done
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
