@@ -11,18 +11,18 @@
 #endif
 
 static void usage(FILE *out) {
-    fputs("usage: spd check [--device cpu|cuda] [--precision f32|f64|both] [--tf32] FILE...\n"
+    fputs("usage: spd check [--device cpu|cuda] [--precision f32|f64|both] [--tf32] [--mode unfused|fused] FILE...\n"
           "Recomputes logits, loss and every V/U gradient of each spd-ref-v1 file and prints\n"
           "max-relative and norm-relative errors per tensor. Bounds on the norm-relative error:\n"
           "float64 1e-10, float32 1e-5; 1e-6 at least where the file stores float32 expectations.\n"
           "--device cuda recomputes on the GPU in float32 (bound 1e-5), or with TF32 products\n"
-          "(--tf32, bound 5e-3).\n"
+          "(--tf32, bound 5e-3), in either GPU mode (--mode, default unfused).\n"
           "Exit status: 0 all pass, 1 a tensor failed, 2 bad input.\n",
           out);
 }
 
 int cmd_check(int argc, char **argv) {
-    bool f32 = true, f64 = true, cuda = false, tf32 = false;
+    bool f32 = true, f64 = true, cuda = false, tf32 = false, fused = false;
     int first_file = 1;
     for (; first_file < argc && strncmp(argv[first_file], "--", 2) == 0; first_file++) {
         const char *a = argv[first_file];
@@ -48,18 +48,26 @@ int cmd_check(int argc, char **argv) {
             tf32 = true;
             continue;
         }
+        if (strcmp(a, "--mode") == 0 && first_file + 1 < argc) {
+            const char *m = argv[++first_file];
+            if (strcmp(m, "fused") == 0) fused = true;
+            else if (strcmp(m, "unfused") != 0) spd_die_input("check: --mode: expected unfused or fused, found \"%s\"", m);
+            continue;
+        }
         spd_die_input("check: unknown option '%s' (see spd check --help)", a);
     }
     if (first_file >= argc) {
         usage(stderr);
         return SPD_EXIT_INPUT;
     }
-    if (tf32 && !cuda) spd_die_input("check: --tf32 applies to --device cuda only");
+    if ((tf32 || fused) && !cuda) spd_die_input("check: --tf32 and --mode apply to --device cuda only");
 #ifdef SPD_HAVE_CUDA
     if (cuda) {
         spd_cuda_init();
         if (tf32) spd_cuda_set_matmul_precision(SPD_MATMUL_TF32);
-        fprintf(stderr, "device: %s, products %s\n", spd_cuda_device_name(), spd_cuda_matmul_precision_name());
+        spd_cuda_set_mode(fused ? SPD_CUDA_FUSED : SPD_CUDA_UNFUSED);
+        fprintf(stderr, "device: %s, products %s, mode %s\n", spd_cuda_device_name(), spd_cuda_matmul_precision_name(),
+                fused ? "fused" : "unfused");
     }
 #else
     if (cuda) spd_die_input("check: --device cuda: this spd was built without CUDA (nvcc not found at build time)");

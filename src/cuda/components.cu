@@ -81,6 +81,8 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
 
 // x [N, d_in], V [d_in, C], U [C, d_out], mask [N, C], delta [d_out, d_in], delta_mask [N]
 // -> a = x @ V [N, C], out = (a * mask) @ U + delta_mask * (x @ delta^T) [N, d_out]
+// Leaves scratch = a * mask (or a when mask is NULL: then scratch is not written),
+// which the fused-mode backward reuses.
 extern "C" void components_forward_cuda(float *out, float *a, const float *x, const float *V, const float *U,
                                         const float *mask, const float *delta, const float *delta_mask, int N,
                                         int d_in, int C, int d_out, float *scratch) {
@@ -100,6 +102,12 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // ddelta += (delta_mask * dout)^T x; ddelta_mask[n] = x[n] . (dout[n] @ delta).
 // dx doubles as the [N, d_in] workspace of the delta path; when dx is NULL a
 // temporary comes from the stream-ordered allocator (graph-capture safe).
+//
+// --mode fused: a * mask is not recomputed: scratch still holds it from this
+// module's forward (each module has its own scratch, and nothing runs the module
+// between its forward and backward). That saves one full pass over the N x C
+// activations per module; the mask multiply itself still runs as its own kernel
+// until a fused GEMM beats cuBLAS (dev/kernels/b2b_masked/NOTES.md).
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -107,8 +115,9 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
                                          float *scratch) {
     const long long NC = (long long)N * C;
     cudaStream_t st = spd_cuda_stream();
+    const bool reuse = spd_cuda_mode_get() == SPD_CUDA_FUSED;
     if (dU) {
-        const float *am = masked_acts(scratch, a, mask, NC);
+        const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
         matmul_cuda(dU, am, dout, C, d_out, N, true, false, 1, 1);
     }
     float dx_beta = 0;
