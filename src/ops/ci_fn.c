@@ -1,0 +1,198 @@
+#include "core/real.h"
+#include "ops/ci_fn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/philox.h"
+#include "ops/gelu.h"
+#include "ops/matmul.h"
+
+// Layouts: hidden activations of the parallel types are [N, C, h] (one row of
+// C*h per position), so vector_mlp's first layer is a single GEMM
+// x [N, d_in] @ W' [d_in, C*h] with W' = W0 permuted from [C, d_in, h] to
+// [d_in, C, h] in the workspace: 2 N C d_in h flops at BLAS speed instead of C
+// thin GEMMs. The later parallel layers are h x h' per (position, component):
+// plain loops.
+//
+// Workspace: [W' (vector_mlp only): d_in * C * h1][g0][g1], g0/g1 the
+// gradients of two consecutive hidden layers (g1 only with >= 2 hidden layers).
+
+// Precision-free helpers: this file is compiled once per precision, so they
+// are defined in the float32 object only.
+
+// ---- building blocks ----------------------------------------------------------
+
+// W0 [C, d_in, h] -> Wt [d_in, C*h]
+static void permute_first_layer(real *Wt, const real *W0, int C, int d_in, int h) {
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < d_in; i++)
+            memcpy(Wt + ((size_t)i * C + c) * h, W0 + ((size_t)c * d_in + i) * h, (size_t)h * sizeof(real));
+}
+
+// y [N, cols] += b [cols] on every row
+static void add_bias(real *y, const real *b, int N, long cols) {
+    for (long n = 0; n < N; n++)
+        for (long j = 0; j < cols; j++) y[n * cols + j] += b[j];
+}
+
+// db [cols] += sum over rows of g [N, cols], summed in float64
+static void bias_grad(real *db, const real *g, int N, long cols) {
+    double *acc = spd_calloc((size_t)cols, sizeof(double));
+    for (long n = 0; n < N; n++)
+        for (long j = 0; j < cols; j++) acc[j] += g[n * cols + j];
+    for (long j = 0; j < cols; j++) db[j] += (real)acc[j];
+    free(acc);
+}
+
+// ParallelLinear: in [N, C, wi], W [C, wi, wo], b [C, wo] -> out [N, C, wo]
+static void parallel_forward(real *out, const real *in, const real *W, const real *b, int N, int C, int wi,
+                             int wo) {
+    for (long n = 0; n < N; n++)
+        for (long c = 0; c < C; c++) {
+            const real *xi = in + (n * C + c) * wi, *Wc = W + c * wi * wo;
+            real *yo = out + (n * C + c) * wo;
+            for (int o = 0; o < wo; o++) {
+                real s = 0;
+                for (int i = 0; i < wi; i++) s += xi[i] * Wc[(long)i * wo + o];
+                yo[o] = s + b[c * wo + o];
+            }
+        }
+}
+
+// g [N, C, wo] -> dW [C, wi, wo] += sum_n in^T g, db [C, wo] += sum_n g (float64 sums),
+// gin [N, C, wi] = g W^T (written). Any output may be NULL.
+static void parallel_backward(real *gin, real *dW, real *db, const real *g, const real *in, const real *W, int N,
+                              int C, int wi, int wo) {
+    double *accW = dW ? spd_calloc((size_t)C * wi * wo, sizeof(double)) : NULL;
+    for (long n = 0; n < N; n++)
+        for (long c = 0; c < C; c++) {
+            const real *gc = g + (n * C + c) * wo, *xi = in + (n * C + c) * wi, *Wc = W + c * wi * wo;
+            for (int i = 0; i < wi; i++) {
+                if (accW) {
+                    double *a = accW + (c * wi + i) * wo;
+                    for (int o = 0; o < wo; o++) a[o] += (double)xi[i] * gc[o];
+                }
+                if (gin) {
+                    real s = 0;
+                    for (int o = 0; o < wo; o++) s += gc[o] * Wc[(long)i * wo + o];
+                    gin[(n * C + c) * wi + i] = s;
+                }
+            }
+        }
+    if (accW) {
+        for (size_t j = 0; j < (size_t)C * wi * wo; j++) dW[j] += (real)accW[j];
+        free(accW);
+    }
+    if (db) bias_grad(db, g, N, (long)C * wo);
+}
+
+// ---- forward ---------------------------------------------------------------------
+
+// Linear layer k: in -> out, both in this type's layout.
+static void layer_forward(ci_fn *f, int k, real *out, const real *in, int N) {
+    const spd_ci_fn_arch *a = &f->arch;
+    int wi = a->width[k], wo = a->width[k + 1], C = a->C;
+    if (a->kind == SPD_CI_SHARED_MLP) {  // in [N, wi] @ W [wi, wo] + b
+        RFN(matmul)(out, in, f->W[k], N, wo, wi, false, false, 1, 0);
+        add_bias(out, f->b[k], N, wo);
+    } else if (a->kind == SPD_CI_VECTOR_MLP && k == 0) {  // x [N, d_in] @ W' [d_in, C*wo] + b [C*wo]
+        permute_first_layer(f->work, f->W[0], C, wi, wo);
+        RFN(matmul)(out, in, f->work, N, C * wo, wi, false, false, 1, 0);
+        add_bias(out, f->b[0], N, (long)C * wo);
+    } else {  // mlp's first layer reads a [N, C] as [N, C, 1]
+        parallel_forward(out, in, f->W[k], f->b[k], N, C, wi, wo);
+    }
+}
+
+// in [N, input width] -> pre[k], post[k] per hidden layer -> pre_sigmoid [N, C]
+void RFN(ci_fn_forward)(ci_fn *f, real *pre_sigmoid, const real *in, int N) {
+    const spd_ci_fn_arch *a = &f->arch;
+    SPD_ASSERT(a->n_layers >= 1 && a->n_layers <= SPD_CI_FN_MAX_LAYERS);
+    const real *x = in;
+    for (int k = 0; k < a->n_layers - 1; k++) {
+        layer_forward(f, k, f->pre[k], x, N);
+        RFN(gelu_forward)(f->post[k], f->pre[k], (long)spd_ci_fn_hidden_elems(a, N, k));
+        x = f->post[k];
+    }
+    layer_forward(f, a->n_layers - 1, pre_sigmoid, x, N);
+}
+
+// ---- backward --------------------------------------------------------------------
+
+// Linear layer k: g (gradient of its output) -> dW[k], db[k] (accumulated) and
+// gin (gradient of its input, written; NULL to skip).
+static void layer_backward(ci_fn *f, int k, real *gin, const real *g, const real *in, int N) {
+    const spd_ci_fn_arch *a = &f->arch;
+    int wi = a->width[k], wo = a->width[k + 1], C = a->C;
+    if (a->kind == SPD_CI_SHARED_MLP) {
+        if (f->dW[k]) RFN(matmul)(f->dW[k], in, g, wi, wo, N, true, false, 1, 1);
+        if (f->db[k]) bias_grad(f->db[k], g, N, wo);
+        if (gin) RFN(matmul)(gin, g, f->W[k], N, wi, wo, false, true, 1, 0);
+    } else if (a->kind == SPD_CI_VECTOR_MLP && k == 0) {
+        // g [N, C*wo]: dx = g @ W'^T, dW' = x^T @ g [d_in, C*wo] scattered back to [C, d_in, wo];
+        // both through the one W'-sized workspace, in that order.
+        if (f->db[0]) bias_grad(f->db[0], g, N, (long)C * wo);
+        if (gin) {
+            permute_first_layer(f->work, f->W[0], C, wi, wo);
+            RFN(matmul)(gin, g, f->work, N, wi, C * wo, false, true, 1, 0);
+        }
+        if (f->dW[0]) {
+            RFN(matmul)(f->work, in, g, wi, C * wo, N, true, false, 1, 0);
+            for (long c = 0; c < C; c++)
+                for (long i = 0; i < wi; i++) {
+                    real *dst = f->dW[0] + (c * wi + i) * wo;
+                    const real *src = f->work + (i * C + c) * wo;
+                    for (int o = 0; o < wo; o++) dst[o] += src[o];
+                }
+        }
+    } else {
+        parallel_backward(gin, f->dW[k], f->db[k], g, in, f->W[k], N, C, wi, wo);
+    }
+}
+
+void RFN(ci_fn_backward)(ci_fn *f, real *din, const real *dpre_sigmoid, const real *in, int N) {
+    const spd_ci_fn_arch *a = &f->arch;
+    int L = a->n_layers;
+    SPD_ASSERT(L >= 1 && L <= SPD_CI_FN_MAX_LAYERS);
+    // g[j % 2]: gradient w.r.t. hidden layer j's pre-GELU activations.
+    size_t off = a->kind == SPD_CI_VECTOR_MLP ? (size_t)a->d_in * a->C * a->width[1] : 0;
+    size_t max_hidden = 0;
+    for (int k = 0; k < L - 1; k++) {
+        size_t e = spd_ci_fn_hidden_elems(a, N, k);
+        if (e > max_hidden) max_hidden = e;
+    }
+    real *g[2] = {f->work + off, f->work + off + max_hidden};
+    const real *gout = dpre_sigmoid;
+    for (int k = L - 1; k >= 0; k--) {
+        const real *x = k == 0 ? in : f->post[k - 1];
+        real *gin = k == 0 ? din : g[(k - 1) % 2];
+        layer_backward(f, k, gin, gout, x, N);
+        if (k > 0) {  // through GELU, in place
+            RFN(gelu_backward)(gin, gin, f->pre[k - 1], (long)spd_ci_fn_hidden_elems(a, N, k - 1));
+            gout = gin;
+        }
+    }
+}
+
+// ---- init ------------------------------------------------------------------------
+
+void RFN(ci_fn_init_params)(const spd_ci_fn_arch *arch, real *const *W, real *const *b, uint64_t seed,
+                            uint64_t stream) {
+    for (int k = 0; k < arch->n_layers; k++) {
+        int64_t shape[3];
+        int nd = spd_ci_fn_param_shape(arch, k, false, shape);
+        size_t n = (size_t)spd_numel(nd, shape);
+        double *tmp = spd_malloc(n * sizeof(double));
+        spd_philox_fill_normal_f64(seed, stream + (uint64_t)k, n, spd_ci_fn_init_std(arch, k), tmp);
+        for (size_t i = 0; i < n; i++) W[k][i] = (real)tmp[i];
+        free(tmp);
+        if (b && b[k]) {
+            nd = spd_ci_fn_param_shape(arch, k, true, shape);
+            memset(b[k], 0, (size_t)spd_numel(nd, shape) * sizeof(real));
+        }
+    }
+}
