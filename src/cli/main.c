@@ -12,6 +12,7 @@ static void usage(FILE *out) {
           "  bench linear    time one LinearComponents forward/backward/AdamW step\n"
           "  bench full      time the LlamaSimple ComponentModel step (seed protocol)\n"
           "  info FILE       list the tensors and metadata of a safetensors file\n"
+          "  config check CONFIG.yaml  validate an SPD config and print it resolved\n"
           "run 'spd <command> --help' for its options\n",
           out);
 }
@@ -25,5 +26,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
     spd_die_input("unknown command '%s' (expected check, bench or info)", cmd);
 }
