@@ -144,7 +144,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "bench full: LlamaSimple 4L, C %d, batch %d, seq %d, steps %d (+%d warm-up)\n", o.C, o.batch,
                 o.seq, o.steps, o.warmup);
     if (cuda) return bench_gpu(&o, kind, fused, tf32, ceilings);
-    double gflops_peak = bench_matmul_gflops_f32(1024, 5);
+    double gflops_peak = bench_matmul_gflops_f32(1024, 20);
     bench_result r;
     bench_run_f32(&o, &r, stderr);
     double floor_ms = r.flops / (gflops_peak * 1e9) * 1e3;
