@@ -14,9 +14,14 @@ import os
 import sys
 
 
+MACHINES = {}  # file -> its first "# " line: what machine the run was on
+
+
 def load(path):
     rows = []
     for line in open(path, encoding="utf-8"):
+        if line.startswith("# ") and os.path.basename(path) not in MACHINES:
+            MACHINES[os.path.basename(path)] = line[2:].strip()
         if line.startswith("RESULT "):
             r = json.loads(line[len("RESULT "):])
             r["file"] = os.path.basename(path)
@@ -30,7 +35,9 @@ def ms(x):
 
 def cpu_table(rows):
     out = ["## CPU reference (float32, OpenBLAS)", "",
-           "The floor is the step's matrix FLOPs at this machine's measured sgemm rate (1024^3).", "",
+           "The floor is the step's matrix FLOPs at this machine's measured sgemm rate (1024^3, median of 20).",
+           "Machines: " + "; ".join(f"`{f}`: {MACHINES[f]}" for f in sorted({r['file'] for r in rows}) if f in MACHINES),
+           "",
            "| machine file | commit | command | median ms | mean ms | min ms | GFLOP/s | sgemm GFLOP/s | floor ms | floor / median |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
