@@ -27,11 +27,12 @@ static void pair_index(int j, int h, bool adjacent_pairs, int *i0, int *i1) {
     *i1 = adjacent_pairs ? 2 * j + 1 : j + h;
 }
 
-// x [B, S, n_heads*hd] in place: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin),
-// position of row s = min(s, n_ctx - 1). Each output reads the table entry of
-// its own feature, so the backward below is the exact transpose.
-void RFN(rope_forward)(real *x, const real *cos_t, const real *sin_t, int B, int S, int n_heads, int hd, int n_ctx,
-                       bool adjacent_pairs) {
+// x [B, S, n_heads*hd] in place, position of row s = min(s, n_ctx - 1). Forward:
+// (x0, x1) -> (x0 cos0 - x1 sin0, x1 cos1 + x0 sin1); each output reads the table
+// entry of its own feature. Transpose (the backward):
+// (g0, g1) -> (g0 cos0 + g1 sin1, g1 cos1 - g0 sin0).
+static void rotate(real *x, const real *cos_t, const real *sin_t, int B, int S, int n_heads, int hd, int n_ctx,
+                   bool adjacent_pairs, bool transpose) {
     SPD_ASSERT(hd % 2 == 0 && n_ctx >= 1);
     int h = hd / 2;
     for (long b = 0; b < B; b++) {
@@ -44,34 +45,25 @@ void RFN(rope_forward)(real *x, const real *cos_t, const real *sin_t, int B, int
                     int i0, i1;
                     pair_index(j, h, adjacent_pairs, &i0, &i1);
                     real x0 = xh[i0], x1 = xh[i1];
-                    xh[i0] = x0 * c[i0] - x1 * sn[i0];
-                    xh[i1] = x1 * c[i1] + x0 * sn[i1];
+                    if (transpose) {
+                        xh[i0] = x0 * c[i0] + x1 * sn[i1];
+                        xh[i1] = x1 * c[i1] - x0 * sn[i0];
+                    } else {
+                        xh[i0] = x0 * c[i0] - x1 * sn[i0];
+                        xh[i1] = x1 * c[i1] + x0 * sn[i1];
+                    }
                 }
             }
         }
     }
 }
 
-// dx [B, S, n_heads*hd] in place: the transpose rotation
-// (g0, g1) -> (g0 cos0 + g1 sin1, g1 cos1 - g0 sin0).
+void RFN(rope_forward)(real *x, const real *cos_t, const real *sin_t, int B, int S, int n_heads, int hd, int n_ctx,
+                       bool adjacent_pairs) {
+    rotate(x, cos_t, sin_t, B, S, n_heads, hd, n_ctx, adjacent_pairs, false);
+}
+
 void RFN(rope_backward)(real *dx, const real *cos_t, const real *sin_t, int B, int S, int n_heads, int hd,
                         int n_ctx, bool adjacent_pairs) {
-    SPD_ASSERT(hd % 2 == 0 && n_ctx >= 1);
-    int h = hd / 2;
-    for (long b = 0; b < B; b++) {
-        for (int s = 0; s < S; s++) {
-            int pos = s < n_ctx ? s : n_ctx - 1;
-            const real *c = cos_t + (long)pos * hd, *sn = sin_t + (long)pos * hd;
-            for (int head = 0; head < n_heads; head++) {
-                real *gh = dx + ((b * S + s) * n_heads + head) * hd;
-                for (int j = 0; j < h; j++) {
-                    int i0, i1;
-                    pair_index(j, h, adjacent_pairs, &i0, &i1);
-                    real g0 = gh[i0], g1 = gh[i1];
-                    gh[i0] = g0 * c[i0] + g1 * sn[i1];
-                    gh[i1] = g1 * c[i1] - g0 * sn[i0];
-                }
-            }
-        }
-    }
+    rotate(dx, cos_t, sin_t, B, S, n_heads, hd, n_ctx, adjacent_pairs, true);
 }

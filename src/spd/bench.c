@@ -224,55 +224,68 @@ void RFN(bench_run)(const bench_options *opt, bench_result *res, FILE *log) {
     else run_full(opt, res, log);
 }
 
-double RFN(bench_matmul_gflops)(int n, int reps) {
-    spd_spec spec;
-    spd_spec_init(&spec);
-    spec.on_device = SPD_REAL_ON_DEVICE;
-    const char *names[] = {"A", "B", "C"};
-    for (int i = 0; i < 3; i++)
-        spd_spec_add(&spec, names[i], SPD_REAL_DTYPE, 2, (int64_t[]){n, n}, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
-    spd_spec_alloc(&spec);
-    real *A = spd_spec_get(&spec, "A")->data, *B = spd_spec_get(&spec, "B")->data, *C = spd_spec_get(&spec, "C")->data;
-    RFN(fill_uniform)(A, (int64_t)n * n, 7, 1, 0);  // random operands: zeros would run faster
-    RFN(fill_uniform)(B, (int64_t)n * n, 7, 2, 0);
+// Median milliseconds of `reps` runs of op(ctx) after one warm-up run.
+static double median_ms_of(void (*op)(void *), void *ctx, int reps) {
+    op(ctx);
     double *ms = spd_malloc((size_t)reps * sizeof *ms);
-    RFN(matmul)(C, A, B, n, n, n, false, false, 1, 0);  // warm-up
     for (int r = 0; r < reps; r++) {
         sync_backend();
         double t0 = now_ms();
-        RFN(matmul)(C, A, B, n, n, n, false, false, 1, 0);
+        op(ctx);
         sync_backend();
         ms[r] = now_ms() - t0;
     }
     bench_result tmp;
     summarize(ms, reps, &tmp);
     free(ms);
+    return tmp.median_ms;
+}
+
+typedef struct {
+    real *a, *b, *c;
+    int n;
+} ceiling_ctx;
+
+static void square_matmul(void *p) {
+    ceiling_ctx *c = p;
+    RFN(matmul)(c->c, c->a, c->b, c->n, c->n, c->n, false, false, 1, 0);
+}
+
+static void big_copy(void *p) {
+    ceiling_ctx *c = p;
+    RFN(copy)(c->b, c->a, c->n);
+}
+
+// Two or three tensors of n_elems in this backend's memory, the first two random.
+static ceiling_ctx ceiling_buffers(spd_spec *spec, int64_t n_elems, int count) {
+    spd_spec_init(spec);
+    spec->on_device = SPD_REAL_ON_DEVICE;
+    const char *names[] = {"a", "b", "c"};
+    for (int i = 0; i < count; i++)
+        spd_spec_add(spec, names[i], SPD_REAL_DTYPE, 1, &n_elems, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
+    spd_spec_alloc(spec);
+    ceiling_ctx c = {.a = spd_spec_get(spec, "a")->data, .b = spd_spec_get(spec, "b")->data,
+                     .c = count > 2 ? spd_spec_get(spec, "c")->data : NULL};
+    RFN(fill_uniform)(c.a, n_elems, 7, 1, 0);  // random operands: zeros would run faster
+    RFN(fill_uniform)(c.b, n_elems, 7, 2, 0);
+    return c;
+}
+
+double RFN(bench_matmul_gflops)(int n, int reps) {
+    spd_spec spec;
+    ceiling_ctx c = ceiling_buffers(&spec, (int64_t)n * n, 3);
+    c.n = n;
+    double ms = median_ms_of(square_matmul, &c, reps);
     spd_spec_free(&spec);
-    return 2.0 * n * (double)n * n / (tmp.median_ms * 1e-3) / 1e9;
+    return 2.0 * n * (double)n * n / (ms * 1e-3) / 1e9;
 }
 
 double RFN(bench_bandwidth_gbs)(size_t bytes, int reps) {
     int64_t n = (int64_t)(bytes / sizeof(real));
     spd_spec spec;
-    spd_spec_init(&spec);
-    spec.on_device = SPD_REAL_ON_DEVICE;
-    spd_spec_add(&spec, "src", SPD_REAL_DTYPE, 1, &n, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
-    spd_spec_add(&spec, "dst", SPD_REAL_DTYPE, 1, &n, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
-    spd_spec_alloc(&spec);
-    real *src = spd_spec_get(&spec, "src")->data, *dst = spd_spec_get(&spec, "dst")->data;
-    RFN(fill_uniform)(src, n, 7, 3, 0);
-    RFN(copy)(dst, src, n);  // warm-up
-    double *ms = spd_malloc((size_t)reps * sizeof *ms);
-    for (int r = 0; r < reps; r++) {
-        sync_backend();
-        double t0 = now_ms();
-        RFN(copy)(dst, src, n);
-        sync_backend();
-        ms[r] = now_ms() - t0;
-    }
-    bench_result tmp;
-    summarize(ms, reps, &tmp);
-    free(ms);
+    ceiling_ctx c = ceiling_buffers(&spec, n, 2);
+    c.n = (int)n;
+    double ms = median_ms_of(big_copy, &c, reps);
     spd_spec_free(&spec);
-    return 2.0 * (double)n * sizeof(real) / (tmp.median_ms * 1e-3) / 1e9;
+    return 2.0 * (double)n * sizeof(real) / (ms * 1e-3) / 1e9;  // bytes read plus bytes written
 }

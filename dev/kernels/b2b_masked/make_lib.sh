@@ -3,7 +3,7 @@
 # plus lib_head.cu / lib_tail.cu (the winning policy, the fallback, the entry point).
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
-out=$here/../../../dev/kernels/b2b_masked/lib/components_fused.cu
+out=$here/lib/components_fused.cu  # generated, git-ignored
 {
   cat "$here/lib_head.cu"
   # kernel body: everything between the namespace braces, launcher included
