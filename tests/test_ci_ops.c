@@ -47,80 +47,13 @@ static const spd_sigmoid_pair LEAKY = {SPD_SIGMOID_FN_LOWER_LEAKY_HARD, SPD_SIGM
 #define FD_TOL 1e-6
 #define SEED 4321
 
-// ---- allocation and random inputs -------------------------------------------
-
-static void *allocs[4096];
-static int n_allocs = 0;
-
-static void *tmalloc(size_t bytes) {
-    if (n_allocs == (int)(sizeof allocs / sizeof allocs[0])) {
-        fprintf(stderr, "test_ci_ops: too many allocations\n");
-        exit(1);
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_ci_ops: out of memory\n");
-        exit(1);
-    }
-    return allocs[n_allocs++] = p;
-}
-
-static void free_all(void) {
-    while (n_allocs) free(allocs[--n_allocs]);
-}
-
-static uint64_t next_stream = 1;
-
-static double *uniform(long n, double lo, double hi) {
-    double *p = tmalloc((size_t)n * sizeof(double));
-    spd_philox_fill_uniform_f64(SEED, next_stream++, 0, (size_t)n, p);
-    for (long i = 0; i < n; i++) p[i] = lo + (hi - lo) * p[i];
-    return p;
-}
-
-static double *normal(long n, double std) {
-    double *p = tmalloc((size_t)n * sizeof(double));
-    spd_philox_fill_normal_f64(SEED, next_stream++, (size_t)n, std, p);
-    return p;
-}
-
-static double *filled(long n, double value) {
-    double *p = tmalloc((size_t)n * sizeof(double));
-    for (long i = 0; i < n; i++) p[i] = value;
-    return p;
-}
-
-static double *copy(const double *src, long n) {
-    double *p = tmalloc((size_t)n * sizeof(double));
-    memcpy(p, src, (size_t)n * sizeof(double));
-    return p;
-}
-
-static float *to_f32(const double *src, long n) {
-    float *p = tmalloc((size_t)n * sizeof(float));
-    for (long i = 0; i < n; i++) p[i] = (float)src[i];
-    return p;
-}
-
-static double *to_f64(const float *src, long n) {
-    double *p = tmalloc((size_t)n * sizeof(double));
-    for (long i = 0; i < n; i++) p[i] = src[i];
-    return p;
-}
+#define TEST_NAME "test_ci_ops"
+#define TEST_SEED SEED
+#include "test_inputs.h"
 
 static double *rounded_f32(double *p, long n) {
     for (long i = 0; i < n; i++) p[i] = (float)p[i];
     return p;
-}
-
-static double dot(const double *a, const double *b, long n) {
-    double s = 0;
-    for (long i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static void subtract(double *g, const double *g0, long n) {
-    for (long i = 0; i < n; i++) g[i] -= g0[i];
 }
 
 // max |a - b| (NaN propagates)
@@ -133,34 +66,10 @@ static double max_abs_err(const double *a, const double *b, long n) {
     return m;
 }
 
-static void report_err(const char *name, double err, double tol) {
-    char full[256];
-    snprintf(full, sizeof full, "%s (err %.2e, bound %.0e)", name, err, tol);
-    test_report(err < tol, full, NULL);
-}
-
 // Inputs rounded to float32 first, so the difference is float32 arithmetic
 // alone (eps 6e-8 times sums of <= ~100 terms): bound 1e-5 in relative norm.
 static void report_f32(const char *name, const float *got, const double *want, long n) {
     report_err(name, test_rel_norm_err(to_f64(got, n), want, n), 1e-5);
-}
-
-typedef double (*loss_fn)(void *ctx);
-
-static void check_fd(const char *name, loss_fn f, void *ctx, double *param, const double *analytic, long n) {
-    double *num = tmalloc((size_t)n * sizeof(double));
-    for (long i = 0; i < n; i++) {
-        double saved = param[i];
-        param[i] = saved + FD_H;
-        double lp = f(ctx);
-        param[i] = saved - FD_H;
-        double lm = f(ctx);
-        param[i] = saved;
-        num[i] = (lp - lm) / (2 * FD_H);
-    }
-    char full[200];
-    snprintf(full, sizeof full, "%s: finite differences (rel norm)", name);
-    report_err(full, test_rel_norm_err(analytic, num, n), FD_TOL);
 }
 
 // ---- GELU ---------------------------------------------------------------------
