@@ -723,7 +723,12 @@ int main(void) {
     test_attention(1, 100, 3, 3, 5);
     test_attention(1, 130, 2, 2, 128);
     test_attention(64, 256, 4, 4, 32);
+    test_attention(64, 256, 4, 2, 32);  // the benchmark's shape (resident path)
+    test_attention(1, 700, 4, 2, 32);   // streaming path at hd 32
+    test_attention(2, 300, 2, 1, 128);  // streaming path at hd 128
+    test_attention(3, 129, 4, 2, 64);
     time_attention(64, 256, 4, 4, 32);
+    time_attention(64, 256, 4, 2, 32);
     time_attention(128, 512, 4, 4, 32);
     test_swiglu();
     test_losses();
