@@ -20,7 +20,10 @@ SANFLAGS :=
 OPT     ?= -O2
 endif
 
-GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- src 2>/dev/null || echo -dirty)
+# The commit a binary is built from: git's, or a COMMIT file in an exported tree (git archive).
+GIT_COMMIT := $(shell if git rev-parse --short=12 HEAD >/dev/null 2>&1; then \
+                echo $$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- src || echo -dirty); \
+              else cat COMMIT 2>/dev/null || echo unknown; fi)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The reference must not reassociate or contract: no fast math, no FMA fusion.

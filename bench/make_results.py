@@ -48,7 +48,8 @@ def cpu_table(rows):
 
 
 def key(r):
-    return (r["file"], r["bench"], r.get("precision"), r["batch"], r["seq"], r.get("C"), r.get("d_in"), r.get("d_out"))
+    dims = (r.get("d_in") or 0, r.get("d_out") or 0) if r["bench"] == "linear" else (0, 0)
+    return (r["file"], r["bench"], r.get("precision"), r["batch"], r["seq"], r.get("C")) + dims
 
 
 def gpu_table(rows, bench):
@@ -60,33 +61,39 @@ def gpu_table(rows, bench):
         return []
     title = "Full model: LlamaSimple 4L, 28 modules decomposed" if bench == "full" else "Isolated LinearComponents"
     out = [f"## GPU: {title}", "",
-           "Median ms per step (forward, loss, backward, AdamW; masks drawn outside the timed region).",
-           "`best torch` is the fastest PyTorch variant that ran; the ratio is best torch / spd.c fused.", "",
+           "Median ms per step (forward, loss, backward, AdamW; masks drawn outside the timed region), TF32.",
+           "`best torch` is the fastest PyTorch variant that ran (SPD cd23cf80's code; `-nogetattr` =",
+           "`MaskedModule.__getattr__` removed, which lets dynamo capture one graph); the ratio is",
+           "best torch / spd.c fused. The floor is max(FLOPs at the measured TF32 rate, bytes at the",
+           "measured bandwidth) from the same run.", "",
            "| GPU | file | batch x seq | shape | prec | spd.c unfused | spd.c fused | torch eager | torch compiled (best) | "
-           "best torch | ratio | floor ms | fused / floor | commit | command |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "best torch | best torch / fused | eager / fused | floor ms | floor / fused | commit | command |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k in sorted(groups, key=lambda k: (k[0], k[3], k[4], k[6] or 0)):
         g = groups[k]
         ours = {r["variant"]: r for r in g if r.get("impl") == "spd.c"}
-        torch = [r for r in g if r.get("impl") == "torch" and "error" not in r]
-        eager = next((r for r in torch if r["variant"] == "eager"), None)
-        compiled = [r for r in torch if r["variant"] != "eager"]
+        torch = [r for r in g if r.get("impl") == "torch" and not r.get("error")]
+        # SPD's own module in eager mode ("eager"; "components-eager" for the isolated op);
+        # "pure-*" is the seed's bare-tensor function, counted among the PyTorch variants.
+        eager = next((r for r in torch if r["variant"] in ("eager", "components-eager")), None)
+        compiled = [r for r in torch if not r["variant"].endswith("eager")]
         best_c = min(compiled, key=lambda r: r["median_ms"]) if compiled else None
         best = min(torch, key=lambda r: r["median_ms"]) if torch else None
         fused, unfused = ours.get("fused"), ours.get("unfused")
         ref = fused or unfused
         shape = f"C={k[5]}" if bench == "full" else f"{k[6]}x{k[7]}, C={k[5]}"
         ratio = f"{best['median_ms'] / fused['median_ms']:.2f}x" if best and fused else "—"
+        eager_ratio = f"{eager['median_ms'] / fused['median_ms']:.2f}x" if eager and fused else "—"
         floor = ref["floor_ms"] if ref else None
         frac = f"{floor / fused['median_ms']:.0%}" if fused and floor else "—"
         comp = f"{ms(best_c['median_ms'])} ({best_c['variant']})" if best_c else "—"
         device = (ref or g[0])["device"]
         out.append(f"| {device} | {k[0]} | {k[3]}x{k[4]} | {shape} | {k[2]} | "
                    f"{ms(unfused and unfused['median_ms'])} | {ms(fused and fused['median_ms'])} | "
-                   f"{ms(eager and eager['median_ms'])} | {comp} | {ms(best and best['median_ms'])} | {ratio} | "
+                   f"{ms(eager and eager['median_ms'])} | {comp} | {ms(best and best['median_ms'])} | {ratio} | {eager_ratio} | "
                    f"{ms(floor)} | {frac} | {ref.get('commit', '?') if ref else '?'} | "
                    f"`{ref.get('command', '') if ref else ''}` |")
-    failed = [r for r in rows if r.get("impl") == "torch" and "error" in r and r["bench"] == bench]
+    failed = [r for r in rows if r.get("impl") == "torch" and r.get("error") and r["bench"] == bench]
     for r in failed:
         out.append(f"\nPyTorch variant `{r['variant']}` at {r['batch']}x{r['seq']} did not run: {r['error'][:200]}")
     return out
