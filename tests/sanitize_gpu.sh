@@ -15,7 +15,8 @@ run() {  # name, then the command
     shift
     "$@" >"$log" 2>&1
     local status=$?
-    if [ $status -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$log"; then
+    # memcheck ends "ERROR SUMMARY: 0 errors", racecheck "RACECHECK SUMMARY: 0 hazards displayed (0 errors, ...)"
+    if [ $status -eq 0 ] && grep -qE "ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards displayed \(0 errors" "$log"; then
         echo "ok - $name"
         passed=$((passed + 1))
     else
