@@ -13,6 +13,7 @@
 #include "models/llama_config.h"
 #include "models/module_select.h"
 #include "ops/fill.h"
+#include "ops/loss.h"
 #include "testing.h"
 
 static const char *paths[] = {"wte", "h.0.attn.q_proj", "h.0.mlp.up_proj", "h.1.attn.q_proj", "h.1.mlp.up_proj",
@@ -108,9 +109,81 @@ static void test_identity(void) {
     component_model_free_f64(&plain);
 }
 
+// The per-forward mask info (docs/training.md): one module replaced (layerwise),
+// the mask gradient, and the clean-input cache.
+static void test_mask_info(void) {
+    llama_config cfg = {.vocab_size = 19, .n_layer = 2, .n_head = 2, .n_kv_heads = 1, .n_embd = 8,
+                        .n_intermediate = 12, .n_ctx = 8, .rotary_base = 10000, .rms_norm_eps = 1e-6};
+    component_model_options opt = {.B = 2, .S = 4, .use_delta = true};
+    spd_module_pattern all[] = {{"h.*", 3}};
+    component_model a, b;
+    SPD_ASSERT(component_model_build_f64(&a, &cfg, all, 1, &opt) == 0);
+    SPD_ASSERT(component_model_build_f64(&b, &cfg, all, 1, &opt) == 0);
+    spd_spec *specs[] = {&a.spec, &b.spec};
+    for (int k = 0; k < 2; k++) {
+        spd_spec_init_values(specs[k], SPD_ROLE_FROZEN, 21);
+        spd_spec_init_values(specs[k], SPD_ROLE_TRAINED, 22);
+    }
+    const int N = 8, L = a.n_modules, l = 5;  // module 5: h.0.mlp.up_proj
+    for (int n = 0; n < N; n++) a.target.tokens[n] = b.target.tokens[n] = (n * 5) % 19;
+    component_module *ml = &a.modules[l];
+    fill_uniform_f64(ml->mask, (int64_t)N * ml->C, 23, 1, 0);
+    memcpy(b.modules[l].mask, ml->mask, (size_t)N * ml->C * sizeof(double));
+    // a: every other module is an exact identity (masks 1 with their delta), module l has no delta.
+    // b: every other module runs its target weight. Both are "only module l replaced".
+    component_model_disable_delta_f64(&a, l);
+    for (int i = 0; i < L; i++) {
+        component_model_disable_delta_f64(&b, i);
+        b.modules[i].replaced = i == l;
+    }
+    component_model_forward_f64(&a);
+    component_model_forward_f64(&b);
+    double err = test_rel_norm_err(b.target.logits, a.target.logits, (long)N * 19);
+    test_report(err < 1e-12, "only one module replaced equals the others on their identity", "rel err %.2e", err);
+
+    // dmask against central differences of the mean of the logits.
+    double *dmask = calloc((size_t)N * ml->C, sizeof(double));
+    b.modules[l].dmask = dmask;
+    spd_spec_zero_grad(&b.spec);
+    mean_loss_backward_f64(b.target.dlogits, (int64_t)N * 19);
+    component_model_backward_f64(&b);
+    double worst = 0;
+    for (int i = 0; i < N * ml->C; i += 3) {
+        double saved = b.modules[l].mask[i], lp, lm;
+        b.modules[l].mask[i] = saved + 1e-6;
+        component_model_forward_f64(&b);
+        mean_loss_forward_f64(&lp, b.target.logits, (int64_t)N * 19);
+        b.modules[l].mask[i] = saved - 1e-6;
+        component_model_forward_f64(&b);
+        mean_loss_forward_f64(&lm, b.target.logits, (int64_t)N * 19);
+        b.modules[l].mask[i] = saved;
+        double fd = (lp - lm) / 2e-6, e = fabs(fd - dmask[i]) / fmax(fabs(fd), 1e-3);
+        if (!(e <= worst)) worst = e;
+    }
+    test_report(worst < 1e-6, "dmask matches finite differences", "worst rel err %.2e", worst);
+    double *dV_other = spd_spec_grad(&b.spec, spd_spec_get(&b.spec, "_components.h-1-mlp-up_proj.V"));
+    double other = 0;
+    for (int i = 0; i < 8 * 3; i++) other += fabs(dV_other[i]);
+    test_report(other == 0, "a module not replaced gets no component gradient", "sum |dV| %.2e", other);
+
+    // The clean-input cache of h.0.mlp.down_proj holds the SwiGLU output it was fed.
+    component_module *down = &b.modules[6];
+    double *cache = calloc((size_t)N * 12, sizeof(double));
+    down->x_cache = cache;
+    component_model_forward_f64(&b);
+    test_report(memcmp(cache, b.target.layers[0].hidden, (size_t)N * 12 * sizeof(double)) == 0 &&
+                    strcmp(down->site->path, "h.0.mlp.down_proj") == 0,
+                "the input cache holds the module's input", NULL);
+    free(dmask);
+    free(cache);
+    component_model_free_f64(&a);
+    component_model_free_f64(&b);
+}
+
 int main(void) {
     test_selection();
     test_config();
     test_identity();
+    test_mask_info();
     return test_exit();
 }

@@ -106,6 +106,7 @@ int RFN(component_model_build)(component_model *cm, const llama_config *cfg, con
         component_module *c = &cm->modules[i];
         c->site = find_site(m, chosen[i].path);
         c->C = chosen[i].C;
+        c->replaced = true;
         spd_dashed_name(c->dashed, sizeof c->dashed, chosen[i].path);
         c->site->comp = c;
         declare_module(&cm->spec, c, m->N, opt->use_delta, opt->B, opt->S);

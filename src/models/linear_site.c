@@ -4,9 +4,12 @@
 #include "ops/components.h"
 #include "ops/embedding.h"
 #include "ops/linear.h"
+#include "ops/transfer.h"
 
 void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {
     component_module *c = s->comp;
+    if (c && c->x_cache && s->kind == SITE_LINEAR) RFN(copy)(c->x_cache, x, (int64_t)N * s->d_in);
+    if (c && !c->replaced) c = NULL;
     if (s->kind == SITE_EMBEDDING) {
         if (!c) {
             RFN(embedding_forward)(y, tokens, s->W, N, s->d_out);
@@ -25,11 +28,11 @@ void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *to
 }
 
 void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
-    component_module *c = s->comp;
+    component_module *c = s->comp && s->comp->replaced ? s->comp : NULL;
     const real *delta = c && c->delta_mask ? c->delta : NULL;
     if (s->kind == SITE_EMBEDDING) {
         if (!c) return;  // frozen embedding: nothing upstream of the tokens
-        RFN(embedding_components_backward)(c->dV, c->dU, delta ? c->ddelta : NULL, NULL, NULL, dy, tokens, c->a,
+        RFN(embedding_components_backward)(c->dV, c->dU, delta ? c->ddelta : NULL, c->dmask, NULL, dy, tokens, c->a,
                                            c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out,
                                            c->scratch);
         return;
@@ -38,6 +41,6 @@ void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x,
         if (dx) RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out);
         return;
     }
-    RFN(components_backward)(dx, c->dV, c->dU, delta ? c->ddelta : NULL, NULL, NULL, dy, x, c->a, c->V, c->U,
+    RFN(components_backward)(dx, c->dV, c->dU, delta ? c->ddelta : NULL, c->dmask, NULL, dy, x, c->a, c->V, c->U,
                              c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out, c->scratch);
 }

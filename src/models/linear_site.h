@@ -26,10 +26,16 @@ typedef struct {
 
 // Per-module component state. V, U and their gradients live in the spec
 // table's TRAINED buffers; the rest is activation memory for N positions.
+// The fields under "this forward" are the mask info of one masked forward and
+// its backward (docs/training.md); the training step sets them per forward.
 struct component_module {
     linear_site *site;
     char dashed[SPD_NAME_MAX];  // "h-0-attn-q_proj"
     int C;
+    // This forward:
+    bool replaced;     // false: the site runs its target weight (layerwise terms replace one module)
+    real *dmask;       // [N, C] or NULL: the backward writes d loss / d mask here (the path to the CI)
+    real *x_cache;     // [N, d_in] or NULL: the forward copies the site's input here (clean forward)
     real *V, *U, *dV, *dU;  // [d_in, C], [C, d_out]
     real *a;                // [N, C] component acts, saved by forward
     real *scratch;          // [N, C]
