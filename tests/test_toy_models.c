@@ -459,7 +459,7 @@ static void test_tms_components(void) {
     tms_forward_f64(&m);
     double *want = copy(m.out, (long)B * F);
     linear_site *s = &m.sites[TMS_LINEAR2];
-    component_module c = {.site = s, .C = C};
+    component_module c = {.site = s, .C = C, .replaced = true};
     c.V = normal((long)H * C, 1 / sqrt(H));
     c.U = normal((long)C * F, 1 / sqrt(C));
     c.a = tmalloc((size_t)B * C * sizeof(double));
