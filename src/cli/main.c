@@ -8,6 +8,7 @@
 static void usage(FILE *out) {
     fputs("usage: spd <command> [options]\n"
           "commands:\n"
+          "  train CONFIG    run SPD training from an SPD config (CPU, TMS targets for now)\n"
           "  check FILE...   recompute spd-ref-v1 reference files and report per-tensor errors\n"
           "  bench linear    time one LinearComponents forward/backward/AdamW step\n"
           "  bench full      time the LlamaSimple ComponentModel step (seed protocol)\n"
@@ -27,5 +28,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     spd_die_input("unknown command '%s' (expected check, bench or info)", cmd);
 }

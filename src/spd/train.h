@@ -1,0 +1,163 @@
+// The SPD training step (docs/training.md; SPD_SPEC.md 2-5) over a target
+// model whose decomposable matrices are linear sites: no autograd, each
+// masked forward is followed at once by its own backward with the output
+// gradient scaled by coeff / count_total of its loss term.
+//
+//   deltas -> clean forward (caching each module's input; y_t) -> CI (pre,
+//   ci_lower, ci_upper) -> loss terms (forward + backward per masked forward,
+//   mask -> CI chain) -> CI backward -> delta chain into V, U
+//
+// Implemented terms: FaithfulnessLoss, ImportanceMinimalityLoss,
+// StochasticReconLoss, StochasticReconLayerwiseLoss, CIMaskedReconLoss,
+// CIMaskedReconLayerwiseLoss, UnmaskedReconLoss, with output loss mse or kl.
+// Not yet: the subset (routing) terms, PGD, hidden-acts, faithfulness warm-up,
+// tied components (TMS with tied target weights), data parallelism.
+//
+// Random draws come from Philox streams (ops/masks.h spd_rng_stream), so a
+// step is a deterministic function of (parameters, batch, seed, step): a
+// finite-difference check re-running the step sees the same masks.
+//
+// Parameters: `_components.<dashed>.V` [d_in, C], `.U` [C, d_out] and
+// `_ci_fns.<dashed>.layers.<2k>.W` / `.b` are TRAINED tensors of the caller's
+// spec table (declared by spd_trainer_declare before spd_spec_alloc), so one
+// AdamW pass over the TRAINED buffer updates all of them. The target's own
+// parameters must be FROZEN.
+//
+// CPU only for now: the CUDA build compiles train.c to nothing until the CI,
+// mask and loss ops have CUDA twins.
+#ifndef SPD_TRAIN_H
+#define SPD_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/real.h"
+#include "core/spec.h"
+#include "models/linear_site.h"
+#include "ops/adamw.h"
+#include "ops/ci_fn.h"
+#include "ops/masks.h"
+#include "ops/output_loss.h"
+#include "ops/sigmoid.h"
+#include "spd/config.h"
+
+#define SPD_TRAIN_MAX_TERMS 16
+
+typedef enum {
+    SPD_TERM_FAITHFULNESS,
+    SPD_TERM_IMPORTANCE_MINIMALITY,
+    SPD_TERM_STOCHASTIC_RECON,
+    SPD_TERM_STOCHASTIC_RECON_LAYERWISE,
+    SPD_TERM_CI_MASKED_RECON,
+    SPD_TERM_CI_MASKED_RECON_LAYERWISE,
+    SPD_TERM_UNMASKED_RECON,
+    SPD_TERM_KIND_COUNT
+} spd_term_kind;
+
+// SPD's class name ("FaithfulnessLoss", ...), for logs.
+const char *spd_term_kind_name(spd_term_kind k);
+
+typedef struct {
+    spd_term_kind kind;
+    double coeff;
+    spd_importance_minimality_config imp;  // ImportanceMinimalityLoss only
+} spd_train_term;
+
+// Where the step's random draws come from: NULL in spd_train_options = Philox
+// streams (spd_rng_stream(step, purpose, term, sample, module)); otherwise
+// `fill` writes the draws of that key: component-mask draws r [N, C]
+// (SPD_RNG_MASK; U[0,1), or 0/1 when binomial), delta masks [N]
+// (SPD_RNG_DELTA_MASK), binomial CI jitter u [N, C] (SPD_RNG_CI_JITTER, term
+// = sample = 0). For checks against draws taken from PyTorch SPD.
+typedef struct {
+    void (*fill)(void *ctx, real *out, long n, spd_rng_purpose purpose, int64_t step, int term, int sample,
+                 int module);
+    void *ctx;
+} spd_draw_source;
+
+typedef struct {
+    const spd_draw_source *draws;  // NULL: Philox
+    spd_train_term terms[SPD_TRAIN_MAX_TERMS];  // the term index is its Philox stream's `term`
+    int n_terms;
+    spd_divergence output_loss;
+    spd_ci_fn_kind ci_kind;
+    int ci_hidden[SPD_CI_FN_MAX_LAYERS - 1];
+    int n_ci_hidden;
+    spd_sigmoid_pair sigmoid;
+    spd_mask_sampling sampling;
+    int n_mask_samples;  // S >= 1
+    bool use_delta;      // use_delta_component
+    uint64_t seed;       // mask seed (SPD's seed_per_rank; single process: config.seed)
+    int64_t steps;       // total steps T (the schedule's and p-annealing's denominator)
+    spd_schedule_config lr;
+    double grad_clip_components, grad_clip_ci_fns;  // <= 0: no clipping
+    double beta1, beta2, adam_eps, weight_decay;     // SPD: 0.9, 0.999, 1e-8, 0
+} spd_train_options;
+
+// SPD's defaults: leaky_hard, continuous, S = 1, delta on, vector_mlp [8], Adam
+// (0.9, 0.999, 1e-8, wd 0), constant lr 1e-3, no clipping, mse, no terms.
+void spd_train_options_default(spd_train_options *o);
+
+// The target as the trainer sees it: its sites in SPD's module order, one
+// forward (input already in place -> out) and one backward (dout -> the
+// attached components' gradients). N positions, d_out output width.
+typedef struct {
+    void *model;
+    linear_site *sites;
+    int n_sites;
+    int N, d_out;
+    real *out, *dout;
+    void (*forward)(void *model);
+    void (*backward)(void *model);
+} spd_target;
+
+// Per decomposed module: the component module the site dispatches to, its CI
+// function and the step's CI state.
+typedef struct {
+    component_module comp;
+    int site;  // index into target.sites
+    int d_in, d_out;
+    int t_V, t_U, t_W[SPD_CI_FN_MAX_LAYERS], t_b[SPD_CI_FN_MAX_LAYERS];  // spec indices
+    ci_fn ci;
+    real *x_cache;            // [N, d_in] clean input
+    real *ci_in, *dci_in;     // [N, C] mlp's CI input a = x V and its gradient (mlp only)
+    real *pre, *dpre;         // [N, C]
+    real *ci_lower, *ci_upper, *dci_lower, *dci_upper, *tmp;  // [N, C]
+    real *mask_buf, *dmask_buf, *delta_mask_buf;             // [N, C], [N, C], [N]
+    real *r_buf, *jitter_buf;  // [N, C]: draws from a draw source (unused with Philox)
+} spd_train_module;
+
+typedef struct {
+    spd_train_options opt;
+    spd_target target;
+    spd_spec *spec;
+    spd_train_module *mods;
+    int n_mods;
+    real *y_t;          // [N, d_out] clean output
+    double *imp_sums;   // [sum C]
+    double values[SPD_TRAIN_MAX_TERMS];  // raw (unweighted) term values of the last step
+    double total;                        // sum coeff * value
+    double grad_norm_components, grad_norm_ci_fns;  // before clipping, of the last update
+    int64_t adam_t;     // updates made
+} spd_trainer;
+
+// Declares the components (V init N(0, 1/d_in), U N(0, 1/C)) and CI-function
+// parameters of the chosen sites (site[i] with C[i] components) into spec;
+// target.sites must be ready (paths, shapes). Validates the options; 0, or -1
+// with spd_last_error().
+int RFN(spd_trainer_declare)(spd_trainer *t, spd_spec *spec, const spd_train_options *opt, const spd_target *target,
+                             const int *site, const int *C, int n);
+// After spd_spec_alloc and the target's bind: pointers, work buffers, and the
+// component modules attached to their sites. target->sites' W pointers must be bound.
+void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target);
+// SPD's init of components and CI functions, from Philox `seed` by spec index.
+void RFN(spd_trainer_init_params)(spd_trainer *t, uint64_t seed);
+// One step's loss and gradients at `step` (the target's input already filled):
+// zeroes the gradients, fills t->values and t->total, returns the total.
+double RFN(spd_train_step)(spd_trainer *t, int64_t step);
+// The optimizer step after spd_train_step: lr = schedule(step), clipping per
+// group when configured, AdamW over the TRAINED buffer.
+void RFN(spd_train_update)(spd_trainer *t, int64_t step);
+void RFN(spd_trainer_free)(spd_trainer *t);
+
+#endif
