@@ -84,7 +84,8 @@ static void fixture_free(fixture *fx) {
 }
 
 static void all_terms(spd_train_options *o) {
-    static const double coeffs[] = {0.7, 0.05, 1.0, 0.6, 0.5, 0.3, 0.2};
+    static const double coeffs[SPD_TERM_KIND_COUNT] = {0.7, 0.05, 1.0, 0.6, 0.5, 0.3, 0.2,
+                                                       0.4, 0.35, 0.8, 0.45, 0.25, 0.3};
     o->n_terms = SPD_TERM_KIND_COUNT;
     for (int k = 0; k < SPD_TERM_KIND_COUNT; k++) {
         o->terms[k].kind = (spd_term_kind)k;
@@ -93,10 +94,40 @@ static void all_terms(spd_train_options *o) {
     o->terms[SPD_TERM_IMPORTANCE_MINIMALITY].imp =
         (spd_importance_minimality_config){.pnorm = 2.0, .beta = 0.5, .p_anneal_start_frac = 1,
                                            .p_anneal_end_frac = 1, .eps = 1e-12};
+    o->terms[SPD_TERM_STOCHASTIC_RECON_SUBSET].router = (spd_router){.kind = SPD_ROUTE_UNIFORM_K_SUBSET};
+    o->terms[SPD_TERM_CI_MASKED_RECON_SUBSET].router = (spd_router){.kind = SPD_ROUTE_STATIC_PROBABILITY, .p = 0.5};
+    o->terms[SPD_TERM_PGD_RECON_SUBSET].router = (spd_router){.kind = SPD_ROUTE_UNIFORM_K_SUBSET};
+    // Small n_steps: the FD perturbation must not flip a sign step (checked: the final sources
+    // of every run are identical at +-h; a flip would also show as an O(step^2 / h) FD error).
+    o->terms[SPD_TERM_PGD_RECON].pgd = (spd_pgd_config){.init = SPD_PGD_INIT_RANDOM, .step_size = 0.1, .n_steps = 2,
+                                                        .mask_scope = SPD_MASK_SCOPE_UNIQUE_PER_DATAPOINT};
+    o->terms[SPD_TERM_PGD_RECON_SUBSET].pgd = (spd_pgd_config){
+        .init = SPD_PGD_INIT_RANDOM, .step_size = 0.2, .n_steps = 1, .mask_scope = SPD_MASK_SCOPE_SHARED_ACROSS_BATCH};
+    // (Not init ones here: at s = 1 the output is the target's, the source gradient is rounding
+    // noise and its sign is arbitrary, in SPD too.)
+    o->terms[SPD_TERM_PGD_RECON_LAYERWISE].pgd = (spd_pgd_config){
+        .init = SPD_PGD_INIT_RANDOM, .step_size = 0.15, .n_steps = 2, .mask_scope = SPD_MASK_SCOPE_SHARED_ACROSS_BATCH};
+}
+
+// Every module's PGD sources after a step (the last PGD run's), concatenated.
+static double *pgd_sources(const spd_trainer *tr, long *n) {
+    long total = 0;
+    for (int l = 0; l < tr->n_mods; l++) total += (long)tr->target.N * (tr->mods[l].comp.C + 1);
+    double *v = calloc((size_t)total, sizeof *v);  // caller frees (not tmalloc: called per FD evaluation)
+    SPD_ASSERT(v);
+    long k = 0;
+    for (int l = 0; l < tr->n_mods; l++) {
+        long m = (long)tr->target.N * (tr->mods[l].comp.C + 1);
+        if (tr->mods[l].pgd_src) memcpy(v + k, tr->mods[l].pgd_src, (size_t)m * sizeof *v);
+        k += m;
+    }
+    *n = total;
+    return v;
 }
 
 // Gradient of the total vs central differences over every element of the TRAINED buffer.
-static void check_step_fd(const char *name, spd_train_options *o, int C) {
+// zero_ok: tensors whose name contains it may have an all-zero gradient (NULL: none).
+static void check_step_fd_z(const char *name, spd_train_options *o, int C, const char *zero_ok) {
     fixture fx;
     if (build(&fx, o, C)) {
         test_report(0, name, "build: %s", spd_last_error());
@@ -109,15 +140,24 @@ static void check_step_fd(const char *name, spd_train_options *o, int C) {
     spd_train_step_f64(&fx.tr, step);
     double *g = copy(spec->grad, (long)n);
     double *fd = filled((long)n, 0);
+    long n_src;
+    double *src0 = pgd_sources(&fx.tr, &n_src);
+    long src_moved = 0;
     for (size_t i = 0; i < n; i++) {
         double keep = p[i];
         p[i] = keep + FD_H;
         double lp = spd_train_step_f64(&fx.tr, step);
+        double *sp = pgd_sources(&fx.tr, &n_src);
         p[i] = keep - FD_H;
         double lm = spd_train_step_f64(&fx.tr, step);
+        double *sm = pgd_sources(&fx.tr, &n_src);
+        if (memcmp(sp, src0, (size_t)n_src * sizeof *sp) || memcmp(sm, src0, (size_t)n_src * sizeof *sm)) src_moved++;
+        free(sp);
+        free(sm);
         p[i] = keep;
         fd[i] = (lp - lm) / (2 * FD_H);
     }
+    free(src0);
     double err = test_rel_norm_err(g, fd, (long)n);
     // Every trained tensor gets a gradient (no path silently missing).
     int zero_tensor = -1;
@@ -127,7 +167,7 @@ static void check_step_fd(const char *name, spd_train_options *o, int C) {
         const double *gt = spd_spec_grad(spec, t);
         double s = 0;
         for (int64_t j = 0; j < spd_tensor_numel(t); j++) s += fabs(gt[j]);
-        if (s == 0 && zero_tensor < 0) zero_tensor = k;
+        if (s == 0 && zero_tensor < 0 && !(zero_ok && strstr(t->name, zero_ok))) zero_tensor = k;
     }
     // Per-tensor relative error too, so a small tensor's error is not hidden by big ones.
     double worst = 0;
@@ -143,11 +183,15 @@ static void check_step_fd(const char *name, spd_train_options *o, int C) {
         }
     }
     printf("# %s: rel err %.3g (worst tensor %.3g), total %.6g\n", name, err, worst, fx.tr.total);
-    test_report(err < FD_TOL && worst < FD_TOL && zero_tensor < 0, name,
-                "total rel err %.3g, worst tensor %s %.3g, zero-gradient tensor %s (total %.6g)", err, worst_name,
-                worst, zero_tensor < 0 ? "none" : spec->tensors[zero_tensor].name, fx.tr.total);
+    test_report(err < FD_TOL && worst < FD_TOL && zero_tensor < 0 && src_moved == 0, name,
+                "total rel err %.3g, worst tensor %s %.3g, zero-gradient tensor %s, PGD sources changed by %ld "
+                "perturbations (total %.6g)",
+                err, worst_name, worst, zero_tensor < 0 ? "none" : spec->tensors[zero_tensor].name, src_moved,
+                fx.tr.total);
     fixture_free(&fx);
 }
+
+static void check_step_fd(const char *name, spd_train_options *o, int C) { check_step_fd_z(name, o, C, NULL); }
 
 static void test_gradients(void) {
     spd_train_options o;
@@ -184,6 +228,24 @@ static void test_gradients(void) {
     imp->p_anneal_final_p = 1.2;
     imp->p_anneal_end_frac = 1;
     check_step_fd("fd: all terms, kl, shared_mlp, p annealed", &o, 3);
+
+    // Each new term alone (with the delta component), so a failure names its term.
+    for (int k = SPD_TERM_STOCHASTIC_RECON_SUBSET; k < SPD_TERM_KIND_COUNT; k++) {
+        spd_train_options one;
+        spd_train_options_default(&one);
+        all_terms(&one);
+        one.terms[0] = one.terms[k];
+        one.n_terms = 1;
+        one.sigmoid = (spd_sigmoid_pair){SPD_SIGMOID_FN_LOGISTIC, SPD_SIGMOID_FN_LOGISTIC};
+        one.n_mask_samples = 2;
+        one.steps = 10;
+        one.ci_kind = SPD_CI_MLP;
+        one.ci_hidden[0] = 3;
+        char name[128];
+        snprintf(name, sizeof name, "fd: %s alone, mse, mlp, delta", spd_term_kind_name((spd_term_kind)k));
+        // Hidden acts: linear2 (last in execution) feeds no module input: no gradient to it.
+        check_step_fd_z(name, &one, 3, k == SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON ? "linear2" : NULL);
+    }
 }
 
 // V = I (C = d_in), U = W^T: every module reproduces its target weight.
@@ -306,6 +368,14 @@ static void golden_draws(void *ctx, double *out, long n, spd_rng_purpose purpose
     (void)ctx, (void)step, (void)term, (void)sample;
     static const double r[2][4] = {{0.25, 0.6, 0.9, 0.1}, {0.5, 0.33, 0.05, 0.75}};
     static const double md[2][2] = {{0.4, 0.7}, {0.2, 0.95}};
+    // Routing fc1 = [F, T], fc2 = [T, T] as uniform_k_subset draws: k = [1, 2]; at position 0
+    // fc2's noise ranks first.
+    static const double k[2] = {1, 2}, noise[2][2] = {{0.7, 0.3}, {0.2, 0.6}};
+    if (purpose == SPD_RNG_ROUTING) {
+        SPD_ASSERT(n == 2 && module >= SPD_DRAW_ROUTING_K && module < 2);
+        memcpy(out, module == SPD_DRAW_ROUTING_K ? k : noise[module], 2 * sizeof *out);
+        return;
+    }
     SPD_ASSERT(purpose == SPD_RNG_MASK || purpose == SPD_RNG_DELTA_MASK);
     SPD_ASSERT(n == (purpose == SPD_RNG_MASK ? 4 : 2));
     memcpy(out, purpose == SPD_RNG_MASK ? r[module] : md[module], (size_t)n * sizeof *out);
@@ -442,9 +512,126 @@ static void test_golden(void) {
     golden_free(&g);
 }
 
+static double golden_value(const spd_train_term *term, bool use_delta, golden_fixture *g) {
+    spd_draw_source src = {.fill = golden_draws};
+    spd_train_options o;
+    golden_options(&o, &src);
+    o.use_delta = use_delta;
+    o.n_terms = 1;
+    o.terms[0] = *term;
+    golden_build(g, &o);
+    spd_train_step_f64(&g->tr, 0);
+    return g->tr.values[0];
+}
+
+static spd_train_term pgd_term_of(spd_term_kind kind, spd_pgd_init init, int64_t n_steps, double step_size,
+                                  spd_mask_scope scope) {
+    return (spd_train_term){.kind = kind, .coeff = 1,
+                            .router = {.kind = SPD_ROUTE_UNIFORM_K_SUBSET},
+                            .pgd = {.init = init, .step_size = step_size, .n_steps = n_steps, .mask_scope = scope}};
+}
+
+// SPD_SPEC.md 12: subset, hidden-acts and PGD values (with delta).
+static void test_golden_more(void) {
+    const double tol = 1e-9;
+    golden_fixture g;
+    spd_train_term tm = {.kind = SPD_TERM_STOCHASTIC_RECON_SUBSET, .coeff = 1, .router = {.kind = SPD_ROUTE_UNIFORM_K_SUBSET}};
+    double v = golden_value(&tm, true, &g);
+    bool routed_ok = g.tr.routed[0] == 0 && g.tr.routed[1] == 1 && g.tr.routed[2] == 1 && g.tr.routed[3] == 1;
+    test_report(fabs(v - 0.3927792607) <= tol && routed_ok,
+                "golden: stochastic subset with delta, routing fc1 [F,T] fc2 [T,T]", "got %.10f, routed %d %d %d %d",
+                v, g.tr.routed[0], g.tr.routed[1], g.tr.routed[2], g.tr.routed[3]);
+    golden_free(&g);
+
+    tm = (spd_train_term){.kind = SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON, .coeff = 1};
+    v = golden_value(&tm, true, &g);
+    test_report(fabs(v - 0.1517267634) <= tol, "golden: hidden-acts recon with delta", "got %.10f", v);
+    golden_free(&g);
+
+    const spd_mask_scope SH = SPD_MASK_SCOPE_SHARED_ACROSS_BATCH, UN = SPD_MASK_SCOPE_UNIQUE_PER_DATAPOINT;
+    tm = pgd_term_of(SPD_TERM_PGD_RECON, SPD_PGD_INIT_ZEROES, 1, 0.1, SH);
+    v = golden_value(&tm, true, &g);
+    bool src_ok = close_to(g.tr.mods[0].pgd_src, (double[]){0.1, 0, 0}, 3, 1e-15) &&
+                  close_to(g.tr.mods[1].pgd_src, (double[]){0.1, 0.1, 0}, 3, 1e-15);
+    test_report(fabs(v - 2.1572671532) <= tol && src_ok, "golden: PGD shared, zeroes, 1 step 0.1",
+                "got %.10f, sources fc1 %g %g %g fc2 %g %g %g", v, g.tr.mods[0].pgd_src[0], g.tr.mods[0].pgd_src[1],
+                g.tr.mods[0].pgd_src[2], g.tr.mods[1].pgd_src[0], g.tr.mods[1].pgd_src[1], g.tr.mods[1].pgd_src[2]);
+    golden_free(&g);
+
+    tm = pgd_term_of(SPD_TERM_PGD_RECON, SPD_PGD_INIT_ZEROES, 2, 0.25, UN);
+    v = golden_value(&tm, true, &g);
+    src_ok = close_to(g.tr.mods[0].pgd_src, (double[]){0, 0, 0, 0.5, 0, 0}, 6, 1e-15) &&
+             close_to(g.tr.mods[1].pgd_src, (double[]){0, 0.5, 0, 0.5, 0.5, 0}, 6, 1e-15);
+    test_report(fabs(v - 2.2251269819) <= tol && src_ok, "golden: PGD unique, zeroes, 2 steps 0.25", "got %.10f", v);
+    golden_free(&g);
+
+    tm = pgd_term_of(SPD_TERM_PGD_RECON, SPD_PGD_INIT_ONES, 0, 0.1, SH);
+    v = golden_value(&tm, true, &g);
+    test_report(fabs(v) <= 1e-28, "golden: PGD shared, ones, 0 steps is the target", "got %.3g", v);
+    golden_free(&g);
+
+    tm = pgd_term_of(SPD_TERM_PGD_RECON_LAYERWISE, SPD_PGD_INIT_ZEROES, 1, 0.1, SH);
+    v = golden_value(&tm, true, &g);
+    test_report(fabs(v - 1.5936160206) <= tol, "golden: PGD layerwise, shared, zeroes, 1 step 0.1", "got %.10f", v);
+    golden_free(&g);
+
+    tm = pgd_term_of(SPD_TERM_PGD_RECON_SUBSET, SPD_PGD_INIT_ZEROES, 1, 0.1, SH);
+    v = golden_value(&tm, true, &g);
+    src_ok = close_to(g.tr.mods[0].pgd_src, (double[]){0.1, 0, 0}, 3, 1e-15) &&
+             close_to(g.tr.mods[1].pgd_src, (double[]){0, 0.1, 0}, 3, 1e-15);
+    test_report(fabs(v - 1.2138318831) <= tol && src_ok, "golden: PGD subset, routing fc1 [F,T] fc2 [T,T], shared, zeroes",
+                "got %.10f, sources fc1 %g %g %g fc2 %g %g %g", v, g.tr.mods[0].pgd_src[0], g.tr.mods[0].pgd_src[1],
+                g.tr.mods[0].pgd_src[2], g.tr.mods[1].pgd_src[0], g.tr.mods[1].pgd_src[1], g.tr.mods[1].pgd_src[2]);
+    golden_free(&g);
+}
+
+// What the trainer asks a draw source for (docs/spd-ref-train-v1.md's names).
+typedef struct {
+    int calls, bad;
+} draw_log;
+
+static void recording_draws(void *ctx, double *out, long n, spd_rng_purpose purpose, int64_t step, int term,
+                            int sample, int module) {
+    draw_log *log = ctx;
+    // PGDReconLayerwise at term 1, unique, with delta: run l asks every module's [N, C + 1] at sample l.
+    int run = log->calls / 2, want_module = log->calls % 2;
+    if (purpose != SPD_RNG_PGD_INIT || step != 5 || term != 1 || sample != run || module != want_module || n != 6)
+        log->bad++;
+    log->calls++;
+    for (long i = 0; i < n; i++) out[i] = 0.25 + 0.5 * (double)((i + (long)module) % 2);
+}
+
+static void test_draw_keys(void) {
+    draw_log log = {0};
+    spd_draw_source src = {.fill = recording_draws, .ctx = &log};
+    spd_train_options o;
+    golden_options(&o, &src);
+    o.n_terms = 2;
+    o.terms[0] = (spd_train_term){.kind = SPD_TERM_FAITHFULNESS, .coeff = 1};
+    o.terms[1] = pgd_term_of(SPD_TERM_PGD_RECON_LAYERWISE, SPD_PGD_INIT_RANDOM, 1, 0.1,
+                             SPD_MASK_SCOPE_UNIQUE_PER_DATAPOINT);
+    golden_fixture g;
+    golden_build(&g, &o);
+    spd_train_step_f64(&g.tr, 5);
+    test_report(log.calls == 4 && log.bad == 0, "draws: PGD layerwise asks pgd_init of every module per run",
+                "%d calls, %d unexpected", log.calls, log.bad);
+    golden_free(&g);
+
+    // static_probability from draws u: fc1 [0.7, 0.3], fc2 [0.2, 0.6] with p = 0.65 routes
+    // fc1 [F, T], fc2 [T, T]: the uniform-k golden value again (k is not asked).
+    spd_train_term tm = {.kind = SPD_TERM_STOCHASTIC_RECON_SUBSET, .coeff = 1,
+                         .router = {.kind = SPD_ROUTE_STATIC_PROBABILITY, .p = 0.65}};
+    double v = golden_value(&tm, true, &g);
+    test_report(fabs(v - 0.3927792607) <= 1e-9, "golden: stochastic subset, static_probability from draws",
+                "got %.10f", v);
+    golden_free(&g);
+}
+
 int main(void) {
     test_gradients();
+    test_draw_keys();
     test_golden();
+    test_golden_more();
     test_values();
     test_training();
     free_all();

@@ -55,12 +55,25 @@ static int term_of(const spd_metric_config *mc, spd_train_term *t) {
         {SPD_METRIC_CI_MASKED_RECON_LOSS, SPD_TERM_CI_MASKED_RECON},
         {SPD_METRIC_CI_MASKED_RECON_LAYERWISE_LOSS, SPD_TERM_CI_MASKED_RECON_LAYERWISE},
         {SPD_METRIC_UNMASKED_RECON_LOSS, SPD_TERM_UNMASKED_RECON},
+        {SPD_METRIC_STOCHASTIC_RECON_SUBSET_LOSS, SPD_TERM_STOCHASTIC_RECON_SUBSET},
+        {SPD_METRIC_CI_MASKED_RECON_SUBSET_LOSS, SPD_TERM_CI_MASKED_RECON_SUBSET},
+        {SPD_METRIC_STOCHASTIC_HIDDEN_ACTS_RECON_LOSS, SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON},
+        {SPD_METRIC_PGD_RECON_LOSS, SPD_TERM_PGD_RECON},
+        {SPD_METRIC_PGD_RECON_SUBSET_LOSS, SPD_TERM_PGD_RECON_SUBSET},
+        {SPD_METRIC_PGD_RECON_LAYERWISE_LOSS, SPD_TERM_PGD_RECON_LAYERWISE},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (map[i].cls == mc->classname) {
             t->kind = map[i].kind;
             t->coeff = mc->coeff;
             if (t->kind == SPD_TERM_IMPORTANCE_MINIMALITY) t->imp = mc->importance_minimality;
+            t->router = (spd_router){.kind = mc->routing.type == SPD_CFG_ROUTER_STATIC_PROBABILITY
+                                                 ? SPD_ROUTE_STATIC_PROBABILITY
+                                                 : SPD_ROUTE_UNIFORM_K_SUBSET,
+                                     .p = mc->routing.p};
+            if (t->kind == SPD_TERM_PGD_RECON || t->kind == SPD_TERM_PGD_RECON_SUBSET ||
+                t->kind == SPD_TERM_PGD_RECON_LAYERWISE)
+                t->pgd = mc->pgd;
             return 0;
         }
     return -1;

@@ -1,46 +1,87 @@
 #include "core/real.h"
 
 #include "models/linear_site.h"
+#include "core/error.h"
+#include "ops/add.h"
 #include "ops/components.h"
 #include "ops/embedding.h"
 #include "ops/linear.h"
 #include "ops/transfer.h"
+#if !SPD_REAL_ON_DEVICE
+#include "ops/routing.h"
+#endif
+
+static void components_out(linear_site *s, component_module *c, real *y, const real *x, const int32_t *tokens,
+                           int N) {
+    if (s->kind == SITE_EMBEDDING)
+        RFN(embedding_components_forward)(y, c->a, tokens, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL,
+                                          c->delta_mask, N, s->d_in, c->C, s->d_out, c->scratch);
+    else
+        RFN(components_forward)(y, c->a, x, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL, c->delta_mask, N,
+                                s->d_in, c->C, s->d_out, c->scratch);
+}
+
+static void target_out(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {
+    if (s->kind == SITE_EMBEDDING)
+        RFN(embedding_forward)(y, tokens, s->W, N, s->d_out);
+    else
+        RFN(linear_forward)(y, x, s->W, NULL, N, s->d_in, s->d_out);
+}
 
 void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {
     component_module *c = s->comp;
     if (c && c->x_cache && s->kind == SITE_LINEAR) RFN(copy)(c->x_cache, x, (int64_t)N * s->d_in);
     if (c && !c->replaced) c = NULL;
-    if (s->kind == SITE_EMBEDDING) {
-        if (!c) {
-            RFN(embedding_forward)(y, tokens, s->W, N, s->d_out);
-            return;
-        }
-        RFN(embedding_components_forward)(y, c->a, tokens, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL,
-                                          c->delta_mask, N, s->d_in, c->C, s->d_out, c->scratch);
-        return;
-    }
     if (!c) {
-        RFN(linear_forward)(y, x, s->W, NULL, N, s->d_in, s->d_out);
+        target_out(s, y, x, tokens, N);
         return;
     }
-    RFN(components_forward)(y, c->a, x, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL, c->delta_mask, N,
-                            s->d_in, c->C, s->d_out, c->scratch);
+    components_out(s, c, y, x, tokens, N);
+    if (c->routing) {
+#if SPD_REAL_ON_DEVICE
+        SPD_ASSERT(!"routing on the device is not implemented yet");
+#else
+        // Both branches, then the select: unrouted positions take the target's output.
+        target_out(s, c->route_y, x, tokens, N);
+        RFN(routed_select_forward)(y, y, c->route_y, c->routing, N, s->d_out);
+#endif
+    }
 }
 
 void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
     component_module *c = s->comp && s->comp->replaced ? s->comp : NULL;
+    const real *dx_extra = s->comp ? s->comp->dx_extra : NULL;
     const real *delta = c && c->delta_mask ? c->delta : NULL;
+    const real *dy_comp = dy;
+    const bool pg = c && !c->no_param_grads;
+    if (c && c->routing) {
+#if SPD_REAL_ON_DEVICE
+        SPD_ASSERT(!"routing on the device is not implemented yet");
+#else
+        RFN(routed_select_backward)(c->route_dy, dx && s->kind == SITE_LINEAR ? c->route_y : NULL, dy, c->routing,
+                                    N, s->d_out);
+        dy_comp = c->route_dy;  // route_y (the forward's target branch, no longer needed) holds dy_target
+#endif
+    }
     if (s->kind == SITE_EMBEDDING) {
         if (!c) return;  // frozen embedding: nothing upstream of the tokens
-        RFN(embedding_components_backward)(c->dV, c->dU, delta ? c->ddelta : NULL, c->dmask, NULL, dy, tokens, c->a,
-                                           c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out,
-                                           c->scratch);
+        RFN(embedding_components_backward)(pg ? c->dV : NULL, pg ? c->dU : NULL, delta && pg ? c->ddelta : NULL, c->dmask, c->ddelta_mask, dy_comp,
+                                           tokens, c->a, c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C,
+                                           s->d_out, c->scratch);
         return;
     }
     if (!c) {
         if (dx) RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out);
-        return;
+    } else {
+        RFN(components_backward)(dx, pg ? c->dV : NULL, pg ? c->dU : NULL, delta && pg ? c->ddelta : NULL, c->dmask, c->ddelta_mask, dy_comp, x,
+                                 c->a, c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out,
+                                 c->scratch);
+#if !SPD_REAL_ON_DEVICE
+        if (c->routing && dx) {  // the target branch's input gradient at unrouted positions
+            RFN(linear_backward)(c->route_dx, c->route_y, s->W, N, s->d_in, s->d_out);
+            RFN(add_inplace)(dx, c->route_dx, (int64_t)N * s->d_in);
+        }
+#endif
     }
-    RFN(components_backward)(dx, c->dV, c->dU, delta ? c->ddelta : NULL, c->dmask, NULL, dy, x, c->a, c->V, c->U,
-                             c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out, c->scratch);
+    if (dx && dx_extra) RFN(add_inplace)(dx, dx_extra, (int64_t)N * s->d_in);
 }

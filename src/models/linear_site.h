@@ -42,6 +42,13 @@ struct component_module {
     real *mask;             // [N, C] input.masks.<dashed>
     real *delta_mask;       // [N] input.delta_masks.<dashed>, NULL without the delta component
     real *delta, *ddelta;   // weight delta and its gradient ([d_out, d_in]; embedding [vocab, d])
+    // This forward (continued):
+    const uint8_t *routing;  // [N] or NULL (all routed): unrouted positions output the target weight's
+                             // output on the actual input (SPD_SPEC.md 1.7; subset terms). CPU only for now.
+    bool no_param_grads;     // the backward skips dV, dU and ddelta (PGD inner steps)
+    real *ddelta_mask;       // [N] or NULL: the backward writes d loss / d delta_mask here (PGD sources)
+    const real *dx_extra;    // [N, d_in] or NULL: added to the backward's dx (linear; hidden-acts loss)
+    real *route_y, *route_dy, *route_dx;  // routing work: [N, d_out], [N, d_out], [N, d_in] (owner allocates)
 };
 
 // y [N, d_out] from x [N, d_in] (linear) or tokens [N] (embedding).

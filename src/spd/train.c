@@ -11,6 +11,7 @@
 #include "models/module_select.h"
 #include "ops/add.h"
 #include "ops/components.h"
+#include "ops/embedding.h"
 #include "ops/faithfulness.h"
 #include "ops/fill.h"
 #include "ops/grad_clip.h"
@@ -28,7 +29,11 @@ static int component_name(char *buf, const char *dashed, const char *what) {
     return 0;
 }
 
+static bool term_routes(spd_term_kind k);
+
 static real *alloc_real(size_t n) { return spd_calloc(n ? n : 1, sizeof(real)); }
+
+static bool is_embedding(const spd_train_module *m) { return m->comp.site->kind == SITE_EMBEDDING; }
 
 static int check_options(const spd_train_options *o, int n_modules) {
     if (o->n_terms < 1 || o->n_terms > SPD_TRAIN_MAX_TERMS)
@@ -40,6 +45,17 @@ static int check_options(const spd_train_options *o, int n_modules) {
         return spd_set_error("train: n_mask_samples: expected 1 to %d, found %d", SPD_RNG_MAX_SAMPLES,
                              o->n_mask_samples);
     if (o->steps < 1) return spd_set_error("train: steps: expected at least 1, found %lld", (long long)o->steps);
+    for (int i = 0; i < o->n_terms; i++) {
+        const spd_train_term *tm = &o->terms[i];
+        if (term_routes(tm->kind) && tm->router.kind != SPD_ROUTE_ALL &&
+            tm->router.kind != SPD_ROUTE_UNIFORM_K_SUBSET && tm->router.kind != SPD_ROUTE_STATIC_PROBABILITY)
+            return spd_set_error("train: loss term %d: routing: expected uniform_k_subset or static_probability", i);
+        if (tm->kind == SPD_TERM_PGD_RECON || tm->kind == SPD_TERM_PGD_RECON_SUBSET ||
+            tm->kind == SPD_TERM_PGD_RECON_LAYERWISE) {
+            if (tm->pgd.n_steps < 0 || !(tm->pgd.step_size >= 0))
+                return spd_set_error("train: loss term %d: PGD: n_steps and step_size must be >= 0", i);
+        }
+    }
     if (n_modules < 1 || n_modules > SPD_RNG_MAX_MODULES)
         return spd_set_error("train: decomposed modules: expected 1 to %d, found %d", SPD_RNG_MAX_MODULES, n_modules);
     return 0;
@@ -57,7 +73,12 @@ int RFN(spd_trainer_declare)(spd_trainer *t, spd_spec *spec, const spd_train_opt
         spd_train_module *m = &t->mods[l];
         if (site[l] < 0 || site[l] >= target->n_sites) return spd_set_error("train: site index %d out of range", site[l]);
         const linear_site *s = &target->sites[site[l]];
-        if (s->kind != SITE_LINEAR) return spd_set_error("train: %s: only linear sites are supported", s->path);
+        if (s->kind == SITE_EMBEDDING && opt->ci_kind != SPD_CI_MLP)  // SPD_SPEC.md 2.1
+            return spd_set_error("train: %s: an embedding needs ci_fn_type mlp", s->path);
+        for (int i = 0; i < opt->n_terms; i++)
+            if (s->kind == SITE_EMBEDDING && opt->terms[i].kind == SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON)
+                return spd_set_error("train: %s: StochasticHiddenActsReconLoss compares module inputs, an "
+                                     "embedding's are token ids (SPD_SPEC.md 4.7)", s->path);
         m->site = site[l];
         m->d_in = s->d_in;
         m->d_out = s->d_out;
@@ -90,6 +111,13 @@ void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target) {
     t->target = *target;
     const int N = target->N;
     size_t sumC = 0;
+    bool hidden = false, pgd = false, routes = false;
+    for (int i = 0; i < t->opt.n_terms; i++) {
+        spd_term_kind k = t->opt.terms[i].kind;
+        hidden |= k == SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON;
+        pgd |= k == SPD_TERM_PGD_RECON || k == SPD_TERM_PGD_RECON_SUBSET || k == SPD_TERM_PGD_RECON_LAYERWISE;
+        routes |= term_routes(k);
+    }
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
@@ -119,7 +147,8 @@ void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target) {
             }
         }
         m->ci.work = alloc_real(spd_ci_fn_workspace_elems(&m->ci.arch, N));
-        m->x_cache = alloc_real((size_t)N * m->d_in);
+        SPD_ASSERT(!is_embedding(m) || target->tokens);  // an embedding's input is target.tokens
+        m->x_cache = alloc_real(is_embedding(m) ? 0 : (size_t)N * m->d_in);
         if (m->ci.arch.kind == SPD_CI_MLP) {
             m->ci_in = alloc_real(NC);
             m->dci_in = alloc_real(NC);
@@ -136,8 +165,26 @@ void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target) {
         m->delta_mask_buf = alloc_real((size_t)N);
         m->r_buf = alloc_real(NC);
         m->jitter_buf = alloc_real(NC);
+        if (hidden) {
+            m->hid_buf = alloc_real((size_t)N * m->d_in);
+            m->dhid_buf = alloc_real((size_t)N * m->d_in);
+        }
+        if (pgd) {
+            m->pgd_src = alloc_real((size_t)N * (c->C + 1));
+            m->pgd_grad = alloc_real((size_t)N * (c->C + 1));
+        }
+        m->ddelta_mask_buf = alloc_real((size_t)N);
+        if (routes) {
+            c->route_y = alloc_real((size_t)N * m->d_out);
+            c->route_dy = alloc_real((size_t)N * m->d_out);
+            c->route_dx = alloc_real((size_t)N * m->d_in);
+        }
     }
     t->y_t = alloc_real((size_t)N * target->d_out);
+    t->routed = spd_calloc((size_t)t->n_mods * N + 1, 1);
+    t->route_k = spd_calloc((size_t)N + 1, sizeof *t->route_k);
+    t->route_draws = spd_calloc((size_t)t->n_mods * N + 1, sizeof *t->route_draws);
+    t->route_tmp = alloc_real((size_t)N);
     t->imp_sums = spd_calloc(sumC, sizeof(double));
 }
 
@@ -147,7 +194,7 @@ void RFN(spd_trainer_init_params)(spd_trainer *t, uint64_t seed) {
 
 // ---- the step ------------------------------------------------------------------------
 
-typedef enum { MASK_STOCHASTIC, MASK_CI, MASK_NONE } mask_kind;
+typedef enum { MASK_STOCHASTIC, MASK_CI, MASK_NONE, MASK_PGD } mask_kind;
 
 static uint64_t stream(int64_t step, spd_rng_purpose purpose, int term, int sample, int module) {
     return spd_rng_stream((uint64_t)step, purpose, term, sample, module);
@@ -158,25 +205,46 @@ static int64_t count_per_forward(const spd_trainer *t) {
     return t->opt.output_loss == SPD_DIVERGENCE_MSE ? (int64_t)t->target.N * t->target.d_out : t->target.N;
 }
 
-// One masked forward and its backward: modules replaced where only < 0 or
-// only == l; dout scaled by coeff / count_total; dmask chained into dci_lower.
-// Returns sumD.
-static double masked_forward_backward(spd_trainer *t, int64_t step, int term, mask_kind mk, int sample, int only,
-                                      double coeff, int64_t count_total) {
+static bool term_routes(spd_term_kind k) {
+    return k == SPD_TERM_STOCHASTIC_RECON_SUBSET || k == SPD_TERM_CI_MASKED_RECON_SUBSET ||
+           k == SPD_TERM_PGD_RECON_SUBSET;
+}
+
+// One masked forward of a term.
+typedef struct {
+    mask_kind mk;
+    int term, sample;
+    int only;      // -1: every module replaced; else only module `only`
+    bool routed;   // t->routed holds this forward's routing masks
+    bool hidden;   // StochasticHiddenActsRecon: the loss is on the module inputs
+    bool inner;    // PGD inner step: source gradients only (into pgd_grad)
+    bool shared;   // PGD sources shared across positions
+    double coeff;  // dout (or the hidden-acts gradient) is scaled by coeff / count_total
+    int64_t count_total;
+} forward_spec;
+
+static int pgd_width(const spd_trainer *t, const spd_train_module *m) { return m->comp.C + (t->opt.use_delta ? 1 : 0); }
+
+// One masked forward and its backward (see forward_spec). Returns sumD.
+static double masked_forward_backward(spd_trainer *t, int64_t step, const forward_spec *f) {
     const spd_train_options *o = &t->opt;
     const spd_target *tg = &t->target;
     const int N = tg->N;
+    const int term = f->term, sample = f->sample;
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
         const long NC = (long)N * c->C;
-        c->replaced = only < 0 || only == l;
-        c->x_cache = NULL;
+        c->replaced = f->only < 0 || f->only == l;
+        c->x_cache = f->hidden ? m->hid_buf : NULL;
         c->mask = NULL;
         c->dmask = NULL;
         c->delta_mask = NULL;
+        c->ddelta_mask = NULL;
+        c->dx_extra = NULL;
+        c->routing = f->routed && c->replaced ? t->routed + (size_t)l * N : NULL;
         if (!c->replaced) continue;
-        if (mk == MASK_STOCHASTIC) {
+        if (f->mk == MASK_STOCHASTIC) {
             if (o->draws) {
                 o->draws->fill(o->draws->ctx, m->r_buf, NC, SPD_RNG_MASK, step, term, sample, l);
                 RFN(mask_interpolate_forward)(m->mask_buf, m->ci_lower, m->r_buf, N, c->C, c->C);
@@ -194,21 +262,70 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, int term, ma
                                            stream(step, SPD_RNG_DELTA_MASK, term, sample, l));
                 c->delta_mask = m->delta_mask_buf;
             }
-        } else if (mk == MASK_CI) {
+        } else if (f->mk == MASK_CI) {
             c->mask = m->ci_lower;
             c->dmask = m->dmask_buf;
+        } else if (f->mk == MASK_PGD) {
+            const int W = pgd_width(t, m);
+            RFN(mask_interpolate_forward)(m->mask_buf, m->ci_lower, m->pgd_src, N, c->C, f->shared ? 0 : W);
+            c->mask = m->mask_buf;
+            c->dmask = m->dmask_buf;
+            if (o->use_delta) {  // the last column is the delta mask itself
+                for (int n = 0; n < N; n++) m->delta_mask_buf[n] = m->pgd_src[f->shared ? (size_t)c->C : (size_t)n * W + c->C];
+                c->delta_mask = m->delta_mask_buf;
+                if (f->inner) c->ddelta_mask = m->ddelta_mask_buf;
+            }
+            c->no_param_grads = f->inner;  // inner steps: source gradients only
         }
     }
     tg->forward(tg->model);
-    double sumD = RFN(output_loss_sum)(o->output_loss, NULL, tg->out, t->y_t, N, tg->d_out);
-    RFN(output_loss_backward)(o->output_loss, tg->dout, tg->out, t->y_t, N, tg->d_out, coeff / (double)count_total);
+    double sumD = 0;
+    const double scale = f->coeff / (double)f->count_total;
+    if (f->hidden) {  // sum over modules of |x_masked - x_clean|^2; its gradient enters at each site's input
+        for (int l = 0; l < t->n_mods; l++) {
+            spd_train_module *m = &t->mods[l];
+            const long n = (long)N * m->d_in;
+            for (long i = 0; i < n; i++) {
+                double d = (double)m->hid_buf[i] - (double)m->x_cache[i];
+                sumD += d * d;
+                m->dhid_buf[i] = (real)(2 * scale * d);
+            }
+            m->comp.x_cache = NULL;
+            m->comp.dx_extra = m->dhid_buf;
+        }
+        RFN(fill_zero)(tg->dout, (int64_t)N * tg->d_out);
+    } else {
+        sumD = RFN(output_loss_sum)(o->output_loss, NULL, tg->out, t->y_t, N, tg->d_out);
+        RFN(output_loss_backward)(o->output_loss, tg->dout, tg->out, t->y_t, N, tg->d_out, scale);
+    }
     tg->backward(tg->model);
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
         const long NC = (long)N * c->C;
+        c->dx_extra = NULL;
+        c->routing = NULL;
+        c->no_param_grads = false;
         if (!c->replaced || !c->dmask) continue;
-        if (mk == MASK_STOCHASTIC) {
+        if (f->mk == MASK_PGD) {
+            const int W = pgd_width(t, m), ld = f->shared ? 0 : W;
+            if (f->inner) {  // d L / d sources
+                RFN(mask_interpolate_backward)(NULL, m->pgd_grad, c->dmask, m->ci_lower, m->pgd_src, N, c->C, ld);
+                if (o->use_delta) {
+                    if (f->shared) {
+                        double s = 0;
+                        for (int n = 0; n < N; n++) s += (double)m->ddelta_mask_buf[n];
+                        m->pgd_grad[c->C] = (real)s;
+                    } else {
+                        for (int n = 0; n < N; n++) m->pgd_grad[(size_t)n * W + c->C] = m->ddelta_mask_buf[n];
+                    }
+                }
+                c->ddelta_mask = NULL;
+            } else {  // dci = dm (1 - s)
+                RFN(mask_interpolate_backward)(m->tmp, NULL, c->dmask, m->ci_lower, m->pgd_src, N, c->C, ld);
+                RFN(add_inplace)(m->dci_lower, m->tmp, NC);
+            }
+        } else if (f->mk == MASK_STOCHASTIC) {
             if (o->draws)  // r_buf still holds this forward's draws
                 RFN(mask_interpolate_backward)(m->tmp, NULL, c->dmask, m->ci_lower, m->r_buf, N, c->C, c->C);
             else
@@ -222,21 +339,113 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, int term, ma
     return sumD;
 }
 
+// The routing masks t->routed [L][N] of (term, sample): from the draw source or Philox.
+static void draw_routing(spd_trainer *t, int64_t step, int term, int sample, const spd_router *r) {
+    const int L = t->n_mods;
+    const long N = t->target.N;
+    spd_router router = *r;
+    if (router.kind == SPD_ROUTE_ALL) router.kind = SPD_ROUTE_UNIFORM_K_SUBSET;  // SPD's default
+    const spd_draw_source *d = t->opt.draws;
+    if (!d) {
+        spd_route_sample(&router, t->routed, L, N, t->opt.seed, stream(step, SPD_RNG_ROUTING, term, sample, 0));
+        return;
+    }
+    if (router.kind == SPD_ROUTE_UNIFORM_K_SUBSET) {
+        d->fill(d->ctx, t->route_tmp, N, SPD_RNG_ROUTING, step, term, sample, SPD_DRAW_ROUTING_K);
+        for (long n = 0; n < N; n++) t->route_k[n] = (int64_t)t->route_tmp[n];
+    }
+    for (int l = 0; l < L; l++) {
+        d->fill(d->ctx, t->route_tmp, N, SPD_RNG_ROUTING, step, term, sample, l);
+        for (long n = 0; n < N; n++) t->route_draws[(size_t)l * N + n] = (float)t->route_tmp[n];
+    }
+    if (router.kind == SPD_ROUTE_UNIFORM_K_SUBSET)
+        spd_route_uniform_k_subset_from_draws(t->routed, L, N, t->route_k, t->route_draws);
+    else
+        spd_route_static_probability_from_draws(t->routed, L, N, router.p, t->route_draws);
+}
+
 // A reconstruction term: its forwards (S or S L or 1 or L), sumD / count.
 static double recon_term(spd_trainer *t, int64_t step, int term) {
     const spd_train_term *tm = &t->opt.terms[term];
-    bool layerwise = tm->kind == SPD_TERM_STOCHASTIC_RECON_LAYERWISE || tm->kind == SPD_TERM_CI_MASKED_RECON_LAYERWISE;
-    mask_kind mk = tm->kind == SPD_TERM_STOCHASTIC_RECON || tm->kind == SPD_TERM_STOCHASTIC_RECON_LAYERWISE
+    const spd_term_kind k = tm->kind;
+    bool layerwise = k == SPD_TERM_STOCHASTIC_RECON_LAYERWISE || k == SPD_TERM_CI_MASKED_RECON_LAYERWISE;
+    bool hidden = k == SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON;
+    mask_kind mk = k == SPD_TERM_STOCHASTIC_RECON || k == SPD_TERM_STOCHASTIC_RECON_LAYERWISE ||
+                           k == SPD_TERM_STOCHASTIC_RECON_SUBSET || hidden
                        ? MASK_STOCHASTIC
-                   : tm->kind == SPD_TERM_UNMASKED_RECON ? MASK_NONE
-                                                         : MASK_CI;
+                   : k == SPD_TERM_UNMASKED_RECON ? MASK_NONE
+                                                  : MASK_CI;
+    bool routed = term_routes(k);
     int samples = mk == MASK_STOCHASTIC ? t->opt.n_mask_samples : 1;
     int layers = layerwise ? t->n_mods : 1;
-    int64_t count_total = count_per_forward(t) * samples * layers;
+    int64_t per_forward = count_per_forward(t);
+    if (hidden) {
+        per_forward = 0;
+        for (int l = 0; l < t->n_mods; l++) per_forward += (int64_t)t->target.N * t->mods[l].d_in;
+    }
+    int64_t count_total = per_forward * samples * layers;
     double sumD = 0;
-    for (int s = 0; s < samples; s++)
-        for (int l = 0; l < layers; l++)
-            sumD += masked_forward_backward(t, step, term, mk, s, layerwise ? l : -1, tm->coeff, count_total);
+    for (int s = 0; s < samples; s++) {
+        if (routed) draw_routing(t, step, term, s, &tm->router);  // per mask sample; CI-masked: once (S = 1)
+        for (int l = 0; l < layers; l++) {
+            forward_spec f = {.mk = mk, .term = term, .sample = s, .only = layerwise ? l : -1, .routed = routed,
+                              .hidden = hidden, .coeff = tm->coeff, .count_total = count_total};
+            sumD += masked_forward_backward(t, step, &f);
+        }
+    }
+    return sumD / (double)count_total;
+}
+
+// PGDRecon / PGDReconSubset / PGDReconLayerwise (SPD_SPEC.md 4.6).
+static double pgd_term(spd_trainer *t, int64_t step, int term) {
+    const spd_train_options *o = &t->opt;
+    const spd_train_term *tm = &o->terms[term];
+    const spd_pgd_config *p = &tm->pgd;
+    const int N = t->target.N;
+    bool layerwise = tm->kind == SPD_TERM_PGD_RECON_LAYERWISE;
+    bool routed = tm->kind == SPD_TERM_PGD_RECON_SUBSET;
+    bool shared = p->mask_scope == SPD_MASK_SCOPE_SHARED_ACROSS_BATCH;
+    int runs = layerwise ? t->n_mods : 1;
+    int64_t count_total = count_per_forward(t) * runs;
+    if (routed) draw_routing(t, step, term, 0, &tm->router);  // once, fixed over the PGD steps
+    double sumD = 0;
+    for (int run = 0; run < runs; run++) {
+        int sample = layerwise ? run : 0;
+        for (int l = 0; l < t->n_mods; l++) {
+            spd_train_module *m = &t->mods[l];
+            long n = (long)pgd_width(t, m) * (shared ? 1 : N);
+            if (p->init == SPD_PGD_INIT_RANDOM) {
+                if (o->draws)
+                    o->draws->fill(o->draws->ctx, m->pgd_src, n, SPD_RNG_PGD_INIT, step, term, sample, l);
+                else
+                    RFN(sample_draws)(m->pgd_src, n, SPD_MASK_CONTINUOUS, o->seed,
+                                      stream(step, SPD_RNG_PGD_INIT, term, sample, l));
+            } else {
+                for (long i = 0; i < n; i++) m->pgd_src[i] = p->init == SPD_PGD_INIT_ONES ? 1 : 0;
+            }
+        }
+        forward_spec f = {.mk = MASK_PGD, .term = term, .sample = sample, .only = layerwise ? run : -1,
+                          .routed = routed, .shared = shared, .inner = true,
+                          // any positive scale: only the gradient's sign is used (coeff may be 0)
+                          .coeff = 1, .count_total = count_per_forward(t)};
+        for (int64_t it = 0; it < p->n_steps; it++) {
+            masked_forward_backward(t, step, &f);
+            for (int l = 0; l < t->n_mods; l++) {
+                spd_train_module *m = &t->mods[l];
+                if (f.only >= 0 && f.only != l) continue;
+                long n = (long)pgd_width(t, m) * (shared ? 1 : N);
+                for (long i = 0; i < n; i++) {
+                    real g = m->pgd_grad[i];
+                    double s = (double)m->pgd_src[i] + p->step_size * (double)((g > 0) - (g < 0));
+                    m->pgd_src[i] = (real)(s < 0 ? 0 : s > 1 ? 1 : s);
+                }
+            }
+        }
+        f.inner = false;
+        f.coeff = tm->coeff;
+        f.count_total = count_total;
+        sumD += masked_forward_backward(t, step, &f);
+    }
     return sumD / (double)count_total;
 }
 
@@ -244,7 +453,10 @@ static void deltas_forward(spd_trainer *t) {
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
-        RFN(weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
+        if (is_embedding(m))
+            RFN(embedding_weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
+        else
+            RFN(weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
         RFN(fill_zero)(c->ddelta, (int64_t)m->d_in * m->d_out);
     }
 }
@@ -269,7 +481,9 @@ static void ci_forward_all(spd_trainer *t, int64_t step) {
         spd_train_module *m = &t->mods[l];
         const int C = m->comp.C;
         const long NC = (long)N * C;
-        if (m->ci.arch.kind == SPD_CI_MLP)  // a = x V from the clean input
+        if (is_embedding(m))  // a = V[tokens]
+            RFN(embedding_forward)(m->ci_in, t->target.tokens, m->comp.V, N, C);
+        else if (m->ci.arch.kind == SPD_CI_MLP)  // a = x V from the clean input
             RFN(matmul)(m->ci_in, m->x_cache, m->comp.V, N, C, m->d_in, false, false, 1, 0);
         RFN(ci_fn_forward)(&m->ci, m->pre, ci_input(m), N);
         const spd_draw_source *d = t->opt.draws;
@@ -286,6 +500,11 @@ static void ci_forward_all(spd_trainer *t, int64_t step) {
     }
 }
 
+static void embedding_scatter_add(real *dV, const int32_t *tokens, const real *da, int N, int C) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) dV[(size_t)tokens[n] * C + c] += da[(size_t)n * C + c];
+}
+
 static void ci_backward_all(spd_trainer *t, int64_t step) {
     const int N = t->target.N;
     for (int l = 0; l < t->n_mods; l++) {
@@ -299,7 +518,9 @@ static void ci_backward_all(spd_trainer *t, int64_t step) {
                                     t->opt.sampling, t->opt.seed, stream(step, SPD_RNG_CI_JITTER, 0, 0, l));
         bool mlp = m->ci.arch.kind == SPD_CI_MLP;
         RFN(ci_fn_backward)(&m->ci, mlp ? m->dci_in : NULL, m->dpre, ci_input(m), N);
-        if (mlp)  // dV += x^T da: the CI input a = x V
+        if (mlp && is_embedding(m))  // dV[tokens[n]] += da[n]: the CI input a = V[tokens]
+            embedding_scatter_add(m->comp.dV, t->target.tokens, m->dci_in, N, C);
+        else if (mlp)  // dV += x^T da: the CI input a = x V
             RFN(matmul)(m->comp.dV, m->x_cache, m->dci_in, m->d_in, C, N, true, false, 1, 1);
     }
 }
@@ -358,6 +579,9 @@ double RFN(spd_train_step)(spd_trainer *t, int64_t step) {
         switch (tm->kind) {
         case SPD_TERM_FAITHFULNESS: v = faithfulness_term(t, tm->coeff); break;
         case SPD_TERM_IMPORTANCE_MINIMALITY: v = importance_term(t, step, tm); break;
+        case SPD_TERM_PGD_RECON:
+        case SPD_TERM_PGD_RECON_SUBSET:
+        case SPD_TERM_PGD_RECON_LAYERWISE: v = pgd_term(t, step, i); break;
         default: v = recon_term(t, step, i); break;
         }
         t->values[i] = v;
@@ -367,7 +591,11 @@ double RFN(spd_train_step)(spd_trainer *t, int64_t step) {
     // The delta is shared by every use in the step: its gradient is chained into V and U once.
     for (int l = 0; l < t->n_mods; l++) {
         component_module *c = &t->mods[l].comp;
-        RFN(weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, t->mods[l].d_in, c->C, t->mods[l].d_out);
+        if (is_embedding(&t->mods[l]))
+            RFN(embedding_weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, t->mods[l].d_in, c->C,
+                                                 t->mods[l].d_out);
+        else
+            RFN(weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, t->mods[l].d_in, c->C, t->mods[l].d_out);
         c->replaced = true;
         c->mask = NULL;
         c->dmask = NULL;
@@ -459,10 +687,22 @@ void RFN(spd_trainer_free)(spd_trainer *t) {
         free(m->delta_mask_buf);
         free(m->r_buf);
         free(m->jitter_buf);
+        free(m->hid_buf);
+        free(m->dhid_buf);
+        free(m->pgd_src);
+        free(m->pgd_grad);
+        free(m->ddelta_mask_buf);
+        free(c->route_y);
+        free(c->route_dy);
+        free(c->route_dx);
     }
     free(t->mods);
     free(t->y_t);
     free(t->imp_sums);
+    free(t->routed);
+    free(t->route_k);
+    free(t->route_draws);
+    free(t->route_tmp);
     memset(t, 0, sizeof *t);
 }
 

@@ -9,9 +9,26 @@
 //
 // Implemented terms: FaithfulnessLoss, ImportanceMinimalityLoss,
 // StochasticReconLoss, StochasticReconLayerwiseLoss, CIMaskedReconLoss,
-// CIMaskedReconLayerwiseLoss, UnmaskedReconLoss, with output loss mse or kl.
-// Not yet: the subset (routing) terms, PGD, hidden-acts, faithfulness warm-up,
-// tied components (TMS with tied target weights), data parallelism.
+// CIMaskedReconLayerwiseLoss, UnmaskedReconLoss, StochasticReconSubsetLoss,
+// CIMaskedReconSubsetLoss, StochasticHiddenActsReconLoss, PGDReconLoss,
+// PGDReconSubsetLoss, PGDReconLayerwiseLoss, with output loss mse or kl.
+// Embedding sites (LlamaSimple's wte) are decomposed with ci_fn_type mlp only
+// (SPD_SPEC.md 2.1): their CI input is a = V[tokens], tokens from target.tokens.
+// Not yet: routing on the GPU, tied components (TMS
+// with tied target weights), data parallelism. The faithfulness warm-up is
+// spd/faithfulness_warmup.h.
+//
+// Routing (subset terms) selects per position between a module's components
+// and its target weight (component_module.routing): uniform_k_subset or
+// static_probability, drawn per mask sample (StochasticReconSubset), once per
+// loss call (CIMaskedReconSubset; PGDReconSubset: held over the PGD steps).
+// PGD: sources s_l [N, C_l (+1 with the delta component: the delta mask's
+// source, used directly)], or [C_l (+1)] shared across positions; init
+// U[0,1) / ones / zeroes; n_steps of s <- clamp(s + step_size sign(dL/ds), 0, 1)
+// (sign(0) = 0) with gradients w.r.t. the sources only (no parameter or CI
+// gradient), then the final forward/backward with the sources constant.
+// PGDReconLayerwise runs one PGD per module l with only l replaced.
+// StochasticHiddenActsRecon compares module inputs (not with embedding sites).
 //
 // Random draws come from Philox streams (ops/masks.h spd_rng_stream), so a
 // step is a deterministic function of (parameters, batch, seed, step): a
@@ -37,6 +54,7 @@
 #include "ops/adamw.h"
 #include "ops/ci_fn.h"
 #include "ops/masks.h"
+#include "ops/routing.h"
 #include "ops/output_loss.h"
 #include "ops/sigmoid.h"
 #include "spd/config.h"
@@ -51,6 +69,12 @@ typedef enum {
     SPD_TERM_CI_MASKED_RECON,
     SPD_TERM_CI_MASKED_RECON_LAYERWISE,
     SPD_TERM_UNMASKED_RECON,
+    SPD_TERM_STOCHASTIC_RECON_SUBSET,
+    SPD_TERM_CI_MASKED_RECON_SUBSET,
+    SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON,
+    SPD_TERM_PGD_RECON,
+    SPD_TERM_PGD_RECON_SUBSET,
+    SPD_TERM_PGD_RECON_LAYERWISE,
     SPD_TERM_KIND_COUNT
 } spd_term_kind;
 
@@ -61,6 +85,11 @@ typedef struct {
     spd_term_kind kind;
     double coeff;
     spd_importance_minimality_config imp;  // ImportanceMinimalityLoss only
+    // *Subset* terms: SPD_ROUTE_UNIFORM_K_SUBSET or SPD_ROUTE_STATIC_PROBABILITY
+    // with p (SPD_ROUTE_ALL, the zero value, is taken as uniform_k_subset, SPD's default).
+    spd_router router;
+    // PGDRecon*: init, step_size, n_steps, mask_scope (gradient_accumulation_steps unused).
+    spd_pgd_config pgd;
 } spd_train_term;
 
 // Where the step's random draws come from: NULL in spd_train_options = Philox
@@ -69,11 +98,29 @@ typedef struct {
 // (SPD_RNG_MASK; U[0,1), or 0/1 when binomial), delta masks [N]
 // (SPD_RNG_DELTA_MASK), binomial CI jitter u [N, C] (SPD_RNG_CI_JITTER, term
 // = sample = 0). For checks against draws taken from PyTorch SPD.
+//
+// Routing draws (subset terms), purpose SPD_RNG_ROUTING, at the term and the
+// sample (StochasticReconSubset: the mask sample; CIMaskedReconSubset and
+// PGDReconSubset: 0), i.e. reference names draws.<term>.<sample>.*:
+//   module = SPD_DRAW_ROUTING_K (-1): uniform_k_subset's k [N], integers 1..L
+//            as reals (`routing.k`);
+//   module = l >= 0: module l's [N] draws, `{dashed}.route_noise`
+//            (uniform_k_subset) or `{dashed}.route_u` (static_probability).
+// The trainer derives the routing decision (`{dashed}.routed`) from them.
+// PGD init draws (init random), purpose SPD_RNG_PGD_INIT, module l, sample 0
+// (PGDReconLayerwise: the run's module index; every module's sources are asked
+// in every run, as SPD draws them all): [N, C_l (+1)] (unique_per_datapoint)
+// or [C_l (+1)] (shared_across_batch), the last column the delta mask's source
+// when use_delta (`{dashed}.pgd_init`).
+// StochasticReconSubset and StochasticHiddenActsRecon draw r (+ delta) per
+// mask sample like StochasticRecon.
 typedef struct {
     void (*fill)(void *ctx, real *out, long n, spd_rng_purpose purpose, int64_t step, int term, int sample,
                  int module);
     void *ctx;
 } spd_draw_source;
+
+#define SPD_DRAW_ROUTING_K (-1)
 
 typedef struct {
     const spd_draw_source *draws;  // NULL: Philox
@@ -107,6 +154,7 @@ typedef struct {
     int n_sites;
     int N, d_out;
     real *out, *dout;
+    const int32_t *tokens;  // [N] input token ids, for embedding sites (NULL when there are none)
     void (*forward)(void *model);
     void (*backward)(void *model);
 } spd_target;
@@ -119,12 +167,15 @@ typedef struct {
     int d_in, d_out;
     int t_V, t_U, t_W[SPD_CI_FN_MAX_LAYERS], t_b[SPD_CI_FN_MAX_LAYERS];  // spec indices
     ci_fn ci;
-    real *x_cache;            // [N, d_in] clean input
+    real *x_cache;            // [N, d_in] clean input (embedding: unused, the input is target.tokens)
     real *ci_in, *dci_in;     // [N, C] mlp's CI input a = x V and its gradient (mlp only)
     real *pre, *dpre;         // [N, C]
     real *ci_lower, *ci_upper, *dci_lower, *dci_upper, *tmp;  // [N, C]
     real *mask_buf, *dmask_buf, *delta_mask_buf;             // [N, C], [N, C], [N]
     real *r_buf, *jitter_buf;  // [N, C]: draws from a draw source (unused with Philox)
+    real *hid_buf, *dhid_buf;  // [N, d_in]: masked input and its loss gradient (hidden-acts)
+    real *pgd_src, *pgd_grad;  // [N, C + 1]: PGD sources (after a step: the last PGD run's final sources)
+    real *ddelta_mask_buf;     // [N]
 } spd_train_module;
 
 typedef struct {
@@ -134,6 +185,10 @@ typedef struct {
     spd_train_module *mods;
     int n_mods;
     real *y_t;          // [N, d_out] clean output
+    uint8_t *routed;    // [L][N] routing masks of the current forward
+    int64_t *route_k;   // [N]
+    float *route_draws; // [L][N]
+    real *route_tmp;    // [N]
     double *imp_sums;   // [sum C]
     double values[SPD_TRAIN_MAX_TERMS];  // raw (unweighted) term values of the last step
     double total;                        // sum coeff * value

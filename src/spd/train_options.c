@@ -9,6 +9,8 @@ const char *spd_term_kind_name(spd_term_kind k) {
     static const char *names[SPD_TERM_KIND_COUNT] = {
         "FaithfulnessLoss",     "ImportanceMinimalityLoss",    "StochasticReconLoss", "StochasticReconLayerwiseLoss",
         "CIMaskedReconLoss",    "CIMaskedReconLayerwiseLoss", "UnmaskedReconLoss",
+        "StochasticReconSubsetLoss", "CIMaskedReconSubsetLoss", "StochasticHiddenActsReconLoss",
+        "PGDReconLoss", "PGDReconSubsetLoss", "PGDReconLayerwiseLoss",
     };
     return k >= 0 && k < SPD_TERM_KIND_COUNT ? names[k] : "?";
 }
