@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "spd/reference_check.h"
+#include "spd/train_check.h"
 #ifdef SPD_HAVE_CUDA
 #include "cuda/backend.h"
 #endif
@@ -17,6 +18,9 @@ static void usage(FILE *out) {
           "float64 1e-10, float32 1e-5; 1e-6 at least where the file stores float32 expectations.\n"
           "--device cuda recomputes on the GPU in float32 (bound 1e-5), or with TF32 products\n"
           "(--tf32, bound 5e-3), in either GPU mode (--mode, default unfused).\n"
+          "spd-ref-train-v1 files (a training step, or a short run; docs/spd-ref-train-v1.md) are\n"
+          "recomputed by the C trainer in float64 on the CPU (bound 1e-8; 1e-6 for a run's losses\n"
+          "and final parameters); what spd.c does not implement yet is refused (exit 2).\n"
           "Exit status: 0 all pass, 1 a tensor failed, 2 bad input.\n",
           out);
 }
@@ -79,6 +83,18 @@ int cmd_check(int argc, char **argv) {
         printf("%s\n%-8s %-52s %12s %12s %8s  %s\n", argv[i], "dtype", "tensor", "max_rel", "norm_rel", "bound",
                "status");
         int failures = 0;
+        const char *format = spd_st_meta(f, "format");
+        if (format && strcmp(format, SPD_REF_TRAIN_FORMAT) == 0) {
+            if (cuda || !f64)
+                spd_die_input("check: %s: %s files are checked in float64 on the CPU only", argv[i],
+                              SPD_REF_TRAIN_FORMAT);
+            int r = train_check_f64(f, stdout);
+            if (r < 0) spd_die_last_error();
+            printf("%s: %s (%d tensors failed)\n\n", argv[i], r ? "FAIL" : "PASS", r);
+            failed_files += r > 0;
+            spd_st_close(f);
+            continue;
+        }
 #ifdef SPD_HAVE_CUDA
         if (cuda) {
             int r = reference_check_cuda(f, stdout);
