@@ -128,13 +128,7 @@ void RFN(component_model_disable_delta)(component_model *cm, int module) {
 void RFN(component_model_forward)(component_model *cm) {
     for (int i = 0; i < cm->n_modules; i++) {
         component_module *c = &cm->modules[i];
-        if (!c->delta_mask) continue;
-        const linear_site *s = c->site;
-        if (s->kind == SITE_EMBEDDING)
-            RFN(embedding_weight_delta_forward)(c->delta, s->W, c->V, c->U, s->d_in, c->C, s->d_out);
-        else
-            RFN(weight_delta_forward)(c->delta, s->W, c->V, c->U, s->d_in, c->C, s->d_out);
-        RFN(fill_zero)(c->ddelta, (int64_t)s->d_in * s->d_out);
+        if (c->delta_mask) RFN(site_delta_forward)(c);
     }
     RFN(llama_forward)(&cm->target);
 }
@@ -144,12 +138,7 @@ void RFN(component_model_backward)(component_model *cm) {
     // The delta is computed once per step, so its gradient is chained into V and U once.
     for (int i = 0; i < cm->n_modules; i++) {
         component_module *c = &cm->modules[i];
-        if (!c->delta_mask) continue;
-        const linear_site *s = c->site;
-        if (s->kind == SITE_EMBEDDING)
-            RFN(embedding_weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, s->d_in, c->C, s->d_out);
-        else
-            RFN(weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, s->d_in, c->C, s->d_out);
+        if (c->delta_mask) RFN(site_delta_backward)(c);
     }
 }
 

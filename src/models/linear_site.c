@@ -5,6 +5,7 @@
 #include "ops/add.h"
 #include "ops/components.h"
 #include "ops/embedding.h"
+#include "ops/fill.h"
 #include "ops/linear.h"
 #include "ops/transfer.h"
 #if !SPD_REAL_ON_DEVICE
@@ -26,6 +27,23 @@ static void target_out(linear_site *s, real *y, const real *x, const int32_t *to
         RFN(embedding_forward)(y, tokens, s->W, N, s->d_out);
     else
         RFN(linear_forward)(y, x, s->W, NULL, N, s->d_in, s->d_out);
+}
+
+void RFN(site_delta_forward)(component_module *c) {
+    const linear_site *s = c->site;
+    if (s->kind == SITE_EMBEDDING)
+        RFN(embedding_weight_delta_forward)(c->delta, s->W, c->V, c->U, s->d_in, c->C, s->d_out);
+    else
+        RFN(weight_delta_forward)(c->delta, s->W, c->V, c->U, s->d_in, c->C, s->d_out);
+    RFN(fill_zero)(c->ddelta, (int64_t)s->d_in * s->d_out);
+}
+
+void RFN(site_delta_backward)(component_module *c) {
+    const linear_site *s = c->site;
+    if (s->kind == SITE_EMBEDDING)
+        RFN(embedding_weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, s->d_in, c->C, s->d_out);
+    else
+        RFN(weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, s->d_in, c->C, s->d_out);
 }
 
 void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {

@@ -51,6 +51,12 @@ struct component_module {
     real *route_y, *route_dy, *route_dx;  // routing work: [N, d_out], [N, d_out], [N, d_in] (owner allocates)
 };
 
+// c->delta = W - W_comp in the target weight's own layout: linear W - (V U)^T
+// [d_out, d_in]; embedding W - V U [vocab, d]. c->ddelta is zeroed for the step.
+void RFN(site_delta_forward)(component_module *c);
+// Chains c->ddelta into c->dV and c->dU (the delta depends on V and U): once per step.
+void RFN(site_delta_backward)(component_module *c);
+
 // y [N, d_out] from x [N, d_in] (linear) or tokens [N] (embedding).
 void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *tokens, int N);
 // dy [N, d_out] -> dx [N, d_in] (written; linear only, NULL to skip), plus the

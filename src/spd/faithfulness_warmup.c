@@ -13,17 +13,12 @@
 
 #if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h)
 
-static bool is_embedding(const spd_train_module *m) { return m->comp.site->kind == SITE_EMBEDDING; }
-
 // delta_l into comp.delta for every module; pointer lists for the loss op.
 static double deltas(spd_trainer *t, const real **d, real **dd, int64_t *numel) {
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
-        if (is_embedding(m))
-            RFN(embedding_weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
-        else
-            RFN(weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
+        RFN(site_delta_forward)(c);
         d[l] = c->delta;
         dd[l] = c->ddelta;
         numel[l] = (int64_t)m->d_in * m->d_out;
@@ -68,12 +63,7 @@ double RFN(spd_faithfulness_warmup)(spd_trainer *t, const spd_faithfulness_warmu
         for (int l = 0; l < n; l++) RFN(fill_zero)(dd[l], numel[l]);
         RFN(faithfulness_loss_backward)(dd, d, numel, n, 1.0);
         for (int l = 0; l < n; l++) {
-            spd_train_module *m = &t->mods[l];
-            component_module *c = &m->comp;
-            if (is_embedding(m))
-                RFN(embedding_weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, m->d_in, c->C, m->d_out);
-            else
-                RFN(weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, m->d_in, c->C, m->d_out);
+            RFN(site_delta_backward)(&t->mods[l].comp);
         }
         if (o->log && (step % 100 == 0 || step == o->steps - 1)) o->log(o->log_ctx, step, loss);
         RFN(spd_tied_adamw_in_order)(t, o->ties, o->n_ties, false, mom_m, mom_v, &cfg, step + 1);

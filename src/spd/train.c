@@ -452,12 +452,7 @@ static double pgd_term(spd_trainer *t, int64_t step, int term) {
 static void deltas_forward(spd_trainer *t) {
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
-        component_module *c = &m->comp;
-        if (is_embedding(m))
-            RFN(embedding_weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
-        else
-            RFN(weight_delta_forward)(c->delta, c->site->W, c->V, c->U, m->d_in, c->C, m->d_out);
-        RFN(fill_zero)(c->ddelta, (int64_t)m->d_in * m->d_out);
+        RFN(site_delta_forward)(&m->comp);
     }
 }
 
@@ -591,11 +586,7 @@ double RFN(spd_train_step)(spd_trainer *t, int64_t step) {
     // The delta is shared by every use in the step: its gradient is chained into V and U once.
     for (int l = 0; l < t->n_mods; l++) {
         component_module *c = &t->mods[l].comp;
-        if (is_embedding(&t->mods[l]))
-            RFN(embedding_weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, t->mods[l].d_in, c->C,
-                                                 t->mods[l].d_out);
-        else
-            RFN(weight_delta_backward)(c->dV, c->dU, c->ddelta, c->V, c->U, t->mods[l].d_in, c->C, t->mods[l].d_out);
+        RFN(site_delta_backward)(c);
         c->replaced = true;
         c->mask = NULL;
         c->dmask = NULL;
