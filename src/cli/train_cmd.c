@@ -1,17 +1,24 @@
-// spd train CONFIG.yaml: SPD training of a TMS target (task_name tms), CPU,
-// float64 (src/spd/train.h). For now the target is a randomly initialised,
-// untied TMS of the sizes given by options (a pretrained target is not loaded
-// yet); data are SPD's sparse features (models/toy_data.h). Writes
-// final_config.yaml before training and one metrics.jsonl line per logged
-// step into $SPD_OUT_DIR/spd/<run_id>/ (SPD_OUT_DIR defaults to ~/spd_out).
-// Not yet: evaluation, checkpoints, faithfulness warm-up (skipped with a
-// note), subset/PGD/hidden-acts losses (refused), other tasks (refused).
+// spd train CONFIG.yaml: SPD training (SPD_SPEC.md 5) of a toy target, CPU,
+// float64 (src/spd/train.h; --precision float32 is refused: the single-
+// precision trainer is not wired to the CLI yet).
 //
-// The float64 API of the library: SPD_F64 before the headers (which include
-// core/real.h), so this file stays a single-precision-free CLI source.
+// Tasks: tms (tied or untied target; tied components through spd/tied.h as
+// SPD ties them) and resid_mlp; lm / ih are refused (LM data loading is not
+// built). The target comes from pretrained_model_path when that names a
+// safetensors file (state-dict names, with or without "target_model."; sizes
+// read from the shapes; a TMS target is tied when linear2.weight is
+// linear1.weight^T or absent), else it is random (sizes from options, note on
+// stderr). Data are SPD's sparse features (models/toy_data.h).
+//
+// Order (SPD_SPEC.md 5.1, 5.2): target, data, run dir + final_config.yaml,
+// components + CI fns (config seed), tie, faithfulness warm-up, then steps + 1
+// iterations: batch, loss + gradients, log (every train_log_freq incl. 0),
+// update unless step == steps. A non-finite loss term stops the run (exit 1).
+// Not yet: evaluation (eval_freq), checkpoints (model_<step>), target files.
 #define SPD_F64
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,24 +31,32 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/philox.h"
+#include "core/safetensors.h"
 #include "core/spec.h"
+#include "core/spec_io.h"
 #include "models/module_select.h"
+#include "models/resid_mlp.h"
 #include "models/tms.h"
 #include "models/toy_data.h"
 #include "spd/config.h"
+#include "spd/faithfulness_warmup.h"
 #include "spd/schedule.h"
+#include "spd/target_resid_mlp.h"
+#include "spd/target_tms.h"
+#include "spd/tied.h"
 #include "spd/train.h"
 
 static void usage(FILE *out) {
-    fputs("usage: spd train CONFIG.yaml [--n-features F] [--n-hidden H] [--n-hidden-layers L] [--target-seed S]\n"
-          "  SPD on a TMS target (task_name: tms) with random weights, CPU float64;\n"
-          "  defaults F = 5, H = 2, L = 0, S = 0. Writes final_config.yaml and\n"
-          "  metrics.jsonl to $SPD_OUT_DIR/spd/<run_id>/ (default ~/spd_out).\n",
+    fputs("usage: spd train CONFIG.yaml [--precision float64] [random-target options]\n"
+          "  SPD training (CPU, float64) of a tms or resid_mlp target: the target is read from\n"
+          "  pretrained_model_path when it names a .safetensors file, else drawn at random:\n"
+          "    tms:       --n-features F (5) --n-hidden H (2) --n-hidden-layers L (0) --tied\n"
+          "    resid_mlp: --n-features F (5) --d-embed D (4) --d-mlp M (6) --n-layers L (1)\n"
+          "    both:      --target-seed S (0); resid_mlp --act relu|gelu (relu, also for files)\n"
+          "  Writes final_config.yaml and metrics.jsonl to $SPD_OUT_DIR/spd/<run_id>/\n"
+          "  (default ~/spd_out). Exit 2: bad input; exit 1: the run diverged (non-finite loss).\n",
           out);
 }
-
-static void tms_fwd(void *m) { tms_forward_f64(m); }
-static void tms_bwd(void *m) { tms_backward_f64(m); }
 
 static int term_of(const spd_metric_config *mc, spd_train_term *t) {
     static const struct {
@@ -121,17 +136,195 @@ static void make_dir(const char *path) {
     if (mkdir(buf, 0777) && errno != EEXIST) spd_die_input("cannot create %s: %s", buf, strerror(errno));
 }
 
-static void log_step(FILE *f, const spd_trainer *t, int64_t step, double lr) {
+// ---------------------------------------------------------------- target files
+
+// A state-dict entry under its bare name or with the "target_model." prefix.
+static const spd_st_entry *st_find_target(const spd_st_file *f, const char *name) {
+    const spd_st_entry *e = spd_st_find(f, name);
+    if (e) return e;
+    char buf[512];
+    snprintf(buf, sizeof buf, "target_model.%s", name);
+    return spd_st_find(f, buf);
+}
+
+static const spd_st_entry *st_need(const spd_st_file *f, const char *name, int ndim) {
+    const spd_st_entry *e = st_find_target(f, name);
+    if (!e) spd_die_input("%s: no tensor '%s' (or 'target_model.%s')", f->path, name, name);
+    if (e->ndim != ndim) spd_die_input("%s: tensor '%s': expected %d dimensions, found %d", f->path, name, ndim, e->ndim);
+    return e;
+}
+
+static int st_count_layers(const spd_st_file *f, const char *fmt) {
+    char buf[256];
+    int n = 0;
+    for (;; n++) {
+        snprintf(buf, sizeof buf, fmt, n);
+        if (!st_find_target(f, buf)) return n;
+    }
+}
+
+// Sizes (and tiedness) of a TMS state dict.
+static void tms_config_from_file(const spd_st_file *f, tms_config *c) {
+    const spd_st_entry *w1 = st_need(f, "linear1.weight", 2);
+    *c = (tms_config){.n_features = (int)w1->shape[1], .n_hidden = (int)w1->shape[0]};
+    c->n_hidden_layers = st_count_layers(f, "hidden_layers.%d.weight");
+    const spd_st_entry *w2 = st_find_target(f, "linear2.weight");
+    if (!w2) {
+        c->tied_weights = true;
+        return;
+    }
+    int64_t n = (int64_t)c->n_features * c->n_hidden;
+    double *a = spd_malloc((size_t)n * sizeof *a), *b = spd_malloc((size_t)n * sizeof *b);
+    int64_t s2[2] = {c->n_features, c->n_hidden};
+    if (spd_st_read(f, w1->name, SPD_DTYPE_F64, -1, NULL, a) ||
+        spd_st_read(f, w2->name, SPD_DTYPE_F64, 2, s2, b))
+        spd_die_input("%s", spd_last_error());
+    c->tied_weights = true;
+    for (int i = 0; i < c->n_hidden && c->tied_weights; i++)  // a [H, F], b [F, H]
+        for (int j = 0; j < c->n_features; j++)
+            if (a[(int64_t)i * c->n_features + j] != b[(int64_t)j * c->n_hidden + i]) {
+                c->tied_weights = false;
+                break;
+            }
+    free(a);
+    free(b);
+}
+
+static void resid_config_from_file(const spd_st_file *f, resid_mlp_config *c) {
+    const spd_st_entry *we = st_need(f, "W_E", 2);
+    c->n_features = (int)we->shape[0];
+    c->d_embed = (int)we->shape[1];
+    c->n_layers = st_count_layers(f, "layers.%d.mlp_in.weight");
+    if (c->n_layers < 1) spd_die_input("%s: no tensor 'layers.0.mlp_in.weight'", f->path);
+    c->d_mlp = (int)st_need(f, "layers.0.mlp_in.weight", 2)->shape[0];
+    c->in_bias = st_find_target(f, "layers.0.mlp_in.bias") != NULL;
+    c->out_bias = st_find_target(f, "layers.0.mlp_out.bias") != NULL;
+}
+
+// Every FROZEN target_model.* tensor of spec from f (skip: a name the file may lack).
+static void load_target(const spd_spec *spec, const spd_st_file *f, const char *skip) {
+    for (int i = 0; i < spec->count; i++) {
+        spd_tensor *t = &spec->tensors[i];
+        if (t->role != SPD_ROLE_FROZEN || strncmp(t->name, "target_model.", 13) != 0) continue;
+        if (skip && strcmp(t->name + 13, skip) == 0 && !st_find_target(f, skip)) continue;
+        if (spd_spec_load_tensor(spec, f, t)) spd_die_input("%s", spd_last_error());
+    }
+}
+
+static bool is_safetensors(const char *p) {
+    size_t n = p ? strlen(p) : 0;
+    return n > 12 && strcmp(p + n - 12, ".safetensors") == 0;
+}
+
+// ---------------------------------------------------------------- logging
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double l2(const double *g, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += g[i] * g[i];
+    return sqrt(s);
+}
+
+// Name after the group prefix ("_components.linear1.V" -> "linear1.V").
+static const char *after_prefix(const char *name) {
+    const char *dot = strchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+// One metrics.jsonl line and one console line (SPD_SPEC.md 5.2 step 8, 5.7):
+// raw terms, total, L0 per module, gradient norms before clipping, lr.
+static void log_step(FILE *f, const spd_trainer *t, const spd_config *cfg, int64_t step, double lr, double ms,
+                     double eta_s) {
+    const spd_spec *spec = t->spec;
     fprintf(f, "{\"step\": %" PRId64, step);
     for (int i = 0; i < t->opt.n_terms; i++)
         fprintf(f, ", \"train/loss/%s\": %.17g", spd_term_kind_name(t->opt.terms[i].kind), t->values[i]);
-    fprintf(f, ", \"train/loss/total\": %.17g, \"train/schedules/lr\": %.17g}\n", t->total, lr);
+    fprintf(f, ", \"train/loss/total\": %.17g", t->total);
+    for (int m = 0; m < t->n_mods; m++) {
+        const spd_train_module *md = &t->mods[m];
+        int C = md->comp.C, N = t->target.N;
+        long cnt = 0;
+        for (long k = 0; k < (long)N * C; k++) cnt += md->ci_lower[k] > cfg->ci_alive_threshold;
+        fprintf(f, ", \"train/l0/%s\": %.17g", t->target.sites[md->site].path, (double)cnt / N);
+    }
+    double ss_comp = 0, ss_ci = 0;
+    for (int m = 0; m < t->n_mods; m++) {
+        const spd_train_module *md = &t->mods[m];
+        int idx[2] = {md->t_V, md->t_U};
+        for (int k = 0; k < 2; k++) {
+            const spd_tensor *tn = &spec->tensors[idx[k]];
+            double n = l2(spd_spec_grad(spec, tn), spd_tensor_numel(tn));
+            ss_comp += n * n;
+            fprintf(f, ", \"train/grad_norms/components/%s\": %.17g", after_prefix(tn->name), n);
+        }
+    }
+    for (int m = 0; m < t->n_mods; m++) {
+        const spd_train_module *md = &t->mods[m];
+        for (int k = 0; k < md->ci.arch.n_layers; k++) {
+            int idx[2] = {md->t_W[k], md->t_b[k]};
+            for (int j = 0; j < 2; j++) {
+                if (idx[j] < 0) continue;
+                const spd_tensor *tn = &spec->tensors[idx[j]];
+                double n = l2(spd_spec_grad(spec, tn), spd_tensor_numel(tn));
+                ss_ci += n * n;
+                fprintf(f, ", \"train/grad_norms/ci_fns/%s\": %.17g", after_prefix(tn->name), n);
+            }
+        }
+    }
+    fprintf(f,
+            ", \"train/grad_norms/summary/components\": %.17g, \"train/grad_norms/summary/ci_fns\": %.17g"
+            ", \"train/grad_norms/summary/total\": %.17g, \"train/schedules/lr\": %.17g}\n",
+            sqrt(ss_comp), sqrt(ss_ci), sqrt(ss_comp + ss_ci), lr);
+
+    printf("step %6" PRId64 "/%" PRId64 ":", step, cfg->steps);
+    for (int i = 0; i < t->opt.n_terms; i++) printf(" %s %.4e", spd_term_kind_name(t->opt.terms[i].kind), t->values[i]);
+    printf(" | total %.6e  lr %.3e  %.2f ms/step  %.1f steps/s  ETA %.0f s\n", t->total, lr, ms,
+           ms > 0 ? 1000.0 / ms : 0.0, eta_s);
+    fflush(stdout);
 }
+
+// A non-finite loss term stops the run: one line naming the term and the step.
+static void check_finite(const spd_trainer *t, int64_t step) {
+    for (int i = 0; i < t->opt.n_terms; i++)
+        if (!isfinite(t->values[i])) {
+            fprintf(stderr, "spd: error: the run diverged: train/loss/%s is %s at step %" PRId64 "\n",
+                    spd_term_kind_name(t->opt.terms[i].kind), isnan(t->values[i]) ? "nan" : "inf", step);
+            exit(SPD_EXIT_INTERNAL);
+        }
+    if (!isfinite(t->total)) {
+        fprintf(stderr, "spd: error: the run diverged: train/loss/total is %s at step %" PRId64 "\n",
+                isnan(t->total) ? "nan" : "inf", step);
+        exit(SPD_EXIT_INTERNAL);
+    }
+}
+
+static void warmup_log(void *ctx, int64_t step, double loss) {
+    int64_t steps = *(const int64_t *)ctx;
+    if (!isfinite(loss)) {
+        fprintf(stderr, "spd: error: the faithfulness warm-up diverged: FaithfulnessLoss is %s at warm-up step %" PRId64
+                        "\n", isnan(loss) ? "nan" : "inf", step);
+        exit(SPD_EXIT_INTERNAL);
+    }
+    printf("warm-up %6" PRId64 "/%" PRId64 ": FaithfulnessLoss %.6e\n", step, steps, loss);
+}
+
+// ---------------------------------------------------------------- the command
+
+typedef struct {
+    int F, H, L, d_embed, d_mlp, n_layers;
+    bool tied;
+    uint64_t target_seed;
+    resid_mlp_act act;
+} target_args;
 
 int cmd_train(int argc, char **argv) {
     const char *path = NULL;
-    int F = 5, H = 2, L = 0;
-    uint64_t target_seed = 0;
+    target_args ta = {.F = 5, .H = 2, .L = 0, .d_embed = 4, .d_mlp = 6, .n_layers = 1, .act = RESID_MLP_RELU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -139,12 +332,26 @@ int cmd_train(int argc, char **argv) {
             return 0;
         }
         bool has_value = i + 1 < argc;
-        if (strcmp(a, "--n-features") == 0 && has_value) F = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
-        else if (strcmp(a, "--n-hidden") == 0 && has_value) H = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
-        else if (strcmp(a, "--n-hidden-layers") == 0 && has_value) L = (int)spd_arg_int(a, argv[++i], 0, 64);
-        else if (strcmp(a, "--target-seed") == 0 && has_value)
-            target_seed = (uint64_t)spd_arg_int(a, argv[++i], 0, 0x7fffffffL);
-        else if (a[0] == '-' && a[1] != '\0') spd_die_input("train: unknown option or missing value '%s'", a);
+        if (strcmp(a, "--n-features") == 0 && has_value) ta.F = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
+        else if (strcmp(a, "--n-hidden") == 0 && has_value) ta.H = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
+        else if (strcmp(a, "--n-hidden-layers") == 0 && has_value) ta.L = (int)spd_arg_int(a, argv[++i], 0, 64);
+        else if (strcmp(a, "--d-embed") == 0 && has_value) ta.d_embed = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
+        else if (strcmp(a, "--d-mlp") == 0 && has_value) ta.d_mlp = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
+        else if (strcmp(a, "--n-layers") == 0 && has_value) ta.n_layers = (int)spd_arg_int(a, argv[++i], 1, 64);
+        else if (strcmp(a, "--tied") == 0) ta.tied = true;
+        else if (strcmp(a, "--act") == 0 && has_value) {
+            const char *v = argv[++i];
+            if (strcmp(v, "relu") == 0) ta.act = RESID_MLP_RELU;
+            else if (strcmp(v, "gelu") == 0) ta.act = RESID_MLP_GELU;
+            else spd_die_input("train: --act: expected relu or gelu, found '%s'", v);
+        } else if (strcmp(a, "--target-seed") == 0 && has_value)
+            ta.target_seed = (uint64_t)spd_arg_int(a, argv[++i], 0, 0x7fffffffL);
+        else if (strcmp(a, "--precision") == 0 && has_value) {
+            const char *v = argv[++i];
+            if (strcmp(v, "float32") == 0)
+                spd_die_input("train: --precision float32: the float32 trainer is not wired to spd train yet; use float64");
+            if (strcmp(v, "float64") != 0) spd_die_input("train: --precision: expected float64, found '%s'", v);
+        } else if (a[0] == '-' && a[1] != '\0') spd_die_input("train: unknown option or missing value '%s'", a);
         else if (path) spd_die_input("train: expected one CONFIG file, found '%s' and '%s'", path, a);
         else path = a;
     }
@@ -154,32 +361,61 @@ int cmd_train(int argc, char **argv) {
     }
     spd_config cfg;
     if (spd_config_load(&cfg, path)) spd_die_last_error();
-    if (cfg.task_config.task_name != SPD_TASK_TMS)
-        spd_die_input("%s: task_config.task_name: spd train supports tms only for now, found %s", path,
-                      spd_task_name_name(cfg.task_config.task_name));
+    spd_task_name task = cfg.task_config.task_name;
+    if (task == SPD_TASK_LM || task == SPD_TASK_IH)
+        spd_die_input("%s: task_config.task_name: %s: LM data loading is not built yet; spd train runs tms and "
+                      "resid_mlp", path, spd_task_name_name(task));
+    const spd_toy_task_config *toy = task == SPD_TASK_TMS ? &cfg.task_config.tms : &cfg.task_config.resid_mlp;
     spd_toy_generation gen;
-    if (spd_toy_generation_parse(spd_data_generation_type_name(cfg.task_config.tms.data_generation_type), &gen))
+    if (spd_toy_generation_parse(spd_data_generation_type_name(toy->data_generation_type), &gen))
         spd_die_input("%s: task_config.data_generation_type: %s", path, spd_last_error());
     if (cfg.has_identity_module_info) spd_die_input("%s: identity_module_info: not supported by spd train yet", path);
     if (cfg.batch_size > (1 << 24)) spd_die_input("%s: batch_size: at most %d for spd train", path, 1 << 24);
+    if (cfg.steps < 1) spd_die_input("%s: steps: spd train needs steps >= 1, found %" PRId64, path, cfg.steps);
     spd_train_options opt;
     options_from_config(&cfg, &opt);
-    if (cfg.faithfulness_warmup_steps > 0)
-        fprintf(stderr, "note: faithfulness_warmup_steps = %" PRId64 ": the warm-up is not implemented yet; skipped\n",
-                cfg.faithfulness_warmup_steps);
-    fprintf(stderr, "note: the target is a random untied TMS (F = %d, H = %d, L = %d, seed %" PRIu64
-                    "); pretrained_model_path is not loaded\n", F, H, L, target_seed);
+    const int B = (int)cfg.batch_size;
 
-    // Target and components in one spec table.
+    // 1. The target (frozen): its sizes from the file when there is one.
+    spd_st_file *tf = NULL;
+    const char *tpath = cfg.pretrained_model_path;
+    if (is_safetensors(tpath)) {
+        tf = spd_st_open(tpath);
+        if (!tf) spd_die_input("%s: pretrained_model_path: %s", path, spd_last_error());
+    }
     spd_spec spec;
     spd_spec_init(&spec);
     tms_model tms;
-    tms_config tcfg = {.n_features = F, .n_hidden = H, .n_hidden_layers = L};
-    if (spd_tms_config_check(&tcfg)) spd_die_last_error();
-    tms_options topt = {.B = (int)cfg.batch_size, .prefix = "target_model."};
-    tms_declare_f64(&tms, &spec, &tcfg, &topt);
-    const char **paths = spd_malloc((size_t)tms.n_sites * sizeof *paths);
-    for (int i = 0; i < tms.n_sites; i++) paths[i] = tms.sites[i].path;
+    resid_mlp_model rm;
+    tms_config tcfg = {.n_features = ta.F, .n_hidden = ta.H, .n_hidden_layers = ta.L, .tied_weights = ta.tied};
+    resid_mlp_config rcfg = {.n_features = ta.F, .d_embed = ta.d_embed, .d_mlp = ta.d_mlp, .n_layers = ta.n_layers,
+                             .act = ta.act, .in_bias = true, .out_bias = true};
+    spd_target tg;
+    int F;
+    if (task == SPD_TASK_TMS) {
+        if (tf) tms_config_from_file(tf, &tcfg);
+        if (spd_tms_config_check(&tcfg)) spd_die_input("%s: %s", path, spd_last_error());
+        tms_options topt = {.B = B, .prefix = "target_model."};
+        tms_declare_f64(&tms, &spec, &tcfg, &topt);
+        tg = spd_target_tms_f64(&tms);
+        F = tcfg.n_features;
+    } else {
+        if (tf) {
+            resid_config_from_file(tf, &rcfg);
+            const char *act = spd_st_meta(tf, "act_fn_name");
+            if (act && strcmp(act, "gelu") == 0) rcfg.act = RESID_MLP_GELU;
+            else if (act && strcmp(act, "relu") == 0) rcfg.act = RESID_MLP_RELU;
+        }
+        if (spd_resid_mlp_config_check(&rcfg, RESID_EMBED_DEFAULT)) spd_die_input("%s: %s", path, spd_last_error());
+        resid_mlp_options ropt = {.B = B, .prefix = "target_model."};
+        resid_mlp_declare_f64(&rm, &spec, &rcfg, &ropt);
+        tg = spd_target_resid_mlp_f64(&rm);
+        F = rcfg.n_features;
+    }
+
+    // Module patterns -> decomposed sites (a pattern matching nothing is an error naming it).
+    const char **paths = spd_malloc((size_t)tg.n_sites * sizeof *paths);
+    for (int i = 0; i < tg.n_sites; i++) paths[i] = tg.sites[i].path;
     spd_module_pattern *pats = spd_calloc((size_t)cfg.module_info.count + 1, sizeof *pats);
     for (int i = 0; i < cfg.module_info.count; i++) {
         pats[i].pattern = cfg.module_info.items[i].module_pattern;
@@ -187,32 +423,59 @@ int cmd_train(int argc, char **argv) {
     }
     spd_module_choice *chosen = NULL;
     int n_chosen = 0;
-    if (spd_select_modules(paths, tms.n_sites, pats, cfg.module_info.count, &chosen, &n_chosen))
+    if (spd_select_modules(paths, tg.n_sites, pats, cfg.module_info.count, &chosen, &n_chosen))
         spd_die_input("%s: module_info: %s", path, spd_last_error());
     int *site = spd_malloc((size_t)n_chosen * sizeof *site), *C = spd_malloc((size_t)n_chosen * sizeof *C);
     for (int i = 0; i < n_chosen; i++) {
-        for (int k = 0; k < tms.n_sites; k++)
-            if (strcmp(tms.sites[k].path, chosen[i].path) == 0) site[i] = k;
+        for (int k = 0; k < tg.n_sites; k++)
+            if (strcmp(tg.sites[k].path, chosen[i].path) == 0) site[i] = k;
         C[i] = chosen[i].C;
     }
-    spd_target tg = {.model = &tms, .sites = tms.sites, .n_sites = tms.n_sites, .N = (int)cfg.batch_size,
-                     .d_out = F, .forward = tms_fwd, .backward = tms_bwd};
+    if (!tf)  // after the checks above, so that an input error stays the only line on stderr
+        fprintf(stderr, "note: pretrained_model_path %s%s%s: not a .safetensors file; the target is random "
+                        "(--target-seed %" PRIu64 ")\n",
+                tpath ? "'" : "", tpath ? tpath : "is null", tpath ? "'" : "", ta.target_seed);
     spd_trainer tr;
     if (spd_trainer_declare_f64(&tr, &spec, &opt, &tg, site, C, n_chosen)) spd_die_input("%s: %s", path, spd_last_error());
+
+    // Tied components (TMS with a tied target, both linear1 and linear2 decomposed).
+    spd_tied_pair tie = {-1, -1};
+    int n_ties = 0;
+    if (task == SPD_TASK_TMS && tcfg.tied_weights) {
+        for (int i = 0; i < n_chosen; i++) {
+            if (site[i] == TMS_LINEAR1) tie.src = i;
+            if (site[i] == TMS_LINEAR2) tie.tgt = i;
+        }
+        if (tie.src >= 0 && tie.tgt >= 0) n_ties = 1;
+        else fprintf(stderr, "note: tied target but linear1 and linear2 are not both decomposed: components untied\n");
+    }
+
     spd_spec_alloc(&spec);
-    tms_bind_f64(&tms, &spec);
-    tms_init_params_f64(&tms, target_seed);
-    tg.out = tms.out;
-    tg.dout = tms.dout;
+    if (task == SPD_TASK_TMS) {
+        tms_bind_f64(&tms, &spec);
+        if (tf) {
+            load_target(&spec, tf, tcfg.tied_weights ? "linear2.weight" : NULL);
+            if (tcfg.tied_weights) tms_tie_weights_f64(&tms);
+        } else tms_init_params_f64(&tms, ta.target_seed);
+        tg = spd_target_tms_f64(&tms);
+    } else {
+        resid_mlp_bind_f64(&rm, &spec);
+        if (tf) load_target(&spec, tf, NULL);
+        else resid_mlp_init_params_f64(&rm, ta.target_seed);
+        tg = spd_target_resid_mlp_f64(&rm);
+    }
+    if (tf) spd_st_close(tf);
     spd_trainer_bind_f64(&tr, &tg);
-    spd_trainer_init_params_f64(&tr, (uint64_t)cfg.seed);
+    if (n_ties && spd_tied_check_f64(&tr, &tie, n_ties)) spd_die_input("%s: tied components: %s", path, spd_last_error());
 
     spd_toy_data data;
-    if (spd_toy_data_init_tms(&data, F, cfg.task_config.tms.feature_probability,
-                              gen, (uint64_t)cfg.seed))
-        spd_die_input("%s: task_config: %s", path, spd_last_error());
+    int drc = task == SPD_TASK_TMS ? spd_toy_data_init_tms(&data, F, toy->feature_probability, gen, (uint64_t)cfg.seed)
+                                   : spd_toy_data_init_resid_mlp(&data, F, toy->feature_probability, gen,
+                                                                 (uint64_t)cfg.seed);
+    if (drc) spd_die_input("%s: task_config: %s", path, spd_last_error());
+    real *x = task == SPD_TASK_TMS ? tms.x : rm.x;
 
-    // Output directory and pre-run files.
+    // 2. Run id, output directory, final_config.yaml (before training).
     uint32_t rid = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ (uint32_t)clock();
     char run_id[16], dir[4096];
     snprintf(run_id, sizeof run_id, "s-%08x", rid);
@@ -232,23 +495,99 @@ int cmd_train(int argc, char **argv) {
     snprintf(file, sizeof file, "%s/metrics.jsonl", dir);
     FILE *metrics = fopen(file, "w");
     if (!metrics) spd_die_input("cannot write %s: %s", file, strerror(errno));
-    printf("run %s: %s\n", run_id, dir);
 
-    // SPD's loop: steps + 1 iterations, no update at the last.
-    for (int64_t step = 0; step <= cfg.steps; step++) {
-        spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, (int)cfg.batch_size, tms.x, NULL);
-        spd_train_step_f64(&tr, step);
-        double lr = spd_schedule_value(&opt.lr, step, opt.steps);
-        if (step % cfg.train_log_freq == 0 || step == cfg.steps) {
-            log_step(metrics, &tr, step, lr);
-            printf("step %" PRId64 ": total %.6g lr %.3g\n", step, tr.total, lr);
-        }
-        if (step != cfg.steps) spd_train_update_f64(&tr, step);
+    // 3. Components and CI fns from the config seed; ties (src wins, as SPD ties after the init).
+    spd_trainer_init_params_f64(&tr, (uint64_t)cfg.seed);
+    if (n_ties) spd_tied_sync_f64(&tr, &tie, n_ties);
+
+    // Start-up table.
+    printf("spd train %s\n", path);
+    printf("  %-26s %s\n", "run", run_id);
+    printf("  %-26s %s\n", "output", dir);
+    printf("  %-26s %s\n", "task", spd_task_name_name(task));
+    if (task == SPD_TASK_TMS)
+        printf("  %-26s TMS n_features %d, n_hidden %d, n_hidden_layers %d, %s, %s\n", "target", tcfg.n_features,
+               tcfg.n_hidden, tcfg.n_hidden_layers, tcfg.tied_weights ? "tied" : "untied",
+               tf || is_safetensors(tpath) ? tpath : "random");
+    else
+        printf("  %-26s ResidMLP n_features %d, d_embed %d, d_mlp %d, n_layers %d, %s, %s\n", "target",
+               rcfg.n_features, rcfg.d_embed, rcfg.d_mlp, rcfg.n_layers, rcfg.act == RESID_MLP_GELU ? "gelu" : "relu",
+               is_safetensors(tpath) ? tpath : "random");
+    printf("  %-26s %s (CPU)\n", "precision", SPD_REAL_NAME);
+    printf("  %-26s %s, %d, p %.6g\n", "data", spd_toy_generation_name(gen), F, toy->feature_probability);
+    for (int i = 0; i < n_chosen; i++)
+        printf("  %-26s %s C %d%s\n", i ? "" : "modules", chosen[i].path, C[i],
+               n_ties && (i == tie.src || i == tie.tgt) ? " (tied)" : "");
+    for (int i = 0; i < opt.n_terms; i++)
+        printf("  %-26s %s coeff %.6g\n", i ? "" : "losses", spd_term_kind_name(opt.terms[i].kind), opt.terms[i].coeff);
+    printf("  %-26s %s\n", "output_loss_type", spd_output_loss_type_name(cfg.output_loss_type));
+    printf("  %-26s %s, hidden [", "ci_fn", spd_cfg_ci_fn_type_name(cfg.ci_fn_type));
+    for (int i = 0; i < opt.n_ci_hidden; i++) printf("%s%d", i ? ", " : "", opt.ci_hidden[i]);
+    printf("], sigmoid %s, sampling %s, n_mask_samples %d, delta %s\n", spd_cfg_sigmoid_type_name(cfg.sigmoid_type),
+           spd_cfg_sampling_name(cfg.sampling), opt.n_mask_samples, opt.use_delta ? "on" : "off");
+    printf("  %-26s %" PRId64 " (+1 final log-only iteration), batch %d, seed %" PRId64 "\n", "steps", cfg.steps, B,
+           cfg.seed);
+    printf("  %-26s %s, start %.6g, warmup_pct %.6g, final_val_frac %.6g\n", "lr_schedule",
+           spd_schedule_fn_name(cfg.lr_schedule.fn_type), cfg.lr_schedule.start_val, cfg.lr_schedule.warmup_pct,
+           cfg.lr_schedule.final_val_frac);
+    printf("  %-26s components %s, ci_fns %s\n", "grad_clip_norm",
+           cfg.has_grad_clip_norm_components ? "on" : "off", cfg.has_grad_clip_norm_ci_fns ? "on" : "off");
+    if (cfg.has_grad_clip_norm_components) printf("  %-26s %.6g\n", "grad_clip_norm_components", cfg.grad_clip_norm_components);
+    if (cfg.has_grad_clip_norm_ci_fns) printf("  %-26s %.6g\n", "grad_clip_norm_ci_fns", cfg.grad_clip_norm_ci_fns);
+    printf("  %-26s %" PRId64 " steps, lr %.6g, weight decay %.6g\n", "faithfulness warm-up",
+           cfg.faithfulness_warmup_steps, cfg.faithfulness_warmup_lr, cfg.faithfulness_warmup_weight_decay);
+    printf("  %-26s %" PRId64 " (ci_alive_threshold %.6g)\n", "train_log_freq", cfg.train_log_freq,
+           cfg.ci_alive_threshold);
+    spd_spec_print_memory(&spec, stdout);
+    fflush(stdout);
+    fprintf(stderr, "note: evaluation (eval_freq %" PRId64 ") and checkpoints (model_<step>) are not built yet\n",
+            cfg.eval_freq);
+
+    // 4. Faithfulness warm-up (its own AdamW, discarded).
+    if (cfg.faithfulness_warmup_steps > 0) {
+        spd_faithfulness_warmup_options wo = {.steps = cfg.faithfulness_warmup_steps,
+                                              .lr = cfg.faithfulness_warmup_lr,
+                                              .weight_decay = cfg.faithfulness_warmup_weight_decay,
+                                              .log = warmup_log,
+                                              .log_ctx = &cfg.faithfulness_warmup_steps,
+                                              .ties = n_ties ? &tie : NULL,
+                                              .n_ties = n_ties};
+        double f = spd_faithfulness_warmup_f64(&tr, &wo);
+        if (!isfinite(f)) warmup_log(&cfg.faithfulness_warmup_steps, cfg.faithfulness_warmup_steps, f);
+        printf("warm-up done: FaithfulnessLoss %.6e\n", f);
     }
+
+    // 5. SPD's loop: steps + 1 iterations, no update at the last.
+    // Logged every train_log_freq steps from 0 (SPD: step % train_log_freq == 0
+    // only, so the final iteration logs when steps is a multiple of it).
+    double t0 = now_s(), t_last = t0;
+    int64_t last_step = -1;
+    for (int64_t step = 0; step <= cfg.steps; step++) {
+        spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, B, x, NULL);
+        spd_train_step_f64(&tr, step);
+        check_finite(&tr, step);
+        if (step % cfg.train_log_freq == 0) {
+            double lr = spd_schedule_value(&opt.lr, step, opt.steps);
+            double t = now_s();
+            double ms = 1000.0 * (t - t_last) / (double)(step - last_step);  // iterations since the last log
+            double per = (t - t0) / (double)(step + 1);
+            log_step(metrics, &tr, &cfg, step, lr, ms, per * (double)(cfg.steps - step));
+            t_last = t;
+            last_step = step;
+        }
+        if (step != cfg.steps) {
+            if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
+            else spd_train_update_f64(&tr, step);
+        }
+    }
+    double wall = now_s() - t0;
+    printf("done: %" PRId64 " steps (+1 log-only) in %.2f s (%.1f steps/s); final total %.6e\n", cfg.steps, wall,
+           wall > 0 ? (double)(cfg.steps + 1) / wall : 0.0, tr.total);
     int rc = fclose(metrics) == 0 ? 0 : SPD_EXIT_INTERNAL;
     spd_toy_data_free(&data);
     spd_trainer_free_f64(&tr);
-    tms_free_f64(&tms);
+    if (task == SPD_TASK_TMS) tms_free_f64(&tms);
+    else resid_mlp_free_f64(&rm);
     spd_spec_free(&spec);
     spd_module_choices_free(chosen, n_chosen);
     free(paths);
