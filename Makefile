@@ -8,7 +8,7 @@
 
 CC      ?= cc
 NVCC    ?= nvcc
-PKGS    := openblas libcjson yaml-0.1
+PKGS    := openblas libcjson yaml-0.1 libpng
 
 ifeq ($(SAN),1)
 BUILD   ?= build-san
@@ -79,7 +79,7 @@ deps:
 	  else echo "MISSING $$p"; missing="$$missing $$p"; fi; done; \
 	if [ -n "$(HAVE_NVCC)" ]; then echo "found   nvcc ($(words $(CUDA_SRC)) CUDA sources)"; \
 	else echo "missing nvcc: CPU build only"; fi; \
-	if [ -n "$$missing" ]; then echo "install: apt-get install libopenblas-dev libcjson-dev libyaml-dev pkg-config" >&2; exit 1; fi
+	if [ -n "$$missing" ]; then echo "install: apt-get install libopenblas-dev libcjson-dev libyaml-dev libpng-dev pkg-config" >&2; exit 1; fi
 
 $(BUILD)/libspd.a: $(LIB_OBJ) $(CUDA_OBJ)
 	@mkdir -p $(@D)

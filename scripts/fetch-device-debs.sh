@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 mkdir -p .debs
 cd .debs
 apt-get download libopenblas0-pthread libopenblas-dev libopenblas-pthread-dev libgfortran5 libquadmath0 \
-    libcjson1 libcjson-dev libyaml-0-2 libyaml-dev
+    libcjson1 libcjson-dev libyaml-0-2 libyaml-dev libpng16-16 libpng-dev zlib1g-dev

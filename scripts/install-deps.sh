@@ -2,7 +2,7 @@
 # Installs the Debian packages spd.c builds against, when they are missing.
 # As root it runs apt-get; otherwise it names the packages and exits 1.
 set -euo pipefail
-packages=(build-essential pkg-config libopenblas-dev libcjson-dev libyaml-dev python3)
+packages=(build-essential pkg-config libopenblas-dev libcjson-dev libyaml-dev libpng-dev python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
