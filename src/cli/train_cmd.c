@@ -14,11 +14,18 @@
 // components + CI fns (config seed), tie, faithfulness warm-up, then steps + 1
 // iterations: batch, loss + gradients, log (every train_log_freq incl. 0),
 // update unless step == steps. A non-finite loss term stops the run (exit 1).
-// Not yet: evaluation (eval_freq), checkpoints (model_<step>), target files.
+// Checkpoints: model_<s> / resume_<s>.safetensors at SPD's save points (before
+// the update); --resume RUN_DIR continues from the latest resume_<s> bit for bit
+// (the target, components and CI fns from model_<s>, Adam moments and count from
+// resume_<s>, data and masks keyed by the step); SIGINT / SIGTERM save at the end
+// of the current step and exit 130 / 143; --stop-at S saves at S and exits 0.
+// Not yet: evaluation (eval_freq), target files (<task>.pth, *_train_config.yaml).
 #define SPD_F64
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,14 +54,20 @@
 #include "spd/train.h"
 
 static void usage(FILE *out) {
-    fputs("usage: spd train CONFIG.yaml [--precision float64] [random-target options]\n"
+    fputs("usage: spd train CONFIG.yaml [--precision float64] [--stop-at STEP] [random-target options]\n"
+          "       spd train --resume RUN_DIR [--stop-at STEP]\n"
           "  SPD training (CPU, float64) of a tms or resid_mlp target: the target is read from\n"
           "  pretrained_model_path when it names a .safetensors file, else drawn at random:\n"
           "    tms:       --n-features F (5) --n-hidden H (2) --n-hidden-layers L (0) --tied\n"
           "    resid_mlp: --n-features F (5) --d-embed D (4) --d-mlp M (6) --n-layers L (1)\n"
           "    both:      --target-seed S (0); resid_mlp --act relu|gelu (relu, also for files)\n"
           "  Writes final_config.yaml and metrics.jsonl to $SPD_OUT_DIR/spd/<run_id>/\n"
-          "  (default ~/spd_out). Exit 2: bad input; exit 1: the run diverged (non-finite loss).\n",
+          "  (default ~/spd_out), model_<step>.safetensors (SPD's state-dict names) and\n"
+          "  resume_<step>.safetensors (Adam state) at save_freq and the last step.\n"
+          "  --resume RUN_DIR continues from the latest resume_<step>, bit for bit as if never stopped.\n"
+          "  --stop-at STEP: save a checkpoint at STEP (before its update) and exit 0.\n"
+          "  SIGINT / SIGTERM: the current step ends, model_<s+1> and resume_<s+1> are saved, exit 130 / 143.\n"
+          "  Exit 2: bad input; exit 1: the run diverged (non-finite loss) or a checkpoint failed.\n",
           out);
 }
 
@@ -313,6 +326,207 @@ static void warmup_log(void *ctx, int64_t step, double loss) {
     printf("warm-up %6" PRId64 "/%" PRId64 ": FaithfulnessLoss %.6e\n", step, steps, loss);
 }
 
+
+// ---------------------------------------------------------------- checkpoints and resume
+//
+// model_<s>.safetensors: ComponentModel.state_dict() at step s (SPD_SPEC.md 5.8),
+// i.e. the parameters after s updates: every target_model.* tensor (tied TMS
+// weights under both names), _components.<dashed>.V|U (and .bias, a copy of the
+// target module's bias, where it has one), _ci_fns.<dashed>.layers.<k>.W|b;
+// metadata format "spd-checkpoint-v1", step, config (final_config.yaml's text),
+// act_fn_name (resid_mlp).
+// resume_<s>.safetensors: what exact resume adds: adam.m.<param>, adam.v.<param>
+// of every trained tensor; metadata format "spd-resume-v1", step (= updates
+// made = the iteration to run next), adam_t, logged ("1": iteration s already
+// logged and saved, only its update remains; "0": iteration s not started),
+// data_step (the toy data are keyed by the step), seed, steps, tied.
+// Both go through the safetensors writer (temp file, fsync, rename), model first,
+// so a resume file implies its model file is complete.
+
+typedef struct {
+    const spd_spec *spec;
+    const spd_trainer *tr;
+    const spd_config *cfg;
+    const char *dir;
+    char *config_text;
+    const char *act_fn;  // resid_mlp: "relu" / "gelu"; NULL for tms
+    const char *tied;    // "linear1:linear2" or "none"
+    FILE *metrics;
+} ckpt_ctx;
+
+static char *read_text(const char *file) {
+    FILE *f = fopen(file, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *s = spd_malloc(cap);
+    size_t k;
+    while ((k = fread(s + n, 1, cap - n - 1, f)) > 0) {
+        n += k;
+        if (cap - n < 2) {
+            char *g = realloc(s, cap *= 2);
+            if (!g) spd_die_input("out of memory reading %s", file);
+            s = g;
+        }
+    }
+    fclose(f);
+    s[n] = '\0';
+    return s;
+}
+
+static void save_checkpoint(const ckpt_ctx *c, int64_t step, bool logged) {
+    // Every metrics line up to here reaches the disk before the files that resume from it.
+    if (fflush(c->metrics) != 0 || fsync(fileno(c->metrics)) != 0)
+        spd_die_input("%s/metrics.jsonl: cannot flush: %s", c->dir, strerror(errno));
+    const spd_spec *spec = c->spec;
+    char file[4200], val[64], name[SPD_NAME_MAX + 32];
+    char (*bias_names)[SPD_NAME_MAX + 32] = spd_calloc((size_t)c->tr->n_mods + 1, sizeof *bias_names);
+    spd_st_writer *w = spd_st_writer_new();
+    spd_st_writer_meta(w, "format", "spd-checkpoint-v1");
+    snprintf(val, sizeof val, "%" PRId64, step);
+    spd_st_writer_meta(w, "step", val);
+    spd_st_writer_meta(w, "config", c->config_text);
+    if (c->act_fn) spd_st_writer_meta(w, "act_fn_name", c->act_fn);
+    for (int i = 0; i < spec->count; i++) {  // target_model.* (frozen) in declaration order
+        const spd_tensor *t = &spec->tensors[i];
+        if (t->role == SPD_ROLE_FROZEN && strncmp(t->name, "target_model.", 13) == 0)
+            spd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    // _components.<dashed>.{V, U, bias} then _ci_fns.<dashed>.*, modules sorted by dashed name
+    // (ModuleDict order); bias: a copy of the target module's bias.
+    const int nm = c->tr->n_mods;
+    int *ord = spd_malloc((size_t)(nm + 1) * sizeof *ord);
+    for (int m = 0; m < nm; m++) ord[m] = m;
+    for (int i = 1; i < nm; i++)
+        for (int j = i; j > 0 && strcmp(c->tr->mods[ord[j - 1]].comp.dashed, c->tr->mods[ord[j]].comp.dashed) > 0; j--) {
+            int tmp = ord[j];
+            ord[j] = ord[j - 1];
+            ord[j - 1] = tmp;
+        }
+    for (int o = 0; o < nm; o++) {
+        const spd_train_module *md = &c->tr->mods[ord[o]];
+        const spd_tensor *v = &spec->tensors[md->t_V], *u = &spec->tensors[md->t_U];
+        spd_st_writer_add(w, v->name, v->dtype, v->ndim, v->shape, v->data);
+        spd_st_writer_add(w, u->name, u->dtype, u->ndim, u->shape, u->data);
+        snprintf(name, sizeof name, "target_model.%s.bias", c->tr->target.sites[md->site].path);
+        const spd_tensor *b = spd_spec_find(spec, name);
+        if (!b) continue;
+        snprintf(bias_names[o], sizeof bias_names[o], "_components.%s.bias", md->comp.dashed);
+        spd_st_writer_add(w, bias_names[o], b->dtype, b->ndim, b->shape, b->data);
+    }
+    for (int o = 0; o < nm; o++) {
+        const spd_train_module *md = &c->tr->mods[ord[o]];
+        for (int k = 0; k < md->ci.arch.n_layers; k++) {
+            int idx[2] = {md->t_W[k], md->t_b[k]};
+            for (int j = 0; j < 2; j++) {
+                if (idx[j] < 0) continue;
+                const spd_tensor *t = &spec->tensors[idx[j]];
+                spd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+            }
+        }
+    }
+    free(ord);
+    int n_tr = 0;  // every trained tensor must be in the file exactly once
+    for (int i = 0; i < spec->count; i++) n_tr += spec->tensors[i].role == SPD_ROLE_TRAINED;
+    int n_mod_tensors = 0;
+    for (int m = 0; m < nm; m++) {
+        n_mod_tensors += 2;
+        for (int k = 0; k < c->tr->mods[m].ci.arch.n_layers; k++)
+            n_mod_tensors += (c->tr->mods[m].t_W[k] >= 0) + (c->tr->mods[m].t_b[k] >= 0);
+    }
+    if (n_mod_tensors != n_tr) {
+        fprintf(stderr, "spd: error: checkpoint: %d trained tensors, %d in the modules\n", n_tr, n_mod_tensors);
+        exit(SPD_EXIT_INTERNAL);
+    }
+    snprintf(file, sizeof file, "%s/model_%" PRId64 ".safetensors", c->dir, step);
+    if (spd_st_writer_save(w, file)) {
+        fprintf(stderr, "spd: error: checkpoint: %s\n", spd_last_error());
+        exit(SPD_EXIT_INTERNAL);
+    }
+    spd_st_writer_free(w);
+    free(bias_names);
+
+    char (*names)[SPD_NAME_MAX + 16] = spd_calloc(2 * (size_t)n_tr + 1, sizeof *names);
+    w = spd_st_writer_new();
+    spd_st_writer_meta(w, "format", "spd-resume-v1");
+    spd_st_writer_meta(w, "step", val);
+    spd_st_writer_meta(w, "data_step", val);
+    snprintf(val, sizeof val, "%" PRId64, c->tr->adam_t);
+    spd_st_writer_meta(w, "adam_t", val);
+    spd_st_writer_meta(w, "logged", logged ? "1" : "0");
+    snprintf(val, sizeof val, "%" PRId64, c->cfg->seed);
+    spd_st_writer_meta(w, "seed", val);
+    snprintf(val, sizeof val, "%" PRId64, c->cfg->steps);
+    spd_st_writer_meta(w, "steps", val);
+    spd_st_writer_meta(w, "tied", c->tied);
+    size_t k = 0;
+    for (int i = 0; i < spec->count; i++) {
+        const spd_tensor *t = &spec->tensors[i];
+        if (t->role != SPD_ROLE_TRAINED) continue;
+        snprintf(names[k], sizeof names[k], "adam.m.%s", t->name);
+        spd_st_writer_add(w, names[k++], t->dtype, t->ndim, t->shape, spd_spec_adam_m(spec, t));
+        snprintf(names[k], sizeof names[k], "adam.v.%s", t->name);
+        spd_st_writer_add(w, names[k++], t->dtype, t->ndim, t->shape, spd_spec_adam_v(spec, t));
+    }
+    snprintf(file, sizeof file, "%s/resume_%" PRId64 ".safetensors", c->dir, step);
+    if (spd_st_writer_save(w, file)) {
+        fprintf(stderr, "spd: error: checkpoint: %s\n", spd_last_error());
+        exit(SPD_EXIT_INTERNAL);
+    }
+    spd_st_writer_free(w);
+    free(names);
+}
+
+// The latest resume_<s>.safetensors of dir (largest s); -1 when there is none.
+static int64_t latest_resume(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int64_t best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long s;
+        int used = 0;
+        if (sscanf(e->d_name, "resume_%lld.safetensors%n", &s, &used) == 1 && used > 0 &&
+            e->d_name[used] == '\0' && strncmp(e->d_name, "resume_", 7) == 0 && e->d_name[7] >= '0' &&
+            e->d_name[7] <= '9' && s > best)
+            best = s;
+    }
+    closedir(d);
+    return best;
+}
+
+static int64_t meta_int(const spd_st_file *f, const char *key) {
+    const char *v = spd_st_meta(f, key);
+    char *end;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < 0) spd_die_input("%s: metadata '%s': expected an integer >= 0", f->path, key);
+    return x;
+}
+
+// metrics.jsonl of a resumed run: the complete lines of steps < keep_below, the rest dropped.
+static FILE *metrics_for_resume(const char *dir, int64_t keep_below) {
+    char file[4200], tmpf[4300];
+    snprintf(file, sizeof file, "%s/metrics.jsonl", dir);
+    snprintf(tmpf, sizeof tmpf, "%s.tmp.%ld", file, (long)getpid());
+    char *old = read_text(file);
+    FILE *out = fopen(tmpf, "w");
+    if (!out) spd_die_input("cannot write %s: %s", tmpf, strerror(errno));
+    for (char *l = old; l && *l;) {
+        char *nl = strchr(l, '\n');
+        if (!nl) break;  // an incomplete last line
+        long long s;
+        if (sscanf(l, "{\"step\": %lld", &s) == 1 && s < keep_below) fwrite(l, 1, (size_t)(nl - l + 1), out);
+        l = nl + 1;
+    }
+    free(old);
+    if (fflush(out) != 0 || fsync(fileno(out)) != 0 || rename(tmpf, file) != 0)
+        spd_die_input("cannot write %s: %s", file, strerror(errno));
+    return out;  // positioned at its end, now named metrics.jsonl
+}
+
+static volatile sig_atomic_t stop_signal = 0;
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
 // ---------------------------------------------------------------- the command
 
 typedef struct {
@@ -323,7 +537,8 @@ typedef struct {
 } target_args;
 
 int cmd_train(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *resume_dir = NULL;
+    int64_t stop_at = -1;
     target_args ta = {.F = 5, .H = 2, .L = 0, .d_embed = 4, .d_mlp = 6, .n_layers = 1, .act = RESID_MLP_RELU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -339,6 +554,8 @@ int cmd_train(int argc, char **argv) {
         else if (strcmp(a, "--d-mlp") == 0 && has_value) ta.d_mlp = (int)spd_arg_int(a, argv[++i], 1, 1 << 20);
         else if (strcmp(a, "--n-layers") == 0 && has_value) ta.n_layers = (int)spd_arg_int(a, argv[++i], 1, 64);
         else if (strcmp(a, "--tied") == 0) ta.tied = true;
+        else if (strcmp(a, "--resume") == 0 && has_value) resume_dir = argv[++i];
+        else if (strcmp(a, "--stop-at") == 0 && has_value) stop_at = spd_arg_int(a, argv[++i], 0, 0x7fffffffL);
         else if (strcmp(a, "--act") == 0 && has_value) {
             const char *v = argv[++i];
             if (strcmp(v, "relu") == 0) ta.act = RESID_MLP_RELU;
@@ -355,12 +572,48 @@ int cmd_train(int argc, char **argv) {
         else if (path) spd_die_input("train: expected one CONFIG file, found '%s' and '%s'", path, a);
         else path = a;
     }
+    // --resume RUN_DIR: its final_config.yaml, its latest resume_<s> and model_<s>.
+    char resume_cfg[4200], model_file[4200], resume_file[4200];
+    spd_st_file *rf = NULL;
+    int64_t r_step = 0;
+    bool r_logged = false;
+    if (resume_dir) {
+        if (path) spd_die_input("train: --resume takes the run directory, not a CONFIG file ('%s')", path);
+        struct stat st;
+        if (stat(resume_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            spd_die_input("train: --resume %s: not a run directory", resume_dir);
+        snprintf(resume_cfg, sizeof resume_cfg, "%s/final_config.yaml", resume_dir);
+        if (access(resume_cfg, R_OK) != 0) spd_die_input("train: --resume %s: no final_config.yaml", resume_dir);
+        r_step = latest_resume(resume_dir);
+        if (r_step < 0) spd_die_input("train: --resume %s: no resume_<step>.safetensors checkpoint", resume_dir);
+        snprintf(resume_file, sizeof resume_file, "%s/resume_%" PRId64 ".safetensors", resume_dir, r_step);
+        snprintf(model_file, sizeof model_file, "%s/model_%" PRId64 ".safetensors", resume_dir, r_step);
+        rf = spd_st_open(resume_file);
+        if (!rf) spd_die_input("train: --resume: %s", spd_last_error());
+        const char *fmt = spd_st_meta(rf, "format");
+        if (!fmt || strcmp(fmt, "spd-resume-v1") != 0)
+            spd_die_input("train: --resume: %s: metadata format: expected spd-resume-v1", resume_file);
+        if (meta_int(rf, "step") != r_step)
+            spd_die_input("train: --resume: %s: metadata step %s does not match the file name", resume_file,
+                          spd_st_meta(rf, "step"));
+        r_logged = meta_int(rf, "logged") != 0;
+        spd_st_file *mf = spd_st_open(model_file);
+        if (!mf) spd_die_input("train: --resume: %s", spd_last_error());
+        fmt = spd_st_meta(mf, "format");
+        if (!fmt || strcmp(fmt, "spd-checkpoint-v1") != 0)
+            spd_die_input("train: --resume: %s: metadata format: expected spd-checkpoint-v1", model_file);
+        spd_st_close(mf);
+        path = resume_cfg;
+    }
     if (!path) {
         usage(stderr);
         return SPD_EXIT_INPUT;
     }
     spd_config cfg;
     if (spd_config_load(&cfg, path)) spd_die_last_error();
+    if (rf && (meta_int(rf, "steps") != cfg.steps || meta_int(rf, "seed") != (int64_t)cfg.seed))
+        spd_die_input("train: --resume: %s: steps/seed differ from %s", resume_file, path);
+    if (rf && r_step > cfg.steps) spd_die_input("train: --resume: %s: step beyond steps %" PRId64, resume_file, cfg.steps);
     spd_task_name task = cfg.task_config.task_name;
     if (task == SPD_TASK_LM || task == SPD_TASK_IH)
         spd_die_input("%s: task_config.task_name: %s: LM data loading is not built yet; spd train runs tms and "
@@ -378,7 +631,7 @@ int cmd_train(int argc, char **argv) {
 
     // 1. The target (frozen): its sizes from the file when there is one.
     spd_st_file *tf = NULL;
-    const char *tpath = cfg.pretrained_model_path;
+    const char *tpath = rf ? model_file : cfg.pretrained_model_path;  // resume: the target saved with the run
     if (is_safetensors(tpath)) {
         tf = spd_st_open(tpath);
         if (!tf) spd_die_input("%s: pretrained_model_path: %s", path, spd_last_error());
@@ -467,6 +720,31 @@ int cmd_train(int argc, char **argv) {
     if (tf) spd_st_close(tf);
     spd_trainer_bind_f64(&tr, &tg);
     if (n_ties && spd_tied_check_f64(&tr, &tie, n_ties)) spd_die_input("%s: tied components: %s", path, spd_last_error());
+    if (rf) {  // the trained tensors from model_<s>, their Adam moments and count from resume_<s>
+        const char *tied = spd_st_meta(rf, "tied");
+        if (!tied || strcmp(tied, n_ties ? "linear1:linear2" : "none") != 0)
+            spd_die_input("train: --resume: %s: tied pairs '%s' differ from the rebuilt model's", resume_file,
+                          tied ? tied : "(missing)");
+        spd_st_file *mf = spd_st_open(model_file);
+        if (!mf) spd_die_input("train: --resume: %s", spd_last_error());
+        char nm[SPD_NAME_MAX + 16];
+        for (int i = 0; i < spec.count; i++) {
+            spd_tensor *t = &spec.tensors[i];
+            if (t->role != SPD_ROLE_TRAINED) continue;
+            if (!spd_st_find(mf, t->name)) spd_die_input("train: --resume: %s: no tensor '%s'", model_file, t->name);
+            if (spd_spec_load_tensor(&spec, mf, t)) spd_die_input("train: --resume: %s", spd_last_error());
+            snprintf(nm, sizeof nm, "adam.m.%s", t->name);
+            if (spd_st_read(rf, nm, t->dtype, t->ndim, t->shape, spd_spec_adam_m(&spec, t)))
+                spd_die_input("train: --resume: %s", spd_last_error());
+            snprintf(nm, sizeof nm, "adam.v.%s", t->name);
+            if (spd_st_read(rf, nm, t->dtype, t->ndim, t->shape, spd_spec_adam_v(&spec, t)))
+                spd_die_input("train: --resume: %s", spd_last_error());
+        }
+        spd_st_close(mf);
+        tr.adam_t = meta_int(rf, "adam_t");
+        if (tr.adam_t != r_step || meta_int(rf, "data_step") != r_step)
+            spd_die_input("train: --resume: %s: adam_t / data_step differ from step", resume_file);
+    }
 
     spd_toy_data data;
     int drc = task == SPD_TASK_TMS ? spd_toy_data_init_tms(&data, F, toy->feature_probability, gen, (uint64_t)cfg.seed)
@@ -486,19 +764,34 @@ int cmd_train(int argc, char **argv) {
         snprintf(home_root, sizeof home_root, "%s/spd_out", home ? home : ".");
         root = home_root;
     }
-    int n = snprintf(dir, sizeof dir, "%s/spd/%s", root, run_id);
+    int n = resume_dir ? snprintf(dir, sizeof dir, "%s", resume_dir) : snprintf(dir, sizeof dir, "%s/spd/%s", root, run_id);
     if (n < 0 || n >= (int)sizeof dir) spd_die_input("SPD_OUT_DIR too long");
-    make_dir(dir);
+    if (resume_dir) {
+        const char *b = strrchr(dir, '/');
+        snprintf(run_id, sizeof run_id, "%.15s", b && b[1] ? b + 1 : dir);
+    }
     char file[4200];
+    FILE *metrics;
+    if (resume_dir) metrics = metrics_for_resume(dir, r_logged ? r_step + 1 : r_step);
+    else {
+        make_dir(dir);
+        snprintf(file, sizeof file, "%s/final_config.yaml", dir);
+        if (spd_config_write_yaml(&cfg, file)) spd_die_last_error();
+        snprintf(file, sizeof file, "%s/metrics.jsonl", dir);
+        metrics = fopen(file, "w");
+        if (!metrics) spd_die_input("cannot write %s: %s", file, strerror(errno));
+    }
     snprintf(file, sizeof file, "%s/final_config.yaml", dir);
-    if (spd_config_write_yaml(&cfg, file)) spd_die_last_error();
-    snprintf(file, sizeof file, "%s/metrics.jsonl", dir);
-    FILE *metrics = fopen(file, "w");
-    if (!metrics) spd_die_input("cannot write %s: %s", file, strerror(errno));
+    ckpt_ctx ck = {.spec = &spec, .tr = &tr, .cfg = &cfg, .dir = dir, .config_text = read_text(file),
+                   .act_fn = task == SPD_TASK_TMS ? NULL : rcfg.act == RESID_MLP_GELU ? "gelu" : "relu",
+                   .tied = n_ties ? "linear1:linear2" : "none", .metrics = metrics};
+    if (!ck.config_text) spd_die_input("cannot read %s: %s", file, strerror(errno));
 
     // 3. Components and CI fns from the config seed; ties (src wins, as SPD ties after the init).
-    spd_trainer_init_params_f64(&tr, (uint64_t)cfg.seed);
-    if (n_ties) spd_tied_sync_f64(&tr, &tie, n_ties);
+    if (!rf) {
+        spd_trainer_init_params_f64(&tr, (uint64_t)cfg.seed);
+        if (n_ties) spd_tied_sync_f64(&tr, &tie, n_ties);
+    }
 
     // Start-up table.
     printf("spd train %s\n", path);
@@ -540,11 +833,13 @@ int cmd_train(int argc, char **argv) {
            cfg.ci_alive_threshold);
     spd_spec_print_memory(&spec, stdout);
     fflush(stdout);
-    fprintf(stderr, "note: evaluation (eval_freq %" PRId64 ") and checkpoints (model_<step>) are not built yet\n",
-            cfg.eval_freq);
+    if (cfg.has_save_freq) printf("  %-26s %" PRId64 " (+ the final step)\n", "save_freq", cfg.save_freq);
+    if (rf) printf("resuming from %s (step %" PRId64 ", adam_t %" PRId64 ")\n", resume_file, r_step, tr.adam_t);
+    fflush(stdout);
+    fprintf(stderr, "note: evaluation (eval_freq %" PRId64 ") is not built yet\n", cfg.eval_freq);
 
-    // 4. Faithfulness warm-up (its own AdamW, discarded).
-    if (cfg.faithfulness_warmup_steps > 0) {
+    // 4. Faithfulness warm-up (its own AdamW, discarded); not again on resume.
+    if (cfg.faithfulness_warmup_steps > 0 && !rf) {
         spd_faithfulness_warmup_options wo = {.steps = cfg.faithfulness_warmup_steps,
                                               .lr = cfg.faithfulness_warmup_lr,
                                               .weight_decay = cfg.faithfulness_warmup_weight_decay,
@@ -560,30 +855,61 @@ int cmd_train(int argc, char **argv) {
     // 5. SPD's loop: steps + 1 iterations, no update at the last.
     // Logged every train_log_freq steps from 0 (SPD: step % train_log_freq == 0
     // only, so the final iteration logs when steps is a multiple of it).
+    // Checkpoints (SPD): (save_freq set and step % save_freq == 0 and step > 0) or
+    // step == steps, before the update. SIGINT / SIGTERM set a flag: at the end of the
+    // current iteration (after its update) model_<s+1> and resume_<s+1> are saved
+    // and the run exits 130 / 143. --stop-at S: at iteration S, after its log and
+    // checkpoint (saved then whatever save_freq says), exit 0.
+    if (rf) spd_st_close(rf);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    const int64_t start = r_step;
     double t0 = now_s(), t_last = t0;
-    int64_t last_step = -1;
-    for (int64_t step = 0; step <= cfg.steps; step++) {
+    int64_t last_step = start - 1;
+    for (int64_t step = start; step <= cfg.steps; step++) {
         spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, B, x, NULL);
         spd_train_step_f64(&tr, step);
         check_finite(&tr, step);
-        if (step % cfg.train_log_freq == 0) {
+        bool done_before = rf && step == start && r_logged;  // logged and saved before the resume
+        if (!done_before && step % cfg.train_log_freq == 0) {
             double lr = spd_schedule_value(&opt.lr, step, opt.steps);
             double t = now_s();
             double ms = 1000.0 * (t - t_last) / (double)(step - last_step);  // iterations since the last log
-            double per = (t - t0) / (double)(step + 1);
+            double per = (t - t0) / (double)(step - start + 1);
             log_step(metrics, &tr, &cfg, step, lr, ms, per * (double)(cfg.steps - step));
             t_last = t;
             last_step = step;
         }
+        bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
+        if (!done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
+        if (step == stop_at && step != cfg.steps) {
+            printf("stopped at step %" PRId64 " (--stop-at): resume with spd train --resume %s\n", step, dir);
+            break;
+        }
         if (step != cfg.steps) {
             if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
             else spd_train_update_f64(&tr, step);
+            if (stop_signal) {
+                save_checkpoint(&ck, step + 1, false);
+                printf("interrupted by %s after step %" PRId64 ": saved model_%" PRId64 " and resume_%" PRId64
+                       "; resume with spd train --resume %s\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step,
+                       step + 1, step + 1, dir);
+                fflush(stdout);
+                fclose(metrics);
+                exit(128 + stop_signal);
+            }
         }
     }
     double wall = now_s() - t0;
-    printf("done: %" PRId64 " steps (+1 log-only) in %.2f s (%.1f steps/s); final total %.6e\n", cfg.steps, wall,
-           wall > 0 ? (double)(cfg.steps + 1) / wall : 0.0, tr.total);
+    if (stop_at >= start && stop_at < cfg.steps) printf("stopped: %" PRId64 " iterations in %.2f s\n", stop_at - start + 1, wall);
+    else printf("done: %" PRId64 " steps (+1 log-only) in %.2f s (%.1f steps/s); final total %.6e\n", cfg.steps, wall,
+                wall > 0 ? (double)(cfg.steps - start + 1) / wall : 0.0, tr.total);
     int rc = fclose(metrics) == 0 ? 0 : SPD_EXIT_INTERNAL;
+    free(ck.config_text);
     spd_toy_data_free(&data);
     spd_trainer_free_f64(&tr);
     if (task == SPD_TASK_TMS) tms_free_f64(&tms);
