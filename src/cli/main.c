@@ -14,6 +14,7 @@ static void usage(FILE *out) {
           "  bench full      time the LlamaSimple ComponentModel step (seed protocol)\n"
           "  info FILE       list the tensors and metadata of a safetensors file\n"
           "  config check CONFIG.yaml  validate an SPD config and print it resolved\n"
+          "  train-target --experiment NAME  train a toy target (tms_5-2, ..., resid_mlp_3) as SPD does\n"
           "run 'spd <command> --help' for its options\n",
           out);
 }
@@ -29,5 +30,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "train-target") == 0) return cmd_train_target(argc - 1, argv + 1);
     spd_die_input("unknown command '%s' (expected check, bench or info)", cmd);
 }
