@@ -42,6 +42,32 @@ int spd_spec_add(spd_spec *spec, const char *name, spd_dtype dtype, int ndim, co
     return spec->count++;
 }
 
+static void format_name(char name[SPD_NAME_MAX], const char *fmt, va_list ap) {
+    int n = vsnprintf(name, SPD_NAME_MAX, fmt, ap);
+    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
+}
+
+int spd_spec_vaddf(spd_spec *spec, spd_dtype dtype, int ndim, const int64_t *shape, spd_role role, spd_init init,
+                   double init_std, const char *fmt, va_list ap) {
+    char name[SPD_NAME_MAX];
+    format_name(name, fmt, ap);
+    return spd_spec_add(spec, name, dtype, ndim, shape, role, init, init_std);
+}
+
+spd_tensor *spd_spec_vgetf(const spd_spec *spec, const char *fmt, va_list ap) {
+    char name[SPD_NAME_MAX];
+    format_name(name, fmt, ap);
+    return spd_spec_get(spec, name);
+}
+
+spd_tensor *spd_spec_getf(const spd_spec *spec, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    spd_tensor *t = spd_spec_vgetf(spec, fmt, ap);
+    va_end(ap);
+    return t;
+}
+
 spd_tensor *spd_spec_find(const spd_spec *spec, const char *name) {
     for (int i = 0; i < spec->count; i++)
         if (strcmp(spec->tensors[i].name, name) == 0) return &spec->tensors[i];

@@ -5,6 +5,7 @@
 #ifndef SPD_SPEC_H
 #define SPD_SPEC_H
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -28,6 +29,15 @@ void spd_spec_init(spd_spec *spec);
 // Adds a tensor (before spd_spec_alloc) and returns its index. Names are unique.
 int spd_spec_add(spd_spec *spec, const char *name, spd_dtype dtype, int ndim, const int64_t *shape,
                  spd_role role, spd_init init, double init_std);
+// SPD_SHAPE(a, b) expands to a shape's length and its array, so the two cannot disagree:
+//   spd_spec_add(spec, name, dtype, SPD_SHAPE(N, d), role, init, std)
+#define SPD_SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
+// spd_spec_add with the name from a printf format ("target_model.h.%d.rms_1.weight").
+int spd_spec_vaddf(spd_spec *spec, spd_dtype dtype, int ndim, const int64_t *shape, spd_role role, spd_init init,
+                   double init_std, const char *fmt, va_list ap);
+// spd_spec_get with the name from a printf format (internal: dies if absent).
+spd_tensor *spd_spec_getf(const spd_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+spd_tensor *spd_spec_vgetf(const spd_spec *spec, const char *fmt, va_list ap);
 spd_tensor *spd_spec_find(const spd_spec *spec, const char *name);  // NULL if absent
 spd_tensor *spd_spec_get(const spd_spec *spec, const char *name);   // internal: dies if absent
 // One zeroed allocation per role (plus grad and Adam mirrors of TRAINED),

@@ -19,32 +19,21 @@ static const char *site_names[LLAMA_SITES_PER_LAYER] = {"attn.q_proj",   "attn.k
                                                         "attn.o_proj",   "mlp.gate_proj", "mlp.up_proj",
                                                         "mlp.down_proj"};
 
-static void vname(char *buf, const char *fmt, va_list ap) {
-    int n = vsnprintf(buf, SPD_NAME_MAX, fmt, ap);
-    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
-}
-
-// SHAPE(a, b) expands to the shape array and its length, so the two cannot disagree.
-#define SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-
 // Adds a tensor of dtype real with the given role; name from the format.
 static void add(spd_spec *spec, spd_role role, spd_init init, double std, int ndim, const int64_t *shape,
                 const char *fmt, ...) {
-    char name[SPD_NAME_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vname(name, fmt, ap);
+    spd_spec_vaddf(spec, SPD_REAL_DTYPE, ndim, shape, role, init, std, fmt, ap);
     va_end(ap);
-    spd_spec_add(spec, name, SPD_REAL_DTYPE, ndim, shape, role, init, std);
 }
 
 static real *get(const spd_spec *spec, const char *fmt, ...) {
-    char name[SPD_NAME_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vname(name, fmt, ap);
+    real *data = spd_spec_vgetf(spec, fmt, ap)->data;
     va_end(ap);
-    return (real *)spd_spec_get(spec, name)->data;
+    return data;
 }
 
 static void set_site(linear_site *s, const char *path, site_kind kind, int d_in, int d_out) {
@@ -76,13 +65,13 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
     set_site(m->wte_site, "wte", SITE_EMBEDDING, (int)V, (int)d);
     set_site(m->lm_head_site, "lm_head", SITE_LINEAR, (int)d, (int)V);
 
-    add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SHAPE(V, d), "target_model.wte.weight");
+    add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SPD_SHAPE(V, d), "target_model.wte.weight");
     const int64_t site_shape[LLAMA_SITES_PER_LAYER][2] = {{d, d}, {kvd, d}, {kvd, d}, {d, d},
                                                           {I, d}, {I, d},   {d, I}};
     for (int l = 0; l < L; l++) {
         llama_layer *ly = &m->layers[l];
-        add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SHAPE(d), "target_model.h.%d.rms_1.weight", l);
-        add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SHAPE(d), "target_model.h.%d.rms_2.weight", l);
+        add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SPD_SHAPE(d), "target_model.h.%d.rms_1.weight", l);
+        add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SPD_SHAPE(d), "target_model.h.%d.rms_2.weight", l);
         for (int k = 0; k < LLAMA_SITES_PER_LAYER; k++) {
             char path[SPD_NAME_MAX];
             snprintf(path, sizeof path, "h.%d.%s", l, site_names[k]);
@@ -91,42 +80,42 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
             add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, k == LLAMA_O ? o_std : lin_std, 2, site_shape[k],
                 "target_model.%s.weight", path);
         }
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.x_in", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.ln1", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.h.%d.rstd1", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.q", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "act.h.%d.k", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "act.h.%d.v", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(B, cfg->n_head, S, S), "act.h.%d.att", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.atty", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.mid", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.h.%d.ln2", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.h.%d.rstd2", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "act.h.%d.gate", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "act.h.%d.up", l);
-        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "act.h.%d.hidden", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.h.%d.x_in", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.h.%d.ln1", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N), "act.h.%d.rstd1", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.h.%d.q", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, kvd), "act.h.%d.k", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, kvd), "act.h.%d.v", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(B, cfg->n_head, S, S), "act.h.%d.att", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.h.%d.atty", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.h.%d.mid", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.h.%d.ln2", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N), "act.h.%d.rstd2", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "act.h.%d.gate", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "act.h.%d.up", l);
+        add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "act.h.%d.hidden", l);
     }
-    add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SHAPE(d), "target_model.ln_f.weight");
+    add(spec, SPD_ROLE_FROZEN, SPD_INIT_ONES, 0, SPD_SHAPE(d), "target_model.ln_f.weight");
     if (untied_lm_head)
-        add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SHAPE(V, d), "target_model.lm_head.weight");
+        add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SPD_SHAPE(V, d), "target_model.lm_head.weight");
     spd_spec_add(spec, "input.tokens", SPD_DTYPE_I32, 2, (int64_t[]){B, S}, SPD_ROLE_ACT, SPD_INIT_ZERO, 0);
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(cfg->n_ctx, hd), "act.rope_cos");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(cfg->n_ctx, hd), "act.rope_sin");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.resid");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.lnf");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N), "act.rstdf");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "act.proj");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(B, S, V), "act.logits");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(1), "act.loss");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(cfg->n_ctx, hd), "act.rope_cos");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(cfg->n_ctx, hd), "act.rope_sin");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.resid");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.lnf");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N), "act.rstdf");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "act.proj");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(B, S, V), "act.logits");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(1), "act.loss");
     // Backward buffers.
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, V), "grad.logits");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, V), "grad.logits");
     const char *dnames[] = {"grad.res", "grad.tmp", "grad.ln", "grad.q", "grad.atty"};
-    for (int i = 0; i < 5; i++) add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, d), "%s", dnames[i]);
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "grad.k");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, kvd), "grad.v");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "grad.gate");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "grad.up");
-    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SHAPE(N, I), "grad.hidden");
+    for (int i = 0; i < 5; i++) add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "%s", dnames[i]);
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, kvd), "grad.k");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, kvd), "grad.v");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "grad.gate");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "grad.up");
+    add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "grad.hidden");
 }
 
 void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {

@@ -37,26 +37,19 @@ int spd_resid_mlp_config_check(const resid_mlp_config *cfg, resid_mlp_embedding 
 }
 #endif
 
-#define SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-
 static void add(spd_spec *spec, spd_role role, int ndim, const int64_t *shape, const char *fmt, ...) {
-    char name[SPD_NAME_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(name, sizeof name, fmt, ap);
+    spd_spec_vaddf(spec, SPD_REAL_DTYPE, ndim, shape, role, SPD_INIT_ZERO, 0, fmt, ap);
     va_end(ap);
-    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
-    spd_spec_add(spec, name, SPD_REAL_DTYPE, ndim, shape, role, SPD_INIT_ZERO, 0);
 }
 
 static spd_tensor *get(const spd_spec *spec, const char *fmt, ...) {
-    char name[SPD_NAME_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(name, sizeof name, fmt, ap);
+    spd_tensor *t = spd_spec_vgetf(spec, fmt, ap);
     va_end(ap);
-    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
-    return spd_spec_get(spec, name);
+    return t;
 }
 
 static real *grad_or_null(const spd_spec *spec, const spd_tensor *t) {
@@ -97,33 +90,33 @@ void RFN(resid_mlp_declare)(resid_mlp_model *m, spd_spec *spec, const resid_mlp_
 
     const spd_role role = opt->train ? SPD_ROLE_TRAINED : SPD_ROLE_FROZEN;
     const spd_role embed_role = opt->embedding == RESID_EMBED_DEFAULT ? role : SPD_ROLE_FROZEN;
-    add(spec, embed_role, SHAPE(F, D), "%sW_E", prefix);
-    add(spec, embed_role, SHAPE(D, F), "%sW_U", prefix);
+    add(spec, embed_role, SPD_SHAPE(F, D), "%sW_E", prefix);
+    add(spec, embed_role, SPD_SHAPE(D, F), "%sW_U", prefix);
     for (int i = 0; i < L; i++) {
         char path[SPD_NAME_MAX];
         snprintf(path, sizeof path, "layers.%d.mlp_in", i);
         set_site(&m->sites[RESID_MLP_IN(i)], path, (int)D, (int)M);
-        add(spec, role, SHAPE(M, D), "%s%s.weight", prefix, path);
-        if (cfg->in_bias) add(spec, role, SHAPE(M), "%s%s.bias", prefix, path);
+        add(spec, role, SPD_SHAPE(M, D), "%s%s.weight", prefix, path);
+        if (cfg->in_bias) add(spec, role, SPD_SHAPE(M), "%s%s.bias", prefix, path);
         snprintf(path, sizeof path, "layers.%d.mlp_out", i);
         set_site(&m->sites[RESID_MLP_OUT(i)], path, (int)M, (int)D);
-        add(spec, role, SHAPE(D, M), "%s%s.weight", prefix, path);
-        if (cfg->out_bias) add(spec, role, SHAPE(D), "%s%s.bias", prefix, path);
+        add(spec, role, SPD_SHAPE(D, M), "%s%s.weight", prefix, path);
+        if (cfg->out_bias) add(spec, role, SPD_SHAPE(D), "%s%s.bias", prefix, path);
     }
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "input.x");
-    for (int i = 0; i <= L; i++) add(spec, SPD_ROLE_ACT, SHAPE(B, D), "act.resid.%d", i);
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "input.x");
+    for (int i = 0; i <= L; i++) add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, D), "act.resid.%d", i);
     for (int i = 0; i < L; i++) {
-        add(spec, SPD_ROLE_ACT, SHAPE(B, M), "act.layers.%d.pre", i);
-        add(spec, SPD_ROLE_ACT, SHAPE(B, M), "act.layers.%d.mid", i);
+        add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "act.layers.%d.pre", i);
+        add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "act.layers.%d.mid", i);
     }
-    add(spec, SPD_ROLE_ACT, SHAPE(B, D), "act.proj");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "act.out");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "grad.out");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "grad.x");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, D), "grad.resid");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, D), "grad.tmp");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, M), "grad.mid");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, M), "grad.pre");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, D), "act.proj");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "act.out");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.out");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.x");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, D), "grad.resid");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, D), "grad.tmp");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "grad.mid");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "grad.pre");
 }
 
 void RFN(resid_mlp_bind)(resid_mlp_model *m, const spd_spec *spec) {

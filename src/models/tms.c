@@ -26,26 +26,19 @@ int spd_tms_config_check(const tms_config *cfg) {
 }
 #endif
 
-#define SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-
 static void add(spd_spec *spec, spd_role role, int ndim, const int64_t *shape, const char *fmt, ...) {
-    char name[SPD_NAME_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(name, sizeof name, fmt, ap);
+    spd_spec_vaddf(spec, SPD_REAL_DTYPE, ndim, shape, role, SPD_INIT_ZERO, 0, fmt, ap);
     va_end(ap);
-    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
-    spd_spec_add(spec, name, SPD_REAL_DTYPE, ndim, shape, role, SPD_INIT_ZERO, 0);
 }
 
 static spd_tensor *get(const spd_spec *spec, const char *fmt, ...) {
-    char name[SPD_NAME_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(name, sizeof name, fmt, ap);
+    spd_tensor *t = spd_spec_vgetf(spec, fmt, ap);
     va_end(ap);
-    SPD_ASSERT(n > 0 && n < SPD_NAME_MAX);
-    return spd_spec_get(spec, name);
+    return t;
 }
 
 static real *data(const spd_spec *spec, const char *name) { return (real *)spd_spec_get(spec, name)->data; }
@@ -85,24 +78,24 @@ void RFN(tms_declare)(tms_model *m, spd_spec *spec, const tms_config *cfg, const
     const spd_role hidden_role = hidden_fixed(m) ? SPD_ROLE_FROZEN : role;
     set_site(&m->sites[TMS_LINEAR1], "linear1", (int)F, (int)H);
     set_site(&m->sites[TMS_LINEAR2], "linear2", (int)H, (int)F);
-    add(spec, role, SHAPE(H, F), "%slinear1.weight", prefix);
-    add(spec, role, SHAPE(F, H), "%slinear2.weight", prefix);
-    add(spec, role, SHAPE(F), "%slinear2.bias", prefix);
+    add(spec, role, SPD_SHAPE(H, F), "%slinear1.weight", prefix);
+    add(spec, role, SPD_SHAPE(F, H), "%slinear2.weight", prefix);
+    add(spec, role, SPD_SHAPE(F), "%slinear2.bias", prefix);
     for (int i = 0; i < L; i++) {
         char path[SPD_NAME_MAX];
         snprintf(path, sizeof path, "hidden_layers.%d", i);
         set_site(&m->sites[TMS_HIDDEN0 + i], path, (int)H, (int)H);
-        add(spec, hidden_role, SHAPE(H, H), "%s%s.weight", prefix, path);
+        add(spec, hidden_role, SPD_SHAPE(H, H), "%s%s.weight", prefix, path);
     }
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "input.x");
-    for (int i = 0; i <= L; i++) add(spec, SPD_ROLE_ACT, SHAPE(B, H), "act.hidden.%d", i);
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "act.pre");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "act.out");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "grad.out");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "grad.pre");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, F), "grad.x");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, H), "grad.hidden.0");
-    add(spec, SPD_ROLE_ACT, SHAPE(B, H), "grad.hidden.1");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "input.x");
+    for (int i = 0; i <= L; i++) add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, H), "act.hidden.%d", i);
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "act.pre");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "act.out");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.out");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.pre");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.x");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, H), "grad.hidden.0");
+    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, H), "grad.hidden.1");
 }
 
 void RFN(tms_bind)(tms_model *m, const spd_spec *spec) {
