@@ -56,17 +56,12 @@ static void declare_module(spd_spec *spec, const component_module *c, int N, boo
 }
 
 static real *data_of(const spd_spec *spec, const char *prefix, const char *dashed) {
-    char name[SPD_NAME_MAX];
-    act_name(name, prefix, dashed);
-    return (real *)spd_spec_get(spec, name)->data;
+    return (real *)spd_spec_getf(spec, "%s.%s", prefix, dashed)->data;
 }
 
 static void bind_module(const spd_spec *spec, component_module *c, bool use_delta) {
-    char name[SPD_NAME_MAX];
-    component_name(name, c->dashed, "V");
-    spd_tensor *V = spd_spec_get(spec, name);
-    component_name(name, c->dashed, "U");
-    spd_tensor *U = spd_spec_get(spec, name);
+    spd_tensor *V = spd_spec_getf(spec, "_components.%s.V", c->dashed);
+    spd_tensor *U = spd_spec_getf(spec, "_components.%s.U", c->dashed);
     c->V = V->data;
     c->U = U->data;
     c->dV = spd_spec_grad(spec, V);
