@@ -62,6 +62,20 @@ int RFN(identity_insert)(linear_site **sites, int n_sites, int *n_identity, spd_
     return 0;
 }
 
+void RFN(identity_named_order)(const linear_site *sites, int n_sites, int n_identity, int *order) {
+    int n = 0;
+    for (int i = 0; i < n_sites; i++) {
+        order[n++] = i;
+        const size_t len = strlen(sites[i].path);
+        for (int k = 0; k < n_identity; k++) {
+            const char *p = sites[n_sites + k].path;
+            if (strncmp(p, sites[i].path, len) == 0 && strcmp(p + len, SPD_PRE_IDENTITY_SUFFIX) == 0)
+                order[n++] = n_sites + k;
+        }
+    }
+    SPD_ASSERT(n == n_sites + n_identity);
+}
+
 // The owner of identity site s: the model site whose path is s's without the suffix.
 static linear_site *owner_of(linear_site *sites, int n_sites, const linear_site *s) {
     size_t len = strlen(s->path) - (sizeof SPD_PRE_IDENTITY_SUFFIX - 1);

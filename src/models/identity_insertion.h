@@ -34,6 +34,10 @@
 // module that has one already).
 int RFN(identity_insert)(linear_site **sites, int n_sites, int *n_identity, spd_spec *spec, int N,
                          const spd_module_pattern *patterns, int n_patterns);
+// order [n_sites + n_identity]: site indices in torch's named_modules order,
+// each inserted identity right after its owner (the candidates' order for
+// module selection: it decides the order of modules one pattern matches).
+void RFN(identity_named_order)(const linear_site *sites, int n_sites, int n_identity, int *order);
 // After spd_spec_alloc: the identities' pointers, I_d into their target weights,
 // and each owner's `pre`.
 void RFN(identity_bind)(linear_site *sites, int n_sites, int n_identity, const spd_spec *spec);
