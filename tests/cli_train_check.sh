@@ -16,7 +16,8 @@ ok() { echo "ok - $1"; }
 notok() { echo "not ok - $1${2:+: $2}"; }
 
 PASS=(train_tms_basic train_tms_stochastic train_tms_pgd train_resid_mlp train_llama_kl train_llama_binomial
-      train_llama_embed train_tms_10steps train_tms_identity train_resid_mlp_identity)
+      train_llama_embed train_tms_10steps train_tms_identity train_resid_mlp_identity
+      train_llama_identity)
 # file -> the refusal (exit 2) naming what spd.c lacks (none at the moment)
 declare -A REFUSED=()
 

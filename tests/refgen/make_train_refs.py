@@ -1034,6 +1034,31 @@ CASES: dict[str, dict] = {
         "step": 4,
         "seed": 20,
     },
+    # LlamaSimple with identities before q_proj (k_proj and v_proj read the same normed input
+    # untouched) and before the tied LM head; kl, shared_mlp on every module.
+    "train_llama_identity": {
+        "target": LLAMA_2L,
+        "config": base_config(
+            LLAMA_2L,
+            ci_fn_type="shared_mlp",
+            ci_fn_hidden_dims=[3],
+            module_info=[{"module_pattern": "h.0.attn.[qk]_proj", "C": 3}, {"module_pattern": "lm_head", "C": 4}],
+            identity_module_info=[{"module_pattern": "h.*.attn.q_proj", "C": 2},
+                                  {"module_pattern": "lm_head", "C": 3}],
+            loss_metric_configs=[
+                L("FaithfulnessLoss", 0.5),
+                IM(1e-2, 1.0),
+                L("StochasticReconLoss"),
+                L("StochasticReconLayerwiseLoss"),
+                L("StochasticReconSubsetLoss", 0.5, routing=UK),
+                L("StochasticHiddenActsReconLoss", 0.2),
+            ],
+        ),
+        "B": 2,
+        "T": 5,
+        "step": 3,
+        "seed": 21,
+    },
     # LlamaSimple with the embedding (EmbeddingComponents, mlp CI) and the tied LM head decomposed.
     "train_llama_embed": {
         "target": LLAMA_2L,
