@@ -5,7 +5,7 @@
 // at a fraction of the sm90 rate; dev/kernels/README.md). The pick is cached per
 // shape, leading dimensions, pointer alignment and precision; during graph capture
 // nothing can be timed, so an uncached shape there takes the heuristic's first
-// candidate. SPD_CUDA_GEMM=sgemm in the environment keeps cublasSgemm in fused mode
+// candidate. Products under 2^24 multiply-adds keep cublasSgemm. SPD_CUDA_GEMM=sgemm in the environment keeps cublasSgemm in fused mode
 // (for measuring what the tuning buys).
 #include <stdlib.h>
 #include <string.h>
@@ -181,7 +181,8 @@ extern "C" void matmul_cuda_ld(float *C, const float *A, const float *B, int M, 
         CUDA_CHECK_LAUNCH();
         return;
     }
-    if (use_lt() && matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc)) return;
+    // Small products stay on cublasSgemm: timing candidates cannot pay there.
+    if (use_lt() && (double)M * N * K >= (double)(1 << 24) && matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc)) return;
     // cuBLAS is column-major: a row-major [M, N] matrix is the column-major [N, M]
     // matrix C^T, so we ask for C^T = op(B)^T @ op(A)^T. A row-major B stored [K, N]
     // is column-major [N, K] = op(B)^T as it stands (no transpose); stored [N, K]
