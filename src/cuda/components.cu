@@ -206,14 +206,6 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
     }
 }
 
-// Vt [C, d_in] = V^T for V [d_in, C] (the masked product reads B as [N, K]).
-static __global__ void transpose_kernel(float *Vt, const float *V, int d_in, int C) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)d_in * C) return;
-    const long long c = i / d_in, k = i % d_in;
-    Vt[i] = V[k * C + c];
-}
-
 // x [N, d_in], V [d_in, C], U [C, d_out], mask [N, C], delta [d_out, d_in], delta_mask [N]
 // -> a = x @ V [N, C], out = (a * mask) @ U + delta_mask * (x @ delta^T) [N, d_out]
 // Leaves scratch = a * mask (or a when mask is NULL: then scratch is not written),
@@ -223,30 +215,27 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
                                         int d_in, int C, int d_out, float *scratch) {
     const bool pin = pad_width(d_in, N, C), pout = pad_width(d_out, N, C);
     const int Dp = pad4(d_in), Op = pad4(d_out);
-    // a and a * mask from one product whose epilogue applies the mask (masked_gemm.h).
-    const bool mg = !pin && mask &&
-                    masked_gemm_usable(N, C, d_in, d_in, d_in, C, x, NULL, a, scratch, mask, NULL, NULL);
     temp_arena t;
     arena_open(&t, (pin ? arena_bytes((long long)N * Dp) + arena_bytes((long long)Dp * C) : 0) +
-                       (pout ? arena_bytes((long long)N * Op) + arena_bytes((long long)C * Op) : 0) +
-                       (mg ? arena_bytes((long long)C * d_in) : 0));
-    const float *am;
-    if (mg) {
-        float *Vt = arena_take(&t, (long long)C * d_in);
-        transpose_kernel<<<spd_cuda_blocks((long long)C * d_in, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(
-            Vt, V, d_in, C);
-        CUDA_CHECK_LAUNCH();
-        masked_gemm_cuda(x, d_in, Vt, d_in, N, C, d_in, a, scratch, mask, NULL, NULL, C);
-        am = scratch;
-    } else if (pin) {
+                       (pout ? arena_bytes((long long)N * Op) + arena_bytes((long long)C * Op) : 0));
+    // The first product's operands: x [N, K] (row stride K) and V [K, C], padded or as given.
+    const float *xk = x, *Vk = V;
+    const int K = pin ? Dp : d_in;
+    if (pin) {
         float *x_p = arena_take(&t, (long long)N * Dp), *V_p = arena_take(&t, (long long)Dp * C);
         copy2d(x_p, Dp, N, Dp, x, d_in, N, d_in, 0);
         copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
-        matmul_cuda_ld(a, x_p, V_p, N, C, Dp, false, false, 1, 0, Dp, C, C);
-    } else {
-        matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
+        xk = x_p, Vk = V_p;
     }
-    if (!mg) am = masked_acts(scratch, a, mask, (long long)N * C);
+    const float *am;
+    if (mask && masked_gemm_usable(true, N, C, K, K, C, C, xk, Vk, a, scratch, mask, NULL, NULL)) {
+        // a and a * mask from one product whose epilogue applies the mask (masked_gemm.h).
+        masked_gemm_cuda(true, xk, K, Vk, C, N, C, K, a, scratch, mask, NULL, NULL, C);
+        am = scratch;
+    } else {
+        matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
+        am = masked_acts(scratch, a, mask, (long long)N * C);
+    }
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
         matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
@@ -272,9 +261,9 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 //
 // --mode fused: a * mask is not recomputed: scratch still holds it from this
 // module's forward (each module has its own scratch, and nothing runs the module
-// between its forward and backward). That saves one full pass over the N x C
-// activations per module; the mask multiply itself still runs as its own kernel
-// until a fused GEMM beats cuBLAS (dev/kernels/b2b_masked/NOTES.md).
+// between its forward and backward). With TF32 products, g_a (and dmask) come from
+// masked_gemm, whose epilogue applies the mask, so h is never stored; otherwise
+// one pass over h makes both.
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -325,37 +314,23 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         }
         if (tmp != dx) CUDA_CHECK(cudaFreeAsync(tmp, st));
     }
-    if (need_h && !pout && reuse && mask &&
-        masked_gemm_usable(N, C, d_out, d_out, d_out, C, dout, U, NULL, scratch, mask, dmask, dmask ? a : NULL)) {
-        // g_a = (dout @ U^T) * mask and dmask = (dout @ U^T) * a from one product; h is never stored.
-        masked_gemm_cuda(dout, d_out, U, d_out, N, C, d_out, NULL, scratch, mask, dmask, dmask ? a : NULL, C);
-        const float *g_a = scratch;
-        if (pin) {
-            float *xd_p = arena_take(&t, (long long)N * Dp);  // x padded, then dx padded
-            float *V_p = arena_take(&t, (long long)Dp * C), *dV_p = arena_take(&t, (long long)Dp * C);
-            if (dV) {
-                copy2d(xd_p, Dp, N, Dp, x, d_in, N, d_in, 0);
-                matmul_cuda_ld(dV_p, xd_p, g_a, Dp, C, N, true, false, 1, 0, Dp, C, C);
-                copy2d(dV, C, d_in, C, dV_p, C, d_in, C, 1);
-            }
-            if (dx) {
-                copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
-                matmul_cuda_ld(xd_p, g_a, V_p, N, Dp, C, false, true, 1, 0, C, C, Dp);
-                copy2d(dx, d_in, N, d_in, xd_p, Dp, N, Dp, dx_beta);
-            }
-        } else {
-            if (dV) matmul_cuda(dV, x, g_a, d_in, C, N, true, false, 1, 1);
-            if (dx) matmul_cuda(dx, g_a, V, N, d_in, C, false, true, 1, dx_beta);
-        }
-    } else if (need_h) {
+    if (need_h) {
+        // h = dout @ U^T with dout [N, K] (row stride K) and U [C, K], padded or as given.
+        const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
+        const int K = pout ? Op : d_out;
         float *h = scratch;
-        if (pout) matmul_cuda_ld(h, dout_p, U_p, N, C, Op, false, true, 1, 0, Op, Op, C);
-        else matmul_cuda(h, dout, U, N, C, d_out, false, true, 1, 0);
-        if (reuse && mask) {
-            mask_grads(dmask, h, a, mask, NC);  // one pass: dmask = h * a, h becomes g_a
+        if (reuse && mask &&
+            masked_gemm_usable(false, N, C, K, K, K, C, dk, Uk, NULL, h, mask, dmask, dmask ? a : NULL)) {
+            // g_a = h * mask and dmask = h * a from one product; h itself is never stored.
+            masked_gemm_cuda(false, dk, K, Uk, K, N, C, K, NULL, h, mask, dmask, dmask ? a : NULL, C);
         } else {
-            if (dmask) mul(dmask, h, a, NC);
-            if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
+            matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
+            if (reuse && mask) {
+                mask_grads(dmask, h, a, mask, NC);  // one pass: dmask = h * a, h becomes g_a
+            } else {
+                if (dmask) mul(dmask, h, a, NC);
+                if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
+            }
         }
         if (pin) {
             float *xd_p = arena_take(&t, (long long)N * Dp);  // x padded, then dx padded
