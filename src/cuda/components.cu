@@ -8,7 +8,6 @@
 
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
-#include "cuda/masked_gemm.h"
 
 extern "C" {
 #include "core/real.h"
@@ -227,15 +226,8 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
         copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
         xk = x_p, Vk = V_p;
     }
-    const float *am;
-    if (mask && masked_gemm_usable(true, N, C, K, K, C, C, xk, Vk, a, scratch, mask, NULL, NULL)) {
-        // a and a * mask from one product whose epilogue applies the mask (masked_gemm.h).
-        masked_gemm_cuda(true, xk, K, Vk, C, N, C, K, a, scratch, mask, NULL, NULL, C);
-        am = scratch;
-    } else {
-        matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
-        am = masked_acts(scratch, a, mask, (long long)N * C);
-    }
+    matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
+    const float *am = masked_acts(scratch, a, mask, (long long)N * C);
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
         matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
@@ -261,9 +253,9 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 //
 // --mode fused: a * mask is not recomputed: scratch still holds it from this
 // module's forward (each module has its own scratch, and nothing runs the module
-// between its forward and backward). With TF32 products, g_a (and dmask) come from
-// masked_gemm, whose epilogue applies the mask, so h is never stored; otherwise
-// one pass over h makes both.
+// between its forward and backward), and one pass over h makes both dmask and g_a.
+// (A TF32 product with the mask multiply in its epilogue lost to this sequence:
+// dev/kernels/masked_gemm/NOTES.md.)
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -319,18 +311,12 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
         const int K = pout ? Op : d_out;
         float *h = scratch;
-        if (reuse && mask &&
-            masked_gemm_usable(false, N, C, K, K, K, C, dk, Uk, NULL, h, mask, dmask, dmask ? a : NULL)) {
-            // g_a = h * mask and dmask = h * a from one product; h itself is never stored.
-            masked_gemm_cuda(false, dk, K, Uk, K, N, C, K, NULL, h, mask, dmask, dmask ? a : NULL, C);
+        matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
+        if (reuse && mask) {
+            mask_grads(dmask, h, a, mask, NC);  // one pass: dmask = h * a, h becomes g_a
         } else {
-            matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
-            if (reuse && mask) {
-                mask_grads(dmask, h, a, mask, NC);  // one pass: dmask = h * a, h becomes g_a
-            } else {
-                if (dmask) mul(dmask, h, a, NC);
-                if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
-            }
+            if (dmask) mul(dmask, h, a, NC);
+            if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
         }
         if (pin) {
             float *xd_p = arena_take(&t, (long long)N * Dp);  // x padded, then dx padded
