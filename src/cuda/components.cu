@@ -146,6 +146,8 @@ static void copy2d(float *dst, int ldd, int rows, int cols, const float *src, in
 }
 
 // Stream-ordered temporaries of one call (graph-capture safe), carved from one allocation.
+static size_t arena_bytes(long long n) { return ((size_t)n * sizeof(float) + 255) & ~(size_t)255; }
+
 typedef struct {
     char *base;
     size_t used, cap;
@@ -159,7 +161,7 @@ static void arena_open(temp_arena *t, size_t bytes) {
 }
 
 static float *arena_take(temp_arena *t, long long n) {
-    size_t bytes = ((size_t)n * sizeof(float) + 255) & ~(size_t)255;
+    const size_t bytes = arena_bytes(n);
     SPD_ASSERT(t->used + bytes <= t->cap);
     float *p = (float *)(t->base + t->used);
     t->used += bytes;
@@ -170,8 +172,6 @@ static void arena_close(temp_arena *t) {
     if (t->base) CUDA_CHECK(cudaFreeAsync(t->base, spd_cuda_stream()));
     t->base = NULL;
 }
-
-static size_t arena_bytes(long long n) { return ((size_t)n * sizeof(float) + 255) & ~(size_t)255; }
 
 // Sum of one double per thread over a block of ROW_THREADS; every thread gets it.
 static __device__ double block_sum(double x) {
