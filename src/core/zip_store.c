@@ -233,7 +233,10 @@ struct spd_zip_writer {
     uint64_t pos;
     written_entry *entries;
     int count, cap;
+    int no_sync;
 };
+
+void spd_zip_writer_no_sync(spd_zip_writer *w) { w->no_sync = 1; }
 
 static void put16(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v;
@@ -344,14 +347,14 @@ int spd_zip_writer_finish(spd_zip_writer *w) {
     const char *what = "cannot write";
     if (fflush(w->fp) != 0) goto fail_errno;
     what = "cannot sync";
-    if (fsync(fileno(w->fp)) != 0) goto fail_errno;
+    if (!w->no_sync && fsync(fileno(w->fp)) != 0) goto fail_errno;
     what = "cannot close";
     int rc = fclose(w->fp);
     w->fp = NULL;
     if (rc != 0) goto fail_errno;
     what = "cannot rename the temporary file into place";
     if (rename(w->tmp, w->path) != 0) goto fail_errno;
-    fsync_parent_dir(w->path);
+    if (!w->no_sync) fsync_parent_dir(w->path);
     free(w->tmp);
     w->tmp = NULL;
     spd_zip_writer_abort(w);  // frees; nothing left to remove

@@ -45,6 +45,8 @@ typedef struct spd_zip_writer spd_zip_writer;
 
 // Creates path.tmp.<pid>; NULL with a message on failure.
 spd_zip_writer *spd_zip_writer_open(const char *path);
+// Skips the fsync before the rename (scratch files, tests). Default: sync.
+void spd_zip_writer_no_sync(spd_zip_writer *w);
 // Appends one stored entry. 0, or -1 with a message (the writer is then only to be aborted).
 int spd_zip_writer_add(spd_zip_writer *w, const char *name, const void *data, size_t size);
 // Central directory, fsync, rename to path, free. 0, or -1 with a message (temporary file removed).

@@ -257,7 +257,7 @@ static int read_dict(read_ctx *c, const pk_value *top, spd_pth_file *f) {
             return spd_set_error("%s: state dict key %d is not a name of 1 to %d characters", c->path, i / 2,
                                  SPD_NAME_MAX - 1);
         if (v->kind != PK_EXT || v->ext_kind != EXT_TENSOR)
-            return spd_set_error("%s: state dict entry '%s' is a %s, expected a tensor", c->path, k->s,
+            return spd_set_error("%s: state dict entry '%s' holds a %s value, expected a tensor", c->path, k->s,
                                  v->kind == PK_EXT ? "storage" : pk_kind_name(v->kind));
         for (int j = 0; j < f->count; j++)
             if (strcmp(f->tensors[j].name, k->s) == 0)
