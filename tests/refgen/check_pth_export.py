@@ -15,7 +15,7 @@ written by `spd export`. Prints TAP-style "ok - ..." / "not ok - ..." lines:
     at STEP (float64; SPD's own function within float32 rounding, its accumulator being float32);
 then writes for the C side (tests/test_pth_outputs.c and `spd import`):
   * OUT_DIR/io.safetensors: an input batch x and what SPD's loaded model computes from it: the
-    target output, the causal importances (lower leaky) per module, the output with all
+    target output, the CI functions' outputs and the causal importances (lower leaky) per module, the output with all
     components (masks of ones) and with the CI as masks;
   * OUT_DIR/model_STEP.pth: SPD's own torch.save of the loaded model's state_dict() (components
     tied as optimize ties them), with final_config.yaml beside it, for `spd import`.
@@ -122,7 +122,8 @@ def main() -> int:
     x = x * (torch.rand(64, n_features, generator=g, dtype=torch.float64) < 0.3)
     with torch.no_grad():
         o = cm(x, cache_type="input")
-        ci = cm.calc_causal_importances(o.cache, sampling="continuous").lower_leaky
+        ci_out = cm.calc_causal_importances(o.cache, sampling="continuous")
+        ci = ci_out.lower_leaky
         make = importlib.import_module("spd.models.components").make_mask_infos
         ones = {k: torch.ones_like(v) for k, v in ci.items()}
         comp_ones = cm(x, mask_infos=make(ones))
@@ -130,6 +131,7 @@ def main() -> int:
     io = {"x": x, "target_out": o.output, "comp_ones": comp_ones, "comp_ci": comp_ci}
     for k, v in ci.items():
         io[f"ci.{k}"] = v
+        io[f"pre_sigmoid.{k}"] = ci_out.pre_sigmoid[k]
     save_file({k: v.contiguous() for k, v in io.items()}, out / "io.safetensors", metadata={"format": "pt"})
 
     # SPD's own checkpoint of the loaded model, tied as optimize ties (shared storages).
