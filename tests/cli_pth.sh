@@ -96,6 +96,10 @@ check "export --step 10 --out DIR/model_10.pth copies final_config.yaml" 'cmp -s
 "$SPD" import "$tmp/elsewhere/model_10.pth" >/dev/null 2>&1
 check "export --dtype f32: float32 tensors" '"$SPD" info "$tmp/elsewhere/model_10.safetensors" | grep -q "_components.linear1.V  *F32" && ! "$SPD" info "$tmp/elsewhere/model_10.safetensors" | grep -q " F64 "'
 
+# Old SPD names, mapped as SPD's loader maps them.
+"$SPD" import tests/refs/pth/old_names.pth --out "$tmp/old.safetensors" >/dev/null 2>&1
+check "import maps old SPD names as SPD's loader does" '[ "$("$SPD" info "$tmp/old.safetensors" | awk "/^  [^ ]/ && NF >= 4 {print \$1}" | tr "\n" " ")" = "target_model.h.0.mlp.weight _components.h-0-mlp.U _components.h-1-attn.V _ci_fns.h-0-mlp.layers.0.W " ]' "$("$SPD" info "$tmp/old.safetensors" 2>&1 | tail -4 | tr '\n' ' ')"
+
 # Bad input: one line on stderr naming the file, exit 2.
 refuse() {  # $1 = name, $2 = phrase, rest = command
     local name=$1 phrase=$2

@@ -3,7 +3,8 @@
 // order, shapes and dtypes, each tensor contiguous (views and shared storages
 // of the .pth are copied out). A model_<s>.pth beside its final_config.yaml
 // gets the metadata that spd train writes (format spd-checkpoint-v1, step,
-// config), so the file reads like one of spd's own checkpoints.
+// config), so the file reads like one of spd's own checkpoints. Old SPD
+// names are mapped as SPD's loader maps them (legacy_name below).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,41 @@ static char *read_text(const char *path) {
     fclose(f);
     s[n] = '\0';
     return s;
+}
+
+// SPD's handle_deprecated_state_dict_keys_ (SPD_SPEC.md 5.8), applied in order:
+// "_gates." -> "_ci_fns.", "patched_model." -> "target_model.",
+// "*.original.weight" -> "*.weight", "[target_model.]X.components.{U,V}" ->
+// "_components.<X with . -> ->.{U,V}". Returns 1 when out differs from name.
+static int legacy_name(const char *name, char *out, size_t cap) {
+    enum { N = 2 * SPD_NAME_MAX };  // names are < SPD_NAME_MAX; a rule adds at most 1 character
+    char a[N], b[N + 32];
+    snprintf(a, sizeof a, "%s", name);
+    a[N - 1] = '\0';
+    char *g = strstr(a, "_gates.");
+    if (g) {
+        snprintf(b, sizeof b, "%.*s_ci_fns.%s", (int)(g - a), a, g + 7);
+        memcpy(a, b, N - 1);
+    }
+    if (strncmp(a, "patched_model.", 14) == 0) {
+        snprintf(b, sizeof b, "target_model.%s", a + 14);
+        memcpy(a, b, N - 1);
+    }
+    size_t n = strlen(a);
+    if (n > 16 && strcmp(a + n - 16, ".original.weight") == 0) strcpy(a + n - 16, ".weight");
+    n = strlen(a);
+    if (n > 13 && (strcmp(a + n - 13, ".components.U") == 0 || strcmp(a + n - 13, ".components.V") == 0)) {
+        char uv = a[n - 1];
+        a[n - 13] = '\0';
+        const char *path = strncmp(a, "target_model.", 13) == 0 ? a + 13 : a;
+        snprintf(b, sizeof b, "_components.%s.%c", path, uv);
+        for (char *p = b + 12; *p && p < b + strlen(b) - 2; p++)
+            if (*p == '.') *p = '-';
+        memcpy(a, b, N - 1);
+    }
+    if (strlen(a) >= cap) spd_die_input("import: name '%s' mapped to one longer than %zu characters", name, cap - 1);
+    snprintf(out, cap, "%s", a);
+    return strcmp(out, name) != 0;
 }
 
 int cmd_import(int argc, char **argv) {
@@ -92,10 +128,12 @@ int cmd_import(int argc, char **argv) {
         *eq = '\0';
         spd_st_writer_meta(w, meta[i], eq + 1);
     }
-    int shared = 0;
+    int shared = 0, renamed = 0;
+    char (*names)[SPD_NAME_MAX + 8] = spd_calloc((size_t)f->count + 1, sizeof *names);
     for (int i = 0; i < f->count; i++) {
         const spd_pth_tensor *t = &f->tensors[i];
-        spd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+        renamed += legacy_name(t->name, names[i], sizeof names[i]);
+        spd_st_writer_add(w, names[i], t->dtype, t->ndim, t->shape, t->data);
         for (int j = 0; j < i; j++)
             if (f->tensors[j].storage == t->storage) {
                 shared++;
@@ -103,8 +141,9 @@ int cmd_import(int argc, char **argv) {
             }
     }
     if (spd_st_writer_save(w, out)) spd_die_last_error();
-    printf("wrote %s (%d tensors, %d of them sharing a storage in the .pth, copied%s)\n", out, f->count, shared,
-           config ? "; metadata from final_config.yaml" : "");
+    printf("wrote %s (%d tensors, %d of them sharing a storage in the .pth, copied; %d old SPD names mapped%s)\n", out,
+           f->count, shared, renamed, config ? "; metadata from final_config.yaml" : "");
+    free(names);
     spd_st_writer_free(w);
     spd_pth_free(f);
     free(config);

@@ -15,6 +15,8 @@ Writes, each a few KB:
   nested.pth               {"model": state_dict} (refused: a value is a dict)
   compressed.pth           state.pth's entries deflate-compressed (refused: torch writes stored entries)
   legacy.pth               torch.save(..., _use_new_zipfile_serialization=False) (refused: not a zip)
+  old_names.pth            an old SPD checkpoint's names (patched_model., .original.weight,
+                           .components.U, _gates.), which import maps as SPD's loader does
 Deterministic: fixed values, no RNG.
 """
 
@@ -77,6 +79,9 @@ def main():
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
     torch.save({"a": torch.ones(2)}, out / "legacy.pth", _use_new_zipfile_serialization=False)
+    t = torch.arange(4.0).reshape(2, 2)
+    torch.save({"patched_model.h.0.mlp.original.weight": t, "patched_model.h.0.mlp.components.U": t + 1,
+                "h.1.attn.components.V": t + 2, "_gates.h-0-mlp.layers.0.W": t + 3}, out / "old_names.pth")
     # What torch.load(weights_only=True) says of each, for the record.
     for f in sorted(out.glob("*.pth")):
         try:
