@@ -27,13 +27,21 @@
 
 static spd_st_file *model, *io;
 
+// Every buffer, freed at the end (LeakSanitizer runs in CI).
+static void *owned[256];
+static int n_owned;
+static void *alloc(size_t bytes) {
+    SPD_ASSERT(n_owned < 256);
+    return owned[n_owned++] = spd_calloc(1, bytes ? bytes : 1);
+}
+
 // Tensor `name` of f as float64 (shape into shape[], ndim returned via *nd).
 static double *get(spd_st_file *f, const char *name, int *nd, int64_t *shape) {
     const spd_st_entry *e = spd_st_find(f, name);
     if (!e) spd_die_input("%s: no tensor '%s'", f->path, name);
     int64_t n = 1;
     for (int i = 0; i < e->ndim; i++) n *= e->shape[i];
-    double *d = spd_malloc((size_t)(n ? n : 1) * sizeof *d);
+    double *d = alloc((size_t)n * sizeof *d);
     if (spd_st_read(f, name, SPD_DTYPE_F64, -1, NULL, d)) spd_die_last_error();
     if (nd) *nd = e->ndim;
     if (shape) memcpy(shape, e->shape, (size_t)e->ndim * sizeof *shape);
@@ -56,7 +64,6 @@ static void compare(const char *what, const double *ours, const char *io_name, i
     snprintf(name, sizeof name, "SPD's loaded model = spd.c on the exported run: %s (max-rel %.1e, norm-rel %.1e)", what,
              maxrel, norm);
     test_report(m == n && maxrel <= 1e-12 && norm <= 1e-12, name, "%lld elements vs %lld", (long long)n, (long long)m);
-    free(ref);
 }
 
 typedef struct {
@@ -90,31 +97,26 @@ static void load_module(module *m, const char *dashed, int N) {
         m->f.W[k] = m->Wl[k];
         m->f.b[k] = m->bl[k];
         if (k < n_layers - 1) {
-            m->f.pre[k] = spd_malloc(spd_ci_fn_hidden_elems(&m->f.arch, N, k) * sizeof(double));
-            m->f.post[k] = spd_malloc(spd_ci_fn_hidden_elems(&m->f.arch, N, k) * sizeof(double));
+            m->f.pre[k] = alloc(spd_ci_fn_hidden_elems(&m->f.arch, N, k) * sizeof(double));
+            m->f.post[k] = alloc(spd_ci_fn_hidden_elems(&m->f.arch, N, k) * sizeof(double));
         }
     }
-    m->f.work = spd_malloc((spd_ci_fn_workspace_elems(&m->f.arch, N) + 1) * sizeof(double));
+    m->f.work = alloc((spd_ci_fn_workspace_elems(&m->f.arch, N) + 1) * sizeof(double));
 }
 
 // pre [N, C] = ci_fn(in @ V), ci [N, C] = lower_leaky_hard(pre).
 static void causal_importance(module *m, const double *in, int N, double *pre, double *ci) {
-    double *a = spd_malloc((size_t)N * m->C * sizeof *a), *scratch = spd_malloc((size_t)N * m->C * sizeof *scratch),
-           *out = spd_malloc((size_t)N * m->d_out * sizeof *out);
+    double *a = alloc((size_t)N * m->C * sizeof *a), *scratch = alloc((size_t)N * m->C * sizeof *scratch),
+           *out = alloc((size_t)N * m->d_out * sizeof *out);
     components_forward_f64(out, a, in, m->V, m->U, NULL, NULL, NULL, N, m->d_in, m->C, m->d_out, scratch);
     ci_fn_forward_f64(&m->f, pre, a, N);
     sigmoid_forward_f64(SPD_SIGMOID_FN_LOWER_LEAKY_HARD, ci, pre, (long)N * m->C);
-    free(a);
-    free(scratch);
-    free(out);
 }
 
 // out [N, d_out] = ((in @ V) * mask) @ U (mask NULL: ones).
 static void through(module *m, const double *in, const double *mask, int N, double *out) {
-    double *a = spd_malloc((size_t)N * m->C * sizeof *a), *scratch = spd_malloc((size_t)N * m->C * sizeof *scratch);
+    double *a = alloc((size_t)N * m->C * sizeof *a), *scratch = alloc((size_t)N * m->C * sizeof *scratch);
     components_forward_f64(out, a, in, m->V, m->U, mask, NULL, NULL, N, m->d_in, m->C, m->d_out, scratch);
-    free(a);
-    free(scratch);
 }
 
 int main(void) {
@@ -133,7 +135,7 @@ int main(void) {
     load_module(&l1, "linear1", N);
     load_module(&l2, "linear2", N);
     // Target: h = x W1^T, out = ReLU(h W2^T + b).
-    double *h = spd_calloc((size_t)N * H, sizeof *h), *y = spd_calloc((size_t)N * F, sizeof *y);
+    double *h = alloc((size_t)N * H * sizeof *h), *y = alloc((size_t)N * F * sizeof *y);
     for (int n = 0; n < N; n++)
         for (int j = 0; j < H; j++)
             for (int i = 0; i < F; i++) h[n * H + j] += x[n * F + i] * W1[j * F + i];
@@ -145,8 +147,8 @@ int main(void) {
         }
     compare("target output", y, "target_out", (int64_t)N * F);
     // CI from each module's input in the clean forward (x for linear1, h for linear2).
-    double *ci1 = spd_malloc((size_t)N * l1.C * sizeof *ci1), *ci2 = spd_malloc((size_t)N * l2.C * sizeof *ci2);
-    double *pre1 = spd_malloc((size_t)N * l1.C * sizeof *pre1), *pre2 = spd_malloc((size_t)N * l2.C * sizeof *pre2);
+    double *ci1 = alloc((size_t)N * l1.C * sizeof *ci1), *ci2 = alloc((size_t)N * l2.C * sizeof *ci2);
+    double *pre1 = alloc((size_t)N * l1.C * sizeof *pre1), *pre2 = alloc((size_t)N * l2.C * sizeof *pre2);
     causal_importance(&l1, x, N, pre1, ci1);
     causal_importance(&l2, h, N, pre2, ci2);
     compare("CI function output of linear1", pre1, "pre_sigmoid.linear1", (int64_t)N * l1.C);
@@ -156,7 +158,7 @@ int main(void) {
     // Through the components (linear2's bias added after, as SPD's component bias).
     const double *masks[2][2] = {{NULL, NULL}, {ci1, ci2}};
     const char *names[2] = {"comp_ones", "comp_ci"}, *what[2] = {"output through all components", "output through the CI-masked components"};
-    double *hc = spd_malloc((size_t)N * H * sizeof *hc), *yc = spd_malloc((size_t)N * F * sizeof *yc);
+    double *hc = alloc((size_t)N * H * sizeof *hc), *yc = alloc((size_t)N * F * sizeof *yc);
     for (int k = 0; k < 2; k++) {
         through(&l1, x, masks[k][0], N, hc);
         through(&l2, hc, masks[k][1], N, yc);
@@ -167,5 +169,8 @@ int main(void) {
             }
         compare(what[k], yc, names[k], (int64_t)N * F);
     }
-    return testing_failures ? 1 : 0;  // one run, freed by exit
+    for (int i = 0; i < n_owned; i++) free(owned[i]);
+    spd_st_close(model);
+    spd_st_close(io);
+    return testing_failures ? 1 : 0;
 }

@@ -70,7 +70,7 @@ static int legacy_name(const char *name, char *out, size_t cap) {
         memcpy(a, b, N - 1);
     }
     if (strlen(a) >= cap) spd_die_input("import: name '%s' mapped to one longer than %zu characters", name, cap - 1);
-    snprintf(out, cap, "%s", a);
+    memcpy(out, a, strlen(a) + 1);
     return strcmp(out, name) != 0;
 }
 
