@@ -2,7 +2,8 @@
 // bit-exact (dtypes, 0-d and empty tensors, a transposed view sharing its
 // base's storage); files written by torch itself (tests/refs/pth, from
 // tests/refgen/make_pth_fixtures.py) read back as torch's contiguous tensors,
-// with a non-contiguous view at an offset and shared storages; what
+// with a non-contiguous view at an offset and shared storages, also in zip64
+// form; what
 // torch.load(weights_only=True) would refuse, compressed and legacy files are
 // refused with one line naming the file; and every truncation of a good file,
 // every flipped byte of it and every flipped byte or truncation of its pickle
@@ -94,10 +95,12 @@ static void test_round_trip(void) {
 }
 
 // torch's own file: every tensor as torch's .contiguous() gives it (safetensors written by torch).
-static void test_torch_file(void) {
-    spd_pth_file *f = spd_pth_read(REFS "/state.pth");
+static void test_torch_file(const char *path, const char *what) {
+    char name[256];
+    spd_pth_file *f = spd_pth_read(path);
     spd_st_file *e = spd_st_open(REFS "/state.expected.safetensors");
-    test_report(f && e, "torch file: reads", "%s", spd_last_error());
+    snprintf(name, sizeof name, "%s: reads", what);
+    test_report(f && e, name, "%s", spd_last_error());
     if (!f || !e) {
         spd_pth_free(f);
         spd_st_close(e);
@@ -116,12 +119,14 @@ static void test_torch_file(void) {
              memcmp(t->data, x->data, t->nbytes) == 0;
         if (!ok) printf("#   mismatch at tensor %d '%s'\n", i, t->name);
     }
-    test_report(ok, "torch file: every tensor bit-exact, in order (strided view at an offset, 0-d, empty, f64, i64, Parameter)", NULL);
+    snprintf(name, sizeof name, "%s: every tensor bit-exact, in order (strided view at an offset, 0-d, empty, f64, i64, Parameter)", what);
+    test_report(ok, name, NULL);
     const spd_pth_tensor *l1 = find(f, "linear1.weight"), *l2 = find(f, "linear2.weight"), *s1 = find(f, "extra.strided"),
                          *s2 = find(f, "extra.strided_t"), *b = find(f, "linear2.bias");
+    snprintf(name, sizeof name, "%s: tied weights and the two views share their storages", what);
     test_report(l1 && l2 && s1 && s2 && b && l1->storage == l2->storage && s1->storage == s2->storage &&
                     b->storage != l1->storage && s1->storage != l1->storage,
-                "torch file: tied weights and the two views share their storages", NULL);
+                name, NULL);
     spd_pth_free(f);
     spd_st_close(e);
 }
@@ -180,9 +185,10 @@ static void test_refused_files(void) {
 }
 
 // Every prefix of a good file is refused; every flipped byte is read or refused, never a crash.
-static void test_damaged(void) {
+static void test_damaged(const char *path) {
     size_t n = 0;
-    unsigned char *good = slurp(REFS "/state.pth", &n), *buf = malloc(n + 1);
+    unsigned char *good = slurp(path, &n), *buf = malloc(n + 1);
+    char name[256];
     char p[128];
     snprintf(p, sizeof p, "%s/damaged.pth", dir);
     int refused = 0, clean = 1, tried = 0;
@@ -194,7 +200,8 @@ static void test_damaged(void) {
         if (!f && strstr(spd_last_error(), p) && !strchr(spd_last_error(), '\n')) refused++;
         spd_pth_free(f);
     }
-    test_report(refused == tried, "every truncation of a torch file is refused with one line", "%d of %d", refused, tried);
+    snprintf(name, sizeof name, "every truncation of %s is refused with one line", path);
+    test_report(refused == tried, name, "%d of %d", refused, tried);
     for (size_t i = 0; i < n; i++) {
         memcpy(buf, good, n);
         buf[i] ^= 0x5a;
@@ -203,7 +210,8 @@ static void test_damaged(void) {
         if (!f && (!strstr(spd_last_error(), p) || strchr(spd_last_error(), '\n'))) clean = 0;
         spd_pth_free(f);
     }
-    test_report(clean, "every flipped byte of a torch file is read or refused with one line", NULL);
+    snprintf(name, sizeof name, "every flipped byte of %s is read or refused with one line", path);
+    test_report(clean, name, NULL);
     free(good);
     free(buf);
 }
@@ -256,9 +264,12 @@ int main(void) {
         return 1;
     }
     test_round_trip();
-    test_torch_file();
+    test_torch_file(REFS "/state.pth", "torch file");
+    test_torch_file(REFS "/zip64.pth", "zip64 local headers, unaligned data (Python zipfile)");
+    test_torch_file(REFS "/zip64_cd.pth", "zip64 central directory and end records");
     test_refused_files();
-    test_damaged();
+    test_damaged(REFS "/state.pth");
+    test_damaged(REFS "/zip64_cd.pth");
     test_damaged_pickle();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

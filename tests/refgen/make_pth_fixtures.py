@@ -15,6 +15,11 @@ Writes, each a few KB:
   nested.pth               {"model": state_dict} (refused: a value is a dict)
   compressed.pth           state.pth's entries deflate-compressed (refused: torch writes stored entries)
   legacy.pth               torch.save(..., _use_new_zipfile_serialization=False) (refused: not a zip)
+  zip64.pth                state.pth re-zipped by Python's zipfile with force_zip64 (zip64 local
+                           headers, sizes 0xFFFFFFFF there, data not 64-byte aligned): still read
+  zip64_cd.pth             state.pth with a zip64 central directory (every size and offset in a
+                           zip64 extra field, zip64 end record and locator), as torch writes past
+                           4 GiB: still read
   old_names.pth            an old SPD checkpoint's names (patched_model., .original.weight,
                            .components.U, _gates.), which import maps as SPD's loader does
 Deterministic: fixed values, no RNG.
@@ -22,6 +27,7 @@ Deterministic: fixed values, no RNG.
 
 import argparse
 import os
+import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -63,6 +69,27 @@ def state_dict():
     return sd
 
 
+def zip64_central_directory(src: Path, dst: Path) -> None:
+    """src's local headers and data as they are; the central directory and end records rewritten
+    in zip64 form (APPNOTE 4.3.14-4.3.16, 4.5.3), with every size and offset only in the extras."""
+    raw = src.read_bytes()
+    with zipfile.ZipFile(src) as z:
+        infos = z.infolist()
+    cd_off = struct.unpack("<I", raw[raw.rindex(b"PK\x05\x06") + 16:][:4])[0]
+    body = raw[:cd_off]
+    cd = b""
+    for i in infos:
+        name = i.filename.encode()
+        extra = struct.pack("<HHQQQ", 1, 24, i.file_size, i.compress_size, i.header_offset)
+        cd += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0, i.CRC, 0xFFFFFFFF, 0xFFFFFFFF,
+                          len(name), len(extra), 0, 0, 0, 0, 0xFFFFFFFF) + name + extra
+    eocd64_off = len(body) + len(cd)
+    eocd64 = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(infos), len(infos), len(cd), len(body))
+    locator = struct.pack("<IIQI", 0x07064B50, 0, eocd64_off, 1)
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    dst.write_bytes(body + cd + eocd64 + locator + eocd)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", default=str(HERE.parents[0] / "refs" / "pth"))
@@ -79,6 +106,11 @@ def main():
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
     torch.save({"a": torch.ones(2)}, out / "legacy.pth", _use_new_zipfile_serialization=False)
+    with zipfile.ZipFile(out / "state.pth") as src, zipfile.ZipFile(out / "zip64.pth", "w") as dst:
+        for info in src.infolist():
+            with dst.open(zipfile.ZipInfo(info.filename), "w", force_zip64=True) as f:
+                f.write(src.read(info.filename))
+    zip64_central_directory(out / "state.pth", out / "zip64_cd.pth")
     t = torch.arange(4.0).reshape(2, 2)
     torch.save({"patched_model.h.0.mlp.original.weight": t, "patched_model.h.0.mlp.components.U": t + 1,
                 "h.1.attn.components.V": t + 2, "_gates.h-0-mlp.layers.0.W": t + 3}, out / "old_names.pth")
