@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/pickle_min.h"
 #include "core/safetensors.h"
 #include "core/zip_store.h"
 #include "spd/pth.h"
@@ -131,6 +132,44 @@ static void test_torch_file(const char *path, const char *what) {
     spd_st_close(e);
 }
 
+// A .pth of one float32 view "w" (offset, size, stride) into a storage 0, 1, ..., numel - 1.
+static void write_view(const char *d, const char *file, int64_t offset, int nd, const int64_t *size,
+                       const int64_t *stride, int numel) {
+    pk_buf b = {0};
+    pk_put_proto(&b);
+    pk_put_op(&b, '}');
+    pk_put_str(&b, "w");
+    pk_put_global(&b, "torch._utils", "_rebuild_tensor_v2");
+    pk_put_op(&b, '(');
+    pk_put_op(&b, '(');
+    pk_put_str(&b, "storage");
+    pk_put_global(&b, "torch", "FloatStorage");
+    pk_put_str(&b, "0");
+    pk_put_str(&b, "cpu");
+    pk_put_int(&b, numel);
+    pk_put_op(&b, 't');
+    pk_put_op(&b, 'Q');
+    pk_put_int(&b, offset);
+    pk_put_int_tuple(&b, size, nd);
+    pk_put_int_tuple(&b, stride, nd);
+    pk_put_op(&b, 0x89);
+    pk_put_op(&b, '}');
+    pk_put_op(&b, 't');
+    pk_put_op(&b, 'R');
+    pk_put_op(&b, 's');
+    pk_put_stop(&b);
+    float data[64];
+    for (int i = 0; i < numel && i < 64; i++) data[i] = (float)i;
+    char p[128];
+    snprintf(p, sizeof p, "%s/%s", d, file);
+    spd_zip_writer *z = spd_zip_writer_open(p);
+    spd_zip_writer_add(z, "a/data.pkl", b.b, b.len);
+    spd_zip_writer_add(z, "a/data/0", data, (size_t)numel * sizeof(float));
+    spd_zip_writer_add(z, "a/version", "3\n", 2);
+    spd_zip_writer_finish(z);
+    free(b.b);
+}
+
 static void expect_refused(const char *name, const char *path, const char *phrase) {
     spd_set_error("%s", "");
     spd_pth_file *f = spd_pth_read(path);
@@ -169,19 +208,30 @@ static void test_refused_files(void) {
     spd_zip_writer_add(z, "a/version", "3\n", 2);
     spd_zip_writer_finish(z);
     expect_refused("refuses a zip without data.pkl", p, "no <prefix>/data.pkl");
-    // A pickle that is a dict of tensors but its storage is too short for the view.
+    // Views that do not fit their storage, or are absurdly large (stride 0), or overflow 64 bits.
+    int64_t sz1[1] = {3}, st1[1] = {1};
+    write_view(dir, "short_storage.pth", 0, 1, sz1, st1, 2);
     snprintf(p, sizeof p, "%s/short_storage.pth", dir);
-    z = spd_zip_writer_open(p);
-    static const char pkl[] = "\x80\x02}X\x01\x00\x00\x00" "w"
-                              "ctorch._utils\n_rebuild_tensor_v2\n(("
-                              "X\x07\x00\x00\x00" "storage" "ctorch\nFloatStorage\n"
-                              "X\x01\x00\x00\x00" "0" "X\x03\x00\x00\x00" "cpu" "K\x02tQ"
-                              "K\x00K\x03\x85K\x01\x85\x89}tRs.";
-    spd_zip_writer_add(z, "a/data.pkl", pkl, sizeof pkl - 1);
-    spd_zip_writer_add(z, "a/data/0", "\0\0\0\0\0\0\0\0", 8);
-    spd_zip_writer_add(z, "a/version", "3\n", 2);
-    spd_zip_writer_finish(z);
     expect_refused("refuses a view past its storage", p, "reaches past its storage");
+    int64_t sz2[1] = {(int64_t)1 << 40}, st2[1] = {0};
+    write_view(dir, "stride0.pth", 0, 1, sz2, st2, 2);
+    snprintf(p, sizeof p, "%s/stride0.pth", dir);
+    expect_refused("refuses a huge stride-0 view", p, "over 64 GiB");
+    int64_t sz3[2] = {(int64_t)1 << 62, 4}, st3[2] = {(int64_t)1 << 62, 1};
+    write_view(dir, "overflow.pth", 0, 2, sz3, st3, 2);
+    snprintf(p, sizeof p, "%s/overflow.pth", dir);
+    expect_refused("refuses a view whose extent overflows 64 bits", p, "reaches past its storage");
+    int64_t sz4[2] = {2, 2}, st4[2] = {1, 2};
+    write_view(dir, "offset.pth", 5, 2, sz4, st4, 8);
+    snprintf(p, sizeof p, "%s/offset.pth", dir);
+    expect_refused("refuses an offset view one past its storage", p, "reaches past its storage");
+    write_view(dir, "offset_ok.pth", 4, 2, sz4, st4, 8);
+    snprintf(p, sizeof p, "%s/offset_ok.pth", dir);
+    spd_pth_file *f = spd_pth_read(p);
+    const float *v = f ? f->tensors[0].data : NULL;  // storage 0..7: rows (4, 6), (5, 7)
+    test_report(f && v[0] == 4 && v[1] == 6 && v[2] == 5 && v[3] == 7, "reads an offset transposed view ending at its storage's end",
+                "%s", spd_last_error());
+    spd_pth_free(f);
 }
 
 // Every prefix of a good file is refused; every flipped byte is read or refused, never a crash.

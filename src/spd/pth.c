@@ -150,22 +150,26 @@ static pk_value *rebuild_tensor(read_ctx *c, pk_reader *r, const pk_value *a) {
     t->st = a->items[0]->ext;
     t->offset = a->items[1]->i;
     t->ndim = nd;
-    // The last element reached: offset + sum (size - 1) * stride, with no overflow.
-    uint64_t last = (uint64_t)t->offset, numel = 1;
-    int empty = 0;
+    // The last element reached, offset + sum (size - 1) * stride, must lie in the storage (unless the view is
+    // empty); numel is bounded too, since stride-0 views can be far larger than their storage.
+    uint64_t last = (uint64_t)t->offset, numel = 1, term;
+    int bad = (uint64_t)t->offset > t->st->numel, empty = 0;
     for (int i = 0; i < nd; i++) {
-        if (t->size[i] == 0) empty = 1;
-        if ((uint64_t)t->size[i] > ((uint64_t)1 << 48) || (uint64_t)t->stride[i] > ((uint64_t)1 << 48)) empty = -1;
-        else {
-            if (t->size[i]) last += (uint64_t)(t->size[i] - 1) * (uint64_t)t->stride[i];
-            numel *= (uint64_t)t->size[i];
-            if (numel > ((uint64_t)1 << 48)) empty = -1;
-        }
+        uint64_t sz = (uint64_t)t->size[i], st = (uint64_t)t->stride[i];
+        if (sz == 0) empty = 1;
+        else bad |= __builtin_mul_overflow(sz - 1, st, &term) || __builtin_add_overflow(last, term, &last);
+        bad |= __builtin_mul_overflow(numel, sz, &numel);
     }
-    if (empty < 0 || (!empty && last >= t->st->numel) || (uint64_t)t->offset > t->st->numel) {
+    if (bad || (!empty && last >= t->st->numel)) {
         spd_set_error("%s: data.pkl: a tensor view (offset %" PRId64 ") reaches past its storage of %" PRIu64
                       " elements",
                       c->path, t->offset, t->st->numel);
+        return NULL;
+    }
+    if (numel > ((uint64_t)1 << 36) / spd_dtype_size(t->st->dtype)) {
+        spd_set_error("%s: data.pkl: a tensor view of %" PRIu64 " elements (over 64 GiB) of a %" PRIu64
+                      "-element storage is refused",
+                      c->path, numel, t->st->numel);
         return NULL;
     }
     pk_value *v = pk_new(r, PK_EXT);
