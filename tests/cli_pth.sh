@@ -83,7 +83,7 @@ run=$(find "$tmp/out/spd" -mindepth 1 -maxdepth 1 -type d | head -1)
 
 # Export (latest step), import back: bit-exact.
 "$SPD" export "$run" --format pth >"$tmp/exp.log" 2>&1
-check "export writes the latest step's model_30.pth" '[ -f "$run/model_30.pth" ] && grep -q "3 tied as transposed views" "$tmp/exp.log"' "$(cat "$tmp/exp.log")"
+check "export writes the latest step's model_30.pth" '[ -f "$run/model_30.pth" ] && grep -q "3 tied as transposed views, 1 component biases shared with the target" "$tmp/exp.log"' "$(cat "$tmp/exp.log")"
 "$SPD" import "$run/model_30.pth" --out "$tmp/back.safetensors" >"$tmp/imp.log" 2>&1
 check "export then import: every tensor bit-exact, in order" '[ "$(tensors "$tmp/back.safetensors")" = "$(tensors "$run/model_30.safetensors")" ]' "$(cat "$tmp/imp.log")"
 check "import of model_<s>.pth beside final_config.yaml: checkpoint metadata" \

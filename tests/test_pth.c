@@ -65,16 +65,19 @@ static void test_round_trip(void) {
     spd_pth_writer_add(w, "layer.i", SPD_DTYPE_I64, 1, si, i64);
     spd_pth_writer_add(w, "scalar", SPD_DTYPE_F32, 0, NULL, &s);
     spd_pth_writer_add(w, "empty", SPD_DTYPE_F32, 2, se, a);
+    rc |= spd_pth_writer_add_alias(w, "layer.d_alias", "layer.d");
     int bad = spd_pth_writer_add_transposed(w, "x", "layer.d");  // 1-D: refused
     rc |= spd_pth_writer_save(w, path);
     spd_pth_writer_free(w);
     spd_pth_file *f = rc ? NULL : spd_pth_read(path);
     test_report(f && bad == -1, "round trip: write and read", "%s", spd_last_error());
     if (!f) return;
-    int ok = f->count == 6 && strcmp(f->tensors[0].name, "layer.a") == 0 && strcmp(f->tensors[2].name, "layer.a_t") == 0;
+    int ok = f->count == 7 && strcmp(f->tensors[0].name, "layer.a") == 0 && strcmp(f->tensors[2].name, "layer.a_t") == 0;
     const spd_pth_tensor *ta = find(f, "layer.a"), *tt = find(f, "layer.a_t"), *td = find(f, "layer.d"),
-                         *ti = find(f, "layer.i"), *ts = find(f, "scalar"), *te = find(f, "empty");
-    ok = ok && ta && tt && td && ti && ts && te;
+                         *ti = find(f, "layer.i"), *ts = find(f, "scalar"), *te = find(f, "empty"),
+                         *tl = find(f, "layer.d_alias");
+    ok = ok && ta && tt && td && ti && ts && te && tl;
+    ok = ok && tl->storage == td->storage && tl->nbytes == sizeof d && memcmp(tl->data, d, sizeof d) == 0;
     ok = ok && ta->dtype == SPD_DTYPE_F32 && ta->ndim == 2 && ta->shape[0] == 2 && ta->shape[1] == 3 &&
          memcmp(ta->data, a, sizeof a) == 0;
     ok = ok && td->dtype == SPD_DTYPE_F64 && memcmp(td->data, d, sizeof d) == 0;
@@ -87,7 +90,7 @@ static void test_round_trip(void) {
         for (int r = 0; r < 3 && ok; r++)
             for (int c = 0; c < 2; c++) ok = ok && memcmp(&t[r * 2 + c], &a[c * 3 + r], 4) == 0;
     }
-    test_report(ok, "round trip: bit-exact, transposed view shares its base's storage", NULL);
+    test_report(ok, "round trip: bit-exact, a transposed view and an alias share their base's storage", NULL);
     spd_pth_free(f);
     // No temporary file left behind.
     char tmp[160];

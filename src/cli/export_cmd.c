@@ -7,7 +7,8 @@
 // stores them, one storage and a transposed view: target_model.linear2.weight
 // of target_model.linear1.weight, and _components.linear2.U / .V of
 // _components.linear1.V / .U (SPD_SPEC.md 5.1 step 5) -- each only when the
-// values are bit-exact transposes, so nothing is tied that the run did not tie.
+// values are bit-exact transposes, so nothing is tied that the run did not tie;
+// and _components.<m>.bias as the target's bias tensor itself, as SPD registers it.
 // SPD's loader reads final_config.yaml beside the checkpoint: when the .pth goes
 // elsewhere (--out) the run's final_config.yaml is copied beside it.
 #include <dirent.h>
@@ -126,6 +127,31 @@ static int is_transpose(const spd_st_entry *v, const void *vdata, const spd_st_e
     return 1;
 }
 
+// _components.<dashed>.bias is SPD's buffer holding the target module's own bias tensor: stored as the same
+// tensor when target_model.<path>.bias came earlier with the same bytes. 1 when added as an alias.
+static int component_bias_alias(const spd_st_file *f, int i, void *const *data, const spd_dtype *dts,
+                                 spd_pth_writer *w) {
+    const char *name = f->entries[i].name;
+    size_t n = strlen(name);
+    if (strncmp(name, "_components.", 12) != 0 || n < 18 || strcmp(name + n - 5, ".bias") != 0) return 0;
+    char base[2 * SPD_NAME_MAX];
+    snprintf(base, sizeof base, "target_model.%.*s.bias", (int)(n - 17), name + 12);
+    for (char *p = base + 13; *p; p++)
+        if (*p == '-') *p = '.';
+    for (int j = 0; j < i; j++) {
+        const spd_st_entry *b = &f->entries[j], *e = &f->entries[i];
+        if (strcmp(b->name, base) != 0) continue;
+        if (dts[j] != dts[i] || b->ndim != e->ndim || memcmp(b->shape, e->shape, (size_t)e->ndim * sizeof *e->shape))
+            return 0;
+        size_t bytes = spd_dtype_size(dts[i]);
+        for (int d = 0; d < e->ndim; d++) bytes *= (size_t)e->shape[d];
+        if (memcmp(data[i], data[j], bytes) != 0) return 0;
+        if (spd_pth_writer_add_alias(w, name, base)) spd_die_last_error();
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_export(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *format = "pth", *dtype = "keep";
     int64_t step = -1;
@@ -180,7 +206,7 @@ int cmd_export(int argc, char **argv) {
     void **data = spd_calloc((size_t)f->count + 1, sizeof *data);
     spd_dtype *dts = spd_calloc((size_t)f->count + 1, sizeof *dts);
     spd_pth_writer *w = spd_pth_writer_new();
-    int n_tied = 0;
+    int n_tied = 0, n_alias = 0;
     for (int i = 0; i < f->count; i++) {
         const spd_st_entry *e = &f->entries[i];
         dts[i] = e->dtype;
@@ -201,10 +227,13 @@ int cmd_export(int argc, char **argv) {
                 }
         }
         n_tied += tied;
-        if (!tied) spd_pth_writer_add(w, e->name, dts[i], e->ndim, e->shape, data[i]);
+        int alias = !tied && component_bias_alias(f, i, data, dts, w);
+        n_alias += alias;
+        if (!tied && !alias) spd_pth_writer_add(w, e->name, dts[i], e->ndim, e->shape, data[i]);
     }
     if (spd_pth_writer_save(w, out)) spd_die_last_error();
-    printf("wrote %s (%d tensors, %d tied as transposed views, from %s)\n", out, f->count, n_tied, model);
+    printf("wrote %s (%d tensors, %d tied as transposed views, %d component biases shared with the target, from %s)\n", out,
+           f->count, n_tied, n_alias, model);
 
     char out_dir[4096];
     const char *slash = strrchr(out, '/');

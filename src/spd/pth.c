@@ -381,6 +381,19 @@ int spd_pth_writer_add_transposed(spd_pth_writer *w, const char *name, const cha
     return 0;
 }
 
+int spd_pth_writer_add_alias(spd_pth_writer *w, const char *name, const char *base) {
+    int b = -1;
+    for (int i = 0; i < w->count; i++)
+        if (strcmp(w->e[i].name, base) == 0) b = i;
+    if (b < 0) return spd_set_error("pth writer: '%s' cannot be an alias of '%s' (no earlier tensor)", name, base);
+    writer_entry *e = new_entry(w, name), *s = &w->e[b];  // new_entry may move w->e: s after it
+    char *n = e->name;
+    *e = *s;
+    e->name = n;
+    e->data = NULL;  // the base writes the storage
+    return 0;
+}
+
 // The dict as torch pickles a state dict (without the _metadata attribute, which load_state_dict does not need).
 static void pickle_dict(const spd_pth_writer *w, pk_buf *b) {
     pk_put_proto(b);

@@ -55,6 +55,10 @@ void spd_pth_writer_add(spd_pth_writer *w, const char *name, spd_dtype dtype, in
 // storage (shape reversed, strides swapped), as torch saves SPD's tied weights.
 // 0, or -1 with a message (no such base, or base not 2-D).
 int spd_pth_writer_add_transposed(spd_pth_writer *w, const char *name, const char *base);
+// A second name for the earlier tensor `base` (same storage, same view), as torch
+// saves one tensor registered twice (SPD's component bias is the target's bias).
+// 0, or -1 with a message (no such base).
+int spd_pth_writer_add_alias(spd_pth_writer *w, const char *name, const char *base);
 // Writes path (temporary file, fsync, rename). 0, or -1 with a message.
 int spd_pth_writer_save(spd_pth_writer *w, const char *path);
 void spd_pth_writer_free(spd_pth_writer *w);

@@ -7,7 +7,8 @@
 RUN_DIR holds a tied-TMS run of `spd train` (ci_fn_type mlp, no hidden layers) with model_STEP.pth
 written by `spd export`. Prints TAP-style "ok - ..." / "not ok - ..." lines:
   * torch.load(weights_only=True) reads it, Python's zipfile finds every CRC right, and the tied
-    weights share one storage as SPD's tie_weights_ / optimize leave them;
+    weights share one storage as SPD's tie_weights_ / optimize leave them (and the component bias
+    the target's bias, as SPD registers it);
   * SPD's Config validates the run's final_config.yaml, and the ComponentModel SPD builds from it
     (TMSModel target, float64) accepts the state dict with load_state_dict(strict=True), every
     tensor bit for bit;
@@ -67,13 +68,16 @@ def main() -> int:
     w1, w2 = sd["target_model.linear1.weight"], sd["target_model.linear2.weight"]
     v1, u1 = sd["_components.linear1.V"], sd["_components.linear1.U"]
     v2, u2 = sd["_components.linear2.V"], sd["_components.linear2.U"]
+    b2, cb2 = sd["target_model.linear2.bias"], sd["_components.linear2.bias"]
 
     def shares(a_, b_):
         return a_.untyped_storage().data_ptr() == b_.untyped_storage().data_ptr()
 
     report(
-        shares(w1, w2) and torch.equal(w2, w1.T) and shares(u2, v1) and shares(v2, u1) and not w2.is_contiguous(),
-        "tied target weights and tied components share one storage (transposed views), as in SPD",
+        shares(w1, w2) and torch.equal(w2, w1.T) and shares(u2, v1) and shares(v2, u1) and not w2.is_contiguous()
+        and shares(b2, cb2),
+        "tied target weights and tied components share one storage (transposed views), the component bias the "
+        "target's, as in SPD",
     )
 
     cfg_dict = yaml.safe_load((run / "final_config.yaml").read_text())
