@@ -96,6 +96,12 @@ check "export --step 10 --out DIR/model_10.pth copies final_config.yaml" 'cmp -s
 "$SPD" import "$tmp/elsewhere/model_10.pth" >/dev/null 2>&1
 check "export --dtype f32: float32 tensors" '"$SPD" info "$tmp/elsewhere/model_10.safetensors" | grep -q "_components.linear1.V  *F32" && ! "$SPD" info "$tmp/elsewhere/model_10.safetensors" | grep -q " F64 "'
 
+# A lone model file: final_config.yaml written beside the .pth from the checkpoint's config metadata.
+mkdir -p "$tmp/lone"
+cp "$run/model_30.safetensors" "$tmp/lone/"
+"$SPD" export "$tmp/lone/model_30.safetensors" >"$tmp/exp3.log" 2>&1
+check "export of a lone model file writes final_config.yaml from its metadata" '[ -f "$tmp/lone/model_30.pth" ] && cmp -s "$tmp/lone/final_config.yaml" "$run/final_config.yaml"' "$(cat "$tmp/exp3.log")"
+
 # Old SPD names, mapped as SPD's loader maps them.
 "$SPD" import tests/refs/pth/old_names.pth --out "$tmp/old.safetensors" >/dev/null 2>&1
 check "import maps old SPD names as SPD's loader does" '[ "$("$SPD" info "$tmp/old.safetensors" | awk "/^  [^ ]/ && NF >= 4 {print \$1}" | tr "\n" " ")" = "target_model.h.0.mlp.weight _components.h-0-mlp.U _components.h-1-attn.V _ci_fns.h-0-mlp.layers.0.W " ]' "$("$SPD" info "$tmp/old.safetensors" 2>&1 | tail -4 | tr '\n' ' ')"
@@ -114,6 +120,9 @@ printf 'not a zip' >"$tmp/junk.pth"
 refuse "import refuses a non-zip file" "junk.pth" "$SPD" import "$tmp/junk.pth"
 refuse "import refuses a global outside the subset" "posix.system' is not allowed" "$SPD" import tests/refs/pth/bad_global.pth --out "$tmp/x.safetensors"
 refuse "import refuses a bad --meta" "expected KEY=VALUE" "$SPD" import "$run/model_30.pth" --meta novalue
+refuse "import refuses a --meta key it sets itself" "step: key already set" "$SPD" import "$run/model_30.pth" --out "$tmp/m.safetensors" --meta step=3
+"$SPD" import tests/refs/pth/old_names.pth --out "$tmp/meta.safetensors" --meta act_fn_name=relu >/dev/null 2>&1
+check "import --meta KEY=VALUE adds metadata" '[ "$(meta "$tmp/meta.safetensors" act_fn_name)" = relu ]'
 refuse "export refuses an unknown format" "expected pth" "$SPD" export "$run" --format onnx
 refuse "export refuses a missing step" "no model_7.safetensors" "$SPD" export "$run" --step 7
 mkdir -p "$tmp/empty"

@@ -10,7 +10,8 @@
 // values are bit-exact transposes, so nothing is tied that the run did not tie;
 // and _components.<m>.bias as the target's bias tensor itself, as SPD registers it.
 // SPD's loader reads final_config.yaml beside the checkpoint: when the .pth goes
-// elsewhere (--out) the run's final_config.yaml is copied beside it.
+// elsewhere (--out) the run's final_config.yaml is copied beside it (or, when the
+// run has none, written from the checkpoint's config metadata).
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +33,13 @@ static void usage(FILE *out) {
           "  --out FILE.pth: elsewhere (final_config.yaml is copied beside it); default beside the input.\n"
           "  --dtype f32: float64 tensors narrowed to float32 (SPD's dtype); default keep.\n",
           out);
+}
+
+// The directory part of a path: "." without one, "/" for a file at the root.
+static void dir_of(const char *path, char *out, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, cap, ".");
+    else snprintf(out, cap, "%.*s", slash == path ? 1 : (int)(slash - path), path);
 }
 
 static int is_dir(const char *p) {
@@ -195,8 +203,7 @@ int cmd_export(int argc, char **argv) {
         if (n < 13 || strcmp(in + n - 12, ".safetensors") != 0)
             spd_die_input("export: %s: expected a run directory or a .safetensors file", in);
         snprintf(model, sizeof model, "%s", in);
-        const char *slash = strrchr(in, '/');
-        snprintf(in_dir, sizeof in_dir, "%.*s", slash ? (int)(slash - in) : 1, slash ? in : ".");
+        dir_of(in, in_dir, sizeof in_dir);
     }
     snprintf(def_out, sizeof def_out, "%.*s.pth", (int)(strlen(model) - 12), model);
     if (!out) out = def_out;
@@ -236,11 +243,8 @@ int cmd_export(int argc, char **argv) {
            f->count, n_tied, n_alias, model);
 
     char out_dir[4096];
-    const char *slash = strrchr(out, '/');
-    snprintf(out_dir, sizeof out_dir, "%.*s", slash ? (int)(slash - out) : 1, slash ? out : ".");
-    struct stat a, b;
-    if (!(stat(in_dir, &a) == 0 && stat(out_dir, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino))
-        place_config(in_dir, out_dir, f);
+    dir_of(out, out_dir, sizeof out_dir);
+    place_config(in_dir, out_dir, f);  // a no-op when the run's own final_config.yaml is already beside it
     for (int i = 0; i < f->count; i++) free(data[i]);
     free(data);
     free(dts);

@@ -126,6 +126,11 @@ int cmd_import(int argc, char **argv) {
     for (int i = 0; i < n_meta; i++) {
         char *eq = strchr(meta[i], '=');
         *eq = '\0';
+        int taken = strcmp(meta[i], "source") == 0 || (config && (strcmp(meta[i], "format") == 0 ||
+                                                                  strcmp(meta[i], "step") == 0 ||
+                                                                  strcmp(meta[i], "config") == 0));
+        for (int j = 0; j < i; j++) taken |= strcmp(meta[i], meta[j]) == 0;
+        if (taken) spd_die_input("import: --meta %s: key already set", meta[i]);
         spd_st_writer_meta(w, meta[i], eq + 1);
     }
     int shared = 0, renamed = 0;
