@@ -318,6 +318,7 @@ int main(void) {
     }
     test_round_trip();
     test_torch_file(REFS "/state.pth", "torch file");
+    test_torch_file(REFS "/state_p4.pth", "pickle protocol 4");
     test_torch_file(REFS "/zip64.pth", "zip64 local headers, unaligned data (Python zipfile)");
     test_torch_file(REFS "/zip64_cd.pth", "zip64 central directory and end records");
     test_refused_files();

@@ -9,6 +9,7 @@ Writes, each a few KB:
                            storage) plus: a non-contiguous view at an offset into a larger storage,
                            two views of one storage, float64, int64, a 0-d tensor, an empty tensor
                            and an nn.Parameter value
+  state_p4.pth             the same, pickle protocol 4 (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL)
   state.expected.safetensors  the same tensors, contiguous, in the same order (what import must give)
   bad_global.pth           a pickle naming posix.system (refused, as weights_only refuses it)
   non_tensor.pth           a dict with an int value (refused: not a state dict of tensors)
@@ -97,6 +98,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     sd = state_dict()
     torch.save(sd, out / "state.pth")
+    torch.save(sd, out / "state_p4.pth", pickle_protocol=4)
     save_file({k: v.detach().contiguous() for k, v in sd.items()}, out / "state.expected.safetensors",
               metadata={"format": "pt"})
     torch.save({"a": torch.ones(2), "evil": Evil()}, out / "bad_global.pth")
