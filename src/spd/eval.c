@@ -204,6 +204,28 @@ static void build_eval_trainer(spd_evaluator *ev, const spd_target *tg) {
     spd_trainer_bind_f64(e, tg);
 }
 
+// IdentityCIError's patterns against the modules they match (first match wins), so that a
+// misfit is an input error at start rather than at the first slow eval.
+static int check_patterns(const spd_evaluator *ev) {
+    for (int l = 0; l < ev->et.n_mods; l++) {
+        const char *name = ev->et.target.sites[ev->et.mods[l].site].path;
+        int C = ev->et.mods[l].comp.C;
+        for (int p = 0; p < ev->n_pats; p++) {
+            const spd_target_ci_pattern *pt = &ev->pats[p];
+            if (!spd_fnmatch(pt->pattern, name)) continue;
+            if (!pt->dense && (pt->n != ev->F || pt->n > C))
+                return spd_set_error("eval_metric_configs: IdentityCIError: identity_ci %s: n_features %d must equal "
+                                     "the target's n_features (%d) and be at most C (%d) of %s",
+                                     pt->pattern, pt->n, ev->F, C, name);
+            if (pt->dense && pt->n > C)
+                return spd_set_error("eval_metric_configs: IdentityCIError: dense_ci %s: k %d exceeds C (%d) of %s",
+                                     pt->pattern, pt->n, C, name);
+            break;
+        }
+    }
+    return 0;
+}
+
 spd_evaluator *spd_evaluator_new(const spd_eval_setup *s) {
     spd_evaluator *ev = spd_calloc(1, sizeof *ev);
     ev->cfg = s->cfg;
@@ -219,6 +241,10 @@ spd_evaluator *spd_evaluator_new(const spd_eval_setup *s) {
         return NULL;
     }
     build_eval_trainer(ev, &tg);
+    if (check_patterns(ev)) {
+        spd_evaluator_free(ev);
+        return NULL;
+    }
     return ev;
 }
 
