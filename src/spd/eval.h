@@ -33,7 +33,8 @@
 // eval batch index) so that batches and training steps draw independently.
 //
 // Not evaluated (a note on stderr at start): CEandKLLosses and
-// StochasticReconSubsetCEAndKL (LM only), PermutedCIPlots, UVPlots,
+// StochasticReconSubsetCEAndKL (LM only: `spd train` refuses LM tasks; CEandKLLosses
+// itself is spd/ce_kl.h, ready for the LM eval), PermutedCIPlots, UVPlots,
 // PGDMultiBatch*.
 #ifndef SPD_EVAL_H
 #define SPD_EVAL_H

@@ -5,14 +5,12 @@ batches, float64) and what SPD's CI_L0 (with groups), ComponentActivationDensity
 CIMeanPerComponent (their accumulators: the figures are not compared),
 ImportanceMinimalityLoss (eval: sums over all batches, annealed p) and IdentityCIError's
 compute_target_metrics make of them. SPD's code is imported, not copied; wandb and
-wandb_workspaces (only used for charts) are replaced by inert stand-ins.
+wandb_workspaces (only used for charts) are replaced by inert stand-ins (wandb_standins.py).
 
     cd /work/main   # or a worktree
     PYTHONPATH=.peer/spd .torch/bin/python tests/refgen/make_eval_refs.py
 """
 
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import sys
@@ -20,56 +18,8 @@ import types
 
 import torch
 
-STUBS = {"wandb", "wandb_workspaces"}
-
-
-class _Any:
-    def __init__(self, *a, **k):
-        pass
-
-    def __call__(self, *a, **k):
-        return _Any()
-
-    def __getattr__(self, n):
-        if n.startswith("__"):
-            raise AttributeError(n)
-        return _Any()
-
-    def __mro_entries__(self, bases):
-        return (object,)
-
-    def __or__(self, o):
-        return self
-
-    def __ror__(self, o):
-        return self
-
-
-class _StubLoader(importlib.abc.Loader):
-    def create_module(self, spec):
-        m = types.ModuleType(spec.name)
-
-        def ga(n):
-            if n.startswith("__"):
-                raise AttributeError(n)
-            return _Any()
-
-        m.__getattr__ = ga
-        m.__path__ = []
-        return m
-
-    def exec_module(self, m):
-        pass
-
-
-class _StubFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in STUBS:
-            return importlib.machinery.ModuleSpec(name, _StubLoader(), is_package=True)
-        return None
-
-
-sys.meta_path.insert(0, _StubFinder())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wandb_standins  # noqa: E402,F401
 
 from spd.metrics.ci_l0 import CI_L0  # noqa: E402
 from spd.metrics.ci_mean_per_component import CIMeanPerComponent  # noqa: E402
