@@ -53,6 +53,12 @@ eval_metric_configs:
   - classname: CIMeanPerComponent
   - classname: StochasticHiddenActsReconLoss
   - classname: CIMaskedReconLoss
+  - classname: PermutedCIPlots
+    identity_patterns: ["linear1", "layers.*.mlp_in"]
+    dense_patterns: ["layers.*.mlp_out"]
+  - classname: UVPlots
+    identity_patterns: null
+    dense_patterns: ["linear2"]
 $5
 pretrained_model_class: $cls
 task_config:
@@ -95,7 +101,8 @@ PY
     figs_ok=1
     for s in 0 40; do
         for k in causal_importance_values causal_importance_values_pre_sigmoid component_activation_density \
-            ci_mean_per_component ci_mean_per_component_log; do
+            ci_mean_per_component ci_mean_per_component_log causal_importances causal_importances_upper_leaky \
+            uv_matrices; do
             f="$d/figures/figures_${k}_$s.png"
             [ "$(head -c 8 "$f" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || figs_ok=0
         done
@@ -105,7 +112,7 @@ PY
         python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["columns"]==["layer","l0"] and len(c["data"])==3 and c["step"]==int(sys.argv[2])' \
             "$d/figures/l0_bar_chart_$s.json" "$s" 2>/dev/null || figs_ok=0
     done
-    [ $figs_ok -eq 1 ] && ok "figures/: the five PNGs at slow steps 0 and 40 only, the L0 bar chart JSON at every eval" ||
+    [ $figs_ok -eq 1 ] && ok "figures/: the eight PNGs at slow steps 0 and 40 only, the L0 bar chart JSON at every eval" ||
         notok "figures" "$(ls "$d/figures" | tr '\n' ' ')"
     grep -q "^eval  *40: loss/StochasticHiddenActsReconLoss .* mmcs/linear1 .*(+ figures)$" "$tmp/out" &&
         ok "one console line per eval" || notok "console eval line" "$(grep '^eval' "$tmp/out" | tail -1)"

@@ -253,6 +253,12 @@ static const char *CONFIG =
     "    identity_ci: [{layer_pattern: linear1, n_features: 5}]\n"
     "    dense_ci: null\n"
     "  - classname: CIMaskedReconLoss\n"
+    "  - classname: PermutedCIPlots\n"
+    "    identity_patterns: [linear1]\n"
+    "    dense_patterns: [linear2]\n"
+    "  - classname: UVPlots\n"
+    "    identity_patterns: null\n"
+    "    dense_patterns: null\n"
     "  - classname: FaithfulnessLoss\n"
     "  - classname: ImportanceMinimalityLoss\n"
     "    pnorm: 2.0\n"
@@ -320,6 +326,21 @@ static bool file_exists(const char *dir, const char *name) {
     snprintf(p, sizeof p, "%s/figures/%s", dir, name);
     struct stat st;
     return stat(p, &st) == 0 && st.st_size > 0;
+}
+
+// PNG width and height from the IHDR chunk; 0 when not a PNG.
+static void png_size(const char *dir, const char *name, int *w, int *h) {
+    char p[4300];
+    snprintf(p, sizeof p, "%s/figures/%s", dir, name);
+    unsigned char b[24] = {0};
+    FILE *f = fopen(p, "rb");
+    *w = *h = 0;
+    if (!f) return;
+    if (fread(b, 1, 24, f) == 24 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) {
+        *w = b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
+        *h = b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
+    }
+    fclose(f);
 }
 
 static void test_evaluate(void) {
@@ -445,7 +466,13 @@ static void test_evaluate(void) {
                 file_exists(dir, "figures_component_activation_density_4.png") &&
                 file_exists(dir, "figures_ci_mean_per_component_4.png") &&
                 file_exists(dir, "figures_ci_mean_per_component_log_4.png") && file_exists(dir, "l0_bar_chart_4.json");
-    test_report(figs, "slow step: CIHistograms, density, CI-mean PNGs and the L0 bar-chart JSON in figures/", NULL);
+    int w1, h1, w2, h2, w3, h3;
+    png_size(dir, "figures_causal_importances_4.png", &w1, &h1);
+    png_size(dir, "figures_causal_importances_upper_leaky_4.png", &w2, &h2);
+    png_size(dir, "figures_uv_matrices_4.png", &w3, &h3);
+    figs &= w1 == 420 && h1 == 2 * 300 && w2 == w1 && h2 == h1 && w3 == 2 * 420 && h3 == 2 * 300;
+    test_report(figs, "slow step: CIHistograms, density, CI-mean, permuted-CI (2 modules stacked) and UV (V | U per "
+                "module) PNGs and the L0 bar-chart JSON in figures/", "%dx%d %dx%d", w1, h1, w3, h3);
     spd_metric_list fast = {0};
     rc = spd_evaluate(ev, 2, &fast);
     test_report(rc == 0 && !file_exists(dir, "figures_causal_importance_values_2.png") &&

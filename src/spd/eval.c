@@ -41,7 +41,7 @@ struct spd_evaluator {
     bool has_imp;
     spd_importance_minimality_config imp;
     // Which metrics (eval_metric_configs).
-    const spd_metric_config *l0, *hist, *density, *mean, *ident;
+    const spd_metric_config *l0, *hist, *density, *mean, *ident, *perm_plots, *uv_plots;
     spd_target_ci_pattern pats[MAX_PATTERNS];
     int n_pats;
 };
@@ -112,6 +112,8 @@ static void collect_metrics(spd_evaluator *ev) {
         case SPD_METRIC_COMPONENT_ACTIVATION_DENSITY: ev->density = mc; break;
         case SPD_METRIC_CI_MEAN_PER_COMPONENT: ev->mean = mc; break;
         case SPD_METRIC_IDENTITY_CI_ERROR: ev->ident = mc; break;
+        case SPD_METRIC_PERMUTED_CI_PLOTS: ev->perm_plots = mc; break;
+        case SPD_METRIC_UV_PLOTS: ev->uv_plots = mc; break;
         default:
             if (is_loss_class(mc->classname)) add_loss_metric(ev, mc);
             else
@@ -276,8 +278,9 @@ static uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
 }
 
 // IdentityCIError's CI of one-hot inputs 0.75 e_f (get_single_feature_causal_importances):
-// ci[l] [F, C_l], in chunks of E rows through the eval trainer with no loss terms.
-static void onehot_ci(spd_evaluator *ev, int64_t step, double **ci) {
+// lo[l], up[l] [F, C_l] (ci_lower, ci_upper), in chunks of E rows through the eval
+// trainer with no loss terms.
+static void onehot_ci(spd_evaluator *ev, int64_t step, double **lo, double **up) {
     spd_trainer *e = &ev->et;
     int n_terms = e->opt.n_terms;
     e->opt.n_terms = 0;
@@ -289,7 +292,8 @@ static void onehot_ci(spd_evaluator *ev, int64_t step, double **ci) {
         spd_train_step_f64(e, step);
         for (int l = 0; l < e->n_mods; l++) {
             int C = e->mods[l].comp.C;
-            memcpy(ci[l] + (size_t)f0 * C, e->mods[l].ci_lower, (size_t)rows * C * sizeof(double));
+            memcpy(lo[l] + (size_t)f0 * C, e->mods[l].ci_lower, (size_t)rows * C * sizeof(double));
+            memcpy(up[l] + (size_t)f0 * C, e->mods[l].ci_upper, (size_t)rows * C * sizeof(double));
         }
     }
     e->opt.n_terms = n_terms;
@@ -359,6 +363,116 @@ static int slow_figures(const spd_evaluator *ev, const spd_eval_acc *acc, int64_
     return rc;
 }
 
+// PermutedCIPlots / UVPlots' column order for module `name` (plot_causal_importance_vals):
+// dense (columns by sum, descending) where a dense pattern matches and no identity
+// pattern does, else the identity assignment.
+static void plot_permutation(const spd_metric_config *mc, const char *name, const double *ci, int F, int C, int *perm) {
+    bool ident = false, dense = false;
+    for (int i = 0; mc->plots.has_identity_patterns && i < mc->plots.identity_patterns.count; i++)
+        ident |= spd_fnmatch(mc->plots.identity_patterns.items[i], name);
+    for (int i = 0; mc->plots.has_dense_patterns && i < mc->plots.dense_patterns.count; i++)
+        dense |= spd_fnmatch(mc->plots.dense_patterns.items[i], name);
+    if (ident || !dense) {
+        spd_identity_ci_permutation(ci, F, C, perm);
+        return;
+    }
+    double *sum = spd_calloc((size_t)C, sizeof *sum);
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++) sum[c] += ci[(size_t)f * C + c];
+    for (int c = 0; c < C; c++) perm[c] = c;
+    for (int i = 1; i < C; i++)  // stable insertion sort, descending
+        for (int j = i; j > 0 && sum[perm[j]] > sum[perm[j - 1]]; j--) {
+            int t = perm[j];
+            perm[j] = perm[j - 1];
+            perm[j - 1] = t;
+        }
+    free(sum);
+}
+
+// ci [F, C] with its columns in perm's order.
+static double *permuted(const double *ci, int F, int C, const int *perm) {
+    double *p = spd_malloc((size_t)F * C * sizeof *p);
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++) p[(size_t)f * C + c] = ci[(size_t)f * C + perm[c]];
+    return p;
+}
+
+// PermutedCIPlots: figures/causal_importances (ci_lower, Blues), .._upper_leaky (Reds).
+static int permuted_ci_plots(const spd_evaluator *ev, int64_t step, const char *const *names, double *const *lo,
+                             double *const *up) {
+    const int L = ev->et.n_mods, F = ev->F;
+    double **m = spd_malloc((size_t)L * sizeof *m);
+    char (*titles)[160] = spd_malloc((size_t)L * sizeof *titles);
+    const char **tp = spd_malloc((size_t)L * sizeof *tp);
+    int *rows = spd_malloc((size_t)L * sizeof *rows), *cols = spd_malloc((size_t)L * sizeof *cols);
+    int *perm = NULL;
+    char path[4400];
+    int rc = 0;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        for (int l = 0; l < L; l++) {
+            int C = ev->et.mods[l].comp.C;
+            perm = spd_malloc((size_t)C * sizeof *perm);
+            const double *ci = pass ? up[l] : lo[l];
+            plot_permutation(ev->perm_plots, names[l], ci, F, C, perm);
+            m[l] = permuted(ci, F, C, perm);
+            free(perm);
+            snprintf(titles[l], sizeof titles[l], "%s %s", pass ? "importance values" : "importance values lower leaky relu",
+                     names[l]);
+            tp[l] = titles[l];
+            rows[l] = F;
+            cols[l] = C;
+        }
+        rc = spd_figure_path(path, sizeof path, ev->out_dir,
+                             pass ? "figures/causal_importances_upper_leaky" : "figures/causal_importances", step);
+        rc = rc ? rc : spd_fig_matrices(path, L, tp, (const double *const *)m, rows, cols, 1,
+                                        pass ? SPD_CMAP_REDS : SPD_CMAP_BLUES);
+        for (int l = 0; l < L; l++) free(m[l]);
+    }
+    free(m), free(titles), free(tp), free(rows), free(cols);
+    return rc;
+}
+
+// UVPlots: figures/uv_matrices, per module (sorted by name) V [d_in, C] with permuted
+// columns and U [C, d_out] with permuted rows, the permutation from the upper CI.
+static int uv_plots(const spd_evaluator *ev, int64_t step, const char *const *names, double *const *up) {
+    const int L = ev->et.n_mods, F = ev->F;
+    int *ord = spd_malloc((size_t)L * sizeof *ord);
+    for (int l = 0; l < L; l++) ord[l] = l;
+    for (int i = 1; i < L; i++)
+        for (int j = i; j > 0 && strcmp(names[ord[j]], names[ord[j - 1]]) < 0; j--) {
+            int t = ord[j];
+            ord[j] = ord[j - 1];
+            ord[j - 1] = t;
+        }
+    double **m = spd_malloc((size_t)2 * L * sizeof *m);
+    char (*titles)[160] = spd_malloc((size_t)2 * L * sizeof *titles);
+    const char **tp = spd_malloc((size_t)2 * L * sizeof *tp);
+    int *rows = spd_malloc((size_t)2 * L * sizeof *rows), *cols = spd_malloc((size_t)2 * L * sizeof *cols);
+    for (int k = 0; k < L; k++) {
+        int l = ord[k];
+        const spd_train_module *md = &ev->et.mods[l];
+        const int C = md->comp.C, din = md->d_in, dout = md->d_out;
+        int *perm = spd_malloc((size_t)C * sizeof *perm);
+        plot_permutation(ev->uv_plots, names[l], up[l], F, C, perm);
+        double *V = spd_malloc((size_t)din * C * sizeof *V), *U = spd_malloc((size_t)C * dout * sizeof *U);
+        for (int i = 0; i < din; i++)
+            for (int c = 0; c < C; c++) V[(size_t)i * C + c] = md->comp.V[(size_t)i * C + perm[c]];
+        for (int c = 0; c < C; c++) memcpy(U + (size_t)c * dout, md->comp.U + (size_t)perm[c] * dout, dout * sizeof *U);
+        free(perm);
+        m[2 * k] = V, m[2 * k + 1] = U;
+        rows[2 * k] = din, cols[2 * k] = C, rows[2 * k + 1] = C, cols[2 * k + 1] = dout;
+        snprintf(titles[2 * k], sizeof titles[0], "%s (V matrix)", names[l]);
+        snprintf(titles[2 * k + 1], sizeof titles[0], "%s (U matrix)", names[l]);
+        tp[2 * k] = titles[2 * k], tp[2 * k + 1] = titles[2 * k + 1];
+    }
+    char path[4400];
+    int rc = spd_figure_path(path, sizeof path, ev->out_dir, "figures/uv_matrices", step);
+    rc = rc ? rc : spd_fig_matrices(path, 2 * L, tp, (const double *const *)m, rows, cols, 2, SPD_CMAP_COOLWARM);
+    for (int i = 0; i < 2 * L; i++) free(m[i]);
+    free(m), free(titles), free(tp), free(rows), free(cols), free(ord);
+    return rc;
+}
+
 int spd_evaluate(spd_evaluator *ev, int64_t step, spd_metric_list *out) {
     const spd_config *cfg = ev->cfg;
     spd_trainer *e = &ev->et;
@@ -417,17 +531,22 @@ int spd_evaluate(spd_evaluator *ev, int64_t step, spd_metric_list *out) {
         spd_metric_list_free(&l0);
     }
     if (!rc && slow) rc = slow_figures(ev, &acc, step);
-    if (!rc && slow && ev->ident && ev->n_pats > 0) {
-        double **oh = spd_malloc((size_t)L * sizeof *oh);
+    if (!rc && slow && ((ev->ident && ev->n_pats > 0) || ev->perm_plots || ev->uv_plots)) {
+        double **lo = spd_malloc((size_t)L * sizeof *lo), **up = spd_malloc((size_t)L * sizeof *up);
         int *Fs = spd_malloc((size_t)L * sizeof *Fs);
         for (int l = 0; l < L; l++) {
-            oh[l] = spd_malloc((size_t)ev->F * C[l] * sizeof(double));
+            lo[l] = spd_malloc((size_t)ev->F * C[l] * sizeof(double));
+            up[l] = spd_malloc((size_t)ev->F * C[l] * sizeof(double));
             Fs[l] = ev->F;
         }
-        onehot_ci(ev, step, oh);
-        rc = spd_identity_ci_error(ev->pats, ev->n_pats, L, names, (const double *const *)oh, Fs, C, out);
-        for (int l = 0; l < L; l++) free(oh[l]);
-        free(oh);
+        onehot_ci(ev, step, lo, up);
+        if (ev->ident && ev->n_pats > 0)
+            rc = spd_identity_ci_error(ev->pats, ev->n_pats, L, names, (const double *const *)lo, Fs, C, out);
+        if (!rc && ev->perm_plots) rc = permuted_ci_plots(ev, step, names, lo, up);
+        if (!rc && ev->uv_plots) rc = uv_plots(ev, step, names, up);
+        for (int l = 0; l < L; l++) free(lo[l]), free(up[l]);
+        free(lo);
+        free(up);
         free(Fs);
     }
     if (!rc && step == cfg->steps && ev->task == SPD_TASK_TMS) {  // the paper's TMS metrics, final eval
@@ -467,7 +586,7 @@ int spd_eval_log(spd_evaluator *ev, int64_t step, FILE *metrics) {
         if (kv->is_int) printf(" %s %lld", kv->key, (long long)kv->value);
         else printf(" %s %.4g", kv->key, kv->value);
     }
-    bool figs = ev->hist || ev->density || ev->mean;
+    bool figs = ev->hist || ev->density || ev->mean || ev->perm_plots || ev->uv_plots;
     printf("%s\n", figs && spd_eval_slow(ev->cfg, step) ? " (+ figures)" : "");
     fflush(stdout);
     spd_metric_list_free(&out);

@@ -18,7 +18,10 @@
 // (figures_causal_importance_values[_pre_sigmoid]_<s>.png, the first
 // n_batches_accum batches), ComponentActivationDensity
 // (figures_component_activation_density_<s>.png), CIMeanPerComponent
-// (figures_ci_mean_per_component[_log]_<s>.png).
+// (figures_ci_mean_per_component[_log]_<s>.png), PermutedCIPlots
+// (figures_causal_importances[_upper_leaky]_<s>.png: CI of one-hot inputs, columns
+// permuted to the identity or, for dense patterns, by column sum), UVPlots
+// (figures_uv_matrices_<s>.png: V and U with the same permutation of the upper CI).
 // Slow steps: step 0 when slow_eval_on_first_step, else step % slow_eval_freq == 0.
 //
 // How: a second target instance of eval_batch_size rows (the frozen target
@@ -34,8 +37,7 @@
 //
 // Not evaluated (a note on stderr at start): CEandKLLosses and
 // StochasticReconSubsetCEAndKL (LM only: `spd train` refuses LM tasks; CEandKLLosses
-// itself is spd/ce_kl.h, ready for the LM eval), PermutedCIPlots, UVPlots,
-// PGDMultiBatch*.
+// itself is spd/ce_kl.h, ready for the LM eval), PGDMultiBatch*.
 #ifndef SPD_EVAL_H
 #define SPD_EVAL_H
 
