@@ -1,0 +1,52 @@
+// `spd train --device cuda`: the float32 GPU twin of a host run. The CLI builds,
+// initialises, loads (resume) and saves its float64 host run as always; this
+// module declares the same target and trainer on the GPU (same tensor names),
+// copies the host's values and Adam state up once (spd_gpu_run_upload), then
+// runs the steps and updates on the device. Per step only the batch goes up and
+// the loss values come back; grads, CI and parameters come down only on log and
+// checkpoint steps (spd_gpu_run_download*). The faithfulness warm-up runs on the
+// host before the upload (no data, cheap).
+//
+// Opaque to its callers, whose `real` is float64: options and configs are passed
+// as the host's structs (precision-free, or with NULL draw source).
+#ifndef SPD_TRAIN_GPU_H
+#define SPD_TRAIN_GPU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/spec.h"
+#include "models/resid_mlp.h"
+#include "models/tms.h"
+
+typedef struct spd_gpu_run spd_gpu_run;
+
+typedef struct {
+    bool resid;                       // ResidMLP (else TMS)
+    tms_config tms;                   // TMS target sizes
+    resid_mlp_config resid_mlp;       // ResidMLP target sizes
+    int B;                            // batch
+    const void *opt;                  // the host's spd_train_options (draws NULL)
+    const int *site, *C;              // decomposed sites and their C, n of them
+    int n;
+    int tie_src, tie_tgt;             // tied components (module indices), -1: none
+} spd_gpu_run_config;
+
+// Declares, allocates and binds the device run; dies with a message on error.
+spd_gpu_run *spd_gpu_run_create(const spd_gpu_run_config *c);
+// Target and trained values, Adam moments (and the update count) from the host table.
+void spd_gpu_run_upload(spd_gpu_run *g, const spd_spec *host, int64_t adam_t);
+// Trained values and Adam moments (with_grads: the gradients too) into the host table.
+void spd_gpu_run_download(spd_gpu_run *g, spd_spec *host, bool with_grads);
+// Module l's ci_lower [N, C] of the last step as float64.
+void spd_gpu_run_ci_lower(spd_gpu_run *g, int l, double *out);
+// The batch x [n] (float32 host values) into the device's input.x.
+void spd_gpu_run_set_input(spd_gpu_run *g, const float *x, int64_t n);
+// One step: values [n_terms] (raw terms) and the total.
+double spd_gpu_run_step(spd_gpu_run *g, int64_t step, double *values);
+// The update after a step (ties through spd/tied.h); the group norms before clipping.
+void spd_gpu_run_update(spd_gpu_run *g, int64_t step, double *norm_components, double *norm_ci_fns);
+int64_t spd_gpu_run_adam_t(const spd_gpu_run *g);
+void spd_gpu_run_free(spd_gpu_run *g);
+
+#endif
