@@ -548,7 +548,7 @@ typedef struct {
 static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec) {
 #ifdef SPD_HAVE_CUDA
     spd_gpu_run_download(g, spec, true);
-    for (int m = 0; m < tr->n_mods; m++) spd_gpu_run_ci_lower(g, m, tr->mods[m].ci_lower);
+    for (int m = 0; m < tr->n_mods; m++) spd_gpu_run_ci(g, m, 1, tr->mods[m].ci_lower);
     tr->adam_t = spd_gpu_run_adam_t(g);
 #endif
 }
@@ -909,7 +909,7 @@ int cmd_train(int argc, char **argv) {
     float *xf = NULL;
 #ifdef SPD_HAVE_CUDA
     if (cuda) {  // the GPU twin of this run, from the host's state after init / resume / warm-up
-        spd_gpu_run_config gc = {.resid = task != SPD_TASK_TMS, .tms = tcfg, .resid_mlp = rcfg, .B = B, .opt = &opt,
+        spd_gpu_run_config gc = {.kind = task == SPD_TASK_TMS ? SPD_GPU_TMS : SPD_GPU_RESID_MLP, .tms = tcfg, .resid_mlp = rcfg, .B = B, .opt = &opt,
                                  .site = site, .C = C, .n = n_chosen, .tie_src = n_ties ? tie.src : -1,
                                  .tie_tgt = n_ties ? tie.tgt : -1};
         gpu = spd_gpu_run_create(&gc);

@@ -16,17 +16,25 @@
 #include <stdint.h>
 
 #include "core/spec.h"
+#include "models/llama_config.h"
 #include "models/resid_mlp.h"
 #include "models/tms.h"
 
 typedef struct spd_gpu_run spd_gpu_run;
 
+typedef enum { SPD_GPU_TMS, SPD_GPU_RESID_MLP, SPD_GPU_LLAMA } spd_gpu_target;
+
 typedef struct {
-    bool resid;                       // ResidMLP (else TMS)
+    spd_gpu_target kind;
     tms_config tms;                   // TMS target sizes
     resid_mlp_config resid_mlp;       // ResidMLP target sizes
+    llama_config llama;               // LlamaSimple: sizes, T positions per row, own lm_head
+    int T;
+    bool untied_lm_head;
     int B;                            // batch
-    const void *opt;                  // the host's spd_train_options (draws NULL)
+    // The host's spd_train_options; a draw source in it (spd check) serves the
+    // device through float64 host buffers, converted and uploaded.
+    const void *opt;
     const int *site, *C;              // decomposed sites and their C, n of them
     int n;
     int tie_src, tie_tgt;             // tied components (module indices), -1: none
@@ -38,10 +46,16 @@ spd_gpu_run *spd_gpu_run_create(const spd_gpu_run_config *c);
 void spd_gpu_run_upload(spd_gpu_run *g, const spd_spec *host, int64_t adam_t);
 // Trained values and Adam moments (with_grads: the gradients too) into the host table.
 void spd_gpu_run_download(spd_gpu_run *g, spd_spec *host, bool with_grads);
-// Module l's ci_lower [N, C] of the last step as float64.
-void spd_gpu_run_ci_lower(spd_gpu_run *g, int l, double *out);
+// Module l's pre_sigmoid (what 0), ci_lower (1) or ci_upper (2) [N, C] of the last step as float64.
+void spd_gpu_run_ci(spd_gpu_run *g, int l, int what, double *out);
+// The clean target output y_t [N, d_out] of the last step as float64.
+void spd_gpu_run_target_output(spd_gpu_run *g, double *out);
 // The batch x [n] (float32 host values) into the device's input.x.
 void spd_gpu_run_set_input(spd_gpu_run *g, const float *x, int64_t n);
+// LlamaSimple: token ids [n] into input.tokens.
+void spd_gpu_run_set_tokens(spd_gpu_run *g, const int32_t *tokens, int64_t n);
+// The faithfulness warm-up on the device (spd/faithfulness_warmup.h, the run's ties); its final loss.
+double spd_gpu_run_warmup(spd_gpu_run *g, int64_t steps, double lr, double weight_decay);
 // One step: values [n_terms] (raw terms) and the total.
 double spd_gpu_run_step(spd_gpu_run *g, int64_t step, double *values);
 // The update after a step (ties through spd/tied.h); the group norms before clipping.
