@@ -1,11 +1,12 @@
-// Bias and ReLU of the toy targets on the GPU. bias_grad runs one thread per
-// column adding the rows in order, the CPU's float32 order.
+// Bias and ReLU of the toy targets on the GPU. bias_grad: one block per column,
+// the rows summed in float64 (reduce_dev.h), added to db once.
 #include "cuda/cuda_common.h"
 
 extern "C" {
 #include "core/real.h"
 #include "ops/bias_act.h"
 }
+#include "cuda/reduce_dev.h"
 
 static __global__ void bias_add_k(float *y, const float *b, long long n, int d) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -13,11 +14,11 @@ static __global__ void bias_add_k(float *y, const float *b, long long n, int d) 
 }
 
 static __global__ void bias_grad_k(float *db, const float *dy, int N, int d) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= d) return;
-    float acc = db[j];
-    for (long long n = 0; n < N; n++) acc = __fadd_rn(acc, dy[n * d + j]);
-    db[j] = acc;
+    const int j = blockIdx.x;
+    double acc = 0;
+    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += dy[n * d + j];
+    double s = block_sum_f64(acc);
+    if (threadIdx.x == 0) db[j] = __fadd_rn(db[j], (float)s);
 }
 
 static __global__ void relu_fwd(float *y, const float *x, long long n) {
@@ -39,7 +40,7 @@ extern "C" void bias_add_cuda(float *y, const float *b, int N, int d) {
 
 extern "C" void bias_grad_cuda(float *db, const float *dy, int N, int d) {
     if (d <= 0) return;
-    bias_grad_k<<<spd_cuda_blocks(d, 128), 128, 0, spd_cuda_stream()>>>(db, dy, N, d);
+    bias_grad_k<<<d, REDUCE_THREADS, 0, spd_cuda_stream()>>>(db, dy, N, d);
     CUDA_CHECK_LAUNCH();
 }
 

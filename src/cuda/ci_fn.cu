@@ -2,7 +2,7 @@
 // activations [N, C, h] for the parallel types, vector_mlp's first layer as one
 // GEMM through the permuted weight in f->work, the later parallel layers as
 // one thread per output element. Parameter-gradient sums over positions run in
-// float64, positions in order, as the CPU's.
+// float64, one block per parameter (reduce_dev.h).
 #include "cuda/cuda_common.h"
 
 extern "C" {
@@ -12,6 +12,7 @@ extern "C" {
 #include "ops/gelu.h"
 #include "ops/matmul.h"
 }
+#include "cuda/reduce_dev.h"
 
 #define T 256
 
@@ -44,16 +45,16 @@ static void add_bias(float *y, const float *b, int N, long cols) {
 
 // db [cols] += sum over rows of g [N, cols] in float64
 static __global__ void bias_grad_k(float *db, const float *g, int N, long long cols) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= cols) return;
+    const long long j = blockIdx.x;
     double acc = 0;
-    for (long long n = 0; n < N; n++) acc += g[n * cols + j];
-    db[j] = __fadd_rn(db[j], (float)acc);
+    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += g[n * cols + j];
+    double s = block_sum_f64(acc);
+    if (threadIdx.x == 0) db[j] = __fadd_rn(db[j], (float)s);
 }
 
 static void bias_grad(float *db, const float *g, int N, long cols) {
     if (cols <= 0) return;
-    bias_grad_k<<<spd_cuda_blocks(cols, T), T, 0, spd_cuda_stream()>>>(db, g, N, cols);
+    bias_grad_k<<<(unsigned)cols, REDUCE_THREADS, 0, spd_cuda_stream()>>>(db, g, N, cols);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -81,13 +82,15 @@ static __global__ void parallel_gin_k(float *gin, const float *g, const float *W
 }
 
 // dW [C, wi, wo] += sum_n in[n, c, i] g[n, c, o] in float64
+// One block per element of dW.
 static __global__ void parallel_dw_k(float *dW, const float *g, const float *in, int N, int C, int wi, int wo) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= (long long)C * wi * wo) return;
+    const long long j = blockIdx.x;
     long long o = j % wo, ci = j / wo, i = ci % wi, c = ci / wi;
     double acc = 0;
-    for (long long n = 0; n < N; n++) acc += (double)in[(n * C + c) * wi + i] * g[(n * C + c) * wo + o];
-    dW[j] = __fadd_rn(dW[j], (float)acc);
+    for (long long n = threadIdx.x; n < N; n += blockDim.x)
+        acc += (double)in[(n * C + c) * wi + i] * g[(n * C + c) * wo + o];
+    double s = block_sum_f64(acc);
+    if (threadIdx.x == 0) dW[j] = __fadd_rn(dW[j], (float)s);
 }
 
 // dW0 [C, wi, wo] += work [wi, C*wo] scattered back
@@ -152,7 +155,11 @@ static void layer_backward(ci_fn *f, int k, float *gin, const float *g, const fl
             LAUNCH(scatter_first_k, (long long)C * wi * wo, f->dW[0], f->work, C, wi, wo);
         }
     } else {
-        if (f->dW[k]) LAUNCH(parallel_dw_k, (long long)C * wi * wo, f->dW[k], g, in, N, C, wi, wo);
+        if (f->dW[k]) {
+            parallel_dw_k<<<(unsigned)((long long)C * wi * wo), REDUCE_THREADS, 0, spd_cuda_stream()>>>(f->dW[k], g, in, N,
+                                                                                                     C, wi, wo);
+            CUDA_CHECK_LAUNCH();
+        }
         if (gin) LAUNCH(parallel_gin_k, (long long)N * C * wi, gin, g, f->W[k], N, C, wi, wo);
         if (f->db[k]) bias_grad(f->db[k], g, N, (long)C * wo);
     }

@@ -9,22 +9,23 @@ extern "C" {
 #include "core/real.h"
 #include "ops/importance_minimality.h"
 }
+#include "cuda/reduce_dev.h"
 
 #define T 128
 
-// S [C] += sum_n (ci + eps)^p, one thread per component, positions in order (the CPU's order).
+// S [C] += sum_n (ci + eps)^p, one block per component (reduce_dev.h).
 static __global__ void sums_k(double *S, const float *ci, long long N, int C, double p, float eps) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    double acc = S[c];
-    for (long long n = 0; n < N; n++) acc += pow((double)__fadd_rn(ci[n * C + c], eps), p);
-    S[c] = acc;
+    const int c = blockIdx.x;
+    double acc = 0;
+    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += pow((double)__fadd_rn(ci[n * C + c], eps), p);
+    double s = block_sum_f64(acc);
+    if (threadIdx.x == 0) S[c] += s;
 }
 
 extern "C" void importance_minimality_sums_cuda(double *S, const float *ci_upper, int64_t N, int C, double p,
                                                 double eps) {
     if (C <= 0) return;
-    sums_k<<<spd_cuda_blocks(C, T), T, 0, spd_cuda_stream()>>>(S, ci_upper, N, C, p, (float)eps);
+    sums_k<<<C, REDUCE_THREADS, 0, spd_cuda_stream()>>>(S, ci_upper, N, C, p, (float)eps);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -8,6 +8,7 @@ extern "C" {
 #include "core/real.h"
 #include "ops/masks.h"
 }
+#include "cuda/reduce_dev.h"
 #include "cuda/sigmoid_dev.h"
 
 #define T 256
@@ -136,13 +137,13 @@ static __global__ void interp_bwd_k(float *dci, float *ds, const float *dm, cons
     if (ds) ds[row * ld + c] = __fmul_rn(g, 1.0f - ci[i]);
 }
 
-// ld = 0: ds [C] = sum_n dm (1 - ci) in float64, positions in order (the CPU's order).
+// ld = 0: ds [C] = sum_n dm (1 - ci) in float64, one block per component.
 static __global__ void interp_bwd_shared_k(float *ds, const float *dm, const float *ci, int N, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
+    const int c = blockIdx.x;
     double acc = 0;
-    for (long long n = 0; n < N; n++) acc += (double)__fmul_rn(dm[n * C + c], 1.0f - ci[n * C + c]);
-    ds[c] = (float)acc;
+    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += (double)__fmul_rn(dm[n * C + c], 1.0f - ci[n * C + c]);
+    double s = block_sum_f64(acc);
+    if (threadIdx.x == 0) ds[c] = (float)s;
 }
 
 extern "C" void mask_interpolate_backward_cuda(float *dci, float *ds, const float *dm, const float *ci,
@@ -154,7 +155,10 @@ extern "C" void mask_interpolate_backward_cuda(float *dci, float *ds, const floa
         return;
     }
     if (dci) LAUNCH(interp_bwd_k, n, dci, (float *)NULL, dm, ci, s, C, ld, n);
-    LAUNCH(interp_bwd_shared_k, C, ds, dm, ci, N, C);
+    if (C > 0) {
+        interp_bwd_shared_k<<<C, REDUCE_THREADS, 0, spd_cuda_stream()>>>(ds, dm, ci, N, C);
+        CUDA_CHECK_LAUNCH();
+    }
 }
 
 static __global__ void mask_sample_k(float *m, const float *ci, long long n, spd_mask_sampling sampling,
@@ -217,8 +221,9 @@ static __global__ void pgd_scatter_k(float *ds, const float *ddelta, int N, int 
 
 static __global__ void pgd_scatter_shared_k(float *ds, const float *ddelta, int N, int C) {
     double acc = 0;
-    for (long long n = 0; n < N; n++) acc += (double)ddelta[n];
-    ds[C] = (float)acc;
+    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += (double)ddelta[n];
+    double s = block_sum_f64(acc);
+    if (threadIdx.x == 0) ds[C] = (float)s;
 }
 
 extern "C" void pgd_delta_grad_scatter_cuda(float *ds, const float *ddelta, int N, int C, int ld) {
@@ -226,6 +231,6 @@ extern "C" void pgd_delta_grad_scatter_cuda(float *ds, const float *ddelta, int 
         LAUNCH(pgd_scatter_k, N, ds, ddelta, N, C, ld);
         return;
     }
-    pgd_scatter_shared_k<<<1, 1, 0, spd_cuda_stream()>>>(ds, ddelta, N, C);
+    pgd_scatter_shared_k<<<1, REDUCE_THREADS, 0, spd_cuda_stream()>>>(ds, ddelta, N, C);
     CUDA_CHECK_LAUNCH();
 }

@@ -329,11 +329,11 @@ static void test_losses(void) {
     importance_minimality_backward_cuda(dci_d, (const float *const *)ci_d, S_d, Cs, 2, N, 0.9, 1e-12, 0.3, 1, 0.5);
     check_close("importance_minimality_backward module 0", dci_d[0], dci_h[0], (long)N * Cs[0], OP_BOUND);
     check_close("importance_minimality_backward module 1", dci_d[1], dci_h[1], (long)N * Cs[1], OP_BOUND);
-    // A bias gradient sums rows in order in float32 on both sides: bit-identical.
+    // A bias gradient (the GPU sums rows in float64, the CPU in float32 order).
     float *db0 = randf(dim, -1, 1), *ddb = dev_of(db0, dim);
     bias_grad_f32(db0, p, N, dim);
     bias_grad_cuda(ddb, dp, N, dim);
-    check_exact("bias_grad bit-identical", ddb, db0, dim);
+    check_close("bias_grad", ddb, db0, dim, 1e-4);  // the CPU's float32 running sum over 4096 rows drifts ~1e-6
 }
 
 // ---- whole training steps ------------------------------------------------------------------
