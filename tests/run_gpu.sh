@@ -53,7 +53,7 @@ for r in tests/refs/*.safetensors "$SHARED_DIR"/refs/*.safetensors; do
     done
 done
 # Training references (spd-ref-train-v1): the step or run in float32 on the GPU
-# (bounds 1e-4 a step, 1e-3 a run; docs/spd-ref-train-v1.md).
+# (bound 1e-4; docs/spd-ref-train-v1.md).
 for r in tests/refs/train/*.safetensors; do
     [ -f "$r" ] || continue
     "$SPD" check --device cuda "$r" >"$log" 2>&1

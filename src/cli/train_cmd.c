@@ -553,12 +553,15 @@ static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec) {
 #endif
 }
 
-// One step on the GPU: the batch (float32, the same draws) up, the loss values into the host trainer.
+// One step on the GPU: the batch (float32, the same draws: on the GPU, or the host's uploaded), the
+// loss values into the host trainer.
 static void gpu_step(spd_gpu_run *g, spd_trainer *tr, const spd_toy_data *data, float *xf, int64_t step, int B,
                      int F) {
 #ifdef SPD_HAVE_CUDA
-    spd_toy_batch_f32(data, (uint64_t)step, -1, 0, B, xf, NULL);
-    spd_gpu_run_set_input(g, xf, (int64_t)B * F);
+    if (!spd_gpu_run_toy_batch(g, data, step, B)) {  // this kind of data is drawn on the host
+        spd_toy_batch_f32(data, (uint64_t)step, -1, 0, B, xf, NULL);
+        spd_gpu_run_set_input(g, xf, (int64_t)B * F);
+    }
     tr->total = spd_gpu_run_step(g, step, tr->values);
 #endif
 }

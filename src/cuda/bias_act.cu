@@ -1,24 +1,20 @@
-// Bias and ReLU of the toy targets on the GPU. bias_grad: one block per column,
-// the rows summed in float64 (reduce_dev.h), added to db once.
+// Bias and ReLU of the toy targets on the GPU. bias_grad: the rows summed per
+// column in float64 (spd_cuda_colsum), added to db once.
 #include "cuda/cuda_common.h"
 
 extern "C" {
 #include "core/real.h"
 #include "ops/bias_act.h"
 }
-#include "cuda/reduce_dev.h"
 
 static __global__ void bias_add_k(float *y, const float *b, long long n, int d) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = __fadd_rn(y[i], b[i % d]);
 }
 
-static __global__ void bias_grad_k(float *db, const float *dy, int N, int d) {
-    const int j = blockIdx.x;
-    double acc = 0;
-    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += dy[n * d + j];
-    double s = block_sum_f64(acc);
-    if (threadIdx.x == 0) db[j] = __fadd_rn(db[j], (float)s);
+static __global__ void add_sums_k(float *db, const double *s, int d) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < d) db[j] = __fadd_rn(db[j], (float)s[j]);
 }
 
 static __global__ void relu_fwd(float *y, const float *x, long long n) {
@@ -40,7 +36,9 @@ extern "C" void bias_add_cuda(float *y, const float *b, int N, int d) {
 
 extern "C" void bias_grad_cuda(float *db, const float *dy, int N, int d) {
     if (d <= 0) return;
-    bias_grad_k<<<d, REDUCE_THREADS, 0, spd_cuda_stream()>>>(db, dy, N, d);
+    double *s = (double *)spd_cuda_scratch2((size_t)d * sizeof(double));
+    spd_cuda_colsum(s, dy, N, d);
+    add_sums_k<<<spd_cuda_blocks(d, 256), 256, 0, spd_cuda_stream()>>>(db, s, d);
     CUDA_CHECK_LAUNCH();
 }
 

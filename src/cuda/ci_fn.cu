@@ -1,8 +1,9 @@
 // The CI functions on the GPU (ops/ci_fn.h), in the CPU's layouts: hidden
 // activations [N, C, h] for the parallel types, vector_mlp's first layer as one
 // GEMM through the permuted weight in f->work, the later parallel layers as
-// one thread per output element. Parameter-gradient sums over positions run in
-// float64, one block per parameter (reduce_dev.h).
+// one thread per output element. Bias gradients: float64 column sums
+// (spd_cuda_colsum); the parallel layers' weight gradients: one strided batched
+// GEMM over the components (float32 products and sums, cuBLAS's order).
 #include "cuda/cuda_common.h"
 
 extern "C" {
@@ -12,7 +13,6 @@ extern "C" {
 #include "ops/gelu.h"
 #include "ops/matmul.h"
 }
-#include "cuda/reduce_dev.h"
 
 #define T 256
 
@@ -43,18 +43,17 @@ static void add_bias(float *y, const float *b, int N, long cols) {
     CUDA_CHECK_LAUNCH();
 }
 
-// db [cols] += sum over rows of g [N, cols] in float64
-static __global__ void bias_grad_k(float *db, const float *g, int N, long long cols) {
-    const long long j = blockIdx.x;
-    double acc = 0;
-    for (long long n = threadIdx.x; n < N; n += blockDim.x) acc += g[n * cols + j];
-    double s = block_sum_f64(acc);
-    if (threadIdx.x == 0) db[j] = __fadd_rn(db[j], (float)s);
+static __global__ void add_sums_k(float *db, const double *s, long long cols) {
+    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < cols) db[j] = __fadd_rn(db[j], (float)s[j]);
 }
 
+// db [cols] += sum over rows of g [N, cols] in float64
 static void bias_grad(float *db, const float *g, int N, long cols) {
     if (cols <= 0) return;
-    bias_grad_k<<<(unsigned)cols, REDUCE_THREADS, 0, spd_cuda_stream()>>>(db, g, N, cols);
+    double *s = (double *)spd_cuda_scratch2((size_t)cols * sizeof(double));
+    spd_cuda_colsum(s, g, N, cols);
+    add_sums_k<<<spd_cuda_blocks(cols, T), T, 0, spd_cuda_stream()>>>(db, s, cols);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -82,15 +81,13 @@ static __global__ void parallel_gin_k(float *gin, const float *g, const float *W
 }
 
 // dW [C, wi, wo] += sum_n in[n, c, i] g[n, c, o] in float64
-// One block per element of dW.
-static __global__ void parallel_dw_k(float *dW, const float *g, const float *in, int N, int C, int wi, int wo) {
-    const long long j = blockIdx.x;
-    long long o = j % wo, ci = j / wo, i = ci % wi, c = ci / wi;
-    double acc = 0;
-    for (long long n = threadIdx.x; n < N; n += blockDim.x)
-        acc += (double)in[(n * C + c) * wi + i] * g[(n * C + c) * wo + o];
-    double s = block_sum_f64(acc);
-    if (threadIdx.x == 0) dW[j] = __fadd_rn(dW[j], (float)s);
+// dW [C, wi, wo] += per component c: in_c^T g_c, in_c [N, wi] (row stride C wi), g_c [N, wo]
+// (row stride C wo). Column-major for cuBLAS: dW_c^T [wo, wi] += g_c^T [wo, N] in_c [N, wi],
+// batched over c with strides wo, wi and wi wo.
+static void parallel_dw(float *dW, const float *g, const float *in, int N, int C, int wi, int wo) {
+    const float one = 1.0f;
+    CUBLAS_CHECK(cublasSgemmStridedBatched(spd_cublas(), CUBLAS_OP_N, CUBLAS_OP_T, wo, wi, N, &one, g, C * wo, wo, in,
+                                           C * wi, wi, &one, dW, wo, (long long)wi * wo, C));
 }
 
 // dW0 [C, wi, wo] += work [wi, C*wo] scattered back
@@ -155,11 +152,7 @@ static void layer_backward(ci_fn *f, int k, float *gin, const float *g, const fl
             LAUNCH(scatter_first_k, (long long)C * wi * wo, f->dW[0], f->work, C, wi, wo);
         }
     } else {
-        if (f->dW[k]) {
-            parallel_dw_k<<<(unsigned)((long long)C * wi * wo), REDUCE_THREADS, 0, spd_cuda_stream()>>>(f->dW[k], g, in, N,
-                                                                                                     C, wi, wo);
-            CUDA_CHECK_LAUNCH();
-        }
+        if (f->dW[k] && N > 0) parallel_dw(f->dW[k], g, in, N, C, wi, wo);
         if (gin) LAUNCH(parallel_gin_k, (long long)N * C * wi, gin, g, f->W[k], N, C, wi, wo);
         if (f->db[k]) bias_grad(f->db[k], g, N, (long)C * wo);
     }

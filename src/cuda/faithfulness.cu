@@ -14,9 +14,7 @@ static int64_t total_numel(const int64_t *numel, int n_modules) {
 }
 
 extern "C" double faithfulness_loss_forward_cuda(const float *const *deltas, const int64_t *numel, int n_modules) {
-    double sum = 0;
-    for (int l = 0; l < n_modules; l++) sum += spd_cuda_sum_sq(deltas[l], NULL, numel[l]);
-    return sum / (double)total_numel(numel, n_modules);
+    return spd_cuda_sum_sq_multi(deltas, numel, n_modules) / (double)total_numel(numel, n_modules);
 }
 
 static __global__ void backward_k(float *dd, const float *d, long long n, double g) {

@@ -10,9 +10,7 @@ extern "C" {
 }
 
 extern "C" double grad_norm_cuda(const float *const *grads, const int64_t *numel, int n_bufs) {
-    double sum = 0;
-    for (int b = 0; b < n_bufs; b++) sum += spd_cuda_sum_sq(grads[b], NULL, numel[b]);
-    return sqrt(sum);
+    return sqrt(spd_cuda_sum_sq_multi(grads, numel, n_bufs));
 }
 
 static __global__ void scale_k(float *g, long long n, float c) {

@@ -34,7 +34,7 @@ int train_check_f64(const spd_st_file *f, FILE *out);
 // The same with the step (or run) in float32 on the GPU (CUDA builds): the host
 // builds and loads as above, a device twin (spd/train_gpu.h) runs the warm-up,
 // steps and updates with the file's draws, and its state is read back for the
-// rows; bounds 1e-4 (one step) and 1e-3 (a run's losses and final parameters).
+// rows; bound 1e-4 (norm-relative) for every row.
 int train_check_cuda(const spd_st_file *f, FILE *out);
 
 #endif

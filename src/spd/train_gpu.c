@@ -139,6 +139,11 @@ void spd_gpu_run_set_input(spd_gpu_run *g, const float *x, int64_t n) {
     spd_device_upload(g->x, x, (size_t)n * sizeof(float));
 }
 
+bool spd_gpu_run_toy_batch(spd_gpu_run *g, const spd_toy_data *d, int64_t step, int B) {
+    SPD_ASSERT(g->x);
+    return spd_toy_batch_cuda(d, (uint64_t)step, -1, 0, B, g->x) == 0;
+}
+
 void spd_gpu_run_set_tokens(spd_gpu_run *g, const int32_t *tokens, int64_t n) {
     SPD_ASSERT(g->kind == SPD_GPU_LLAMA && n == g->ll.N);
     spd_device_upload(g->ll.tokens, tokens, (size_t)n * sizeof(int32_t));

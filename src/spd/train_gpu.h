@@ -19,6 +19,7 @@
 #include "models/llama_config.h"
 #include "models/resid_mlp.h"
 #include "models/tms.h"
+#include "models/toy_data.h"
 
 typedef struct spd_gpu_run spd_gpu_run;
 
@@ -52,6 +53,9 @@ void spd_gpu_run_ci(spd_gpu_run *g, int l, int what, double *out);
 void spd_gpu_run_target_output(spd_gpu_run *g, double *out);
 // The batch x [n] (float32 host values) into the device's input.x.
 void spd_gpu_run_set_input(spd_gpu_run *g, const float *x, int64_t n);
+// The training batch of `step` drawn on the GPU straight into input.x (the host's
+// floats); false when the data's kind needs the host (then spd_gpu_run_set_input).
+bool spd_gpu_run_toy_batch(spd_gpu_run *g, const spd_toy_data *d, int64_t step, int B);
 // LlamaSimple: token ids [n] into input.tokens.
 void spd_gpu_run_set_tokens(spd_gpu_run *g, const int32_t *tokens, int64_t n);
 // The faithfulness warm-up on the device (spd/faithfulness_warmup.h, the run's ties); its final loss.

@@ -28,6 +28,7 @@
 #include "cuda/backend.h"
 #include "models/resid_mlp.h"
 #include "models/tms.h"
+#include "models/toy_data.h"
 #include "ops/bias_act.h"
 #include "ops/ci_fn.h"
 #include "ops/gelu.h"
@@ -336,6 +337,29 @@ static void test_losses(void) {
     check_close("bias_grad", ddb, db0, dim, 1e-4);  // the CPU's float32 running sum over 4096 rows drifts ~1e-6
 }
 
+// Toy batches drawn on the GPU are the host's floats, bit for bit.
+static void test_toy_batches(void) {
+    const int B = 4096, F = 40;
+    spd_toy_data d;
+    for (int k = 0; k < 2; k++) {
+        int rc = k ? spd_toy_data_init_resid_mlp(&d, F, 0.3, SPD_TOY_AT_LEAST_ZERO_ACTIVE, 77)
+                   : spd_toy_data_init_tms(&d, F, 0.05, SPD_TOY_AT_LEAST_ZERO_ACTIVE, 5);
+        SPD_ASSERT(rc == 0);
+        float *h = spd_malloc((size_t)B * F * sizeof(float)), *dx = dev_nan((long)B * F);
+        spd_toy_batch_f32(&d, 123, k ? 2 : -1, k ? 17 : 0, B, h, NULL);
+        rc = spd_toy_batch_cuda(&d, 123, k ? 2 : -1, k ? 17 : 0, B, dx);
+        test_report(rc == 0, "spd_toy_batch_cuda draws at_least_zero_active", NULL);
+        check_exact(k ? "toy batch (resid range, eval batch, row0 17) bit-identical"
+                      : "toy batch (TMS range, training) bit-identical", dx, h, (long)B * F);
+        free(h), spd_device_free(dx);
+        spd_toy_data_free(&d);
+    }
+    SPD_ASSERT(spd_toy_data_init_tms(&d, F, 0.05, SPD_TOY_EXACTLY_ONE_ACTIVE, 5) == 0);
+    test_report(spd_toy_batch_cuda(&d, 1, -1, 0, 8, NULL) == -1, "spd_toy_batch_cuda leaves exactly_one to the host",
+                NULL);
+    spd_toy_data_free(&d);
+}
+
 // ---- whole training steps ------------------------------------------------------------------
 
 typedef struct {
@@ -563,6 +587,7 @@ int main(void) {
     test_routing();
     test_ci_fns();
     test_losses();
+    test_toy_batches();
     test_steps();
     return test_exit();
 }
