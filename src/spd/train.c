@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "models/module_select.h"
-#include "core/device.h"
 #include "ops/add.h"
 #include "ops/components.h"
 #include "ops/embedding.h"
@@ -18,9 +18,9 @@
 #include "ops/grad_clip.h"
 #include "ops/importance_minimality.h"
 #include "ops/masks.h"
+#include "ops/matmul.h"
 #include "ops/output_loss.h"
 #include "ops/routing.h"
-#include "ops/matmul.h"
 #include "ops/transfer.h"
 #include "spd/schedule.h"
 
