@@ -292,6 +292,13 @@ if [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "float32" "$tm
 else
     notok "--precision float32 is refused for now" "rc $rc: $(head -3 "$tmp/err")"
 fi
+SPD_OUT_DIR="$tmp/x" "$SPD" train "$tmp/good.yaml" --device tpu >/dev/null 2>"$tmp/err"
+rc=$?
+if [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "expected cpu or cuda" "$tmp/err"; then
+    ok "--device tpu is refused (exit 2, one line)"
+else
+    notok "--device tpu is refused" "rc $rc: $(head -3 "$tmp/err")"
+fi
 if ! [ -e "$tmp/x" ] || [ -z "$(find "$tmp/x" -name metrics.jsonl)" ]; then
     ok "refused runs write no metrics.jsonl"
 else

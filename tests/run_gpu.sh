@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU suite (needs a GPU; not part of tests/run.sh, which CI runs without one):
 # every test program in $BUILD/tests/gpu, then `spd check --device cuda` on every
-# reference file (tests/refs and $SHARED_DIR/refs when present). Counts the
+# reference file (tests/refs and $SHARED_DIR/refs when present, and the training
+# references tests/refs/train). Counts the
 # "ok - " / "not ok - " lines and ends with "N passed, N failed".
 # Build first with `make gpu-tests`.
 set -u
@@ -50,6 +51,21 @@ for r in tests/refs/*.safetensors "$SHARED_DIR"/refs/*.safetensors; do
             failed=$((failed + 1))
         fi
     done
+done
+# Training references (spd-ref-train-v1): the step or run in float32 on the GPU
+# (bound 1e-4; docs/spd-ref-train-v1.md).
+for r in tests/refs/train/*.safetensors; do
+    [ -f "$r" ] || continue
+    "$SPD" check --device cuda "$r" >"$log" 2>&1
+    status=$?
+    if [ "$status" -eq 0 ]; then
+        echo "ok - spd check --device cuda $(basename "$r")"
+        passed=$((passed + 1))
+    else
+        echo "not ok - spd check --device cuda $(basename "$r"): exit $status"
+        grep -E 'FAIL|spd:|CUDA' "$log" | head -20 | sed 's/^/#   /'
+        failed=$((failed + 1))
+    fi
 done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -85,10 +85,16 @@ int cmd_check(int argc, char **argv) {
         int failures = 0;
         const char *format = spd_st_meta(f, "format");
         if (format && strcmp(format, SPD_REF_TRAIN_FORMAT) == 0) {
-            if (cuda || !f64)
-                spd_die_input("check: %s: %s files are checked in float64 on the CPU only", argv[i],
+            if (!cuda && !f64)
+                spd_die_input("check: %s: %s files are checked in float64 on the CPU (or --device cuda)", argv[i],
                               SPD_REF_TRAIN_FORMAT);
+            if (cuda && (tf32 || fused))
+                spd_die_input("check: %s: %s files take neither --tf32 nor --mode fused", argv[i], SPD_REF_TRAIN_FORMAT);
+#ifdef SPD_HAVE_CUDA
+            int r = cuda ? train_check_cuda(f, stdout) : train_check_f64(f, stdout);
+#else
             int r = train_check_f64(f, stdout);
+#endif
             if (r < 0) spd_die_last_error();
             printf("%s: %s (%d tensors failed)\n\n", argv[i], r ? "FAIL" : "PASS", r);
             failed_files += r > 0;

@@ -52,15 +52,21 @@
 #include "spd/config.h"
 #include "spd/eval.h"
 #include "spd/faithfulness_warmup.h"
+#include "spd/identity_patterns.h"
 #include "spd/schedule.h"
 #include "spd/target_resid_mlp.h"
 #include "spd/target_tms.h"
 #include "spd/tied.h"
 #include "spd/train.h"
+#include "spd/train_gpu.h"
+#ifdef SPD_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 
 static void usage(FILE *out) {
     fputs("usage: spd train CONFIG.yaml [--precision float64] [--stop-at STEP] [random-target options]\n"
           "       spd train --resume RUN_DIR [--stop-at STEP]\n"
+          "  --device cuda: train on the GPU in float32 (checkpoints as always; see spd/train_gpu.h)\n"
           "  SPD training (CPU, float64) of a tms or resid_mlp target: the target is read from\n"
           "  pretrained_model_path when it names a .safetensors file, else drawn at random:\n"
           "    tms:       --n-features F (5) --n-hidden H (2) --n-hidden-layers L (0) --tied\n"
@@ -541,9 +547,42 @@ typedef struct {
     resid_mlp_act act;
 } target_args;
 
+// ---------------------------------------------------------------- --device cuda (spd/train_gpu.h)
+
+// The host trainer's logged and saved state from the GPU run: values, Adam
+// moments, gradients, ci_lower and the update count (log and checkpoint steps only).
+static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec) {
+#ifdef SPD_HAVE_CUDA
+    spd_gpu_run_download(g, spec, true);
+    for (int m = 0; m < tr->n_mods; m++) spd_gpu_run_ci(g, m, 1, tr->mods[m].ci_lower);
+    tr->adam_t = spd_gpu_run_adam_t(g);
+#endif
+}
+
+// One step on the GPU: the batch (float32, the same draws: on the GPU, or the host's uploaded), the
+// loss values into the host trainer.
+static void gpu_step(spd_gpu_run *g, spd_trainer *tr, const spd_toy_data *data, float *xf, int64_t step, int B,
+                     int F) {
+#ifdef SPD_HAVE_CUDA
+    if (!spd_gpu_run_toy_batch(g, data, step, B)) {  // this kind of data is drawn on the host
+        spd_toy_batch_f32(data, (uint64_t)step, -1, 0, B, xf, NULL);
+        spd_gpu_run_set_input(g, xf, (int64_t)B * F);
+    }
+    tr->total = spd_gpu_run_step(g, step, tr->values);
+#endif
+}
+
+static void gpu_update(spd_gpu_run *g, spd_trainer *tr, int64_t step) {
+#ifdef SPD_HAVE_CUDA
+    spd_gpu_run_update(g, step, &tr->grad_norm_components, &tr->grad_norm_ci_fns);
+    tr->adam_t = spd_gpu_run_adam_t(g);
+#endif
+}
+
 int cmd_train(int argc, char **argv) {
     const char *path = NULL, *resume_dir = NULL;
     int64_t stop_at = -1;
+    bool cuda = false;
     target_args ta = {.F = 5, .H = 2, .L = 0, .d_embed = 4, .d_mlp = 6, .n_layers = 1, .act = RESID_MLP_RELU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -561,6 +600,14 @@ int cmd_train(int argc, char **argv) {
         else if (strcmp(a, "--tied") == 0) ta.tied = true;
         else if (strcmp(a, "--resume") == 0 && has_value) resume_dir = argv[++i];
         else if (strcmp(a, "--stop-at") == 0 && has_value) stop_at = spd_arg_int(a, argv[++i], 0, 0x7fffffffL);
+        else if (strcmp(a, "--device") == 0 && has_value) {
+            const char *v = argv[++i];
+            if (strcmp(v, "cuda") == 0) cuda = true;
+            else if (strcmp(v, "cpu") != 0) spd_die_input("train: --device: expected cpu or cuda, found '%s'", v);
+#ifndef SPD_HAVE_CUDA
+            if (cuda) spd_die_input("train: --device cuda: this spd was built without CUDA (nvcc not found at build time)");
+#endif
+        }
         else if (strcmp(a, "--act") == 0 && has_value) {
             const char *v = argv[++i];
             if (strcmp(v, "relu") == 0) ta.act = RESID_MLP_RELU;
@@ -836,7 +883,8 @@ int cmd_train(int argc, char **argv) {
         printf("  %-26s ResidMLP n_features %d, d_embed %d, d_mlp %d, n_layers %d, %s, %s\n", "target",
                rcfg.n_features, rcfg.d_embed, rcfg.d_mlp, rcfg.n_layers, rcfg.act == RESID_MLP_GELU ? "gelu" : "relu",
                is_safetensors(tpath) ? tpath : "random");
-    printf("  %-26s %s (CPU)\n", "precision", SPD_REAL_NAME);
+    if (cuda) printf("  %-26s float32 (GPU; host copy float64)\n", "precision");
+    else printf("  %-26s %s (CPU)\n", "precision", SPD_REAL_NAME);
     printf("  %-26s %s, %d, p %.6g\n", "data", spd_toy_generation_name(gen), F, toy->feature_probability);
     for (int i = 0; i < n_chosen; i++)
         printf("  %-26s %s C %d%s\n", i ? "" : "modules", chosen[i].path, C[i],
@@ -895,6 +943,21 @@ int cmd_train(int argc, char **argv) {
     // and the run exits 130 / 143. --stop-at S: at iteration S, after its log and
     // checkpoint (saved then whatever save_freq says), exit 0.
     if (rf) spd_st_close(rf);
+    spd_gpu_run *gpu = NULL;
+    float *xf = NULL;
+#ifdef SPD_HAVE_CUDA
+    if (cuda) {  // the GPU twin of this run, from the host's state after init / resume / warm-up
+        spd_gpu_run_config gc = {.kind = task == SPD_TASK_TMS ? SPD_GPU_TMS : SPD_GPU_RESID_MLP, .tms = tcfg, .resid_mlp = rcfg, .B = B, .opt = &opt,
+                                 .site = site, .C = C, .n = n_chosen, .tie_src = n_ties ? tie.src : -1,
+                                 .tie_tgt = n_ties ? tie.tgt : -1};
+        gc.identity = spd_identity_patterns(&cfg, &gc.n_identity);
+        gpu = spd_gpu_run_create(&gc);
+        free((void *)gc.identity);
+        spd_gpu_run_upload(gpu, &spec, tr.adam_t);
+        xf = spd_malloc((size_t)B * F * sizeof *xf);
+        printf("device: %s\n", spd_cuda_device_name());
+    }
+#endif
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -905,10 +968,15 @@ int cmd_train(int argc, char **argv) {
     double t0 = now_s(), t_last = t0;
     int64_t last_step = start - 1;
     for (int64_t step = start; step <= cfg.steps; step++) {
-        spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, B, x, NULL);
-        spd_train_step_f64(&tr, step);
+        if (gpu) gpu_step(gpu, &tr, &data, xf, step, B, F);
+        else {
+            spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, B, x, NULL);
+            spd_train_step_f64(&tr, step);
+        }
         check_finite(&tr, step);
         bool done_before = rf && step == start && r_logged;  // logged and saved before the resume
+        bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
+        if (gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at)) gpu_sync(gpu, &tr, &spec);
         if (!done_before && step % cfg.train_log_freq == 0) {
             double lr = spd_schedule_value(&opt.lr, step, opt.steps);
             double t = now_s();
@@ -919,17 +987,21 @@ int cmd_train(int argc, char **argv) {
             last_step = step;
         }
         // ---- eval (spd/eval.h): after the log, before the checkpoint and the update (SPD's order).
-        if (!done_before && spd_eval_due(&cfg, step) && spd_eval_log(ev, step, metrics)) spd_die_last_error();
-        bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
+        if (!done_before && spd_eval_due(&cfg, step)) {
+            if (gpu) gpu_sync(gpu, &tr, &spec);  // the eval reads the host copy of the trained tensors
+            if (spd_eval_log(ev, step, metrics)) spd_die_last_error();
+        }
         if (!done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
         if (step == stop_at && step != cfg.steps) {
             printf("stopped at step %" PRId64 " (--stop-at): resume with spd train --resume %s\n", step, dir);
             break;
         }
         if (step != cfg.steps) {
-            if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
+            if (gpu) gpu_update(gpu, &tr, step);
+            else if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
             else spd_train_update_f64(&tr, step);
             if (stop_signal) {
+                if (gpu) gpu_sync(gpu, &tr, &spec);
                 save_checkpoint(&ck, step + 1, false);
                 printf("interrupted by %s after step %" PRId64 ": saved model_%" PRId64 " and resume_%" PRId64
                        "; resume with spd train --resume %s\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step,
@@ -948,6 +1020,10 @@ int cmd_train(int argc, char **argv) {
     free(ck.config_text);
     spd_evaluator_free(ev);  // eval (spd/eval.h)
     spd_toy_data_free(&data);
+#ifdef SPD_HAVE_CUDA
+    spd_gpu_run_free(gpu);
+#endif
+    free(xf);
     spd_trainer_free_f64(&tr);
     if (task == SPD_TASK_TMS) tms_free_f64(&tms);
     else resid_mlp_free_f64(&rm);

@@ -35,6 +35,23 @@ cublasLtHandle_t spd_cublaslt(void);
 // A workspace for cuBLASLt (and anything else that needs scratch during a step).
 void *spd_cuda_workspace(size_t *bytes);
 
+// Deterministic float64 sums read back to the host (they synchronize the
+// stream): a fixed grid of per-block partials, then one block in a fixed order
+// (src/cuda/reduce.cu). spd_cuda_sum_sq: sum (a - b)^2, or sum a^2 when b is NULL.
+double spd_cuda_sum_sq(const float *a, const float *b, long long n);
+// sum over buffers of sum a_b^2 with a single read-back.
+double spd_cuda_sum_sq_multi(const float *const *a, const int64_t *n, int count);
+// The sum of n device doubles.
+double spd_cuda_sum_f64(const double *x, long long n);
+// out [cols] (device doubles) = the column sums of x [rows, cols] in float64, coalesced
+// and deterministic (fixed chunks, fixed order). Uses spd_cuda_scratch: out must not.
+void spd_cuda_colsum(double *out, const float *x, long long rows, long long cols);
+// A second device scratch for the callers of spd_cuda_colsum (its out).
+void *spd_cuda_scratch2(size_t bytes);
+// Device scratch of at least `bytes`, owned by reduce.cu, for ops that need a
+// temporary between kernels (one user at a time: all work is on one stream).
+void *spd_cuda_scratch(size_t bytes);
+
 static inline unsigned spd_cuda_blocks(long long n, int threads) {
     return (unsigned)((n + threads - 1) / threads);
 }

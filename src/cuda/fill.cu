@@ -40,3 +40,14 @@ extern "C" void fill_uniform_cuda(float *out, int64_t n, uint64_t seed, uint64_t
                                                                                       n_blocks);
     CUDA_CHECK_LAUNCH();
 }
+
+static __global__ void fill_value_kernel(float *out, float v, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = v;
+}
+
+extern "C" void fill_value_cuda(float *out, int64_t n, double v) {
+    if (n <= 0) return;
+    fill_value_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(out, (float)v, n);
+    CUDA_CHECK_LAUNCH();
+}

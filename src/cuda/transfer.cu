@@ -24,3 +24,18 @@ extern "C" void copy_cuda(float *dst, const float *src, int64_t n) {
     if (n <= 0) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
 }
+
+static __global__ void transpose_kernel(float *dst, const float *src, int rows, int cols) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)rows * cols) return;
+    long long r = i / cols, c = i % cols;
+    dst[i] = src[c * rows + r];
+}
+
+// dst [rows, cols] = src^T, src [cols, rows].
+extern "C" void transpose_cuda(float *dst, const float *src, int rows, int cols) {
+    long long n = (long long)rows * cols;
+    if (n <= 0) return;
+    transpose_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(dst, src, rows, cols);
+    CUDA_CHECK_LAUNCH();
+}

@@ -8,9 +8,7 @@
 #include "ops/fill.h"
 #include "ops/linear.h"
 #include "ops/transfer.h"
-#if !SPD_REAL_ON_DEVICE
 #include "ops/routing.h"
-#endif
 
 static void components_out(linear_site *s, component_module *c, real *y, const real *x, const int32_t *tokens,
                            int N) {
@@ -69,14 +67,9 @@ void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *to
         return;
     }
     components_out(s, c, y, x, tokens, N);
-    if (c->routing) {
-#if SPD_REAL_ON_DEVICE
-        SPD_ASSERT(!"routing on the device is not implemented yet");
-#else
-        // Both branches, then the select: unrouted positions take the target's output.
+    if (c->routing) {  // both branches, then the select: unrouted positions take the target's output
         target_out(s, c->route_y, x, tokens, N);
         RFN(routed_select_forward)(y, y, c->route_y, c->routing, N, s->d_out);
-#endif
     }
 }
 
@@ -100,13 +93,9 @@ static void own_backward(linear_site *s, real *dx, const real *dy, const real *x
     const real *dy_comp = dy;
     const bool pg = c && !c->no_param_grads;
     if (c && c->routing) {
-#if SPD_REAL_ON_DEVICE
-        SPD_ASSERT(!"routing on the device is not implemented yet");
-#else
         RFN(routed_select_backward)(c->route_dy, dx && s->kind != SITE_EMBEDDING ? c->route_y : NULL, dy, c->routing,
                                     N, s->d_out);
         dy_comp = c->route_dy;  // route_y (the forward's target branch, no longer needed) holds dy_target
-#endif
     }
     if (s->kind == SITE_EMBEDDING) {
         if (!c) return;  // frozen embedding: nothing upstream of the tokens
@@ -121,12 +110,10 @@ static void own_backward(linear_site *s, real *dx, const real *dy, const real *x
         RFN(components_backward)(dx, pg ? c->dV : NULL, pg ? c->dU : NULL, delta && pg ? c->ddelta : NULL, c->dmask, c->ddelta_mask, dy_comp, x,
                                  c->a, c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out,
                                  c->scratch);
-#if !SPD_REAL_ON_DEVICE
         if (c->routing && dx) {  // the target branch's input gradient at unrouted positions
             target_dx(s, c->route_dx, c->route_y, N);
             RFN(add_inplace)(dx, c->route_dx, (int64_t)N * s->d_in);
         }
-#endif
     }
     if (dx && dx_extra) RFN(add_inplace)(dx, dx_extra, (int64_t)N * s->d_in);
 }

@@ -57,7 +57,7 @@ struct component_module {
     real *delta, *ddelta;   // weight delta and its gradient ([d_out, d_in]; embedding [vocab, d])
     // This forward (continued):
     const uint8_t *routing;  // [N] or NULL (all routed): unrouted positions output the target weight's
-                             // output on the actual input (SPD_SPEC.md 1.7; subset terms). CPU only for now.
+                             // output on the actual input (SPD_SPEC.md 1.7; subset terms).
     bool no_param_grads;     // the backward skips dV, dU and ddelta (PGD inner steps)
     real *ddelta_mask;       // [N] or NULL: the backward writes d loss / d delta_mask here (PGD sources)
     const real *dx_extra;    // [N, d_in] or NULL: added to the backward's dx (linear; hidden-acts loss)

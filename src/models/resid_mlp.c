@@ -12,11 +12,11 @@
 #include "core/philox.h"
 #include "models/identity_insertion.h"
 #include "ops/add.h"
+#include "ops/bias_act.h"
 #include "ops/gelu.h"
 #include "ops/masks.h"
 #include "ops/matmul.h"
 
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (resid_mlp.h)
 
 // Precision-free: defined once, in the float64 build.
 #ifdef SPD_F64
@@ -165,6 +165,7 @@ void RFN(resid_mlp_bind)(resid_mlp_model *m, const spd_spec *spec) {
     RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
 }
 
+#if !SPD_REAL_ON_DEVICE  // init writes host memory: a device model is filled by upload
 static void fill_uniform_init(real *t, int64_t n, double bound, uint64_t seed, int k) {
     uint64_t stream = spd_rng_stream(0, SPD_RNG_INIT, 1, 0, k);
     for (int64_t i = 0; i < n; i++)
@@ -212,18 +213,14 @@ void RFN(resid_mlp_init_params)(resid_mlp_model *m, uint64_t seed) {
         for (int64_t j = 0; j < F * D; j++) m->W_E[j] = j % (D + 1) == 0 ? 1 : 0;
 }
 
-// y [N, d] += bias [d] per row.
+#endif
+
 static void add_bias(real *y, const real *bias, int N, int d) {
-    if (!bias) return;
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < d; j++) y[(int64_t)n * d + j] += bias[j];
+    if (bias) RFN(bias_add)(y, bias, N, d);
 }
 
-// db [d] += sum over rows of dy [N, d].
 static void bias_grad(real *db, const real *dy, int N, int d) {
-    if (!db) return;
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < d; j++) db[j] += dy[(int64_t)n * d + j];
+    if (db) RFN(bias_grad)(db, dy, N, d);
 }
 
 // dW [d_out, d_in] += dy^T @ x, when the weight is trained.
@@ -241,7 +238,7 @@ void RFN(resid_mlp_forward)(resid_mlp_model *m) {
         if (m->cfg.act == RESID_MLP_GELU)
             RFN(gelu_forward)(m->mid[i], m->pre[i], (long)nm);
         else
-            for (int64_t j = 0; j < nm; j++) m->mid[i][j] = m->pre[i][j] > 0 ? m->pre[i][j] : 0;
+            RFN(relu_forward)(m->mid[i], m->pre[i], nm);
         RFN(site_forward)(&m->sites[RESID_MLP_OUT(i)], m->proj, m->mid[i], NULL, B);
         add_bias(m->proj, m->b_out[i], B, D);
         RFN(add)(m->resid[i + 1], m->resid[i], m->proj, (int64_t)B * D);
@@ -262,7 +259,7 @@ void RFN(resid_mlp_backward)(resid_mlp_model *m) {
         if (m->cfg.act == RESID_MLP_GELU)
             RFN(gelu_backward)(m->dpre, m->dmid, m->pre[i], (long)nm);
         else  // torch's ReLU backward passes the gradient where the output is positive
-            for (int64_t j = 0; j < nm; j++) m->dpre[j] = m->pre[i][j] > 0 ? m->dmid[j] : 0;
+            RFN(relu_backward)(m->dpre, m->dmid, m->pre[i], nm);
         bias_grad(m->db_in[i], m->dpre, B, M);
         weight_grad(m->dW[RESID_MLP_IN(i)], m->dpre, m->resid[i], B, D, M);
         RFN(site_backward)(&m->sites[RESID_MLP_IN(i)], m->dtmp, m->dpre, m->resid[i], NULL, B);
@@ -285,5 +282,3 @@ void RFN(resid_mlp_free)(resid_mlp_model *m) {
     free(m->mid);
     memset(m, 0, sizeof *m);
 }
-
-#endif

@@ -36,8 +36,9 @@
 // Gradient convention (ops/components.h): parameter gradients accumulate (+=),
 // activation gradients are written (=).
 //
-// CPU only for now: ReLU/GELU and the biases are host loops or CPU-only ops. The
-// CUDA build compiles this file to nothing until those ops have CUDA twins.
+// Every backend: declare, bind, forward, backward, free. resid_mlp_init_params
+// is host-only: a device model gets its values by upload from a host one
+// (spd/device_mirror.h).
 #ifndef SPD_RESID_MLP_H
 #define SPD_RESID_MLP_H
 

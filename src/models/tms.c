@@ -12,9 +12,8 @@
 #include "core/philox.h"
 #include "models/identity_insertion.h"
 #include "ops/masks.h"
+#include "ops/bias_act.h"
 #include "ops/matmul.h"
-
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (tms.h)
 
 // spd_tms_config_check is precision-free: defined once, in the float64 build.
 #ifdef SPD_F64
@@ -124,6 +123,7 @@ void RFN(tms_bind)(tms_model *m, const spd_spec *spec) {
     RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
 }
 
+#if !SPD_REAL_ON_DEVICE  // init and ties write host memory: a device model is filled by upload
 // t[i] = U(-bound, bound) from parameter k's init stream.
 static void fill_uniform_init(real *t, int64_t n, double bound, uint64_t seed, int k) {
     uint64_t stream = spd_rng_stream(0, SPD_RNG_INIT, 1, 0, k);
@@ -169,18 +169,15 @@ void RFN(tms_tie_weights_reverse)(tms_model *m) {
     transpose((real *)m->sites[TMS_LINEAR1].W, m->sites[TMS_LINEAR2].W, m->cfg.n_hidden, m->cfg.n_features);
 }
 
+#endif
+
 void RFN(tms_forward)(tms_model *m) {
     const int B = m->B, F = m->cfg.n_features, L = m->cfg.n_hidden_layers;
     RFN(site_forward)(&m->sites[TMS_LINEAR1], m->hidden[0], m->x, NULL, B);
     for (int i = 0; i < L; i++) RFN(site_forward)(&m->sites[TMS_HIDDEN0 + i], m->hidden[i + 1], m->hidden[i], NULL, B);
     RFN(site_forward)(&m->sites[TMS_LINEAR2], m->pre, m->hidden[L], NULL, B);
-    for (int b = 0; b < B; b++) {
-        real *pre = m->pre + (int64_t)b * F, *out = m->out + (int64_t)b * F;
-        for (int f = 0; f < F; f++) {
-            pre[f] += m->bias[f];
-            out[f] = pre[f] > 0 ? pre[f] : 0;
-        }
-    }
+    RFN(bias_add)(m->pre, m->bias, B, F);
+    RFN(relu_forward)(m->out, m->pre, (int64_t)B * F);
 }
 
 // dW [d_out, d_in] += dy^T @ x, when the weight is trained.
@@ -192,10 +189,8 @@ void RFN(tms_backward)(tms_model *m) {
     const int B = m->B, F = m->cfg.n_features, H = m->cfg.n_hidden, L = m->cfg.n_hidden_layers;
     const int64_t n = (int64_t)B * F;
     // torch's ReLU backward passes the gradient where the output is positive.
-    for (int64_t i = 0; i < n; i++) m->dpre[i] = m->pre[i] > 0 ? m->dout[i] : 0;
-    if (m->dbias)
-        for (int b = 0; b < B; b++)
-            for (int f = 0; f < F; f++) m->dbias[f] += m->dpre[(int64_t)b * F + f];
+    RFN(relu_backward)(m->dpre, m->dout, m->pre, n);
+    if (m->dbias) RFN(bias_grad)(m->dbias, m->dpre, B, F);
     weight_grad(m->dW[TMS_LINEAR2], m->dpre, m->hidden[L], B, H, F);
     RFN(site_backward)(&m->sites[TMS_LINEAR2], m->dh[L % 2], m->dpre, m->hidden[L], NULL, B);
     for (int i = L - 1; i >= 0; i--) {  // dh[(i + 1) % 2] holds dL/dh_{i+1}
@@ -213,5 +208,3 @@ void RFN(tms_free)(tms_model *m) {
     free(m->hidden);
     memset(m, 0, sizeof *m);
 }
-
-#endif

@@ -46,8 +46,9 @@
 // Gradient convention (ops/components.h): parameter gradients accumulate (+=),
 // activation gradients are written (=).
 //
-// CPU only for now: ReLU, the bias and the transposes are host loops. The CUDA
-// build compiles this file to nothing until relu/bias ops have CUDA twins.
+// Every backend: declare, bind, forward, backward, free. Init and the weight
+// ties (tms_init_params, tms_tie_weights*) are host-only: a device model gets
+// its values by upload from a host one (spd/device_mirror.h).
 #ifndef SPD_TMS_H
 #define SPD_TMS_H
 

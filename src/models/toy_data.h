@@ -32,7 +32,7 @@
 // and index = row * n_features + feature (values of exactly-n: row * n + j). Rows
 // are global: a data-parallel rank can draw its slice [row0, row0 + B) of the
 // global batch and the union equals the single-process batch.
-// Host memory only (the GPU path draws on the host and uploads: toy batches are small).
+// Host memory, and spd_toy_batch_cuda (src/cuda/toy_data.cu, CUDA builds) for the GPU.
 #ifndef SPD_TOY_DATA_H
 #define SPD_TOY_DATA_H
 
@@ -99,5 +99,10 @@ void spd_toy_batch_f64(const spd_toy_data *d, uint64_t step, int eval_index, int
 // computed in float64, then rounded once).
 void spd_toy_batch_f32(const spd_toy_data *d, uint64_t step, int eval_index, int64_t row0, int B, float *x,
                        float *labels);
+
+// spd_toy_batch_f32's x drawn on the GPU into device memory x [B, n_features], the
+// same floats (CUDA builds; src/cuda/toy_data.cu). at_least_zero_active without
+// synced groups only: otherwise -1 and nothing written (draw on the host).
+int spd_toy_batch_cuda(const spd_toy_data *d, uint64_t step, int eval_index, int64_t row0, int B, float *x);
 
 #endif

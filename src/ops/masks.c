@@ -155,3 +155,27 @@ void RFN(mask_sample_backward)(real *dci, const real *dm, long n, spd_mask_sampl
 void RFN(delta_mask_sample)(real *m_delta, long N, uint64_t seed, uint64_t stream) {
     RFN(sample_draws)(m_delta, N, SPD_MASK_CONTINUOUS, seed, stream);
 }
+
+// ---- PGD sources -----------------------------------------------------------------------
+
+void RFN(pgd_source_step)(real *s, const real *g, long n, double step_size) {
+    for (long i = 0; i < n; i++) {
+        real gi = g[i];
+        double v = (double)s[i] + step_size * (double)((gi > 0) - (gi < 0));
+        s[i] = (real)(v < 0 ? 0 : v > 1 ? 1 : v);
+    }
+}
+
+void RFN(pgd_delta_mask_gather)(real *m_delta, const real *s, int N, int C, int ld) {
+    for (long n = 0; n < N; n++) m_delta[n] = s[ld ? n * ld + C : C];
+}
+
+void RFN(pgd_delta_grad_scatter)(real *ds, const real *ddelta, int N, int C, int ld) {
+    if (ld) {
+        for (long n = 0; n < N; n++) ds[n * ld + C] = ddelta[n];
+        return;
+    }
+    double acc = 0;
+    for (long n = 0; n < N; n++) acc += (double)ddelta[n];
+    ds[C] = (real)acc;
+}

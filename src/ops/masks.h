@@ -110,4 +110,15 @@ void RFN(mask_sample_backward)(real *dci, const real *dm, long n, spd_mask_sampl
 // m_delta [N] ~ U[0,1) from (seed, stream), whatever the sampling.
 void RFN(delta_mask_sample)(real *m_delta, long N, uint64_t seed, uint64_t stream);
 
+// ---- PGD sources ----------------------------------------------------------------------
+
+// s [n] <- clamp(s + step_size sign(g), 0, 1), sign(0) = 0, in float64 then rounded.
+void RFN(pgd_source_step)(real *s, const real *g, long n, double step_size);
+// The delta mask from sources whose column C is the delta's: m_delta [N] =
+// s[n * ld + C] (ld = C + 1), or s[C] at every position (ld = 0: shared).
+void RFN(pgd_delta_mask_gather)(real *m_delta, const real *s, int N, int C, int ld);
+// ddelta [N] -> ds's column C (written): ds[n * ld + C] = ddelta[n], or (ld = 0)
+// ds[C] = sum_n ddelta[n] in float64.
+void RFN(pgd_delta_grad_scatter)(real *ds, const real *ddelta, int N, int C, int ld);
+
 #endif

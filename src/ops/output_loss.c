@@ -82,3 +82,13 @@ void RFN(output_loss_backward)(spd_divergence kind, real *dpred, const real *pre
             kl_row_backward(dpred + n * dim, pred + n * dim, target + n * dim, dim, scale);
     }
 }
+
+double RFN(hidden_acts_loss)(real *dh, const real *h, const real *x, int64_t n, double scale) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)h[i] - (double)x[i];
+        sum += d * d;
+        dh[i] = (real)(2 * scale * d);
+    }
+    return sum;
+}

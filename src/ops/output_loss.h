@@ -37,4 +37,8 @@ double RFN(output_loss_sum)(spd_divergence kind, int64_t *count, const real *pre
 void RFN(output_loss_backward)(spd_divergence kind, real *dpred, const real *pred, const real *target,
                                int64_t n_pos, int64_t dim, double scale);
 
+// StochasticHiddenActsRecon's piece of one module: h, x [n] (masked and clean
+// inputs) -> sum (h - x)^2 in float64; dh [n] (written) = scale 2 (h - x).
+double RFN(hidden_acts_loss)(real *dh, const real *h, const real *x, int64_t n, double scale);
+
 #endif

@@ -27,3 +27,7 @@ void RFN(routed_select_backward)(real *dy_comp, real *dy_target, const real *dy,
         if (dy_target) dy_target[i] = r ? 0 : g;
     }
 }
+
+void RFN(route_sample)(const spd_router *router, uint8_t *routed, int L, long N, uint64_t seed, uint64_t stream) {
+    spd_route_sample(router, routed, L, N, seed, stream);
+}

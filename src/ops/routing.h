@@ -64,4 +64,8 @@ void RFN(routed_select_forward)(real *y, const real *y_comp, const real *y_targe
 void RFN(routed_select_backward)(real *dy_comp, real *dy_target, const real *dy, const uint8_t *routed, long N,
                                  int d);
 
+// spd_route_sample with routed [L][N] in this backend's memory (the CUDA twin
+// draws on the GPU, the same masks).
+void RFN(route_sample)(const spd_router *router, uint8_t *routed, int L, long N, uint64_t seed, uint64_t stream);
+
 #endif

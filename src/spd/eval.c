@@ -13,6 +13,7 @@
 #include "models/tms.h"
 #include "ops/importance_minimality.h"
 #include "spd/figures.h"
+#include "spd/identity_patterns.h"
 #include "spd/target_resid_mlp.h"
 #include "spd/target_tms.h"
 #include "spd/train.h"
@@ -134,19 +135,6 @@ static void collect_metrics(spd_evaluator *ev) {
     }
 }
 
-// The training model's inserted identities (identity_module_info), so the eval
-// target has the same sites in the same order as the one being trained: the
-// patterns (NULL when none; free), their count in *n.
-static spd_module_pattern *identity_patterns(const spd_config *cfg, int *n) {
-    *n = cfg->has_identity_module_info ? cfg->identity_module_info.count : 0;
-    if (*n == 0) return NULL;
-    spd_module_pattern *pats = spd_calloc((size_t)*n, sizeof *pats);
-    for (int i = 0; i < *n; i++)
-        pats[i] = (spd_module_pattern){cfg->identity_module_info.items[i].module_pattern,
-                                       (int)cfg->identity_module_info.items[i].C};
-    return pats;
-}
-
 // A second instance of the target with E rows; every target_model.* tensor
 // (frozen, never updated) copied from the training spec.
 static int build_eval_target(spd_evaluator *ev, const void *model, spd_target *tg) {
@@ -158,7 +146,7 @@ static int build_eval_target(spd_evaluator *ev, const void *model, spd_target *t
         o.train = false;
         tms_declare_f64(&ev->tms, &ev->spec, &m->cfg, &o);
         int n_id, rc = 0;
-        spd_module_pattern *id = identity_patterns(ev->cfg, &n_id);
+        spd_module_pattern *id = spd_identity_patterns(ev->cfg, &n_id);
         if (n_id) rc = tms_insert_identity_f64(&ev->tms, &ev->spec, id, n_id);
         free(id);
         if (rc) return -1;
@@ -173,7 +161,7 @@ static int build_eval_target(spd_evaluator *ev, const void *model, spd_target *t
         o.train = false;
         resid_mlp_declare_f64(&ev->rm, &ev->spec, &m->cfg, &o);
         int n_id, rc = 0;
-        spd_module_pattern *id = identity_patterns(ev->cfg, &n_id);
+        spd_module_pattern *id = spd_identity_patterns(ev->cfg, &n_id);
         if (n_id) rc = resid_mlp_insert_identity_f64(&ev->rm, &ev->spec, id, n_id);
         free(id);
         if (rc) return -1;

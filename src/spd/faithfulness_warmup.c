@@ -5,13 +5,12 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "ops/adamw.h"
 #include "ops/components.h"
 #include "ops/faithfulness.h"
 #include "ops/fill.h"
-
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h)
 
 // delta_l into comp.delta for every module; pointer lists for the loss op.
 static double deltas(spd_trainer *t, const real **d, real **dd, int64_t *numel) {
@@ -46,6 +45,25 @@ double RFN(spd_faithfulness_value)(spd_trainer *t) {
     return v;
 }
 
+// The warm-up's AdamW moments, where the parameters live (zeroed).
+static real *moments_alloc(size_t n) {
+#if SPD_REAL_ON_DEVICE
+    real *p = spd_device_malloc((n ? n : 1) * sizeof(real));
+    spd_device_memset_zero(p, (n ? n : 1) * sizeof(real));
+    return p;
+#else
+    return spd_calloc(n ? n : 1, sizeof(real));
+#endif
+}
+
+static void moments_free(real *p) {
+#if SPD_REAL_ON_DEVICE
+    spd_device_free(p);
+#else
+    free(p);
+#endif
+}
+
 double RFN(spd_faithfulness_warmup)(spd_trainer *t, const spd_faithfulness_warmup_options *o) {
     if (o->steps <= 0) return RFN(spd_faithfulness_value)(t);
     const int n = t->n_mods;
@@ -54,7 +72,7 @@ double RFN(spd_faithfulness_warmup)(spd_trainer *t, const spd_faithfulness_warmu
     int64_t *numel = spd_malloc((size_t)n * sizeof *numel);
     // The warm-up optimizer's own moments, laid out like the TRAINED buffer (only V, U used).
     const size_t ne = spd_spec_trained_elems(t->spec);
-    real *mom_m = spd_calloc(ne ? ne : 1, sizeof(real)), *mom_v = spd_calloc(ne ? ne : 1, sizeof(real));
+    real *mom_m = moments_alloc(ne), *mom_v = moments_alloc(ne);
     const spd_adamw_config cfg = {
         .lr = o->lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = o->weight_decay};
     for (int64_t step = 0; step < o->steps; step++) {
@@ -70,12 +88,10 @@ double RFN(spd_faithfulness_warmup)(spd_trainer *t, const spd_faithfulness_warmu
     }
     zero_component_grads(t);
     double v = deltas(t, d, dd, numel);
-    free(mom_m);
-    free(mom_v);
+    moments_free(mom_m);
+    moments_free(mom_v);
     free(d);
     free(dd);
     free(numel);
     return v;
 }
-
-#endif

@@ -14,7 +14,7 @@
 // both weight decays land on the shared matrix).
 //
 // Runs on a bound trainer (spd_trainer_bind) and leaves the V, U gradients
-// zero. CPU only, like the trainer.
+// zero. Every backend, like the trainer.
 #ifndef SPD_FAITHFULNESS_WARMUP_H
 #define SPD_FAITHFULNESS_WARMUP_H
 

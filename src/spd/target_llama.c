@@ -2,8 +2,6 @@
 
 #include "spd/target_llama.h"
 
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h)
-
 static void fwd(void *m) { RFN(llama_forward)(m); }
 static void bwd(void *m) { RFN(llama_backward)(m); }
 
@@ -19,5 +17,3 @@ spd_target RFN(spd_target_llama)(llama_model *m) {
                         .forward = fwd,
                         .backward = bwd};
 }
-
-#endif

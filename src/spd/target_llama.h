@@ -11,7 +11,7 @@
 // spd_spec_alloc, llama_bind, then spd_trainer_bind with spd_target_llama(&m)
 // again (now with the buffers).
 //
-// CPU only (the trainer is): the CUDA build compiles the body to nothing.
+// Every backend (the CUDA build: the model and its tokens on the GPU).
 #ifndef SPD_TARGET_LLAMA_H
 #define SPD_TARGET_LLAMA_H
 

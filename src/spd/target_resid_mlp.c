@@ -2,8 +2,6 @@
 
 #include "spd/target_resid_mlp.h"
 
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h, resid_mlp.h)
-
 static void fwd(void *m) { RFN(resid_mlp_forward)(m); }
 static void bwd(void *m) { RFN(resid_mlp_backward)(m); }
 
@@ -19,5 +17,3 @@ spd_target RFN(spd_target_resid_mlp)(resid_mlp_model *m) {
                         .forward = fwd,
                         .backward = bwd};
 }
-
-#endif

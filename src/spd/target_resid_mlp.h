@@ -8,7 +8,7 @@
 // spec, spd_trainer_declare with spd_target_resid_mlp(&m), spd_spec_alloc,
 // resid_mlp_bind, then spd_trainer_bind with spd_target_resid_mlp(&m) again.
 //
-// CPU only (the trainer and ResidMLP are): the CUDA build compiles the body to nothing.
+// Every backend (the CUDA build: a model on the GPU).
 #ifndef SPD_TARGET_RESID_MLP_H
 #define SPD_TARGET_RESID_MLP_H
 

@@ -2,8 +2,6 @@
 
 #include "spd/target_tms.h"
 
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h, tms.h)
-
 static void fwd(void *m) { RFN(tms_forward)(m); }
 static void bwd(void *m) { RFN(tms_backward)(m); }
 
@@ -19,5 +17,3 @@ spd_target RFN(spd_target_tms)(tms_model *m) {
                         .forward = fwd,
                         .backward = bwd};
 }
-
-#endif

@@ -8,7 +8,7 @@
 // spd_trainer_declare with spd_target_tms(&m), spd_spec_alloc, tms_bind, then
 // spd_trainer_bind with spd_target_tms(&m) again (now with the buffers).
 //
-// CPU only (the trainer and TMS are): the CUDA build compiles the body to nothing.
+// Every backend (the CUDA build: a model on the GPU).
 #ifndef SPD_TARGET_TMS_H
 #define SPD_TARGET_TMS_H
 

@@ -6,9 +6,9 @@
 
 #include "core/error.h"
 #include "ops/grad_clip.h"
+#include "ops/transfer.h"
 #include "spd/schedule.h"
 
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h)
 
 int RFN(spd_tied_check)(const spd_trainer *t, const spd_tied_pair *ties, int n_ties) {
     for (int i = 0; i < n_ties; i++) {
@@ -28,11 +28,7 @@ int RFN(spd_tied_check)(const spd_trainer *t, const spd_tied_pair *ties, int n_t
     return 0;
 }
 
-// dst [rows, cols] = src^T, src [cols, rows].
-static void transpose(real *dst, const real *src, int rows, int cols) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(int64_t)r * cols + c] = src[(int64_t)c * rows + r];
-}
+static void transpose(real *dst, const real *src, int rows, int cols) { RFN(transpose)(dst, src, rows, cols); }
 
 void RFN(spd_tied_sync)(spd_trainer *t, const spd_tied_pair *ties, int n_ties) {
     for (int i = 0; i < n_ties; i++) {
@@ -126,5 +122,3 @@ void RFN(spd_tied_update)(spd_trainer *t, const spd_tied_pair *ties, int n_ties,
                             .weight_decay = o->weight_decay};
     RFN(spd_tied_adamw_in_order)(t, ties, n_ties, true, t->spec->adam_m, t->spec->adam_v, &cfg, ++t->adam_t);
 }
-
-#endif

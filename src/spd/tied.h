@@ -23,7 +23,7 @@
 // (torch's foreach AdamW, its CUDA default, applies both decays before both
 // updates: a difference of order lr^2 wd, zero with SPD's main wd = 0.)
 //
-// CPU only, like the trainer.
+// Every backend, like the trainer.
 #ifndef SPD_TIED_H
 #define SPD_TIED_H
 

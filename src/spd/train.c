@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "models/module_select.h"
 #include "ops/add.h"
@@ -16,11 +17,12 @@
 #include "ops/fill.h"
 #include "ops/grad_clip.h"
 #include "ops/importance_minimality.h"
+#include "ops/masks.h"
 #include "ops/matmul.h"
+#include "ops/output_loss.h"
+#include "ops/routing.h"
 #include "ops/transfer.h"
 #include "spd/schedule.h"
-
-#if !SPD_REAL_ON_DEVICE  // CPU only for now (train.h)
 
 
 static int component_name(char *buf, const char *dashed, const char *what) {
@@ -31,7 +33,40 @@ static int component_name(char *buf, const char *dashed, const char *what) {
 
 static bool term_routes(spd_term_kind k);
 
-static real *alloc_real(size_t n) { return spd_calloc(n ? n : 1, sizeof(real)); }
+// Work buffers live where this backend's tensors do (zeroed).
+static void *alloc_zero(size_t n, size_t size) {
+#if SPD_REAL_ON_DEVICE
+    void *p = spd_device_malloc((n ? n : 1) * size);
+    spd_device_memset_zero(p, (n ? n : 1) * size);
+    return p;
+#else
+    return spd_calloc(n ? n : 1, size);
+#endif
+}
+
+static real *alloc_real(size_t n) { return alloc_zero(n, sizeof(real)); }
+
+static void free_buf(void *p) {
+#if SPD_REAL_ON_DEVICE
+    if (p) spd_device_free(p);
+#else
+    free(p);
+#endif
+}
+
+// n draws of a draw source into dst (this backend's memory): on the device
+// through a host buffer (draw sources serve checks, not training runs).
+static void draw_fill(const spd_draw_source *d, real *dst, long n, spd_rng_purpose purpose, int64_t step, int term,
+                      int sample, int module) {
+#if SPD_REAL_ON_DEVICE
+    real *host = spd_malloc((size_t)(n ? n : 1) * sizeof(real));
+    d->fill(d->ctx, host, n, purpose, step, term, sample, module);
+    spd_device_upload(dst, host, (size_t)n * sizeof(real));
+    free(host);
+#else
+    d->fill(d->ctx, dst, n, purpose, step, term, sample, module);
+#endif
+}
 
 static bool is_embedding(const spd_train_module *m) { return m->comp.site->kind == SITE_EMBEDDING; }
 
@@ -181,11 +216,12 @@ void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target) {
         }
     }
     t->y_t = alloc_real((size_t)N * target->d_out);
-    t->routed = spd_calloc((size_t)t->n_mods * N + 1, 1);
+    t->routed = alloc_zero((size_t)t->n_mods * N + 1, 1);
+    t->routed_host = spd_calloc((size_t)t->n_mods * N + 1, 1);
     t->route_k = spd_calloc((size_t)N + 1, sizeof *t->route_k);
     t->route_draws = spd_calloc((size_t)t->n_mods * N + 1, sizeof *t->route_draws);
-    t->route_tmp = alloc_real((size_t)N);
-    t->imp_sums = spd_calloc(sumC, sizeof(double));
+    t->route_tmp = spd_calloc((size_t)N + 1, sizeof(real));  // host: draw-source staging
+    t->imp_sums = alloc_zero(sumC, sizeof(double));
 }
 
 void RFN(spd_trainer_init_params)(spd_trainer *t, uint64_t seed) {
@@ -246,7 +282,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
         if (!c->replaced) continue;
         if (f->mk == MASK_STOCHASTIC) {
             if (o->draws) {
-                o->draws->fill(o->draws->ctx, m->r_buf, NC, SPD_RNG_MASK, step, term, sample, l);
+                draw_fill(o->draws, m->r_buf, NC, SPD_RNG_MASK, step, term, sample, l);
                 RFN(mask_interpolate_forward)(m->mask_buf, m->ci_lower, m->r_buf, N, c->C, c->C);
             } else {
                 RFN(mask_sample)(m->mask_buf, m->ci_lower, NC, o->sampling, o->seed,
@@ -256,7 +292,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
             c->dmask = m->dmask_buf;
             if (o->use_delta) {
                 if (o->draws)
-                    o->draws->fill(o->draws->ctx, m->delta_mask_buf, N, SPD_RNG_DELTA_MASK, step, term, sample, l);
+                    draw_fill(o->draws, m->delta_mask_buf, N, SPD_RNG_DELTA_MASK, step, term, sample, l);
                 else
                     RFN(delta_mask_sample)(m->delta_mask_buf, N, o->seed,
                                            stream(step, SPD_RNG_DELTA_MASK, term, sample, l));
@@ -271,7 +307,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
             c->mask = m->mask_buf;
             c->dmask = m->dmask_buf;
             if (o->use_delta) {  // the last column is the delta mask itself
-                for (int n = 0; n < N; n++) m->delta_mask_buf[n] = m->pgd_src[f->shared ? (size_t)c->C : (size_t)n * W + c->C];
+                RFN(pgd_delta_mask_gather)(m->delta_mask_buf, m->pgd_src, N, c->C, f->shared ? 0 : W);
                 c->delta_mask = m->delta_mask_buf;
                 if (f->inner) c->ddelta_mask = m->ddelta_mask_buf;
             }
@@ -284,12 +320,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
     if (f->hidden) {  // sum over modules of |x_masked - x_clean|^2; its gradient enters at each site's input
         for (int l = 0; l < t->n_mods; l++) {
             spd_train_module *m = &t->mods[l];
-            const long n = (long)N * m->d_in;
-            for (long i = 0; i < n; i++) {
-                double d = (double)m->hid_buf[i] - (double)m->x_cache[i];
-                sumD += d * d;
-                m->dhid_buf[i] = (real)(2 * scale * d);
-            }
+            sumD += RFN(hidden_acts_loss)(m->dhid_buf, m->hid_buf, m->x_cache, (int64_t)N * m->d_in, scale);
             m->comp.x_cache = NULL;
             m->comp.dx_extra = m->dhid_buf;
         }
@@ -311,15 +342,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
             const int W = pgd_width(t, m), ld = f->shared ? 0 : W;
             if (f->inner) {  // d L / d sources
                 RFN(mask_interpolate_backward)(NULL, m->pgd_grad, c->dmask, m->ci_lower, m->pgd_src, N, c->C, ld);
-                if (o->use_delta) {
-                    if (f->shared) {
-                        double s = 0;
-                        for (int n = 0; n < N; n++) s += (double)m->ddelta_mask_buf[n];
-                        m->pgd_grad[c->C] = (real)s;
-                    } else {
-                        for (int n = 0; n < N; n++) m->pgd_grad[(size_t)n * W + c->C] = m->ddelta_mask_buf[n];
-                    }
-                }
+                if (o->use_delta) RFN(pgd_delta_grad_scatter)(m->pgd_grad, m->ddelta_mask_buf, N, c->C, ld);
                 c->ddelta_mask = NULL;
             } else {  // dci = dm (1 - s)
                 RFN(mask_interpolate_backward)(m->tmp, NULL, c->dmask, m->ci_lower, m->pgd_src, N, c->C, ld);
@@ -347,7 +370,7 @@ static void draw_routing(spd_trainer *t, int64_t step, int term, int sample, con
     if (router.kind == SPD_ROUTE_ALL) router.kind = SPD_ROUTE_UNIFORM_K_SUBSET;  // SPD's default
     const spd_draw_source *d = t->opt.draws;
     if (!d) {
-        spd_route_sample(&router, t->routed, L, N, t->opt.seed, stream(step, SPD_RNG_ROUTING, term, sample, 0));
+        RFN(route_sample)(&router, t->routed, L, N, t->opt.seed, stream(step, SPD_RNG_ROUTING, term, sample, 0));
         return;
     }
     if (router.kind == SPD_ROUTE_UNIFORM_K_SUBSET) {
@@ -359,9 +382,14 @@ static void draw_routing(spd_trainer *t, int64_t step, int term, int sample, con
         for (long n = 0; n < N; n++) t->route_draws[(size_t)l * N + n] = (float)t->route_tmp[n];
     }
     if (router.kind == SPD_ROUTE_UNIFORM_K_SUBSET)
-        spd_route_uniform_k_subset_from_draws(t->routed, L, N, t->route_k, t->route_draws);
+        spd_route_uniform_k_subset_from_draws(t->routed_host, L, N, t->route_k, t->route_draws);
     else
-        spd_route_static_probability_from_draws(t->routed, L, N, router.p, t->route_draws);
+        spd_route_static_probability_from_draws(t->routed_host, L, N, router.p, t->route_draws);
+#if SPD_REAL_ON_DEVICE
+    spd_device_upload(t->routed, t->routed_host, (size_t)L * N);
+#else
+    memcpy(t->routed, t->routed_host, (size_t)L * N);
+#endif
 }
 
 // A reconstruction term: its forwards (S or S L or 1 or L), sumD / count.
@@ -416,12 +444,12 @@ static double pgd_term(spd_trainer *t, int64_t step, int term) {
             long n = (long)pgd_width(t, m) * (shared ? 1 : N);
             if (p->init == SPD_PGD_INIT_RANDOM) {
                 if (o->draws)
-                    o->draws->fill(o->draws->ctx, m->pgd_src, n, SPD_RNG_PGD_INIT, step, term, sample, l);
+                    draw_fill(o->draws, m->pgd_src, n, SPD_RNG_PGD_INIT, step, term, sample, l);
                 else
                     RFN(sample_draws)(m->pgd_src, n, SPD_MASK_CONTINUOUS, o->seed,
                                       stream(step, SPD_RNG_PGD_INIT, term, sample, l));
             } else {
-                for (long i = 0; i < n; i++) m->pgd_src[i] = p->init == SPD_PGD_INIT_ONES ? 1 : 0;
+                RFN(fill_value)(m->pgd_src, n, p->init == SPD_PGD_INIT_ONES ? 1 : 0);
             }
         }
         forward_spec f = {.mk = MASK_PGD, .term = term, .sample = sample, .only = layerwise ? run : -1,
@@ -434,11 +462,7 @@ static double pgd_term(spd_trainer *t, int64_t step, int term) {
                 spd_train_module *m = &t->mods[l];
                 if (f.only >= 0 && f.only != l) continue;
                 long n = (long)pgd_width(t, m) * (shared ? 1 : N);
-                for (long i = 0; i < n; i++) {
-                    real g = m->pgd_grad[i];
-                    double s = (double)m->pgd_src[i] + p->step_size * (double)((g > 0) - (g < 0));
-                    m->pgd_src[i] = (real)(s < 0 ? 0 : s > 1 ? 1 : s);
-                }
+                RFN(pgd_source_step)(m->pgd_src, m->pgd_grad, n, p->step_size);
             }
         }
         f.inner = false;
@@ -484,7 +508,7 @@ static void ci_forward_all(spd_trainer *t, int64_t step) {
         const spd_draw_source *d = t->opt.draws;
         if (d) {
             bool jitter = t->opt.sampling == SPD_MASK_BINOMIAL;
-            if (jitter) d->fill(d->ctx, m->jitter_buf, NC, SPD_RNG_CI_JITTER, step, 0, 0, l);
+            if (jitter) draw_fill(d, m->jitter_buf, NC, SPD_RNG_CI_JITTER, step, 0, 0, l);
             RFN(ci_forward)(m->ci_lower, m->ci_upper, m->pre, jitter ? m->jitter_buf : NULL, NC, t->opt.sigmoid);
         } else {
             RFN(ci_forward_philox)(m->ci_lower, m->ci_upper, m->pre, NC, t->opt.sigmoid, t->opt.sampling,
@@ -493,11 +517,6 @@ static void ci_forward_all(spd_trainer *t, int64_t step) {
         RFN(fill_zero)(m->dci_lower, NC);
         RFN(fill_zero)(m->dci_upper, NC);
     }
-}
-
-static void embedding_scatter_add(real *dV, const int32_t *tokens, const real *da, int N, int C) {
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) dV[(size_t)tokens[n] * C + c] += da[(size_t)n * C + c];
 }
 
 static void ci_backward_all(spd_trainer *t, int64_t step) {
@@ -514,7 +533,7 @@ static void ci_backward_all(spd_trainer *t, int64_t step) {
         bool mlp = m->ci.arch.kind == SPD_CI_MLP;
         RFN(ci_fn_backward)(&m->ci, mlp ? m->dci_in : NULL, m->dpre, ci_input(m), N);
         if (mlp && is_embedding(m))  // dV[tokens[n]] += da[n]: the CI input a = V[tokens]
-            embedding_scatter_add(m->comp.dV, t->target.tokens, m->dci_in, N, C);
+            RFN(embedding_backward)(m->comp.dV, t->target.tokens, m->dci_in, N, C);
         else if (mlp)  // dV += x^T da: the CI input a = x V
             RFN(matmul)(m->comp.dV, m->x_cache, m->dci_in, m->d_in, C, N, true, false, 1, 1);
     }
@@ -654,47 +673,46 @@ void RFN(spd_trainer_free)(spd_trainer *t) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
         if (c->site && c->site->comp == c) c->site->comp = NULL;
-        free(c->a);
-        free(c->scratch);
-        free(c->delta);
-        free(c->ddelta);
+        free_buf(c->a);
+        free_buf(c->scratch);
+        free_buf(c->delta);
+        free_buf(c->ddelta);
         for (int k = 0; k < SPD_CI_FN_MAX_LAYERS - 1; k++) {
-            free(m->ci.pre[k]);
-            free(m->ci.post[k]);
+            free_buf(m->ci.pre[k]);
+            free_buf(m->ci.post[k]);
         }
-        free(m->ci.work);
-        free(m->x_cache);
-        free(m->ci_in);
-        free(m->dci_in);
-        free(m->pre);
-        free(m->dpre);
-        free(m->ci_lower);
-        free(m->ci_upper);
-        free(m->dci_lower);
-        free(m->dci_upper);
-        free(m->tmp);
-        free(m->mask_buf);
-        free(m->dmask_buf);
-        free(m->delta_mask_buf);
-        free(m->r_buf);
-        free(m->jitter_buf);
-        free(m->hid_buf);
-        free(m->dhid_buf);
-        free(m->pgd_src);
-        free(m->pgd_grad);
-        free(m->ddelta_mask_buf);
-        free(c->route_y);
-        free(c->route_dy);
-        free(c->route_dx);
+        free_buf(m->ci.work);
+        free_buf(m->x_cache);
+        free_buf(m->ci_in);
+        free_buf(m->dci_in);
+        free_buf(m->pre);
+        free_buf(m->dpre);
+        free_buf(m->ci_lower);
+        free_buf(m->ci_upper);
+        free_buf(m->dci_lower);
+        free_buf(m->dci_upper);
+        free_buf(m->tmp);
+        free_buf(m->mask_buf);
+        free_buf(m->dmask_buf);
+        free_buf(m->delta_mask_buf);
+        free_buf(m->r_buf);
+        free_buf(m->jitter_buf);
+        free_buf(m->hid_buf);
+        free_buf(m->dhid_buf);
+        free_buf(m->pgd_src);
+        free_buf(m->pgd_grad);
+        free_buf(m->ddelta_mask_buf);
+        free_buf(c->route_y);
+        free_buf(c->route_dy);
+        free_buf(c->route_dx);
     }
     free(t->mods);
-    free(t->y_t);
-    free(t->imp_sums);
-    free(t->routed);
+    free_buf(t->y_t);
+    free_buf(t->imp_sums);
+    free_buf(t->routed);
+    free(t->routed_host);
     free(t->route_k);
     free(t->route_draws);
     free(t->route_tmp);
     memset(t, 0, sizeof *t);
 }
-
-#endif

@@ -14,8 +14,8 @@
 // PGDReconSubsetLoss, PGDReconLayerwiseLoss, with output loss mse or kl.
 // Embedding sites (LlamaSimple's wte) are decomposed with ci_fn_type mlp only
 // (SPD_SPEC.md 2.1): their CI input is a = V[tokens], tokens from target.tokens.
-// Not yet: routing on the GPU, tied components (TMS
-// with tied target weights), data parallelism. The faithfulness warm-up is
+// Not yet: tied components on the GPU (TMS with tied target weights), data
+// parallelism. The faithfulness warm-up is
 // spd/faithfulness_warmup.h.
 //
 // Routing (subset terms) selects per position between a module's components
@@ -40,8 +40,10 @@
 // AdamW pass over the TRAINED buffer updates all of them. The target's own
 // parameters must be FROZEN.
 //
-// CPU only for now: the CUDA build compiles train.c to nothing until the CI,
-// mask and loss ops have CUDA twins.
+// Every backend: compiled as _f32, _f64 and _cuda (float32 on the GPU, every
+// buffer in device memory; the only reads back are the loss values and the
+// gradient norms, scalars). Draw sources (checks) fill host memory that the
+// CUDA build uploads.
 #ifndef SPD_TRAIN_H
 #define SPD_TRAIN_H
 
@@ -185,11 +187,12 @@ typedef struct {
     spd_train_module *mods;
     int n_mods;
     real *y_t;          // [N, d_out] clean output
-    uint8_t *routed;    // [L][N] routing masks of the current forward
+    uint8_t *routed;    // [L][N] routing masks of the current forward (this backend's memory)
+    uint8_t *routed_host;  // [L][N] host staging for routing from a draw source
     int64_t *route_k;   // [N]
     float *route_draws; // [L][N]
     real *route_tmp;    // [N]
-    double *imp_sums;   // [sum C]
+    double *imp_sums;   // [sum C] (this backend's memory)
     double values[SPD_TRAIN_MAX_TERMS];  // raw (unweighted) term values of the last step
     double total;                        // sum coeff * value
     double grad_norm_components, grad_norm_ci_fns;  // before clipping, of the last update

@@ -23,15 +23,26 @@
 #include "models/tms.h"
 #include "spd/config.h"
 #include "spd/faithfulness_warmup.h"
+#include "spd/identity_patterns.h"
 #include "spd/schedule.h"
 #include "spd/target_llama.h"
 #include "spd/target_resid_mlp.h"
 #include "spd/target_tms.h"
 #include "spd/tied.h"
 #include "spd/train.h"
+#include "spd/train_gpu.h"
 
 #define STEP_BOUND 1e-8   // one step, float64: summation order only
 #define RUN_BOUND 1e-6    // per-step losses and final parameters of a multi-step run
+// --device cuda (float32 on the GPU against float64 expectations; docs/spd-ref-train-v1.md).
+#define GPU_STEP_BOUND 1e-4
+#define GPU_RUN_BOUND 1e-4
+
+// The run's precision label and bounds (one file is checked at a time).
+static struct {
+    const char *dtype;
+    double step, run;
+} mode = {"float64", STEP_BOUND, RUN_BOUND};
 #define NAME_CAP (SPD_NAME_MAX + 128)
 
 // ---- what spd.c does not implement yet ------------------------------------------------
@@ -380,7 +391,7 @@ static int compare(const spd_st_file *f, FILE *out, double bound, const char *na
     double max_rel = max_diff / fmax(max_ref, 1e-300);
     double norm_rel = den > 0 ? sqrt(num / den) : sqrt(num);
     int fail = !(norm_rel <= bound);
-    fprintf(out, "%-8s %-52s %12.3e %12.3e %8.0e  %s\n", "float64", name, max_rel, norm_rel, bound,
+    fprintf(out, "%-8s %-52s %12.3e %12.3e %8.0e  %s\n", mode.dtype, name, max_rel, norm_rel, bound,
             fail ? "FAIL" : "ok");
     return fail;
 }
@@ -553,12 +564,12 @@ static int compare_step(const spd_st_file *f, FILE *out, const ref_header *h, sp
     char prefix[64], name[NAME_CAP];
     if (multi) snprintf(prefix, sizeof prefix, "expected.step%" PRId64 ".", step);
     else snprintf(prefix, sizeof prefix, "expected.");
-    const double loss_bound = multi ? RUN_BOUND : STEP_BOUND;
+    const double loss_bound = multi ? mode.run : mode.step;
     const bool grads = !multi || step == 0;
     const int N = tr->target.N;
     int failures = 0;
     if (!multi) {
-        failures += compare(f, out, STEP_BOUND, "expected.target_output", tr->y_t, (int64_t)N * tr->target.d_out,
+        failures += compare(f, out, mode.step, "expected.target_output", tr->y_t, (int64_t)N * tr->target.d_out,
                             input_error);
         for (int l = 0; l < tr->n_mods; l++) {
             const spd_train_module *m = &tr->mods[l];
@@ -569,7 +580,7 @@ static int compare_step(const spd_st_file *f, FILE *out, const ref_header *h, sp
             } ci[3] = {{"pre_sigmoid", m->pre}, {"ci_lower", m->ci_lower}, {"ci_upper", m->ci_upper}};
             for (int k = 0; k < 3; k++) {
                 snprintf(name, sizeof name, "expected.%s.%s", ci[k].what, m->comp.dashed);
-                failures += compare(f, out, STEP_BOUND, name, ci[k].v, NC, input_error);
+                failures += compare(f, out, mode.step, name, ci[k].v, NC, input_error);
             }
         }
     }
@@ -588,7 +599,7 @@ static int compare_step(const spd_st_file *f, FILE *out, const ref_header *h, sp
             const spd_tensor *t = &spec->tensors[k];
             if (t->role != SPD_ROLE_TRAINED) continue;
             snprintf(name, sizeof name, "%sgrad.%s", prefix, t->name);
-            failures += compare(f, out, STEP_BOUND, name, spd_spec_grad(spec, t), spd_tensor_numel(t), input_error);
+            failures += compare(f, out, mode.step, name, spd_spec_grad(spec, t), spd_tensor_numel(t), input_error);
         }
         snprintf(name, sizeof name, "%sgrad.", prefix);
         for (int k = 0; k < f->count && !*input_error; k++) {
@@ -610,7 +621,7 @@ static int compare_update(const spd_st_file *f, FILE *out, spd_trainer *tr, int6
     char prefix[64], name[NAME_CAP];
     if (multi) snprintf(prefix, sizeof prefix, "expected.step%" PRId64 ".", step);
     else snprintf(prefix, sizeof prefix, "expected.");
-    const double bound = multi ? RUN_BOUND : STEP_BOUND;
+    const double bound = multi ? mode.run : mode.step;
     int failures = 0;
     snprintf(name, sizeof name, "%sgrad_norm.components", prefix);
     failures += compare(f, out, bound, name, &tr->grad_norm_components, 1, input_error);
@@ -622,8 +633,43 @@ static int compare_update(const spd_st_file *f, FILE *out, spd_trainer *tr, int6
     return failures;
 }
 
-int train_check_f64(const spd_st_file *f, FILE *out) {
+static int check_run(const spd_st_file *f, FILE *out, bool cuda);
+
+int train_check_f64(const spd_st_file *f, FILE *out) { return check_run(f, out, false); }
+
+#ifdef SPD_HAVE_CUDA
+int train_check_cuda(const spd_st_file *f, FILE *out) { return check_run(f, out, true); }
+
+// The device run's state of the last step into the host trainer, for the rows.
+static void gpu_pull_step(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec) {
+    spd_gpu_run_target_output(g, tr->y_t);
+    for (int l = 0; l < tr->n_mods; l++) {
+        spd_gpu_run_ci(g, l, 0, tr->mods[l].pre);
+        spd_gpu_run_ci(g, l, 1, tr->mods[l].ci_lower);
+        spd_gpu_run_ci(g, l, 2, tr->mods[l].ci_upper);
+    }
+    spd_gpu_run_download(g, spec, true);
+}
+
+// The host's batch (features or token ids) onto the device.
+static void gpu_push_batch(spd_gpu_run *g, const target_holder *th) {
+    if (th->kind == TARGET_LLAMA) {
+        spd_gpu_run_set_tokens(g, th->ll.tokens, th->ll.N);
+        return;
+    }
+    const double *x = th->kind == TARGET_TMS ? th->tms.x : th->rm.x;
+    int64_t n = (int64_t)th->B * th->n_features;
+    float *xf = spd_malloc((size_t)n * sizeof *xf);
+    for (int64_t i = 0; i < n; i++) xf[i] = (float)x[i];
+    spd_gpu_run_set_input(g, xf, n);
+    free(xf);
+}
+#endif
+
+static int check_run(const spd_st_file *f, FILE *out, bool cuda) {
     ref_header h;
+    if (cuda) mode.dtype = "cuda-f32", mode.step = GPU_STEP_BOUND, mode.run = GPU_RUN_BOUND;
+    else mode.dtype = "float64", mode.step = STEP_BOUND, mode.run = RUN_BOUND;
     int rc = -1;
     if (read_header(f, &h)) {
         header_free(&h);
@@ -660,6 +706,7 @@ int train_check_f64(const spd_st_file *f, FILE *out) {
     bool *used = spd_calloc((size_t)(f->count ? f->count : 1), sizeof *used);
     spd_tied_pair *ties = NULL;
     int n_ties = 0;
+    spd_gpu_run *gpu = NULL;
     draw_ctx dctx = {.f = f, .t = &tr, .multi = h.multi, .used = used};
     spd_draw_source draws = {.fill = draw_fill, .ctx = &dctx};
     opt.draws = &draws;
@@ -721,23 +768,51 @@ int train_check_f64(const spd_st_file *f, FILE *out) {
         goto done;
     }
 
+#ifdef SPD_HAVE_CUDA
+    if (cuda) {  // the float32 device twin of this trainer, from the file's values
+        if (n_ties > 1) {
+            spd_set_error("%s: --device cuda: at most one tied pair", f->path);
+            goto done;
+        }
+        spd_gpu_run_config gc = {.kind = th.kind == TARGET_TMS ? SPD_GPU_TMS
+                                         : th.kind == TARGET_RESID_MLP ? SPD_GPU_RESID_MLP : SPD_GPU_LLAMA,
+                                 .B = th.B, .T = th.T, .opt = &opt, .site = site, .C = C, .n = h.n_modules,
+                                 .tie_src = n_ties ? ties[0].src : -1, .tie_tgt = n_ties ? ties[0].tgt : -1};
+        if (th.kind == TARGET_TMS) gc.tms = th.tms.cfg;
+        else if (th.kind == TARGET_RESID_MLP) gc.resid_mlp = th.rm.cfg;
+        else {
+            gc.llama = th.ll.cfg;
+            gc.untied_lm_head = spd_st_find(f, "target_model.lm_head.weight") != NULL;
+        }
+        gc.identity = spd_identity_patterns(&h.cfg, &gc.n_identity);
+        gpu = spd_gpu_run_create(&gc);
+        free((void *)gc.identity);
+        spd_gpu_run_upload(gpu, &spec, 0);
+    }
+#endif
     int failures = 0, input_error = 0;
-    fprintf(out, "# %s: %s target, %d modules, %d loss terms, %s\n", SPD_REF_TRAIN_FORMAT, mt->valuestring,
+    fprintf(out, "# %s: %s target, %d modules, %d loss terms, %s%s\n", SPD_REF_TRAIN_FORMAT, mt->valuestring,
             h.n_modules, opt.n_terms,
-            h.multi ? "multi-step run" : "one step");
+            h.multi ? "multi-step run" : "one step", cuda ? ", float32 on the GPU" : "");
     if (h.multi && cfg->faithfulness_warmup_steps > 0) {  // V, U after the warm-up
         spd_faithfulness_warmup_options wo = {.steps = cfg->faithfulness_warmup_steps,
                                               .lr = cfg->faithfulness_warmup_lr,
                                               .weight_decay = cfg->faithfulness_warmup_weight_decay,
                                               .ties = ties,
                                               .n_ties = n_ties};
-        spd_faithfulness_warmup_f64(&tr, &wo);
+#ifdef SPD_HAVE_CUDA
+        if (gpu) {
+            spd_gpu_run_warmup(gpu, wo.steps, wo.lr, wo.weight_decay);
+            spd_gpu_run_download(gpu, &spec, false);
+        } else
+#endif
+            spd_faithfulness_warmup_f64(&tr, &wo);
         for (int i = 0; i < spec.count && !input_error; i++) {
             const spd_tensor *t = &spec.tensors[i];
             if (t->role != SPD_ROLE_TRAINED || !starts_with(t->name, "_components.")) continue;
             char name[NAME_CAP];
             snprintf(name, sizeof name, "expected.warmup.%s", t->name);
-            failures += compare(f, out, RUN_BOUND, name, t->data, spd_tensor_numel(t), &input_error);
+            failures += compare(f, out, mode.run, name, t->data, spd_tensor_numel(t), &input_error);
         }
     }
     const int64_t n_steps = h.multi ? h.steps_run : 1;
@@ -747,23 +822,37 @@ int train_check_f64(const spd_st_file *f, FILE *out) {
         if (h.multi) snprintf(name, sizeof name, "input.step%" PRId64 ".batch", k);
         else snprintf(name, sizeof name, "input.batch");
         if (target_load_batch(f, &th, name)) goto done;
-        spd_train_step_f64(&tr, step);
+#ifdef SPD_HAVE_CUDA
+        if (gpu) {
+            gpu_push_batch(gpu, &th);
+            tr.total = spd_gpu_run_step(gpu, step, tr.values);
+            if (!dctx.error[0]) gpu_pull_step(gpu, &tr, &spec);
+        } else
+#endif
+            spd_train_step_f64(&tr, step);
         if (dctx.error[0]) {
             spd_set_error("%s", dctx.error);
             goto done;
         }
         failures += compare_step(f, out, &h, &tr, step, h.multi, &input_error);
+#ifdef SPD_HAVE_CUDA
+        if (gpu) spd_gpu_run_update(gpu, step, &tr.grad_norm_components, &tr.grad_norm_ci_fns);
+        else
+#endif
         if (n_ties) spd_tied_update_f64(&tr, ties, n_ties, step);
         else spd_train_update_f64(&tr, step);
         failures += compare_update(f, out, &tr, step, h.multi, &input_error);
     }
     if (h.multi && !input_error) {  // every parameter after the run
+#ifdef SPD_HAVE_CUDA
+        if (gpu) spd_gpu_run_download(gpu, &spec, false);
+#endif
         for (int i = 0; i < spec.count; i++) {
             const spd_tensor *t = &spec.tensors[i];
             if (t->role != SPD_ROLE_TRAINED) continue;
             char name[NAME_CAP];
             snprintf(name, sizeof name, "expected.final.%s", t->name);
-            failures += compare(f, out, RUN_BOUND, name, t->data, spd_tensor_numel(t), &input_error);
+            failures += compare(f, out, mode.run, name, t->data, spd_tensor_numel(t), &input_error);
         }
     }
     if (input_error) goto done;
@@ -780,7 +869,7 @@ int train_check_f64(const spd_st_file *f, FILE *out) {
     }
     char row[96];
     snprintf(row, sizeof row, "draws consumed: %d of %d", n_used, n_draws);
-    fprintf(out, "%-8s %-52s %12s %12s %8s  %s\n", "float64", row, "-", "-", "all", unused ? "FAIL" : "ok");
+    fprintf(out, "%-8s %-52s %12s %12s %8s  %s\n", mode.dtype, row, "-", "-", "all", unused ? "FAIL" : "ok");
     if (unused) {
         fprintf(out, "         (not consumed by the step: %s)\n", unused);
         failures++;
@@ -788,6 +877,10 @@ int train_check_f64(const spd_st_file *f, FILE *out) {
     rc = failures;
 
 done:
+#ifdef SPD_HAVE_CUDA
+    spd_gpu_run_free(gpu);
+#endif
+    (void)gpu;
     spd_trainer_free_f64(&tr);  // safe after a failed or skipped declare (tr zeroed)
     target_free(&th);
     spd_spec_free(&spec);

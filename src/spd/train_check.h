@@ -31,5 +31,10 @@
 // rows, or -1 with spd_last_error() set when the file is malformed or needs
 // something spd.c does not implement.
 int train_check_f64(const spd_st_file *f, FILE *out);
+// The same with the step (or run) in float32 on the GPU (CUDA builds): the host
+// builds and loads as above, a device twin (spd/train_gpu.h) runs the warm-up,
+// steps and updates with the file's draws, and its state is read back for the
+// rows; bound 1e-4 (norm-relative) for every row.
+int train_check_cuda(const spd_st_file *f, FILE *out);
 
 #endif
