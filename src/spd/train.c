@@ -144,6 +144,7 @@ void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target) {
                 size_t h = spd_ci_fn_hidden_elems(&m->ci.arch, N, k);
                 m->ci.pre[k] = alloc_real(h);
                 m->ci.post[k] = alloc_real(h);
+                m->ci.cdf[k] = alloc_real(h);
             }
         }
         m->ci.work = alloc_real(spd_ci_fn_workspace_elems(&m->ci.arch, N));
@@ -661,6 +662,7 @@ void RFN(spd_trainer_free)(spd_trainer *t) {
         for (int k = 0; k < SPD_CI_FN_MAX_LAYERS - 1; k++) {
             free(m->ci.pre[k]);
             free(m->ci.post[k]);
+            free(m->ci.cdf[k]);
         }
         free(m->ci.work);
         free(m->x_cache);
