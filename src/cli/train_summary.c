@@ -67,9 +67,11 @@ static int fig_ci_per_feature(const char *path, int n_mods, const char *const *n
     if ((long)maxC * cell > 1600) cell = 1600 / maxC > 2 ? 1600 / maxC : 2;
     if (F * cell > 800) cell = 800 / F > 2 ? 800 / F : 2;
     int pw = maxC * cell + 80, ph = F * cell + 50;
+    const char *title = "CI per feature: rows = one-hot input 0.75 e_f, columns = subcomponents";
+    int tw = spd_text_width(title, 2) + 20;
     spd_image im;
-    spd_image_init(&im, pw + 20, 40 + n_mods * ph);
-    spd_image_text(&im, 10, 10, "CI per feature: rows = one-hot input 0.75 e_f, columns = subcomponents", 2, INK);
+    spd_image_init(&im, pw + 20 > tw ? pw + 20 : tw, 40 + n_mods * ph);
+    spd_image_text(&im, 10, 10, title, 2, INK);
     int *perm = spd_malloc((size_t)(maxC ? maxC : 1) * sizeof *perm);
     for (int l = 0; l < n_mods; l++) {
         int y0 = 40 + l * ph, x0 = 60;
@@ -114,10 +116,11 @@ static int fig_hidden_space(const char *path, const char *module, const feature_
             m = b > m ? b : m;
         }
     double sc = (S / 2 - 10) / m;
-    spd_image im;
-    spd_image_init(&im, S + 40, S + 90);
     char t[256];
     snprintf(t, sizeof t, "%s: features in the 2-D hidden space", module);
+    int tw = spd_text_width(t, 2) + 20;
+    spd_image im;
+    spd_image_init(&im, S + 40 > tw ? S + 40 : tw, S + 90);
     spd_image_text(&im, 10, 10, t, 2, INK);
     spd_image_text(&im, 10, 28, "grey: target  colour: best subcomponent", 1, INK);
     spd_image_rect(&im, 20, cy, S, 1, 0xdddddd);
