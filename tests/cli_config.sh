@@ -14,7 +14,8 @@ ok() { echo "ok - $1"; }
 notok() { echo "not ok - $1${2:+: $2}"; }
 
 for f in tests/configs/ss_llama_simple.yaml tests/configs/tms_5-2.yaml tests/configs/resid_mlp1.yaml \
-    tests/configs/minimal.yaml tests/configs/numbers.yaml tests/configs/old_keys.yaml; do
+    tests/configs/minimal.yaml tests/configs/numbers.yaml tests/configs/old_keys.yaml \
+    tests/configs/tms_identity.yaml tests/configs/resid_mlp_identity.yaml; do
     name=$(basename "$f")
     if ! "$SPD" config check "$f" >"$tmp/out.yaml" 2>"$tmp/err"; then
         notok "spd config check $name" "$(head -3 "$tmp/err")"

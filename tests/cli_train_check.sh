@@ -16,11 +16,10 @@ ok() { echo "ok - $1"; }
 notok() { echo "not ok - $1${2:+: $2}"; }
 
 PASS=(train_tms_basic train_tms_stochastic train_tms_pgd train_resid_mlp train_llama_kl train_llama_binomial
-      train_llama_embed train_tms_10steps)
-# file -> the refusal (exit 2) naming what spd.c lacks
-declare -A REFUSED=(
-    [train_tms_identity]="not implemented in spd.c yet: identity_module_info"
-)
+      train_llama_embed train_tms_10steps train_tms_identity train_resid_mlp_identity
+      train_llama_identity)
+# file -> the refusal (exit 2) naming what spd.c lacks (none at the moment)
+declare -A REFUSED=()
 
 for name in "${PASS[@]}"; do
     r=$REFS/$name.safetensors
@@ -154,3 +153,16 @@ expect_input_error "loss_terms not matching the config is refused" "$tmp/badterm
 "$SPD" check --precision f32 "$BASIC" >/dev/null 2>"$tmp/err"; status=$?
 [ $status -eq 2 ] && grep -q 'checked in float64 on the CPU only' "$tmp/err" && ok "--precision f32 on a training file is refused" ||
     notok "--precision f32 on a training file" "status $status"
+
+# Identity insertion (identity_module_info): a pattern matching no module is refused
+# naming it; a pattern matching another module gives identities the file does not
+# list, so its "linear1.pre_identity" names no module of the target.
+IDENT=$REFS/train_tms_identity.safetensors
+edit_ref "$IDENT" "$tmp/id_nomatch.safetensors" '
+meta["config"] = meta["config"].replace("identity_module_info:\n- module_pattern: linear1", "identity_module_info:\n- module_pattern: lin*3")'
+expect_input_error "an identity pattern matching nothing is refused" "$tmp/id_nomatch.safetensors" \
+    "identity_module_info\[0\]: pattern 'lin\*3' matches no linear module"
+edit_ref "$IDENT" "$tmp/id_other.safetensors" '
+meta["config"] = meta["config"].replace("identity_module_info:\n- module_pattern: linear1", "identity_module_info:\n- module_pattern: linear2")'
+expect_input_error "an identity before another module than the file's is refused" "$tmp/id_other.safetensors" \
+    "'linear1.pre_identity' is not a decomposable module"

@@ -19,6 +19,9 @@
 // (the target, components and CI fns from model_<s>, Adam moments and count from
 // resume_<s>, data and masks keyed by the step); SIGINT / SIGTERM save at the end
 // of the current step and exit 130 / 143; --stop-at S saves at S and exits 0.
+// identity_module_info inserts identities before the matched modules (SPD_SPEC.md
+// 1.3), decomposed as "<module>.pre_identity"; checkpoints hold nothing for them
+// but their components (SPD's Identity has no state).
 // Not yet: evaluation (eval_freq), target files (<task>.pth, *_train_config.yaml).
 #define SPD_F64
 #include <dirent.h>
@@ -43,6 +46,7 @@
 #include "core/safetensors.h"
 #include "core/spec.h"
 #include "core/spec_io.h"
+#include "models/identity_insertion.h"
 #include "models/module_select.h"
 #include "models/resid_mlp.h"
 #include "models/tms.h"
@@ -653,7 +657,6 @@ int cmd_train(int argc, char **argv) {
     spd_toy_generation gen;
     if (spd_toy_generation_parse(spd_data_generation_type_name(toy->data_generation_type), &gen))
         spd_die_input("%s: task_config.data_generation_type: %s", path, spd_last_error());
-    if (cfg.has_identity_module_info) spd_die_input("%s: identity_module_info: not supported by spd train yet", path);
     if (cfg.batch_size > (1 << 24)) spd_die_input("%s: batch_size: at most %d for spd train", path, 1 << 24);
     if (cfg.steps < 1) spd_die_input("%s: steps: spd train needs steps >= 1, found %" PRId64, path, cfg.steps);
     if (experiment) spd_experiment_ensure_target(experiment, cfg.pretrained_model_path, retrain_target);
@@ -698,17 +701,43 @@ int cmd_train(int argc, char **argv) {
         F = rcfg.n_features;
     }
 
-    // Module patterns -> decomposed sites (a pattern matching nothing is an error naming it).
-    const char **paths = spd_malloc((size_t)tg.n_sites * sizeof *paths);
-    for (int i = 0; i < tg.n_sites; i++) paths[i] = tg.sites[i].path;
-    spd_module_pattern *pats = spd_calloc((size_t)cfg.module_info.count + 1, sizeof *pats);
-    for (int i = 0; i < cfg.module_info.count; i++) {
-        pats[i].pattern = cfg.module_info.items[i].module_pattern;
-        pats[i].C = (int)cfg.module_info.items[i].C;
+    // Identity insertion (identity_module_info, models/identity_insertion.h): the
+    // identities become sites after the model's, "<module>.pre_identity".
+    spd_module_pattern *id_pats = NULL;
+    int n_id_pats = cfg.has_identity_module_info ? cfg.identity_module_info.count : 0;
+    if (n_id_pats) {
+        id_pats = spd_calloc((size_t)n_id_pats, sizeof *id_pats);
+        for (int i = 0; i < n_id_pats; i++)
+            id_pats[i] = (spd_module_pattern){cfg.identity_module_info.items[i].module_pattern,
+                                              (int)cfg.identity_module_info.items[i].C};
+        int irc = task == SPD_TASK_TMS ? tms_insert_identity_f64(&tms, &spec, id_pats, n_id_pats)
+                                       : resid_mlp_insert_identity_f64(&rm, &spec, id_pats, n_id_pats);
+        if (irc) spd_die_input("%s: %s", path, spd_last_error());
+        tg = task == SPD_TASK_TMS ? spd_target_tms_f64(&tms) : spd_target_resid_mlp_f64(&rm);
     }
+
+    // Module patterns (SPD's all_module_info: module_info, then the identity patterns
+    // + ".pre_identity") -> decomposed sites, candidates in named_modules order
+    // (a pattern matching nothing is an error naming it).
+    const int n_model_sites = task == SPD_TASK_TMS ? tms.n_sites : rm.n_sites;
+    int *order = spd_malloc((size_t)tg.n_sites * sizeof *order);
+    identity_named_order_f64(tg.sites, n_model_sites, tg.n_sites - n_model_sites, order);
+    const char **paths = spd_malloc((size_t)tg.n_sites * sizeof *paths);
+    for (int i = 0; i < tg.n_sites; i++) paths[i] = tg.sites[order[i]].path;
+    free(order);
+    spd_module_pattern *mi_pats = spd_calloc((size_t)cfg.module_info.count + 1, sizeof *mi_pats);
+    for (int i = 0; i < cfg.module_info.count; i++) {
+        mi_pats[i].pattern = cfg.module_info.items[i].module_pattern;
+        mi_pats[i].C = (int)cfg.module_info.items[i].C;
+    }
+    spd_module_pattern *pats = NULL;
+    int n_pats = 0;
+    spd_all_module_patterns(mi_pats, cfg.module_info.count, id_pats, n_id_pats, &pats, &n_pats);
+    free(mi_pats);
+    free(id_pats);
     spd_module_choice *chosen = NULL;
     int n_chosen = 0;
-    if (spd_select_modules(paths, tg.n_sites, pats, cfg.module_info.count, &chosen, &n_chosen))
+    if (spd_select_modules(paths, tg.n_sites, pats, n_pats, &chosen, &n_chosen))
         spd_die_input("%s: module_info: %s", path, spd_last_error());
     int *site = spd_malloc((size_t)n_chosen * sizeof *site), *C = spd_malloc((size_t)n_chosen * sizeof *C);
     for (int i = 0; i < n_chosen; i++) {
@@ -961,7 +990,7 @@ int cmd_train(int argc, char **argv) {
     spd_spec_free(&spec);
     spd_module_choices_free(chosen, n_chosen);
     free(paths);
-    free(pats);
+    spd_module_patterns_free(pats, n_pats);
     free(site);
     free(C);
     spd_config_free(&cfg);

@@ -36,6 +36,10 @@ double spd_cuda_norm_bound(void);
 // High-water mark of spd.c's device allocations, in bytes.
 size_t spd_cuda_peak_bytes(void);
 
+// Starts a profiler's collection (cudaProfilerStart): `ncu --profile-from-start off`
+// then sees the benchmark's timed steps, not its warm-up run or GEMM tuning.
+void spd_cuda_profiler_start(void);
+
 // Step capture: work queued between begin and end becomes a graph that
 // spd_cuda_graph_launch replays (used by --mode fused).
 void spd_cuda_graph_begin(void);

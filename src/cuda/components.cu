@@ -3,7 +3,11 @@
 // cuBLAS) with one small kernel per elementwise step in between.
 // Gradient convention (ops/components.h): dV, dU, ddelta accumulate; dx, dmask,
 // ddelta_mask are written. delta_mask NULL (with a delta) means all ones, like mask.
+#include <stdlib.h>
+#include <string.h>
+
 #include "cuda/cuda_common.h"
+#include "cuda/gemm.h"
 
 extern "C" {
 #include "core/real.h"
@@ -20,8 +24,28 @@ static __global__ void mul_kernel(float *out, const float *a, const float *b, lo
     if (i < n) out[i] = a[i] * b[i];
 }
 
+static bool fused_mode(void) { return spd_cuda_mode_get() == SPD_CUDA_FUSED; }
+
+// out [n] = a * b, four floats per thread (n % 4 == 0, all three 16-byte aligned).
+static __global__ void mul4_kernel(float4 *out, const float4 *a, const float4 *b, long long n4) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    const float4 x = a[i], y = b[i];
+    out[i] = make_float4(x.x * y.x, x.y * y.y, x.z * y.z, x.w * y.w);
+}
+
+static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+// Unfused mode keeps the one-float-per-thread kernel (the baseline); fused mode
+// uses four per thread where n and the pointers allow it.
 static void mul(float *out, const float *a, const float *b, long long n) {
     if (n <= 0) return;
+    if (fused_mode() && n % 4 == 0 && aligned16(out) && aligned16(a) && aligned16(b)) {
+        mul4_kernel<<<spd_cuda_blocks(n / 4, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(
+            (float4 *)out, (const float4 *)a, (const float4 *)b, n / 4);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     mul_kernel<<<spd_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(out, a, b, n);
     CUDA_CHECK_LAUNCH();
 }
@@ -45,6 +69,108 @@ static void scale_rows(float *out, const float *in, const float *s, int N, int d
     if (n <= 0) return;
     scale_rows_kernel<<<spd_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(out, in, s, N, d);
     CUDA_CHECK_LAUNCH();
+}
+
+// ---- --mode fused helpers ------------------------------------------------------
+
+// The backward's elementwise step in one pass: dmask = h * a (when dmask), h *= mask.
+static __global__ void mask_grads4_kernel(float4 *dmask, float4 *h, const float4 *a, const float4 *mask, long long n4) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    const float4 g = h[i], m = mask[i];
+    if (dmask) {
+        const float4 x = a[i];
+        dmask[i] = make_float4(g.x * x.x, g.y * x.y, g.z * x.z, g.w * x.w);
+    }
+    h[i] = make_float4(g.x * m.x, g.y * m.y, g.z * m.z, g.w * m.w);
+}
+
+static __global__ void mask_grads_kernel(float *dmask, float *h, const float *a, const float *mask, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float g = h[i];
+    if (dmask) dmask[i] = g * a[i];
+    h[i] = g * mask[i];
+}
+
+// dmask = h * a (dmask may be NULL), then h *= mask (mask non-NULL).
+static void mask_grads(float *dmask, float *h, const float *a, const float *mask, long long n) {
+    if (n <= 0) return;
+    cudaStream_t st = spd_cuda_stream();
+    if (n % 4 == 0 && aligned16(h) && aligned16(a) && aligned16(mask) && (!dmask || aligned16(dmask))) {
+        mask_grads4_kernel<<<spd_cuda_blocks(n / 4, EW_THREADS), EW_THREADS, 0, st>>>(
+            (float4 *)dmask, (float4 *)h, (const float4 *)a, (const float4 *)mask, n / 4);
+    } else {
+        mask_grads_kernel<<<spd_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, st>>>(dmask, h, a, mask, n);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+// Row widths that are not a multiple of 4 floats (LlamaSimple's 341) deny cuBLAS
+// its 16-byte-aligned kernels (dev/kernels/README.md: the 341-wide products ran
+// 3x slower than the 128-wide ones). In fused mode such a width is padded with
+// zeros to the next multiple of 4 in temporaries: zero columns of x or dout meet
+// zero rows/columns of V or U, so every product is exact, and the padding is
+// dropped when the result is copied (or added) back. SPD_CUDA_PAD=0 turns it off.
+static bool pad_width(int d, int N, int C) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_PAD");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    // Small products (the reference checks' toy models) gain nothing from it.
+    return env && fused_mode() && d % 4 != 0 && (double)N * C * d >= (double)(1 << 24);
+}
+
+static int pad4(int d) { return (d + 3) & ~3; }
+
+// dst [rows, cols] (row stride ldd) = beta * dst + src, where src [src_rows, src_cols]
+// (row stride lds) reads as zero outside its bounds; beta == 0 overwrites.
+static __global__ void copy2d_kernel(float *dst, int ldd, int rows, int cols, const float *src, int lds, int src_rows,
+                                     int src_cols, float beta) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)rows * cols) return;
+    const long long r = i / cols, c = i % cols;
+    const float v = r < src_rows && c < src_cols ? src[r * lds + c] : 0.0f;
+    float *d = dst + r * ldd + c;
+    *d = beta == 0.0f ? v : beta * *d + v;
+}
+
+static void copy2d(float *dst, int ldd, int rows, int cols, const float *src, int lds, int src_rows, int src_cols,
+                   float beta) {
+    long long n = (long long)rows * cols;
+    if (n <= 0) return;
+    copy2d_kernel<<<spd_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(dst, ldd, rows, cols, src, lds,
+                                                                                         src_rows, src_cols, beta);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Stream-ordered temporaries of one call (graph-capture safe), carved from one allocation.
+static size_t arena_bytes(long long n) { return ((size_t)n * sizeof(float) + 255) & ~(size_t)255; }
+
+typedef struct {
+    char *base;
+    size_t used, cap;
+} temp_arena;
+
+static void arena_open(temp_arena *t, size_t bytes) {
+    t->used = 0;
+    t->cap = bytes;
+    t->base = NULL;
+    if (bytes) CUDA_CHECK(cudaMallocAsync((void **)&t->base, bytes, spd_cuda_stream()));
+}
+
+static float *arena_take(temp_arena *t, long long n) {
+    const size_t bytes = arena_bytes(n);
+    SPD_ASSERT(t->used + bytes <= t->cap);
+    float *p = (float *)(t->base + t->used);
+    t->used += bytes;
+    return p;
+}
+
+static void arena_close(temp_arena *t) {
+    if (t->base) CUDA_CHECK(cudaFreeAsync(t->base, spd_cuda_stream()));
+    t->base = NULL;
 }
 
 // Sum of one double per thread over a block of ROW_THREADS; every thread gets it.
@@ -86,7 +212,21 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
 extern "C" void components_forward_cuda(float *out, float *a, const float *x, const float *V, const float *U,
                                         const float *mask, const float *delta, const float *delta_mask, int N,
                                         int d_in, int C, int d_out, float *scratch) {
-    matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
+    const bool pin = pad_width(d_in, N, C), pout = pad_width(d_out, N, C);
+    const int Dp = pad4(d_in), Op = pad4(d_out);
+    temp_arena t;
+    arena_open(&t, (pin ? arena_bytes((long long)N * Dp) + arena_bytes((long long)Dp * C) : 0) +
+                       (pout ? arena_bytes((long long)N * Op) + arena_bytes((long long)C * Op) : 0));
+    // The first product's operands: x [N, K] (row stride K) and V [K, C], padded or as given.
+    const float *xk = x, *Vk = V;
+    const int K = pin ? Dp : d_in;
+    if (pin) {
+        float *x_p = arena_take(&t, (long long)N * Dp), *V_p = arena_take(&t, (long long)Dp * C);
+        copy2d(x_p, Dp, N, Dp, x, d_in, N, d_in, 0);
+        copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
+        xk = x_p, Vk = V_p;
+    }
+    matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
     const float *am = masked_acts(scratch, a, mask, (long long)N * C);
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
@@ -94,7 +234,15 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
         if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
         beta = 1;
     }
-    matmul_cuda(out, am, U, N, d_out, C, false, false, 1, beta);
+    if (pout) {
+        float *out_p = arena_take(&t, (long long)N * Op), *U_p = arena_take(&t, (long long)C * Op);
+        copy2d(U_p, Op, C, Op, U, d_out, C, d_out, 0);
+        matmul_cuda_ld(out_p, am, U_p, N, Op, C, false, false, 1, 0, C, Op, Op);
+        copy2d(out, d_out, N, d_out, out_p, Op, N, Op, beta);
+    } else {
+        matmul_cuda(out, am, U, N, d_out, C, false, false, 1, beta);
+    }
+    arena_close(&t);
 }
 
 // dout [N, d_out] -> dU += (a*mask)^T dout; h = dout @ U^T; dmask = h * a; g_a = h * mask;
@@ -105,9 +253,9 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 //
 // --mode fused: a * mask is not recomputed: scratch still holds it from this
 // module's forward (each module has its own scratch, and nothing runs the module
-// between its forward and backward). That saves one full pass over the N x C
-// activations per module; the mask multiply itself still runs as its own kernel
-// until a fused GEMM beats cuBLAS (dev/kernels/b2b_masked/NOTES.md).
+// between its forward and backward), and one pass over h makes both dmask and g_a.
+// (A TF32 product with the mask multiply in its epilogue lost to this sequence:
+// dev/kernels/masked_gemm/NOTES.md.)
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -115,10 +263,30 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
                                          float *scratch) {
     const long long NC = (long long)N * C;
     cudaStream_t st = spd_cuda_stream();
-    const bool reuse = spd_cuda_mode_get() == SPD_CUDA_FUSED;
+    const bool reuse = fused_mode();
+    const bool need_h = dx || dV || dmask;
+    // Padded operands (pad_width): dout and U when d_out needs it, x and V when d_in does.
+    const bool pout = pad_width(d_out, N, C) && (dU || need_h), pin = pad_width(d_in, N, C) && (dV || dx);
+    const int Dp = pad4(d_in), Op = pad4(d_out);
+    temp_arena t;
+    arena_open(&t, (pout ? arena_bytes((long long)N * Op) + 2 * arena_bytes((long long)C * Op) : 0) +
+                       (pin ? arena_bytes((long long)N * Dp) + 2 * arena_bytes((long long)Dp * C) : 0));
+    float *dout_p = NULL, *U_p = NULL;
+    if (pout) {
+        dout_p = arena_take(&t, (long long)N * Op);
+        U_p = arena_take(&t, (long long)C * Op);
+        copy2d(dout_p, Op, N, Op, dout, d_out, N, d_out, 0);
+        copy2d(U_p, Op, C, Op, U, d_out, C, d_out, 0);
+    }
     if (dU) {
         const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
-        matmul_cuda(dU, am, dout, C, d_out, N, true, false, 1, 1);
+        if (pout) {
+            float *dU_p = arena_take(&t, (long long)C * Op);
+            matmul_cuda_ld(dU_p, am, dout_p, C, Op, N, true, false, 1, 0, C, Op, Op);
+            copy2d(dU, d_out, C, d_out, dU_p, Op, C, Op, 1);
+        } else {
+            matmul_cuda(dU, am, dout, C, d_out, N, true, false, 1, 1);
+        }
     }
     float dx_beta = 0;
     if (delta && (dx || ddelta || ddelta_mask)) {
@@ -138,14 +306,37 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         }
         if (tmp != dx) CUDA_CHECK(cudaFreeAsync(tmp, st));
     }
-    if (dx || dV || dmask) {
+    if (need_h) {
+        // h = dout @ U^T with dout [N, K] (row stride K) and U [C, K], padded or as given.
+        const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
+        const int K = pout ? Op : d_out;
         float *h = scratch;
-        matmul_cuda(h, dout, U, N, C, d_out, false, true, 1, 0);
-        if (dmask) mul(dmask, h, a, NC);
-        if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
-        if (dV) matmul_cuda(dV, x, h, d_in, C, N, true, false, 1, 1);
-        if (dx) matmul_cuda(dx, h, V, N, d_in, C, false, true, 1, dx_beta);
+        matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
+        if (reuse && mask) {
+            mask_grads(dmask, h, a, mask, NC);  // one pass: dmask = h * a, h becomes g_a
+        } else {
+            if (dmask) mul(dmask, h, a, NC);
+            if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
+        }
+        if (pin) {
+            float *xd_p = arena_take(&t, (long long)N * Dp);  // x padded, then dx padded
+            float *V_p = arena_take(&t, (long long)Dp * C), *dV_p = arena_take(&t, (long long)Dp * C);
+            if (dV) {
+                copy2d(xd_p, Dp, N, Dp, x, d_in, N, d_in, 0);
+                matmul_cuda_ld(dV_p, xd_p, h, Dp, C, N, true, false, 1, 0, Dp, C, C);
+                copy2d(dV, C, d_in, C, dV_p, C, d_in, C, 1);
+            }
+            if (dx) {
+                copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
+                matmul_cuda_ld(xd_p, h, V_p, N, Dp, C, false, true, 1, 0, C, C, Dp);
+                copy2d(dx, d_in, N, d_in, xd_p, Dp, N, Dp, dx_beta);
+            }
+        } else {
+            if (dV) matmul_cuda(dV, x, h, d_in, C, N, true, false, 1, 1);
+            if (dx) matmul_cuda(dx, h, V, N, d_in, C, false, true, 1, dx_beta);
+        }
     }
+    arena_close(&t);
 }
 
 // delta [d_out, d_in] = W - (V @ U)^T = W - U^T @ V^T

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <cuda_profiler_api.h>
+
 #include "cuda/cuda_common.h"
 
 extern "C" {
@@ -181,6 +183,8 @@ extern "C" void spd_device_download(void *dst, const void *src, size_t bytes) {
 }
 
 extern "C" void spd_device_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(spd_cuda_stream())); }
+
+extern "C" void spd_cuda_profiler_start(void) { CUDA_CHECK(cudaProfilerStart()); }
 
 extern "C" void spd_cuda_graph_begin(void) {
     CUDA_CHECK(cudaStreamBeginCapture(spd_cuda_stream(), cudaStreamCaptureModeThreadLocal));

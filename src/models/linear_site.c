@@ -25,8 +25,18 @@ static void components_out(linear_site *s, component_module *c, real *y, const r
 static void target_out(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {
     if (s->kind == SITE_EMBEDDING)
         RFN(embedding_forward)(y, tokens, s->W, N, s->d_out);
+    else if (s->kind == SITE_IDENTITY)  // torch's Identity returns its input: exact, no product with I
+        RFN(copy)(y, x, (int64_t)N * s->d_in);
     else
         RFN(linear_forward)(y, x, s->W, NULL, N, s->d_in, s->d_out);
+}
+
+// dx [N, d_in] = dy through the target weight (linear or identity sites).
+static void target_dx(linear_site *s, real *dx, const real *dy, int N) {
+    if (s->kind == SITE_IDENTITY)
+        RFN(copy)(dx, dy, (int64_t)N * s->d_in);
+    else
+        RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out);
 }
 
 void RFN(site_delta_forward)(component_module *c) {
@@ -47,8 +57,12 @@ void RFN(site_delta_backward)(component_module *c) {
 }
 
 void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {
+    if (s->pre) {  // SPD's pre-hook: this module's input is the identity's output
+        RFN(site_forward)(s->pre, s->pre_out, x, NULL, N);
+        x = s->pre_out;
+    }
     component_module *c = s->comp;
-    if (c && c->x_cache && s->kind == SITE_LINEAR) RFN(copy)(c->x_cache, x, (int64_t)N * s->d_in);
+    if (c && c->x_cache && s->kind != SITE_EMBEDDING) RFN(copy)(c->x_cache, x, (int64_t)N * s->d_in);
     if (c && !c->replaced) c = NULL;
     if (!c) {
         target_out(s, y, x, tokens, N);
@@ -66,7 +80,20 @@ void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *to
     }
 }
 
+static void own_backward(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N);
+
 void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
+    if (!s->pre) {
+        own_backward(s, dx, dy, x, tokens, N);
+        return;
+    }
+    // Through this site onto the identity's output, then through the identity
+    // (whose components need their gradients even when the caller wants no dx).
+    own_backward(s, s->pre_dout, dy, s->pre_out, tokens, N);
+    RFN(site_backward)(s->pre, dx, s->pre_dout, x, NULL, N);
+}
+
+static void own_backward(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
     component_module *c = s->comp && s->comp->replaced ? s->comp : NULL;
     const real *dx_extra = s->comp ? s->comp->dx_extra : NULL;
     const real *delta = c && c->delta_mask ? c->delta : NULL;
@@ -76,7 +103,7 @@ void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x,
 #if SPD_REAL_ON_DEVICE
         SPD_ASSERT(!"routing on the device is not implemented yet");
 #else
-        RFN(routed_select_backward)(c->route_dy, dx && s->kind == SITE_LINEAR ? c->route_y : NULL, dy, c->routing,
+        RFN(routed_select_backward)(c->route_dy, dx && s->kind != SITE_EMBEDDING ? c->route_y : NULL, dy, c->routing,
                                     N, s->d_out);
         dy_comp = c->route_dy;  // route_y (the forward's target branch, no longer needed) holds dy_target
 #endif
@@ -89,14 +116,14 @@ void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x,
         return;
     }
     if (!c) {
-        if (dx) RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out);
+        if (dx) target_dx(s, dx, dy, N);
     } else {
         RFN(components_backward)(dx, pg ? c->dV : NULL, pg ? c->dU : NULL, delta && pg ? c->ddelta : NULL, c->dmask, c->ddelta_mask, dy_comp, x,
                                  c->a, c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out,
                                  c->scratch);
 #if !SPD_REAL_ON_DEVICE
         if (c->routing && dx) {  // the target branch's input gradient at unrouted positions
-            RFN(linear_backward)(c->route_dx, c->route_y, s->W, N, s->d_in, s->d_out);
+            target_dx(s, c->route_dx, c->route_y, N);
             RFN(add_inplace)(dx, c->route_dx, (int64_t)N * s->d_in);
         }
 #endif

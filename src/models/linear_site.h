@@ -1,8 +1,14 @@
-// A linear site is one decomposable matrix of a target model (an nn.Linear or
-// an nn.Embedding). The target calls site_forward/site_backward at each site;
-// the site runs the target weight, or, when a component module is attached,
-// SPD's components in its place (SPD_SPEC.md 1.5, cd23cf80's MaskedModule
-// dispatch, which HEAD's hooks compute identically).
+// A linear site is one decomposable matrix of a target model (an nn.Linear, an
+// nn.Embedding, or an identity inserted before a linear, SPD_SPEC.md 1.3). The
+// target calls site_forward/site_backward at each site; the site runs the
+// target weight, or, when a component module is attached, SPD's components in
+// its place (SPD_SPEC.md 1.5, cd23cf80's MaskedModule dispatch, which HEAD's
+// hooks compute identically).
+//
+// Identity insertion (models/identity_insertion.h): a site with `pre` set runs
+// that SITE_IDENTITY site on its input first and takes the identity's output
+// (the components' output when decomposed) as its own input, as SPD's forward
+// pre-hook does; the backward chains back through it. The model never sees it.
 #ifndef SPD_LINEAR_SITE_H
 #define SPD_LINEAR_SITE_H
 
@@ -12,17 +18,24 @@
 #include "core/real.h"
 #include "core/spec.h"
 
-typedef enum { SITE_LINEAR, SITE_EMBEDDING } site_kind;
+// SITE_IDENTITY: SPD's inserted Identity(d), a linear map d -> d whose target
+// weight W is I_d (used by the weight delta; the target forward is a copy).
+typedef enum { SITE_LINEAR, SITE_EMBEDDING, SITE_IDENTITY } site_kind;
 
 typedef struct component_module component_module;
+typedef struct linear_site linear_site;
 
-typedef struct {
-    char path[SPD_NAME_MAX];  // "h.0.attn.q_proj"
+struct linear_site {
+    char path[SPD_NAME_MAX];  // "h.0.attn.q_proj", "linear1.pre_identity"
     site_kind kind;
     int d_in, d_out;  // embedding: d_in = vocab, d_out = embedding dim
-    const real *W;    // linear [d_out, d_in]; embedding [vocab, d]; frozen
+    const real *W;    // linear [d_out, d_in]; embedding [vocab, d]; identity I_d; frozen
     component_module *comp;  // NULL: the target weight runs
-} linear_site;
+    // Inserted identity run on the input first (NULL: none); its output and the
+    // gradient there, [N, d_in] each.
+    linear_site *pre;
+    real *pre_out, *pre_dout;
+};
 
 // Per-module component state. V, U and their gradients live in the spec
 // table's TRAINED buffers; the rest is activation memory for N positions.

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "models/identity_insertion.h"
 #include "ops/add.h"
 #include "ops/attention.h"
 #include "ops/rmsnorm.h"
@@ -118,6 +119,21 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "grad.hidden");
 }
 
+// The model's pointers into m->sites, in the layout llama_declare made.
+static void point_at_sites(llama_model *m) {
+    m->wte_site = &m->sites[0];
+    m->lm_head_site = &m->sites[m->n_sites - 1];
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int k = 0; k < LLAMA_SITES_PER_LAYER; k++)
+            m->layers[l].sites[k] = &m->sites[1 + LLAMA_SITES_PER_LAYER * l + k];
+}
+
+int RFN(llama_insert_identity)(llama_model *m, spd_spec *spec, const spd_module_pattern *patterns, int n_patterns) {
+    int rc = RFN(identity_insert)(&m->sites, m->n_sites, &m->n_identity, spec, m->N, patterns, n_patterns);
+    point_at_sites(m);  // the sites array may have moved
+    return rc;
+}
+
 void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
     const llama_config *cfg = &m->cfg;
     real *wte = get(spec, "target_model.wte.weight");
@@ -167,6 +183,7 @@ void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
     m->dgate = get(spec, "grad.gate");
     m->dup = get(spec, "grad.up");
     m->dhidden = get(spec, "grad.hidden");
+    RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
 }
 
 void RFN(llama_forward)(llama_model *m) {

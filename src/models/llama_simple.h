@@ -13,6 +13,7 @@
 #include "core/spec.h"
 #include "models/linear_site.h"
 #include "models/llama_config.h"
+#include "models/module_select.h"
 
 enum { LLAMA_Q, LLAMA_K, LLAMA_V, LLAMA_O, LLAMA_GATE, LLAMA_UP, LLAMA_DOWN, LLAMA_SITES_PER_LAYER };
 
@@ -36,6 +37,7 @@ typedef struct {
     bool untied_lm_head;
     linear_site *sites;  // wte, 7 per layer (q, k, v, o, gate, up, down), lm_head: registration order
     int n_sites;
+    int n_identity;      // inserted identities: sites[n_sites ..] (models/identity_insertion.h)
     linear_site *wte_site, *lm_head_site;
     llama_layer *layers;
     real *ln_f;                 // [d]
@@ -55,6 +57,9 @@ typedef struct {
 // after this call, for module selection.
 void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg, int B, int S,
                         bool untied_lm_head);
+// SPD's identity insertion before the linear modules the patterns match (after
+// llama_declare, before spd_spec_alloc). 0, or -1 with spd_last_error().
+int RFN(llama_insert_identity)(llama_model *m, spd_spec *spec, const spd_module_pattern *patterns, int n_patterns);
 // After spd_spec_alloc: pointers into the spec's buffers and the rotary tables.
 void RFN(llama_bind)(llama_model *m, const spd_spec *spec);
 // tokens -> logits.

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/philox.h"
+#include "models/identity_insertion.h"
 #include "ops/add.h"
 #include "ops/gelu.h"
 #include "ops/masks.h"
@@ -119,6 +120,11 @@ void RFN(resid_mlp_declare)(resid_mlp_model *m, spd_spec *spec, const resid_mlp_
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "grad.pre");
 }
 
+int RFN(resid_mlp_insert_identity)(resid_mlp_model *m, spd_spec *spec, const spd_module_pattern *patterns,
+                                   int n_patterns) {
+    return RFN(identity_insert)(&m->sites, m->n_sites, &m->n_identity, spec, m->B, patterns, n_patterns);
+}
+
 void RFN(resid_mlp_bind)(resid_mlp_model *m, const spd_spec *spec) {
     const char *p = m->prefix;
     spd_tensor *t = get(spec, "%sW_E", p);
@@ -156,6 +162,7 @@ void RFN(resid_mlp_bind)(resid_mlp_model *m, const spd_spec *spec) {
     m->dtmp = (real *)get(spec, "grad.tmp")->data;
     m->dmid = (real *)get(spec, "grad.mid")->data;
     m->dpre = (real *)get(spec, "grad.pre")->data;
+    RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
 }
 
 static void fill_uniform_init(real *t, int64_t n, double bound, uint64_t seed, int k) {

@@ -17,6 +17,8 @@
 // Decomposable modules = linear sites, in SPD's named_modules order:
 // "layers.0.mlp_in", "layers.0.mlp_out", "layers.1.mlp_in", ... Biases are added by
 // the model after the site (kept whatever the component masks, SPD_SPEC.md 1.5).
+// Identities inserted by resid_mlp_insert_identity (SPD's identity_module_info,
+// models/identity_insertion.h) follow as sites[n_sites ..], "<module>.pre_identity".
 //
 // Init (resid_mlp_init_params; SPD's from the global torch RNG, here Philox):
 //   W_E ~ N(0, 1/n_features), W_U ~ N(0, 1/d_embed) (init_param_, linear gain);
@@ -45,6 +47,7 @@
 #include "core/real.h"
 #include "core/spec.h"
 #include "models/linear_site.h"
+#include "models/module_select.h"
 
 typedef enum { RESID_MLP_RELU, RESID_MLP_GELU } resid_mlp_act;
 
@@ -75,6 +78,7 @@ typedef struct {
         int B;                                                                            \
         linear_site *sites; /* n_sites = 2 n_layers, SPD's module order */                \
         int n_sites;                                                                      \
+        int n_identity;     /* inserted identities: sites[n_sites ..] */                  \
         T *W_E, *W_U;       /* [n_features, d_embed], [d_embed, n_features] */            \
         T *dW_E, *dW_U;     /* NULL when frozen */                                        \
         T **b_in, **b_out;  /* [n_layers]: [d_mlp], [d_embed]; NULL without the bias */   \
@@ -107,7 +111,11 @@ int spd_resid_mlp_config_check(const resid_mlp_config *cfg, resid_mlp_embedding 
 // FROZEN), input.x and the activations to spec. Site paths are ready after this call.
 void RFN(resid_mlp_declare)(resid_mlp_model *m, spd_spec *spec, const resid_mlp_config *cfg,
                             const resid_mlp_options *opt);
-// After spd_spec_alloc: pointers into the spec's buffers.
+// SPD's identity insertion before the modules the patterns match (after
+// resid_mlp_declare, before spd_spec_alloc). 0, or -1 with spd_last_error().
+int RFN(resid_mlp_insert_identity)(resid_mlp_model *m, spd_spec *spec, const spd_module_pattern *patterns,
+                                   int n_patterns);
+// After spd_spec_alloc: pointers into the spec's buffers (inserted identities included).
 void RFN(resid_mlp_bind)(resid_mlp_model *m, const spd_spec *spec);
 // SPD's init (above), drawn from Philox seed.
 void RFN(resid_mlp_init_params)(resid_mlp_model *m, uint64_t seed);

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/philox.h"
+#include "models/identity_insertion.h"
 #include "ops/masks.h"
 #include "ops/matmul.h"
 
@@ -98,6 +99,10 @@ void RFN(tms_declare)(tms_model *m, spd_spec *spec, const tms_config *cfg, const
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, H), "grad.hidden.1");
 }
 
+int RFN(tms_insert_identity)(tms_model *m, spd_spec *spec, const spd_module_pattern *patterns, int n_patterns) {
+    return RFN(identity_insert)(&m->sites, m->n_sites, &m->n_identity, spec, m->B, patterns, n_patterns);
+}
+
 void RFN(tms_bind)(tms_model *m, const spd_spec *spec) {
     for (int k = 0; k < m->n_sites; k++) {
         spd_tensor *t = get(spec, "%s%s.weight", m->prefix, m->sites[k].path);
@@ -116,6 +121,7 @@ void RFN(tms_bind)(tms_model *m, const spd_spec *spec) {
     m->dx = data(spec, "grad.x");
     m->dh[0] = data(spec, "grad.hidden.0");
     m->dh[1] = data(spec, "grad.hidden.1");
+    RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
 }
 
 // t[i] = U(-bound, bound) from parameter k's init stream.

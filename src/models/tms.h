@@ -15,6 +15,8 @@
 // "linear2", "hidden_layers.0", ... (linear2 is registered before hidden_layers).
 // linear2's bias is added by the model after the site, so with components in
 // place it is still added whatever the masks (SPD_SPEC.md 1.5 step 4).
+// Identities inserted by tms_insert_identity (SPD's identity_module_info,
+// models/identity_insertion.h) follow as sites[n_sites ..], "<module>.pre_identity".
 //
 // Tied weights (tied_weights, every reference target): SPD makes linear2.weight a
 // transposed view of linear1.weight's storage, so a checkpoint holds both names
@@ -55,6 +57,7 @@
 #include "core/real.h"
 #include "core/spec.h"
 #include "models/linear_site.h"
+#include "models/module_select.h"
 
 typedef struct {
     int n_features, n_hidden, n_hidden_layers;
@@ -83,6 +86,7 @@ enum { TMS_LINEAR1, TMS_LINEAR2, TMS_HIDDEN0 };
         int B;                                                                        \
         linear_site *sites; /* n_sites = 2 + n_hidden_layers, SPD's module order */   \
         int n_sites;                                                                  \
+        int n_identity;     /* inserted identities: sites[n_sites ..] */              \
         T *bias;            /* linear2.bias [n_features] */                           \
         T **dW;             /* [n_sites]: weight gradients, NULL where frozen */      \
         T *dbias;           /* NULL when frozen */                                    \
@@ -109,7 +113,10 @@ int spd_tms_config_check(const tms_config *cfg);
 // FROZEN), input.x and the activations to spec. Site paths are ready after this
 // call, for module selection. cfg must pass spd_tms_config_check.
 void RFN(tms_declare)(tms_model *m, spd_spec *spec, const tms_config *cfg, const tms_options *opt);
-// After spd_spec_alloc: pointers into the spec's buffers.
+// SPD's identity insertion before the modules the patterns match (after
+// tms_declare, before spd_spec_alloc). 0, or -1 with spd_last_error().
+int RFN(tms_insert_identity)(tms_model *m, spd_spec *spec, const spd_module_pattern *patterns, int n_patterns);
+// After spd_spec_alloc: pointers into the spec's buffers (inserted identities included).
 void RFN(tms_bind)(tms_model *m, const spd_spec *spec);
 // SPD's init (above) drawn from Philox seed: default init, fixed hidden layers,
 // then linear2 tied when tied.

@@ -83,6 +83,9 @@ static void time_steps(const bench_options *o, const bench_step *s, bench_result
     }
 #endif
     double *ms = spd_malloc((size_t)o->steps * sizeof *ms);
+#if SPD_REAL_ON_DEVICE
+    spd_cuda_profiler_start();  // a profiler run with --profile-from-start off sees the steps only
+#endif
     for (int step = 0; step < o->warmup + o->steps; step++) {
         s->prepare(s->ctx, step);
         sync_backend();

@@ -10,7 +10,7 @@ static void bwd(void *m) { RFN(llama_backward)(m); }
 spd_target RFN(spd_target_llama)(llama_model *m) {
     return (spd_target){.model = m,
                         .sites = m->sites,
-                        .n_sites = m->n_sites,
+                        .n_sites = m->n_sites + m->n_identity,  // inserted identities after the model's
                         .N = m->N,
                         .d_out = m->cfg.vocab_size,
                         .out = m->logits,

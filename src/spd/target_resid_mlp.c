@@ -10,7 +10,7 @@ static void bwd(void *m) { RFN(resid_mlp_backward)(m); }
 spd_target RFN(spd_target_resid_mlp)(resid_mlp_model *m) {
     return (spd_target){.model = m,
                         .sites = m->sites,
-                        .n_sites = m->n_sites,
+                        .n_sites = m->n_sites + m->n_identity,  // inserted identities after the model's
                         .N = m->B,
                         .d_out = m->cfg.n_features,
                         .out = m->out,

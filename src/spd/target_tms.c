@@ -10,7 +10,7 @@ static void bwd(void *m) { RFN(tms_backward)(m); }
 spd_target RFN(spd_target_tms)(tms_model *m) {
     return (spd_target){.model = m,
                         .sites = m->sites,
-                        .n_sites = m->n_sites,
+                        .n_sites = m->n_sites + m->n_identity,  // inserted identities after the model's
                         .N = m->B,
                         .d_out = m->cfg.n_features,
                         .out = m->out,

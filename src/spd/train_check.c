@@ -407,7 +407,37 @@ static int config_error(const spd_st_file *f, const char *what) {
     return spd_set_error("%s: %s: %s", f->path, what, why);
 }
 
-// Declares the target's tensors (FROZEN, "target_model.*") into spec.
+// SPD's identity insertion (config.identity_module_info) into the declared target;
+// th->sites then ends with the inserted identities.
+static int insert_identities(const spd_st_file *f, const ref_header *h, target_holder *th, spd_spec *spec) {
+    const spd_module_info_list *l = &h->cfg.identity_module_info;
+    if (!h->cfg.has_identity_module_info || l->count == 0) return 0;
+    spd_module_pattern *p = spd_calloc((size_t)l->count, sizeof *p);
+    for (int i = 0; i < l->count; i++) p[i] = (spd_module_pattern){l->items[i].module_pattern, (int)l->items[i].C};
+    int rc;
+    switch (th->kind) {
+    case TARGET_TMS:
+        rc = tms_insert_identity_f64(&th->tms, spec, p, l->count);
+        th->sites = th->tms.sites;
+        th->n_sites = th->tms.n_sites + th->tms.n_identity;
+        break;
+    case TARGET_RESID_MLP:
+        rc = resid_mlp_insert_identity_f64(&th->rm, spec, p, l->count);
+        th->sites = th->rm.sites;
+        th->n_sites = th->rm.n_sites + th->rm.n_identity;
+        break;
+    default:
+        rc = llama_insert_identity_f64(&th->ll, spec, p, l->count);
+        th->sites = th->ll.sites;
+        th->n_sites = th->ll.n_sites + th->ll.n_identity;
+        break;
+    }
+    free(p);
+    return rc ? config_error(f, "config") : 0;
+}
+
+// Declares the target's tensors (FROZEN, "target_model.*") into spec, and
+// inserts the configured identities.
 static int target_declare(const spd_st_file *f, const ref_header *h, target_holder *th, spd_spec *spec,
                           const char *batch_name) {
     const char *mt = cJSON_GetObjectItemCaseSensitive(h->target, "model_type")->valuestring;
@@ -469,7 +499,7 @@ static int target_declare(const spd_st_file *f, const ref_header *h, target_hold
         return spd_set_error("%s: __metadata__.target_config.model_type: expected \"TMSModel\", \"ResidMLP\" or "
                              "\"LlamaSimple\", found \"%s\"", f->path, mt);
     }
-    return 0;
+    return insert_identities(f, h, th, spec);
 }
 
 static spd_target target_of(target_holder *th) {
@@ -613,7 +643,6 @@ int train_check_f64(const spd_st_file *f, FILE *out) {
         header_free(&h);
         return spd_set_error("%s: __metadata__.target_config.model_type: expected a string", f->path);
     }
-    if (cfg->has_identity_module_info) add_missing(&miss, "identity_module_info (inserted identity modules)");
     if (miss.count) {
         refuse_missing(f, &miss);
         header_free(&h);

@@ -93,6 +93,7 @@ void add_inplace_f32(float *acc, const float *x, int64_t n);
 void fill_uniform_f32(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
 
 #define TOL 1e-5
+static double tol = TOL;  // raised to spd_cuda_norm_bound() while testing TF32 products
 #define SEED 20251124
 
 // ---- host and device buffers -------------------------------------------------
@@ -217,8 +218,8 @@ static double check(const char *name, pair p) {
     }
     double err = test_rel_norm_err(a, b, p.n);
     char full[512];
-    snprintf(full, sizeof full, "%s (norm-rel err %.2e, bound %.0e)", name, err, TOL);
-    test_report(err <= TOL, full, "error above bound");
+    snprintf(full, sizeof full, "%s (norm-rel err %.2e, bound %.0e)", name, err, tol);
+    test_report(err <= tol, full, "error above bound");
     return err;
 }
 
@@ -257,8 +258,8 @@ static void test_matmul(void) {
                 matmul_f32(C.h, A.h, B.h, M, N, K, ta, tb, alpha, beta);
                 matmul_cuda(C.d, A.d, B.d, M, N, K, ta, tb, alpha, beta);
                 char name[160];
-                snprintf(name, sizeof name, "matmul M=%d N=%d K=%d ta=%d tb=%d alpha=%g beta=%g", M, N, K, ta, tb,
-                         alpha, beta);
+                snprintf(name, sizeof name, "matmul M=%d N=%d K=%d ta=%d tb=%d alpha=%g beta=%g%s", M, N, K, ta, tb,
+                         alpha, beta, spd_cuda_mode_get() == SPD_CUDA_FUSED ? " fused (cuBLASLt)" : "");
                 check(name, C);
                 free_all();
             }
@@ -314,8 +315,9 @@ static void test_embedding(void) {
 static void test_components(int N, int d_in, int C, int d_out, bool use_mask, bool use_delta, bool use_dmask,
                             int bwd) {
     char tag[160], name[256];
-    snprintf(tag, sizeof tag, "N=%d d_in=%d C=%d d_out=%d mask=%d delta=%d delta_mask=%d", N, d_in, C, d_out,
-             use_mask, use_delta, use_delta && use_dmask);
+    const bool fused = spd_cuda_mode_get() == SPD_CUDA_FUSED;
+    snprintf(tag, sizeof tag, "N=%d d_in=%d C=%d d_out=%d mask=%d delta=%d delta_mask=%d%s", N, d_in, C, d_out,
+             use_mask, use_delta, use_delta && use_dmask, fused ? " fused" : "");
     pair x = input((long)N * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
     pair U = input((long)C * d_out, -0.1f, 0.1f);
     pair mask = use_mask ? input((long)N * C, 0, 1) : none;
@@ -335,7 +337,7 @@ static void test_components(int N, int d_in, int C, int d_out, bool use_mask, bo
     pair ddelta = use_delta ? accum((long)d_out * d_in) : none;
     pair dmask = bwd != 2 ? output((long)N * C) : none;
     pair ddm = use_delta && bwd != 2 ? output(N) : none;
-    poison(scratch);
+    if (!fused) poison(scratch);  // fused mode reads a * mask back from the forward's scratch
     components_backward_f32(H(dx), dV.h, dU.h, H(ddelta), H(dmask), H(ddm), dout.h, x.h, a.h, V.h, U.h, H(mask),
                             H(delta), H(dm), N, d_in, C, d_out, scratch.h);
     // The GPU reads its own saved activations a.
@@ -682,7 +684,10 @@ static void test_graph_capture(void) {
         float *got = download(results[i].d, results[i].n);
         diff += memcmp(got, eager[i], (size_t)results[i].n * sizeof(float)) != 0;
     }
-    test_report(diff == 0, "CUDA graph capture and replay of components, attention, loss reproduce eager bits",
+    test_report(diff == 0,
+                spd_cuda_mode_get() == SPD_CUDA_FUSED
+                    ? "CUDA graph capture and replay of components, attention, loss reproduce eager bits (fused)"
+                    : "CUDA graph capture and replay of components, attention, loss reproduce eager bits",
                 "%ld of %d outputs differ", diff, n_results);
     spd_cuda_graph_destroy();
     free_all();
@@ -736,6 +741,38 @@ int main(void) {
     test_add();
     test_fill_transfer();
     test_graph_capture();
+    // --mode fused: cuBLASLt with tuned algorithms, padded 341-wide operands, one-pass mask gradients.
+    spd_cuda_set_mode(SPD_CUDA_FUSED);
+    test_matmul();
+    for (int variant = 0; variant < 8; variant++) {
+        const bool mask = variant & 1, delta = variant & 2, dmask = variant & 4;
+        if (!delta && dmask) continue;
+        test_components(4096, 341, 1200, 257, mask, delta, dmask, 0);
+    }
+    test_components(4096, 341, 1200, 257, true, true, true, 1);
+    test_components(4096, 341, 1200, 257, true, true, false, 2);
+    test_components(1024, 128, 1200, 341, true, false, false, 0);
+    test_components(7, 5, 3, 11, true, true, true, 0);
+    test_components(1, 1, 1, 1, false, true, false, 1);
+    test_graph_capture();
+    // TF32 in fused mode (cuBLASLt TF32 with tuned algorithms, padded 341-wide
+    // operands), checked against fp32 at the TF32 bound.
+    spd_cuda_set_matmul_precision(SPD_MATMUL_TF32);
+    tol = spd_cuda_norm_bound();
+    printf("# fused mode, TF32 products (bound %.0e)\n", tol);
+    for (int variant = 0; variant < 8; variant++) {
+        const bool mask = variant & 1, delta = variant & 2, dmask = variant & 4;
+        if (!delta && dmask) continue;
+        test_components(4096, 128, 1200, 64, mask, delta, dmask, 0);
+    }
+    test_components(4096, 128, 1200, 341, true, false, true, 0);
+    test_components(4096, 341, 1200, 128, true, false, true, 0);
+    test_components(4099, 96, 1202, 128, true, true, true, 1);  // partial tiles in M and N
+    test_components(4096, 128, 1200, 128, true, false, false, 2);
+    test_graph_capture();
+    spd_cuda_set_matmul_precision(SPD_MATMUL_FP32);
+    tol = TOL;
+    spd_cuda_set_mode(SPD_CUDA_UNFUSED);
     printf("%s\n", testing_failures ? "# some checks failed" : "# all checks passed");
     return test_exit();
 }

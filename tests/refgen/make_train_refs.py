@@ -771,6 +771,7 @@ RESID_1L = {
     "in_bias": False,
     "out_bias": False,
 }
+RESID_2L_BIAS = dict(RESID_1L, n_layers=2, in_bias=True, out_bias=True)
 LLAMA_2L = make_refs._cfg(
     vocab_size=29, n_layer=2, n_head=2, n_key_value_heads=1, n_embd=8, n_intermediate=12, n_ctx=8
 )
@@ -1009,6 +1010,54 @@ CASES: dict[str, dict] = {
         ),
         "step": 2,
         "seed": 18,
+    },
+    # Identities before both (biased) mlp_in of a 2-layer ResidMLP, owners decomposed too: the
+    # owner's cached input is the identity's output (hidden-acts, mlp CI from x V), a layerwise
+    # forward replaces the identity alone, PGD-layerwise runs on it, 2 mask samples.
+    "train_resid_mlp_identity": {
+        "target": RESID_2L_BIAS,
+        "config": base_config(
+            RESID_2L_BIAS,
+            ci_fn_type="mlp",
+            ci_fn_hidden_dims=[3],
+            n_mask_samples=2,
+            identity_module_info=[{"module_pattern": "layers.*.mlp_in", "C": 3}],
+            loss_metric_configs=[
+                L("FaithfulnessLoss", 0.2),
+                IM(3e-3, 1.0, beta=0.5),
+                L("StochasticReconLayerwiseLoss"),
+                L("StochasticHiddenActsReconLoss", 0.4),
+                L("CIMaskedReconLayerwiseLoss", 0.6),
+                PGD("PGDReconLayerwiseLoss", "random", 1, 0.1, "unique_per_datapoint", 0.5),
+            ],
+        ),
+        "step": 4,
+        "seed": 20,
+    },
+    # LlamaSimple with identities before q_proj (k_proj and v_proj read the same normed input
+    # untouched) and before the tied LM head; kl, shared_mlp on every module.
+    "train_llama_identity": {
+        "target": LLAMA_2L,
+        "config": base_config(
+            LLAMA_2L,
+            ci_fn_type="shared_mlp",
+            ci_fn_hidden_dims=[3],
+            module_info=[{"module_pattern": "h.0.attn.[qk]_proj", "C": 3}, {"module_pattern": "lm_head", "C": 4}],
+            identity_module_info=[{"module_pattern": "h.*.attn.q_proj", "C": 2},
+                                  {"module_pattern": "lm_head", "C": 3}],
+            loss_metric_configs=[
+                L("FaithfulnessLoss", 0.5),
+                IM(1e-2, 1.0),
+                L("StochasticReconLoss"),
+                L("StochasticReconLayerwiseLoss"),
+                L("StochasticReconSubsetLoss", 0.5, routing=UK),
+                L("StochasticHiddenActsReconLoss", 0.2),
+            ],
+        ),
+        "B": 2,
+        "T": 5,
+        "step": 3,
+        "seed": 21,
     },
     # LlamaSimple with the embedding (EmbeddingComponents, mlp CI) and the tied LM head decomposed.
     "train_llama_embed": {
