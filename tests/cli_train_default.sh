@@ -6,7 +6,8 @@
 # and its PNG figures. The plain build runs the whole default run (about 30 s of
 # CPU); the sanitizer build (build-san, ~3x slower) cuts it to 300 steps with
 # --steps and checks the summary and figures but not the result thresholds.
-# Bad experiment names and misplaced options are refused with one line (exit 2).
+# Bad experiment names and misplaced options are refused with one line (exit 2);
+# tms_5-2-id trains its own target and runs.
 set -u
 SPD=${SPD_BIN:-build/spd}
 SPD=$(cd "$(dirname "$SPD")" && pwd)/$(basename "$SPD")
@@ -81,13 +82,10 @@ refuse "--experiment with an unknown name is refused, naming the presets" "expec
 refuse "--experiment with a CONFIG is refused" "takes no CONFIG" --experiment tms_5-2 some.yaml
 refuse "--retrain-target without --experiment is refused" "only with --experiment" some.yaml --retrain-target
 
-# *-id experiments: refused with the config's identity_module_info until identity insertion is
-# built; once it is, the run starts (one step here).
-SPD_OUT_DIR="$tmp/out4" "$SPD" train --experiment tms_5-2-id --stop-at 0 >/dev/null 2>"$tmp/e"
-rc=$?
-if { [ "$rc" -eq 2 ] && grep -q "identity_module_info" "$tmp/e" && [ ! -f runs/targets/tms_5-2-id.safetensors ]; } ||
-    [ "$rc" -eq 0 ]; then
-    ok "--experiment tms_5-2-id: refused before training the target (identity not built) or runs"
+# *-id experiments: the target with its fixed identity hidden layer, decomposed too (one step here).
+if SPD_OUT_DIR="$tmp/out4" "$SPD" train --experiment tms_5-2-id --stop-at 0 >"$tmp/log4" 2>"$tmp/e" &&
+    [ -f runs/targets/tms_5-2-id.safetensors ] && grep -q '^ *hidden_layers.0 C 20' "$tmp/log4"; then
+    ok "--experiment tms_5-2-id trains its target and decomposes hidden_layers.0 too"
 else
-    notok "--experiment tms_5-2-id: refused before training the target (identity not built) or runs" "exit $rc: $(head -c 300 "$tmp/e")"
+    notok "--experiment tms_5-2-id trains its target and decomposes hidden_layers.0 too" "$(head -c 300 "$tmp/e")"
 fi
