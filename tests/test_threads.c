@@ -1,6 +1,7 @@
 // The CPU loops that OpenMP splits (GELU, the CI functions' per-position and
 // per-component loops, their bias and weight sums) give the same bits on 1, 2
-// and 3 threads, and the Phi-caching GELU pair equals the plain one bit for bit.
+// and 3 threads, and the Phi-caching GELU pair (and the fused one-hidden-layer mlp
+// that uses it) equals the plain layer-by-layer path bit for bit.
 // Shapes above the ops' thread threshold (PAR_MIN) so the teams really form.
 #define SPD_F64
 #include <stdint.h>
@@ -28,7 +29,7 @@ static double *normal(long n, double std, uint64_t stream) {
 }
 
 // One forward + backward of a CI function of `kind` with `threads` threads; cache: use cdf[].
-static ci_out run_ci(spd_ci_fn_kind kind, int threads, bool cache) {
+static ci_out run_ci(spd_ci_fn_kind kind, int n_hidden, int threads, bool cache) {
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #else
@@ -36,7 +37,7 @@ static ci_out run_ci(spd_ci_fn_kind kind, int threads, bool cache) {
 #endif
     const int N = 2048, C = 20, d_in = 6, hidden[2] = {16, 8};
     ci_fn_f64 f = {0};
-    if (spd_ci_fn_arch_init(&f.arch, kind, C, d_in, hidden, 2)) {
+    if (spd_ci_fn_arch_init(&f.arch, kind, C, d_in, hidden, n_hidden)) {
         fprintf(stderr, "%s\n", spd_last_error());
         exit(1);
     }
@@ -80,10 +81,10 @@ static ci_out run_ci(spd_ci_fn_kind kind, int threads, bool cache) {
 
 static bool same(const double *a, const double *b, long n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
 
-static bool same_out(const ci_out *a, const ci_out *b, spd_ci_fn_kind kind) {
+static bool same_out(const ci_out *a, const ci_out *b, spd_ci_fn_kind kind, int n_hidden) {
     const int N = 2048, C = 20, d_in = 6, hidden[2] = {16, 8};
     spd_ci_fn_arch arch;
-    spd_ci_fn_arch_init(&arch, kind, C, d_in, hidden, 2);
+    spd_ci_fn_arch_init(&arch, kind, C, d_in, hidden, n_hidden);
     bool ok = same(a->pre_sig, b->pre_sig, (long)N * C) &&
               same(a->din, b->din, (long)N * spd_ci_fn_input_width(&arch));
     for (int k = 0; k < arch.n_layers; k++) {
@@ -121,15 +122,17 @@ int main(void) {
                 NULL);
     free(x), free(dy), free(y1), free(y2), free(cdf), free(d1), free(d2);
 
-    const spd_ci_fn_kind kinds[3] = {SPD_CI_MLP, SPD_CI_VECTOR_MLP, SPD_CI_SHARED_MLP};
-    for (int i = 0; i < 3; i++) {
-        ci_out ref = run_ci(kinds[i], 1, false);
+    // mlp with one hidden layer takes the fused path when cdf is set (ci_fn.c).
+    const spd_ci_fn_kind kinds[4] = {SPD_CI_MLP, SPD_CI_MLP, SPD_CI_VECTOR_MLP, SPD_CI_SHARED_MLP};
+    const int n_hidden[4] = {1, 2, 2, 2};
+    for (int i = 0; i < 4; i++) {
+        ci_out ref = run_ci(kinds[i], n_hidden[i], 1, false);
         for (int t = 1; t <= 3; t++) {
-            ci_out o = run_ci(kinds[i], t, true);
-            char name[128];
-            snprintf(name, sizeof name, "ci_fn %s: %d thread(s) with cached Phi == 1 thread without, bit for bit",
-                     spd_ci_fn_kind_name(kinds[i]), t);
-            test_report(same_out(&o, &ref, kinds[i]), name, NULL);
+            ci_out o = run_ci(kinds[i], n_hidden[i], t, true);
+            char name[160];
+            snprintf(name, sizeof name, "ci_fn %s, %d hidden layer(s)%s: %d thread(s) with cached Phi == 1 thread without, "
+                     "bit for bit", spd_ci_fn_kind_name(kinds[i]), n_hidden[i], i == 0 ? " (fused)" : "", t);
+            test_report(same_out(&o, &ref, kinds[i], n_hidden[i]), name, NULL);
             free_out(&o);
         }
         free_out(&ref);
