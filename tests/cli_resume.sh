@@ -109,7 +109,7 @@ for task in tms resid_mlp; do
         notok "$task: resume bit-exact" "rc $rc3 $(head -2 "$tmp/err3")"
     fi
     if grep -q "^resuming from .*resume_$N.safetensors (step $N, adam_t $N)" "$tmp/out3" &&
-        [ "$(wc -l <"$h/metrics.jsonl")" -eq $((2 * N / 5 + 1)) ]; then
+        [ "$(grep -c '"train/' "$h/metrics.jsonl")" -eq $((2 * N / 5 + 1)) ]; then
         ok "$task: --resume names its checkpoint; metrics.jsonl has no duplicated step"
     else
         notok "$task: resume output" "$(grep resum "$tmp/out3")"

@@ -48,6 +48,10 @@ if SPD_OUT_DIR="$tmp/a" "$SPD" train "$tmp/id.yaml" >"$tmp/out" 2>"$tmp/err"; th
     fi
     grep -q '"train/l0/linear1.pre_identity"' "$d/metrics.jsonl" &&
         ok "metrics.jsonl logs train/l0/linear1.pre_identity" || notok "l0 of the identity logged"
+    # The eval pass (step 0 and the last step) builds its own target: the identity must be in it too.
+    grep -q '"l0/0.1_linear1.pre_identity"' "$d/metrics.jsonl" && ! grep -q 'nan' "$d/metrics.jsonl" &&
+        ok "the eval lines cover linear1.pre_identity, no NaN" ||
+        notok "eval of the identity" "$(grep -o '"l0/[^"]*"' "$d/metrics.jsonl" | sort -u | tr '\n' ' ')"
 
     # Interrupted at step 3 and resumed: the same model_6, bit for bit.
     SPD_OUT_DIR="$tmp/b" "$SPD" train "$tmp/id.yaml" --stop-at 3 >/dev/null 2>&1

@@ -20,6 +20,8 @@ static void usage(FILE *out) {
           "  info FILE       list the tensors and metadata of a safetensors file\n"
           "  config check CONFIG.yaml  validate an SPD config and print it resolved\n"
           "  train-target --experiment NAME  train a toy target (tms_5-2, ..., resid_mlp_3) as SPD does\n"
+          "  export RUN_DIR --format pth   write model_<step>.pth as PyTorch SPD saves it\n"
+          "  import FILE.pth  a torch.save state dict (SPD checkpoint) to safetensors\n"
           "run 'spd <command> --help' for its options\n",
           out);
 }
@@ -42,5 +44,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "train-target") == 0) return cmd_train_target(argc - 1, argv + 1);
-    spd_die_input("unknown command '%s' (expected check, bench or info)", cmd);
+    if (strcmp(cmd, "export") == 0) return cmd_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);
+    spd_die_input("unknown command '%s' (run 'spd --help' for the list)", cmd);
 }

@@ -22,7 +22,7 @@
 // identity_module_info inserts identities before the matched modules (SPD_SPEC.md
 // 1.3), decomposed as "<module>.pre_identity"; checkpoints hold nothing for them
 // but their components (SPD's Identity has no state).
-// Not yet: evaluation (eval_freq), target files (<task>.pth, *_train_config.yaml).
+// Evaluation at eval_freq: spd/eval.h. Not yet: target files (<task>.pth, *_train_config.yaml).
 #define SPD_F64
 #include <dirent.h>
 #include <errno.h>
@@ -52,6 +52,7 @@
 #include "models/tms.h"
 #include "models/toy_data.h"
 #include "spd/config.h"
+#include "spd/eval.h"
 #include "spd/faithfulness_warmup.h"
 #include "spd/schedule.h"
 #include "spd/target_resid_mlp.h"
@@ -899,7 +900,11 @@ int cmd_train(int argc, char **argv) {
     if (cfg.has_save_freq) printf("  %-26s %" PRId64 " (+ the final step)\n", "save_freq", cfg.save_freq);
     if (rf) printf("resuming from %s (step %" PRId64 ", adam_t %" PRId64 ")\n", resume_file, r_step, tr.adam_t);
     fflush(stdout);
-    fprintf(stderr, "note: evaluation (eval_freq %" PRId64 ") is not built yet\n", cfg.eval_freq);
+    // ---- eval (spd/eval.h): its own target instance and buffers; reads the trained tensors.
+    spd_evaluator *ev = spd_evaluator_new(&(spd_eval_setup){.cfg = &cfg, .trainer = &tr, .task = task,
+                                                            .model = task == SPD_TASK_TMS ? (void *)&tms : (void *)&rm,
+                                                            .data = &data, .out_dir = dir});
+    if (!ev) spd_die_input("%s: %s", path, spd_last_error());
 
     // 4. Faithfulness warm-up (its own AdamW, discarded); not again on resume.
     if (cfg.faithfulness_warmup_steps > 0 && !rf) {
@@ -947,6 +952,8 @@ int cmd_train(int argc, char **argv) {
             t_last = t;
             last_step = step;
         }
+        // ---- eval (spd/eval.h): after the log, before the checkpoint and the update (SPD's order).
+        if (!done_before && spd_eval_due(&cfg, step) && spd_eval_log(ev, step, metrics)) spd_die_last_error();
         bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
         if (!done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
         if (step == stop_at && step != cfg.steps) {
@@ -983,6 +990,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     free(ck.config_text);
+    spd_evaluator_free(ev);  // eval (spd/eval.h)
     spd_toy_data_free(&data);
     spd_trainer_free_f64(&tr);
     if (task == SPD_TASK_TMS) tms_free_f64(&tms);

@@ -55,4 +55,17 @@ int spd_fig_ci_mean(const char *path, int n_mods, const char *const *names, cons
 int spd_fig_tms(const char *path, const char *module, const double *W, const double *V, const double *U,
                 const double *ci_onehot, int d_out, int d_in, int C, int n_show);
 
+// ------------------------------------------------------------ matrices (figures_matrix.c)
+
+typedef enum { SPD_CMAP_BLUES, SPD_CMAP_REDS, SPD_CMAP_COOLWARM } spd_cmap;
+
+// Heat maps, `per_row` panels per grid row (row-major mats[p] [rows[p], cols[p]],
+// first row at the top, like matshow), titled titles[p]. Blues / Reds map [0, 1]
+// (clamped); coolwarm maps [vmin, vmax] over all panels to blue-white-red.
+// PermutedCIPlots: figures/causal_importances (Blues) and
+// figures/causal_importances_upper_leaky (Reds), one panel per module; UVPlots:
+// figures/uv_matrices, V and U of each module side by side.
+int spd_fig_matrices(const char *path, int n_panels, const char *const *titles, const double *const *mats,
+                     const int *rows, const int *cols, int per_row, spd_cmap cmap);
+
 #endif
