@@ -544,6 +544,9 @@ static FILE *metrics_for_resume(const char *dir, int64_t keep_below) {
 }
 
 static volatile sig_atomic_t stop_signal = 0;
+// The open resume file, reachable from here while an input error (spd_die_input:
+// exit 2) may end the run with it open, so that LeakSanitizer does not count it.
+static spd_st_file *open_resume_file;
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
 // ---------------------------------------------------------------- the command
@@ -611,7 +614,7 @@ int cmd_train(int argc, char **argv) {
         if (r_step < 0) spd_die_input("train: --resume %s: no resume_<step>.safetensors checkpoint", resume_dir);
         snprintf(resume_file, sizeof resume_file, "%s/resume_%" PRId64 ".safetensors", resume_dir, r_step);
         snprintf(model_file, sizeof model_file, "%s/model_%" PRId64 ".safetensors", resume_dir, r_step);
-        rf = spd_st_open(resume_file);
+        rf = open_resume_file = spd_st_open(resume_file);
         if (!rf) spd_die_input("train: --resume: %s", spd_last_error());
         const char *fmt = spd_st_meta(rf, "format");
         if (!fmt || strcmp(fmt, "spd-resume-v1") != 0)
@@ -929,6 +932,7 @@ int cmd_train(int argc, char **argv) {
     // and the run exits 130 / 143. --stop-at S: at iteration S, after its log and
     // checkpoint (saved then whatever save_freq says), exit 0.
     if (rf) spd_st_close(rf);
+    open_resume_file = NULL;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
