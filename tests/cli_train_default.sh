@@ -69,6 +69,13 @@ fi
 grep -q '^target: runs/targets/tms_5-2.safetensors (exists' "$tmp/log2" && ok "--experiment reuses an existing target" ||
     notok "--experiment reuses an existing target" "$(head -n 1 "$tmp/log2")"
 
+if SPD_OUT_DIR="$tmp/out5" "$SPD" train --experiment tms_5-2 --retrain-target --stop-at 0 >"$tmp/log5" 2>&1 &&
+    grep -q '^target: training tms_5-2' "$tmp/log5"; then
+    ok "--retrain-target trains an existing target again"
+else
+    notok "--retrain-target trains an existing target again" "$(head -n 2 "$tmp/log5")"
+fi
+
 refuse() {  # $1 = name, $2 = stderr pattern, rest = args
     local name=$1 pat=$2
     shift 2
