@@ -28,8 +28,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The reference must not reassociate or contract: no fast math, no FMA fusion.
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wshadow -fno-fast-math -ffp-contract=off \
-           -D_DEFAULT_SOURCE -Iinclude -Isrc $(PKG_CFLAGS) $(SANFLAGS) -MMD -MP
-LDFLAGS += $(SANFLAGS)
+           -D_DEFAULT_SOURCE -Iinclude -Isrc $(PKG_CFLAGS) $(SANFLAGS) -MMD -MP -fopenmp
+# OpenMP: the CI functions' elementwise and per-component loops split over the cores
+# (split so that every value is summed in one order: results do not depend on it).
+LDFLAGS += $(SANFLAGS) -fopenmp
 LDLIBS  += $(PKG_LIBS) -lm -lpthread
 
 ALL_SRC     := $(sort $(wildcard src/core/*.c src/ops/*.c src/models/*.c src/spd/*.c src/cli/*.c))

@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The built-in default job: check every shipped reference state against the CPU
-# reference in float64 and float32, then a short CPU benchmark of both workloads.
+# The built-in default job (`make run`): `spd train` with no argument, SPD on
+# TMS 5-2: trains the target (runs/targets/tms_5-2.safetensors, reused when it
+# exists), decomposes it, prints what it found (alive subcomponents, per-feature
+# cosine and norm ratio, final losses) and writes figures into the run directory
+# ($SPD_OUT_DIR/spd/<run_id>/figures, default ~/spd_out). About a minute on two
+# CPU cores. The reference checks run in `make test` (tests/cli_check.sh,
+# tests/cli_train_check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-refs=(tests/refs/*.safetensors)
-[ -d ../shared/refs ] && refs+=(../shared/refs/*.safetensors)
-echo "== spd check (${#refs[@]} reference files)"
-./build/spd check "${refs[@]}" | grep -E 'PASS|FAIL'
-echo "== spd bench linear (CPU, short)"
-./build/spd bench linear --steps 5 --warmup 1 2>/dev/null | grep -v '^RESULT'
-echo "== spd bench full (CPU, short)"
-./build/spd bench full --batch 2 --seq 64 --steps 3 --warmup 1 2>/dev/null | grep -v '^RESULT'
+exec ./build/spd train

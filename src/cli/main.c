@@ -1,6 +1,10 @@
 // The spd command: one binary, one subcommand per job.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -8,7 +12,8 @@
 static void usage(FILE *out) {
     fputs("usage: spd <command> [options]\n"
           "commands:\n"
-          "  train CONFIG    run SPD training from an SPD config (CPU, TMS targets for now)\n"
+          "  train [CONFIG]  SPD training from an SPD config, --experiment NAME, or with no argument\n"
+          "                  the built-in default run (TMS 5-2 target + decomposition, about a minute)\n"
           "  check FILE...   recompute spd-ref-v1 reference files and report per-tensor errors\n"
           "  bench linear    time one LinearComponents forward/backward/AdamW step\n"
           "  bench full      time the LlamaSimple ComponentModel step (seed protocol)\n"
@@ -22,6 +27,12 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+#ifdef _OPENMP
+    // The CPU loops split over OpenMP threads only when OMP_NUM_THREADS asks: on a
+    // machine whose cores other jobs share, a thread team waits for its slowest
+    // member each region (TMS 5-2 training: 2 threads 4x slower than 1 under load).
+    if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
+#endif
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? SPD_EXIT_INPUT : 0;

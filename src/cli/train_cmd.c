@@ -39,6 +39,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/train_experiment.h"
+#include "cli/train_summary.h"
 #include "core/error.h"
 #include "core/philox.h"
 #include "core/safetensors.h"
@@ -64,8 +66,20 @@
 #endif
 
 static void usage(FILE *out) {
-    fputs("usage: spd train CONFIG.yaml [--precision float64] [--stop-at STEP] [random-target options]\n"
+    fputs("usage: spd train [CONFIG.yaml | --experiment NAME] [--steps N] [--precision float64] [--stop-at STEP]\n"
+          "                 [random-target options]\n"
           "       spd train --resume RUN_DIR [--stop-at STEP]\n"
+          "  With no CONFIG: the built-in default run, TMS 5-2 (about a minute on two CPU cores):\n"
+          "    the target as --experiment tms_5-2, then SPD's tms_5-2 config with a shorter schedule\n"
+          "    (" SPD_DEFAULT_SCHEDULE "); prints what it found and writes figures.\n"
+          "  --experiment NAME: tms_5-2 tms_5-2-id tms_40-10 tms_40-10-id resid_mlp_1 resid_mlp_2 resid_mlp_3:\n"
+          "    trains the target with SPD's settings (as spd train-target) into the config's\n"
+          "    pretrained_model_path, runs/targets/NAME.safetensors, when that file is absent (an existing\n"
+          "    one is reused; --retrain-target trains it again), then decomposes it with configs/NAME.yaml.\n"
+          "  --steps N: train N steps instead of the config's (the lr schedule spans N).\n"
+          "  A finished run ends with a summary: final losses, alive subcomponents per module (CI >\n"
+          "  ci_alive_threshold on eval batches), per feature the best-matching subcomponent's cosine and\n"
+          "  norm ratio (MMCS / ML2R), and figures in <run dir>/figures/.\n"
           "  --device cuda: train on the GPU in float32 (checkpoints as always; see spd/train_gpu.h)\n"
           "  SPD training (CPU, float64) of a tms or resid_mlp target: the target is read from\n"
           "  pretrained_model_path when it names a .safetensors file, else drawn at random:\n"
@@ -536,6 +550,9 @@ static FILE *metrics_for_resume(const char *dir, int64_t keep_below) {
 }
 
 static volatile sig_atomic_t stop_signal = 0;
+// The open resume file, reachable from here while an input error (spd_die_input:
+// exit 2) may end the run with it open, so that LeakSanitizer does not count it.
+static spd_st_file *open_resume_file;
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
 // ---------------------------------------------------------------- the command
@@ -580,9 +597,9 @@ static void gpu_update(spd_gpu_run *g, spd_trainer *tr, int64_t step) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *path = NULL, *resume_dir = NULL;
-    int64_t stop_at = -1;
-    bool cuda = false;
+    const char *path = NULL, *resume_dir = NULL, *experiment = NULL;
+    bool retrain_target = false, cuda = false;
+    int64_t stop_at = -1, steps_override = -1;
     target_args ta = {.F = 5, .H = 2, .L = 0, .d_embed = 4, .d_mlp = 6, .n_layers = 1, .act = RESID_MLP_RELU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -599,6 +616,9 @@ int cmd_train(int argc, char **argv) {
         else if (strcmp(a, "--n-layers") == 0 && has_value) ta.n_layers = (int)spd_arg_int(a, argv[++i], 1, 64);
         else if (strcmp(a, "--tied") == 0) ta.tied = true;
         else if (strcmp(a, "--resume") == 0 && has_value) resume_dir = argv[++i];
+        else if (strcmp(a, "--experiment") == 0 && has_value) experiment = argv[++i];
+        else if (strcmp(a, "--retrain-target") == 0) retrain_target = true;
+        else if (strcmp(a, "--steps") == 0 && has_value) steps_override = spd_arg_int(a, argv[++i], 1, 0x7fffffffL);
         else if (strcmp(a, "--stop-at") == 0 && has_value) stop_at = spd_arg_int(a, argv[++i], 0, 0x7fffffffL);
         else if (strcmp(a, "--device") == 0 && has_value) {
             const char *v = argv[++i];
@@ -640,7 +660,7 @@ int cmd_train(int argc, char **argv) {
         if (r_step < 0) spd_die_input("train: --resume %s: no resume_<step>.safetensors checkpoint", resume_dir);
         snprintf(resume_file, sizeof resume_file, "%s/resume_%" PRId64 ".safetensors", resume_dir, r_step);
         snprintf(model_file, sizeof model_file, "%s/model_%" PRId64 ".safetensors", resume_dir, r_step);
-        rf = spd_st_open(resume_file);
+        rf = open_resume_file = spd_st_open(resume_file);
         if (!rf) spd_die_input("train: --resume: %s", spd_last_error());
         const char *fmt = spd_st_meta(rf, "format");
         if (!fmt || strcmp(fmt, "spd-resume-v1") != 0)
@@ -657,12 +677,25 @@ int cmd_train(int argc, char **argv) {
         spd_st_close(mf);
         path = resume_cfg;
     }
-    if (!path) {
-        usage(stderr);
-        return SPD_EXIT_INPUT;
+    // No CONFIG: the built-in default run (train_experiment.h); --experiment: configs/NAME.yaml.
+    char exp_cfg[4200];
+    const bool default_run = !path && !experiment && !resume_dir;
+    if (experiment && (path || resume_dir))
+        spd_die_input("train: --experiment %s: takes no CONFIG file or --resume", experiment);
+    if (retrain_target && !experiment && !default_run)
+        spd_die_input("train: --retrain-target: only with --experiment or the default run");
+    if (steps_override > 0 && resume_dir) spd_die_input("train: --steps: not with --resume (the run keeps its steps)");
+    if (default_run) experiment = SPD_DEFAULT_EXPERIMENT;
+    else if (experiment) {
+        spd_experiment_config_path(experiment, exp_cfg, sizeof exp_cfg);
+        path = exp_cfg;
     }
     spd_config cfg;
-    if (spd_config_load(&cfg, path)) spd_die_last_error();
+    if (default_run) {
+        path = "<built-in default>";
+        if (spd_config_load_string(&cfg, spd_default_config_text(), path)) spd_die_last_error();
+    } else if (spd_config_load(&cfg, path)) spd_die_last_error();
+    if (steps_override > 0) cfg.steps = steps_override;
     if (rf && (meta_int(rf, "steps") != cfg.steps || meta_int(rf, "seed") != (int64_t)cfg.seed))
         spd_die_input("train: --resume: %s: steps/seed differ from %s", resume_file, path);
     if (rf && r_step > cfg.steps) spd_die_input("train: --resume: %s: step beyond steps %" PRId64, resume_file, cfg.steps);
@@ -676,6 +709,7 @@ int cmd_train(int argc, char **argv) {
         spd_die_input("%s: task_config.data_generation_type: %s", path, spd_last_error());
     if (cfg.batch_size > (1 << 24)) spd_die_input("%s: batch_size: at most %d for spd train", path, 1 << 24);
     if (cfg.steps < 1) spd_die_input("%s: steps: spd train needs steps >= 1, found %" PRId64, path, cfg.steps);
+    if (experiment) spd_experiment_ensure_target(experiment, cfg.pretrained_model_path, retrain_target);
     spd_train_options opt;
     options_from_config(&cfg, &opt);
     const int B = (int)cfg.batch_size;
@@ -872,6 +906,8 @@ int cmd_train(int argc, char **argv) {
 
     // Start-up table.
     printf("spd train %s\n", path);
+    if (default_run)
+        printf("  %-26s TMS 5-2: SPD's tms_5-2 config, schedule cut to %s\n", "default run", SPD_DEFAULT_SCHEDULE);
     printf("  %-26s %s\n", "run", run_id);
     printf("  %-26s %s\n", "output", dir);
     printf("  %-26s %s\n", "task", spd_task_name_name(task));
@@ -958,6 +994,7 @@ int cmd_train(int argc, char **argv) {
         printf("device: %s\n", spd_cuda_device_name());
     }
 #endif
+    open_resume_file = NULL;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -1017,6 +1054,16 @@ int cmd_train(int argc, char **argv) {
     else printf("done: %" PRId64 " steps (+1 log-only) in %.2f s (%.1f steps/s); final total %.6e\n", cfg.steps, wall,
                 wall > 0 ? (double)(cfg.steps - start + 1) / wall : 0.0, tr.total);
     int rc = fclose(metrics) == 0 ? 0 : SPD_EXIT_INTERNAL;
+    if (!(stop_at >= start && stop_at < cfg.steps)) {  // finished: what the run found
+        double final_values[SPD_TRAIN_MAX_TERMS], final_total = tr.total;
+        memcpy(final_values, tr.values, sizeof final_values);
+        spd_train_summary_result sum;
+        if (spd_train_summary_f64(&tr, &data, x, B, F, cfg.steps, cfg.ci_alive_threshold, 5, final_values,
+                                  final_total, dir, &sum)) {
+            fprintf(stderr, "spd: error: summary: %s\n", spd_last_error());
+            rc = SPD_EXIT_INTERNAL;
+        }
+    }
     free(ck.config_text);
     spd_evaluator_free(ev);  // eval (spd/eval.h)
     spd_toy_data_free(&data);

@@ -72,7 +72,10 @@ size_t spd_ci_fn_workspace_elems(const spd_ci_fn_arch *arch, int N);
 // One CI function's buffers in one precision. Parameters and their gradients
 // per linear layer k < n_layers (dW[k] / db[k] NULL: no parameter gradient);
 // pre[k] / post[k] hold hidden layer k's activations before / after GELU,
-// written by forward and read by backward; work has
+// written by forward and read by backward; cdf[k] (optional, NULL: recomputed)
+// caches Phi(pre[k]) between them, saving an erf per hidden element (for mlp with
+// one hidden layer, forward then writes only cdf[0] and backward recomputes pre and
+// post from it: pre[0] / post[0] are left unused); work has
 // spd_ci_fn_workspace_elems(arch, N) elements. Defined for both precisions so
 // that one program can hold both; `ci_fn` is this backend's.
 #define SPD_CI_FN_DEFINE(T, NAME)                                              \
@@ -82,6 +85,7 @@ size_t spd_ci_fn_workspace_elems(const spd_ci_fn_arch *arch, int N);
         T *dW[SPD_CI_FN_MAX_LAYERS], *db[SPD_CI_FN_MAX_LAYERS];                \
         T *pre[SPD_CI_FN_MAX_LAYERS - 1], *post[SPD_CI_FN_MAX_LAYERS - 1];     \
         T *work;                                                               \
+        T *cdf[SPD_CI_FN_MAX_LAYERS - 1];                                      \
     } NAME;
 SPD_CI_FN_DEFINE(float, ci_fn_f32)
 SPD_CI_FN_DEFINE(double, ci_fn_f64)

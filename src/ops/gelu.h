@@ -13,4 +13,9 @@ void RFN(gelu_forward)(real *y, const real *x, long n);
 // dx may alias dy.
 void RFN(gelu_backward)(real *dx, const real *dy, const real *x, long n);
 
+// The same pair with Phi(x) saved by the forward into cdf [n] and read back by
+// the backward: one erf per element instead of two, the same values bit for bit.
+void RFN(gelu_forward_cdf)(real *y, real *cdf, const real *x, long n);
+void RFN(gelu_backward_cdf)(real *dx, const real *dy, const real *x, const real *cdf, long n);
+
 #endif

@@ -58,15 +58,20 @@ void RFN(ci_backward)(real *dpre, const real *dci_lower, const real *dci_upper, 
     else
         memset(dpre, 0, (size_t)n * sizeof(real));
     if (!dci_lower) return;
-    real *tmp = spd_malloc((size_t)(n ? n : 1) * sizeof(real));
-    const real *raw = pre;
-    if (jitter) {
-        jittered(tmp, pre, jitter, n);
-        raw = tmp;
+    // In blocks through a stack buffer: elementwise, so the values are those of one
+    // pass, without an [N, C] allocation (and its page faults) every step.
+    enum { BLK = 1024 };
+    real tmp[BLK];
+    for (long b = 0; b < n; b += BLK) {
+        long k = n - b < BLK ? n - b : BLK;
+        const real *raw = pre + b;
+        if (jitter) {
+            jittered(tmp, pre + b, jitter + b, k);
+            raw = tmp;
+        }
+        RFN(sigmoid_backward)(sig.lower, tmp, dci_lower + b, raw, k);  // tmp aliases raw: per element
+        for (long i = 0; i < k; i++) dpre[b + i] += jitter ? (real)1.05 * tmp[i] : tmp[i];
     }
-    RFN(sigmoid_backward)(sig.lower, tmp, dci_lower, raw, n);  // tmp aliases raw: per element
-    for (long i = 0; i < n; i++) dpre[i] += jitter ? (real)1.05 * tmp[i] : tmp[i];
-    free(tmp);
 }
 
 void RFN(ci_forward_philox)(real *ci_lower, real *ci_upper, const real *pre, long n, spd_sigmoid_pair sig,

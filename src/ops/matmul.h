@@ -12,4 +12,8 @@
 void RFN(matmul)(real *C, const real *A, const real *B, int M, int N, int K, bool trans_a, bool trans_b,
                  real alpha, real beta);
 
+// Sets OpenBLAS's thread count for a product of `macs` multiply-adds: one thread
+// for small ones, all of them otherwise. Every BLAS call in src/ goes through it.
+void spd_blas_threads_for(long macs);
+
 #endif

@@ -179,6 +179,9 @@ void RFN(spd_trainer_bind)(spd_trainer *t, const spd_target *target) {
                 size_t h = spd_ci_fn_hidden_elems(&m->ci.arch, N, k);
                 m->ci.pre[k] = alloc_real(h);
                 m->ci.post[k] = alloc_real(h);
+#if !SPD_REAL_ON_DEVICE  // the CPU's fused mlp path caches Phi; the CUDA twin recomputes it
+                m->ci.cdf[k] = alloc_real(h);
+#endif
             }
         }
         m->ci.work = alloc_real(spd_ci_fn_workspace_elems(&m->ci.arch, N));
@@ -680,6 +683,7 @@ void RFN(spd_trainer_free)(spd_trainer *t) {
         for (int k = 0; k < SPD_CI_FN_MAX_LAYERS - 1; k++) {
             free_buf(m->ci.pre[k]);
             free_buf(m->ci.post[k]);
+            free_buf(m->ci.cdf[k]);
         }
         free_buf(m->ci.work);
         free_buf(m->x_cache);
