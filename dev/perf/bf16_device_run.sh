@@ -33,7 +33,7 @@ export SHARED_DIR=$PWD/.debs/shared
 } >"$OUT/bench.txt"
 grep "^bench\|^#" "$OUT/bench.txt"
 mark bench
-timeout 150 bash tests/run_gpu.sh >"$OUT/gpu_tests.log" 2>&1
+timeout 130 bash tests/run_gpu.sh >"$OUT/gpu_tests.log" 2>&1
 grep -E "^not ok|passed" "$OUT/gpu_tests.log" | tail -15
 mark gpu_suite
 for m in unfused fused; do
@@ -42,7 +42,7 @@ for m in unfused fused; do
     echo "check bf16 $m rc $?" | tee -a "$OUT/check-bf16-$m.txt"
 done
 mark checks
-timeout 75 ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel $S bench full \
+timeout 55 ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel $S bench full \
     --device cuda --bf16 --mode fused --batch 64 --seq 256 --steps 1 --warmup 0 --no-ceilings >"$OUT/ncu.txt" 2>&1
 echo "ncu rc $?" >>"$OUT/ncu.txt"
 mark ncu
