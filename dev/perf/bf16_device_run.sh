@@ -10,7 +10,19 @@ source scripts/device-env.sh
 T0=$(date +%s)
 mark() { echo "$1 $(($(date +%s) - T0)) s" >>"$OUT/times.txt"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
-make -j16 "${SPD_MAKE_ARGS[@]}" gpu-tests >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+if ! make -j16 "${SPD_MAKE_ARGS[@]}" gpu-tests >"$OUT/build.log" 2>&1; then
+    # No libpng to link on this machine: bench, check and the GPU tests write no
+    # figures, so link a throwaway stand-in (never in the repo) whose create fails.
+    grep -q "undefined reference to .png_" "$OUT/build.log" || { tail -40 "$OUT/build.log"; exit 1; }
+    echo "libpng missing: linking /tmp/pngstub.o (figures fail cleanly)" | tee -a "$OUT/times.txt"
+    printf '%s\n' 'void *png_create_write_struct(){return 0;}' 'void *png_create_info_struct(){return 0;}' \
+        'void png_destroy_write_struct(){}' 'void *png_set_longjmp_fn(){return 0;}' 'void png_init_io(){}' \
+        'void png_set_IHDR(){}' 'void png_write_info(){}' 'void png_write_row(){}' 'void png_write_end(){}' \
+        >/tmp/pngstub.c
+    ${CC:-gcc} -c -o /tmp/pngstub.o /tmp/pngstub.c
+    SPD_MAKE_ARGS[1]="${SPD_MAKE_ARGS[1]} /tmp/pngstub.o"
+    make -j16 "${SPD_MAKE_ARGS[@]}" gpu-tests >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+fi
 mark build
 S=./build/spd
 export SHARED_DIR=$PWD/.debs/shared
@@ -33,7 +45,7 @@ export SHARED_DIR=$PWD/.debs/shared
 } >"$OUT/bench.txt"
 grep "^bench\|^#" "$OUT/bench.txt"
 mark bench
-timeout 130 bash tests/run_gpu.sh >"$OUT/gpu_tests.log" 2>&1
+timeout 120 bash tests/run_gpu.sh >"$OUT/gpu_tests.log" 2>&1
 grep -E "^not ok|passed" "$OUT/gpu_tests.log" | tail -15
 mark gpu_suite
 for m in unfused fused; do
@@ -42,7 +54,7 @@ for m in unfused fused; do
     echo "check bf16 $m rc $?" | tee -a "$OUT/check-bf16-$m.txt"
 done
 mark checks
-timeout 55 ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel $S bench full \
+timeout 50 ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel $S bench full \
     --device cuda --bf16 --mode fused --batch 64 --seq 256 --steps 1 --warmup 0 --no-ceilings >"$OUT/ncu.txt" 2>&1
 echo "ncu rc $?" >>"$OUT/ncu.txt"
 mark ncu
