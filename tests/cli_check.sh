@@ -88,6 +88,18 @@ expect_input_error "a token id outside the vocabulary is refused" "$tmp/token.sa
 "$SPD" check --precision f16 x 2>"$tmp/err"; status=$?
 [ $status -eq 2 ] && grep -q -- '--precision: expected f32, f64 or both' "$tmp/err" && ok "an unknown precision is refused" || notok "unknown precision" "status $status"
 
+# Product precisions are GPU options, and one at a time (here before any GPU is looked for).
+r0=${refs[0]}
+for args in "check --bf16 $r0" "check --tf32 --bf16 --device cuda $r0" "bench full --bf16" \
+    "bench full --device cuda --bf16 --tf32"; do
+    "$SPD" $args >/dev/null 2>"$tmp/err"; status=$?
+    if [ $status -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -qE -- 'appl(y|ies) to --device cuda only|exclude each other' "$tmp/err"; then
+        ok "spd ${args%% /*} refused (exit 2: $(cat "$tmp/err"))"
+    else
+        notok "spd $args refused" "status $status: $(head -2 "$tmp/err")"
+    fi
+done
+
 # A plain LlamaSimple state dict (no "target_model." prefix) loads too.
 edit_ref "$tmp/bare.safetensors" '
 tensors = {(k[len("target_model."):] if k.startswith("target_model.") else k): v for k, v in tensors.items()}'

@@ -36,10 +36,11 @@ if [ "$n_progs" -eq 0 ]; then
     echo "not ok - GPU test programs: none in $BUILD/tests/gpu (run make gpu-tests)"
     failed=$((failed + 1))
 fi
-# Every reference in exact float32 products (bound 1e-5) and in TF32 (bound 5e-3), both modes.
+# Every reference in exact float32 products (bound 1e-5), in TF32 (bound 5e-3) and
+# with bf16 operands (bound 3e-2), both modes.
 for r in tests/refs/*.safetensors "$SHARED_DIR"/refs/*.safetensors; do
     [ -f "$r" ] || continue
-    for flags in "" "--tf32" "--mode fused" "--mode fused --tf32"; do
+    for flags in "" "--tf32" "--bf16" "--mode fused" "--mode fused --tf32" "--mode fused --bf16"; do
         "$SPD" check --device cuda $flags "$r" >"$log" 2>&1
         status=$?
         if [ "$status" -eq 0 ]; then

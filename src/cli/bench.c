@@ -25,12 +25,16 @@ static void usage(FILE *out) {
           "  --mode unfused|fused        GPU: one kernel per primitive, or fused kernels and the\n"
           "                              step captured as a CUDA graph (default fused)\n"
           "  --tf32                      GPU: TF32 tensor-core products (PyTorch's \"high\")\n"
+          "  --bf16                      GPU: bf16 operands, float32 accumulation in every product\n"
+          "                              (SPD's autocast_bf16); everything else float32\n"
           "  --no-ceilings               GPU: skip measuring the matrix rate and bandwidth (no floor;\n"
           "                              for runs under compute-sanitizer)\n"
           "Seed protocol: masks uniform in [0,1) drawn outside the timed region; forward, loss\n"
           "(linear: MSE to a random target; full: mean of logits), backward and AdamW timed.\n",
           out);
 }
+
+typedef enum { BENCH_FP32, BENCH_TF32, BENCH_BF16 } spd_bench_precision;
 
 // The command line as run ("spd bench full --batch 64 ..."), JSON-safe (options are plain words).
 static char command_line[1024];
@@ -42,10 +46,12 @@ static void record_command(int argc, char **argv) {
 }
 
 #ifdef SPD_HAVE_CUDA
-static int bench_gpu(const bench_options *opt, const char *kind, bool fused, bool tf32, bool ceilings) {
+static int bench_gpu(const bench_options *opt, const char *kind, bool fused, spd_bench_precision prec_opt, bool ceilings) {
     bench_options o = *opt;
     spd_cuda_init();
-    spd_cuda_set_matmul_precision(tf32 ? SPD_MATMUL_TF32 : SPD_MATMUL_FP32);
+    spd_cuda_set_matmul_precision(prec_opt == BENCH_TF32   ? SPD_MATMUL_TF32
+                                  : prec_opt == BENCH_BF16 ? SPD_MATMUL_BF16
+                                                           : SPD_MATMUL_FP32);
     spd_cuda_set_mode(fused ? SPD_CUDA_FUSED : SPD_CUDA_UNFUSED);
     o.graph = fused;
     const char *gpu = spd_cuda_device_name(), *prec = spd_cuda_matmul_precision_name();
@@ -77,7 +83,7 @@ static int bench_gpu(const bench_options *opt, const char *kind, bool fused, boo
     return 0;
 }
 #else
-static int bench_gpu(const bench_options *o, const char *kind, bool fused, bool tf32, bool ceilings) {
+static int bench_gpu(const bench_options *o, const char *kind, bool fused, spd_bench_precision prec_opt, bool ceilings) {
     spd_die_input("bench: --device cuda: this spd was built without CUDA (nvcc not found at build time)");
 }
 #endif
@@ -89,7 +95,8 @@ int cmd_bench(int argc, char **argv) {
         return argc < 2 ? SPD_EXIT_INPUT : 0;
     }
     bench_options o = {.steps = 20, .warmup = 3, .seed = 0};
-    bool cuda = false, tf32 = false, fused = true, ceilings = true;
+    bool cuda = false, fused = true, ceilings = true;
+    spd_bench_precision prec = BENCH_FP32;
     if (strcmp(argv[1], "linear") == 0) {
         o.kind = BENCH_LINEAR;
         o.d_in = o.d_out = o.C = 512;
@@ -109,9 +116,14 @@ int cmd_bench(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        if (strcmp(a, "--tf32") == 0 || strcmp(a, "--no-ceilings") == 0) {  // flags without a value
-            if (a[2] == 't') tf32 = true;
-            else ceilings = false;
+        if (strcmp(a, "--tf32") == 0 || strcmp(a, "--bf16") == 0) {  // flags without a value
+            spd_bench_precision p = a[2] == 't' ? BENCH_TF32 : BENCH_BF16;
+            if (prec != BENCH_FP32 && prec != p) spd_die_input("bench: --tf32 and --bf16 exclude each other");
+            prec = p;
+            continue;
+        }
+        if (strcmp(a, "--no-ceilings") == 0) {
+            ceilings = false;
             continue;
         }
         if (i + 1 >= argc) spd_die_input("bench: option '%s' needs a value (see spd bench --help)", a);
@@ -135,7 +147,8 @@ int cmd_bench(int argc, char **argv) {
     }
     if ((double)o.batch * o.seq > (1 << 24)) spd_die_input("bench: --batch x --seq must be at most 16777216");
 
-    if (tf32 && !cuda) spd_die_input("bench: --tf32 applies to --device cuda only");
+    if (prec != BENCH_FP32 && !cuda)
+        spd_die_input("bench: %s applies to --device cuda only", prec == BENCH_TF32 ? "--tf32" : "--bf16");
     const char *kind = o.kind == BENCH_LINEAR ? "linear" : "full";
     if (o.kind == BENCH_LINEAR)
         fprintf(stderr, "bench linear: d_in %d, d_out %d, C %d, batch %d, seq %d, steps %d (+%d warm-up)\n", o.d_in,
@@ -143,7 +156,7 @@ int cmd_bench(int argc, char **argv) {
     else
         fprintf(stderr, "bench full: LlamaSimple 4L, C %d, batch %d, seq %d, steps %d (+%d warm-up)\n", o.C, o.batch,
                 o.seq, o.steps, o.warmup);
-    if (cuda) return bench_gpu(&o, kind, fused, tf32, ceilings);
+    if (cuda) return bench_gpu(&o, kind, fused, prec, ceilings);
     double gflops_peak = bench_matmul_gflops_f32(1024, 20);
     bench_result r;
     bench_run_f32(&o, &r, stderr);

@@ -12,12 +12,15 @@
 #endif
 
 static void usage(FILE *out) {
-    fputs("usage: spd check [--device cpu|cuda] [--precision f32|f64|both] [--tf32] [--mode unfused|fused] FILE...\n"
+    fputs("usage: spd check [--device cpu|cuda] [--precision f32|f64|both] [--tf32|--bf16] [--mode unfused|fused]\n"
+          "                 FILE...\n"
           "Recomputes logits, loss and every V/U gradient of each spd-ref-v1 file and prints\n"
           "max-relative and norm-relative errors per tensor. Bounds on the norm-relative error:\n"
           "float64 1e-10, float32 1e-5; 1e-6 at least where the file stores float32 expectations.\n"
           "--device cuda recomputes on the GPU in float32 (bound 1e-5), or with TF32 products\n"
-          "(--tf32, bound 5e-3), in either GPU mode (--mode, default unfused).\n"
+          "(--tf32, bound 5e-3), or with bf16 operands and float32 accumulation in every product\n"
+          "(--bf16, SPD's autocast_bf16; bound 3e-2, the loss measured against the rms of the\n"
+          "logits), in either GPU mode (--mode, default unfused).\n"
           "spd-ref-train-v1 files (a training step, or a short run; docs/spd-ref-train-v1.md) are\n"
           "recomputed by the C trainer in float64 on the CPU (bound 1e-8; 1e-6 for a run's losses\n"
           "and final parameters); what spd.c does not implement yet is refused (exit 2).\n"
@@ -26,7 +29,7 @@ static void usage(FILE *out) {
 }
 
 int cmd_check(int argc, char **argv) {
-    bool f32 = true, f64 = true, cuda = false, tf32 = false, fused = false;
+    bool f32 = true, f64 = true, cuda = false, tf32 = false, bf16 = false, fused = false;
     int first_file = 1;
     for (; first_file < argc && strncmp(argv[first_file], "--", 2) == 0; first_file++) {
         const char *a = argv[first_file];
@@ -48,8 +51,10 @@ int cmd_check(int argc, char **argv) {
             else if (strcmp(d, "cpu") != 0) spd_die_input("check: --device: expected cpu or cuda, found \"%s\"", d);
             continue;
         }
-        if (strcmp(a, "--tf32") == 0) {
-            tf32 = true;
+        if (strcmp(a, "--tf32") == 0 || strcmp(a, "--bf16") == 0) {
+            if (a[2] == 't') tf32 = true;
+            else bf16 = true;
+            if (tf32 && bf16) spd_die_input("check: --tf32 and --bf16 exclude each other");
             continue;
         }
         if (strcmp(a, "--mode") == 0 && first_file + 1 < argc) {
@@ -64,14 +69,15 @@ int cmd_check(int argc, char **argv) {
         usage(stderr);
         return SPD_EXIT_INPUT;
     }
-    if ((tf32 || fused) && !cuda) spd_die_input("check: --tf32 and --mode apply to --device cuda only");
+    if ((tf32 || bf16 || fused) && !cuda) spd_die_input("check: --tf32, --bf16 and --mode apply to --device cuda only");
 #ifdef SPD_HAVE_CUDA
     if (cuda) {
         spd_cuda_init();
         if (tf32) spd_cuda_set_matmul_precision(SPD_MATMUL_TF32);
+        if (bf16) spd_cuda_set_matmul_precision(SPD_MATMUL_BF16);
         spd_cuda_set_mode(fused ? SPD_CUDA_FUSED : SPD_CUDA_UNFUSED);
-        fprintf(stderr, "device: %s, products %s, mode %s\n", spd_cuda_device_name(), spd_cuda_matmul_precision_name(),
-                fused ? "fused" : "unfused");
+        fprintf(stderr, "device: %s, products %s, mode %s, norm-relative bound %.0e\n", spd_cuda_device_name(),
+                spd_cuda_matmul_precision_name(), fused ? "fused" : "unfused", spd_cuda_norm_bound());
     }
 #else
     if (cuda) spd_die_input("check: --device cuda: this spd was built without CUDA (nvcc not found at build time)");

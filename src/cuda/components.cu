@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_bf16.h>
+
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
 
@@ -118,8 +120,9 @@ static bool pad_width(int d, int N, int C) {
         const char *e = getenv("SPD_CUDA_PAD");
         env = !(e && strcmp(e, "0") == 0);
     }
-    // Small products (the reference checks' toy models) gain nothing from it.
-    return env && fused_mode() && d % 4 != 0 && (double)N * C * d >= (double)(1 << 24);
+    // Small products (the reference checks' toy models) gain nothing from it; bf16
+    // products pad their operands' rows when rounding them (matmul.cu).
+    return env && fused_mode() && spd_cuda_matmul_precision() != SPD_MATMUL_BF16 && d % 4 != 0 && (double)N * C * d >= (double)(1 << 24);
 }
 
 static int pad4(int d) { return (d + 3) & ~3; }
@@ -205,6 +208,138 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
     }
 }
 
+// The weight delta's share of the backward: ddelta += (delta_mask * dout)^T x;
+// dx = delta_mask * (dout @ delta) (written); ddelta_mask[n] = x[n] . (dout[n] @ delta).
+// Returns the beta with which the components' dx must add onto dx (1 when written here).
+static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const float *dout, const float *x,
+                            const float *delta, const float *delta_mask, int N, int d_in, int d_out) {
+    if (!delta || !(dx || ddelta || ddelta_mask)) return 0;
+    cudaStream_t st = spd_cuda_stream();
+    float dx_beta = 0;
+    float *tmp = dx;
+    if (!tmp) CUDA_CHECK(cudaMallocAsync((void **)&tmp, (size_t)N * d_in * sizeof(float) + 1, st));
+    if (ddelta) {  // (delta_mask * dout)^T x = dout^T (delta_mask * x)
+        scale_rows(tmp, x, delta_mask, N, d_in);
+        matmul_cuda(ddelta, dout, tmp, d_out, d_in, N, true, false, 1, 1);
+    }
+    if (dx || ddelta_mask) {
+        matmul_cuda(tmp, dout, delta, N, d_in, d_out, false, false, 1, 0);
+        if (N > 0 && (ddelta_mask || delta_mask)) {
+            row_dot_then_scale_kernel<<<N, ROW_THREADS, 0, st>>>(ddelta_mask, tmp, x, delta_mask, d_in);
+            CUDA_CHECK_LAUNCH();
+        }
+        dx_beta = 1;
+    }
+    if (tmp != dx) CUDA_CHECK(cudaFreeAsync(tmp, st));
+    return dx_beta;
+}
+
+// ---- --mode fused with bf16 products ----------------------------------------------
+// The products' bf16 operands come straight from the elementwise passes that make
+// them: the forward's mask multiply writes a * mask as bf16 only (into the first
+// half of scratch, where the backward's dU product reads it back), and the
+// backward's mask pass writes g_a as bf16 only (its consumers are the dV and dx
+// products). dout is rounded once for its two products. Everything not a product
+// operand (a, h, dmask, the outputs) stays float32. Needs C % 8 == 0 (16-byte bf16
+// rows). SPD_CUDA_BF16_ACTS=0 turns it off (every operand is then rounded by its
+// product, as in unfused mode): for measuring what it buys.
+static bool bf16_acts(int C, const void *scratch) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_BF16_ACTS");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 && aligned16(scratch);
+}
+
+// out16 [n] = bf16(a * b), four per thread (n % 4 == 0, a and b 16-byte aligned, out16 8-byte).
+static __global__ void mul_to_bf16_kernel(__nv_bfloat162 *out16, const float4 *a, const float4 *b, long long n4) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    const float4 x = a[i], y = b[i];
+    out16[2 * i] = __floats2bfloat162_rn(x.x * y.x, x.y * y.y);
+    out16[2 * i + 1] = __floats2bfloat162_rn(x.z * y.z, x.w * y.w);
+}
+
+// dmask = h * a (when dmask), g16 = bf16(h * mask); four per thread.
+static __global__ void mask_grads_bf16_kernel(float4 *dmask, __nv_bfloat162 *g16, const float4 *h, const float4 *a,
+                                              const float4 *mask, long long n4) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    const float4 g = h[i], m = mask[i];
+    if (dmask) {
+        const float4 x = a[i];
+        dmask[i] = make_float4(g.x * x.x, g.y * x.y, g.z * x.z, g.w * x.w);
+    }
+    g16[2 * i] = __floats2bfloat162_rn(g.x * m.x, g.y * m.y);
+    g16[2 * i + 1] = __floats2bfloat162_rn(g.z * m.z, g.w * m.w);
+}
+
+static void components_forward_bf16(float *out, float *a, const float *x, const float *V, const float *U,
+                                    const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
+                                    int C, int d_out, float *scratch) {
+    const long long NC = (long long)N * C;
+    matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
+    float beta = 0;
+    if (delta) {
+        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
+        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
+        beta = 1;
+    }
+    if (!mask) {
+        matmul_cuda(out, a, U, N, d_out, C, false, false, 1, beta);
+        return;
+    }
+    if (NC > 0) {
+        mul_to_bf16_kernel<<<spd_cuda_blocks(NC / 4, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(
+            (__nv_bfloat162 *)scratch, (const float4 *)a, (const float4 *)mask, NC / 4);
+        CUDA_CHECK_LAUNCH();
+    }
+    matmul_cuda_ld_bf16(out, scratch, true, U, false, N, d_out, C, false, false, 1, beta, C, d_out, d_out);
+}
+
+static void components_backward_bf16(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
+                                     float *ddelta_mask, const float *dout, const float *x, const float *a,
+                                     const float *V, const float *U, const float *mask, const float *delta,
+                                     const float *delta_mask, int N, int d_in, int C, int d_out, float *scratch) {
+    const long long NC = (long long)N * C;
+    cudaStream_t st = spd_cuda_stream();
+    const bool need_h = dx || dV || dmask;
+    void *dout16 = NULL, *g16 = NULL;
+    const int ldo = spd_bf16_ld(d_out);
+    if (dU || need_h) {
+        CUDA_CHECK(cudaMallocAsync(&dout16, (size_t)N * ldo * 2 + 16, st));
+        spd_to_bf16(dout16, ldo, dout, d_out, N, d_out);
+    }
+    if (dU) {  // a * mask as bf16 from the forward (scratch), or a itself
+        const void *am = mask ? (const void *)scratch : (const void *)a;
+        matmul_cuda_ld_bf16(dU, am, mask != NULL, dout16, true, C, d_out, N, true, false, 1, 1, C, ldo, d_out);
+    }
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
+    if (need_h) {
+        float *h = scratch;  // overwrites a * mask: the dU product above has read it
+        matmul_cuda_ld_bf16(h, dout16, true, U, false, N, C, d_out, false, true, 1, 0, ldo, d_out, C);
+        const void *ga = h;
+        if (mask && (dV || dx)) {
+            CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
+            if (NC > 0) {
+                mask_grads_bf16_kernel<<<spd_cuda_blocks(NC / 4, EW_THREADS), EW_THREADS, 0, st>>>(
+                    (float4 *)dmask, (__nv_bfloat162 *)g16, (const float4 *)h, (const float4 *)a,
+                    (const float4 *)mask, NC / 4);
+                CUDA_CHECK_LAUNCH();
+            }
+            ga = g16;
+        } else if (dmask) {
+            mul(dmask, h, a, NC);
+        }
+        const bool ga16 = g16 != NULL;
+        if (dV) matmul_cuda_ld_bf16(dV, x, false, ga, ga16, d_in, C, N, true, false, 1, 1, d_in, C, C);
+        if (dx) matmul_cuda_ld_bf16(dx, ga, ga16, V, false, N, d_in, C, false, true, 1, dx_beta, C, C, d_in);
+    }
+    if (g16) CUDA_CHECK(cudaFreeAsync(g16, st));
+    if (dout16) CUDA_CHECK(cudaFreeAsync(dout16, st));
+}
+
 // x [N, d_in], V [d_in, C], U [C, d_out], mask [N, C], delta [d_out, d_in], delta_mask [N]
 // -> a = x @ V [N, C], out = (a * mask) @ U + delta_mask * (x @ delta^T) [N, d_out]
 // Leaves scratch = a * mask (or a when mask is NULL: then scratch is not written),
@@ -212,6 +347,10 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
 extern "C" void components_forward_cuda(float *out, float *a, const float *x, const float *V, const float *U,
                                         const float *mask, const float *delta, const float *delta_mask, int N,
                                         int d_in, int C, int d_out, float *scratch) {
+    if (bf16_acts(C, scratch)) {
+        components_forward_bf16(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch);
+        return;
+    }
     const bool pin = pad_width(d_in, N, C), pout = pad_width(d_out, N, C);
     const int Dp = pad4(d_in), Op = pad4(d_out);
     temp_arena t;
@@ -261,8 +400,12 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
                                          const float *V, const float *U, const float *mask, const float *delta,
                                          const float *delta_mask, int N, int d_in, int C, int d_out,
                                          float *scratch) {
+    if (bf16_acts(C, scratch)) {
+        components_backward_bf16(dx, dV, dU, ddelta, dmask, ddelta_mask, dout, x, a, V, U, mask, delta, delta_mask, N,
+                                 d_in, C, d_out, scratch);
+        return;
+    }
     const long long NC = (long long)N * C;
-    cudaStream_t st = spd_cuda_stream();
     const bool reuse = fused_mode();
     const bool need_h = dx || dV || dmask;
     // Padded operands (pad_width): dout and U when d_out needs it, x and V when d_in does.
@@ -288,24 +431,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
             matmul_cuda(dU, am, dout, C, d_out, N, true, false, 1, 1);
         }
     }
-    float dx_beta = 0;
-    if (delta && (dx || ddelta || ddelta_mask)) {
-        float *tmp = dx;
-        if (!tmp) CUDA_CHECK(cudaMallocAsync((void **)&tmp, (size_t)N * d_in * sizeof(float) + 1, st));
-        if (ddelta) {  // (delta_mask * dout)^T x = dout^T (delta_mask * x)
-            scale_rows(tmp, x, delta_mask, N, d_in);
-            matmul_cuda(ddelta, dout, tmp, d_out, d_in, N, true, false, 1, 1);
-        }
-        if (dx || ddelta_mask) {
-            matmul_cuda(tmp, dout, delta, N, d_in, d_out, false, false, 1, 0);
-            if (N > 0 && (ddelta_mask || delta_mask)) {
-                row_dot_then_scale_kernel<<<N, ROW_THREADS, 0, st>>>(ddelta_mask, tmp, x, delta_mask, d_in);
-                CUDA_CHECK_LAUNCH();
-            }
-            dx_beta = 1;
-        }
-        if (tmp != dx) CUDA_CHECK(cudaFreeAsync(tmp, st));
-    }
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
     if (need_h) {
         // h = dout @ U^T with dout [N, K] (row stride K) and U [C, K], padded or as given.
         const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;

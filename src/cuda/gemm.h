@@ -14,6 +14,17 @@ extern "C" {
 void matmul_cuda_ld(float *C, const float *A, const float *B, int M, int N, int K, bool trans_a, bool trans_b,
                     float alpha, float beta, int lda, int ldb, int ldc);
 
+// bf16 precision only: the same product with bf16 A and B (float32 C, float32
+// accumulation). An operand flagged bf16 is a __nv_bfloat16 matrix with row stride
+// lda/ldb (16-byte aligned rows for the fast kernels); a float32 one is rounded to
+// a bf16 copy first.
+void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const void *B, bool b_bf16, int M, int N, int K,
+                         bool trans_a, bool trans_b, float alpha, float beta, int lda, int ldb, int ldc);
+// dst [rows, cols] (bf16, row stride ldd) = src (float32, row stride lds), rounded to nearest even.
+void spd_to_bf16(void *dst, int ldd, const float *src, int lds, int rows, int cols);
+// The row stride spd.c gives a bf16 copy of a matrix with `cols` columns (16-byte rows).
+int spd_bf16_ld(int cols);
+
 #ifdef __cplusplus
 }
 #endif

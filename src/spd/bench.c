@@ -20,6 +20,7 @@
 #include "ops/transfer.h"
 #if SPD_REAL_ON_DEVICE
 #include "cuda/backend.h"
+#include "cuda/gemm.h"
 #endif
 
 // Device work is asynchronous: the clock is read only once queued work finished.
@@ -246,11 +247,18 @@ static double median_ms_of(void (*op)(void *), void *ctx, int reps) {
 
 typedef struct {
     real *a, *b, *c;
+    void *a16, *b16;  // bf16 products: the operands already rounded (the rate, not the rounding)
     int n;
 } ceiling_ctx;
 
 static void square_matmul(void *p) {
     ceiling_ctx *c = p;
+#if SPD_REAL_ON_DEVICE
+    if (c->a16) {
+        matmul_cuda_ld_bf16(c->c, c->a16, true, c->b16, true, c->n, c->n, c->n, false, false, 1, 0, c->n, c->n, c->n);
+        return;
+    }
+#endif
     RFN(matmul)(c->c, c->a, c->b, c->n, c->n, c->n, false, false, 1, 0);
 }
 
@@ -278,7 +286,20 @@ double RFN(bench_matmul_gflops)(int n, int reps) {
     spd_spec spec;
     ceiling_ctx c = ceiling_buffers(&spec, (int64_t)n * n, 3);
     c.n = n;
+#if SPD_REAL_ON_DEVICE
+    if (spd_cuda_matmul_precision() == SPD_MATMUL_BF16) {  // n % 8 == 0 keeps the bf16 rows 16-byte aligned
+        const size_t bytes = (size_t)n * n * 2;
+        c.a16 = spd_device_malloc(bytes);
+        c.b16 = spd_device_malloc(bytes);
+        spd_to_bf16(c.a16, n, c.a, n, n, n);
+        spd_to_bf16(c.b16, n, c.b, n, n, n);
+    }
+#endif
     double ms = median_ms_of(square_matmul, &c, reps);
+#if SPD_REAL_ON_DEVICE
+    spd_device_free(c.a16);
+    spd_device_free(c.b16);
+#endif
     spd_spec_free(&spec);
     return 2.0 * n * (double)n * n / (ms * 1e-3) / 1e9;
 }

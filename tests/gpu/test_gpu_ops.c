@@ -42,6 +42,8 @@
 // The float32 CPU references (the headers above declare the _cuda names only).
 void matmul_f32(float *C, const float *A, const float *B, int M, int N, int K, bool trans_a, bool trans_b,
                 float alpha, float beta);
+void matmul_f64(double *C, const double *A, const double *B, int M, int N, int K, bool trans_a, bool trans_b,
+                double alpha, double beta);
 void linear_forward_f32(float *out, const float *x, const float *W, const float *bias, int N, int d_in, int d_out);
 void linear_backward_f32(float *dx, const float *dout, const float *W, int N, int d_in, int d_out);
 void embedding_forward_f32(float *out, const int32_t *tokens, const float *wte, int N, int d);
@@ -693,6 +695,43 @@ static void test_graph_capture(void) {
     free_all();
 }
 
+// bf16 products (SPD's autocast_bf16) against the float64 CPU product of the same
+// float32 inputs, at the bf16 bound; and proof that the operands really are rounded
+// to bf16 (an error far above float32's), so the option cannot silently run fp32.
+static void test_matmul_bf16(void) {
+    static const int shapes[][3] = {{37, 1200, 341}, {4096, 1200, 341}, {1200, 341, 4096}, {5, 3, 7}, {64, 257, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        for (int t = 0; t < 4; t++) {
+            const bool ta = t & 1, tb = t & 2;
+            const float alpha = t == 3 ? -0.5f : 1, beta = t >= 2 ? 1 : 0;
+            pair A = input((long)M * K, -1, 1), B = input((long)K * N, -1, 1), C = input((long)M * N, -1, 1);
+            double *A64 = hmalloc((size_t)A.n * sizeof(double) + 8), *B64 = hmalloc((size_t)B.n * sizeof(double) + 8);
+            double *C64 = hmalloc((size_t)C.n * sizeof(double));
+            for (long i = 0; i < A.n; i++) A64[i] = A.h[i];
+            for (long i = 0; i < B.n; i++) B64[i] = B.h[i];
+            for (long i = 0; i < C.n; i++) C64[i] = C.h[i];
+            matmul_f64(C64, A64, B64, M, N, K, ta, tb, alpha, beta);
+            matmul_cuda(C.d, A.d, B.d, M, N, K, ta, tb, alpha, beta);
+            float *got = download(C.d, C.n);
+            double *g64 = hmalloc((size_t)C.n * sizeof(double));
+            for (long i = 0; i < C.n; i++) g64[i] = got[i];
+            const double err = test_rel_norm_err(g64, C64, C.n);
+            char name[200];
+            snprintf(name, sizeof name, "matmul bf16 vs float64 M=%d N=%d K=%d ta=%d tb=%d alpha=%g beta=%g %s "
+                     "(norm-rel err %.2e, bound %.0e)", M, N, K, ta, tb, alpha, beta,
+                     spd_cuda_mode_get() == SPD_CUDA_FUSED ? "fused" : "unfused", err, tol);
+            test_report(err <= tol, name, "error above bound");
+            if (K >= 341 && beta == 0) {  // a float32 product would be near 1e-7
+                snprintf(name, sizeof name, "matmul bf16 M=%d N=%d K=%d ta=%d tb=%d rounds its operands to bf16 "
+                         "(err %.2e > 1e-4)", M, N, K, ta, tb, err);
+                test_report(err > 1e-4, name, "error too small for bf16 operands");
+            }
+            free_all();
+        }
+    }
+}
+
 int main(void) {
     if (!spd_device_available()) {
         test_report(0, "test_gpu_ops", "no GPU visible");
@@ -770,6 +809,29 @@ int main(void) {
     test_components(4099, 96, 1202, 128, true, true, true, 1);  // partial tiles in M and N
     test_components(4096, 128, 1200, 128, true, false, false, 2);
     test_graph_capture();
+    // bf16 operands, float32 accumulation: unfused (every operand rounded by the
+    // product) and fused (mask passes write the bf16 operands), at the bf16 bound.
+    spd_cuda_set_matmul_precision(SPD_MATMUL_BF16);
+    tol = spd_cuda_norm_bound();
+    printf("# bf16 products (bound %.0e)\n", tol);
+    for (int fused = 0; fused < 2; fused++) {
+        spd_cuda_set_mode(fused ? SPD_CUDA_FUSED : SPD_CUDA_UNFUSED);
+        test_matmul_bf16();
+        test_linear();
+        for (int variant = 0; variant < 8; variant++) {
+            const bool mask = variant & 1, delta = variant & 2, dmask = variant & 4;
+            if (!delta && dmask) continue;
+            test_components(4096, 341, 1200, 257, mask, delta, dmask, 0);
+        }
+        test_components(4096, 341, 1200, 257, true, true, true, 1);
+        test_components(4096, 341, 1200, 257, true, true, false, 2);
+        test_components(1024, 128, 1200, 341, true, false, false, 0);
+        test_components(4099, 96, 1202, 128, true, true, true, 1);  // C % 8 != 0: rounded by the products
+        test_components(7, 5, 3, 11, true, true, true, 0);
+        test_embedding_components(4096, 1000, 1200, 341, true, true, true);
+        test_weight_delta();
+        test_graph_capture();
+    }
     spd_cuda_set_matmul_precision(SPD_MATMUL_FP32);
     tol = TOL;
     spd_cuda_set_mode(SPD_CUDA_UNFUSED);
