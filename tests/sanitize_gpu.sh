@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # compute-sanitizer memcheck and racecheck over `spd check --device cuda` on a
-# reference file and over a few benchmark steps in both GPU modes (small shapes:
+# reference file, over a few benchmark steps in both GPU modes and over 3 GPU training
+# steps (small shapes:
 # the sanitizer slows kernels down 10-100x). Needs a GPU and `make gpu-tests`.
 # Prints "ok - ..." / "not ok - ..." lines and "N passed, N failed".
 set -u
@@ -35,5 +36,13 @@ for tool in memcheck racecheck; do
             --device cuda --mode $mode --tf32 --no-ceilings --batch 2 --seq 64 --d_in 96 --d_out 80 --C 112 --steps 1 --warmup 1
     done
 done
+# Training on the GPU (a ResidMLP with an inserted identity, SPD's test config: CI
+# functions, masks, losses, AdamW and the identity site), 3 steps.
+train_tmp=$(mktemp -d)
+for tool in memcheck racecheck; do
+    run "$tool: spd train --device cuda (resid_mlp_identity, 3 steps)" env SPD_OUT_DIR="$train_tmp/$tool" $CS --tool $tool \
+        --error-exitcode 9 "$SPD" train tests/configs/resid_mlp_identity.yaml --device cuda --steps 3
+done
+rm -rf "$train_tmp"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
