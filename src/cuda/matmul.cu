@@ -184,15 +184,6 @@ static bool matmul_lt(float *C, const void *A, const void *B, int M, int N, int 
 
 // ---- bf16 operands ---------------------------------------------------------------
 
-static bool pad_output_enabled(void) {
-    static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("SPD_CUDA_PAD");
-        env = !(e && strcmp(e, "0") == 0);
-    }
-    return env;
-}
-
 // dst [rows, cols] (row stride ldd, bf16) = src [rows, cols] (row stride lds), rounded to nearest even.
 static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, int ldd, const float *src, int lds, int rows, int cols) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -221,16 +212,6 @@ static void *bf16_copy(const float *src, int rows, int cols, int ld, int *ld16) 
     return p;
 }
 
-// C [M, N] (row stride ldc) = beta * C + T [M, N] (row stride ldt); beta == 0 overwrites.
-static __global__ void add_back_kernel(float *C, int ldc, const float *T, int ldt, int M, int N, float beta) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)M * N) return;
-    const long long r = i / N, c = i % N;
-    const float v = T[r * ldt + c];
-    float *d = C + r * ldc + c;
-    *d = beta == 0.0f ? v : beta * *d + v;
-}
-
 extern "C" void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const void *B, bool b_bf16, int M, int N,
                                     int K, bool trans_a, bool trans_b, float alpha, float beta, int lda, int ldb,
                                     int ldc) {
@@ -246,30 +227,13 @@ extern "C" void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const 
     if (!a_bf16) A = a16 = bf16_copy((const float *)A, trans_a ? K : M, trans_a ? M : K, lda, &lda);
     if (!b_bf16) B = b16 = bf16_copy((const float *)B, trans_b ? N : K, trans_b ? K : N, ldb, &ldb);
     // Timing pays only for large products, and only in fused mode (unfused takes cuBLAS's first choice).
-    const bool large = (double)M * N * K >= (double)(1 << 24);
-    const bool timing = spd_cuda_mode_get() == SPD_CUDA_FUSED && large;
-    // A float32 output whose rows are not 16-byte aligned (LlamaSimple's 341 and 4019
-    // columns) gets only sm75 align1 kernels from cuBLASLt (7.1 of 20.8 ms of a 64x256
-    // step, dev/kernels/README.md). Fused mode writes such a product into a temporary
-    // with padded rows and adds it back (SPD_CUDA_PAD=0 turns it off, as for float32).
-    float *T = C, tbeta = beta;
-    int ldt = ldc;
-    if (timing && (ldc % 4 != 0 || align_of(C) < 16) && pad_output_enabled()) {
-        ldt = (N + 3) & ~3;
-        CUDA_CHECK(cudaMallocAsync((void **)&T, (size_t)M * ldt * sizeof(float) + 16, st));
-        tbeta = 0;
-    }
-    if (!matmul_lt(T, A, B, M, N, K, trans_a, trans_b, alpha, tbeta, lda, ldb, ldt, timing)) {
+    const bool timing = spd_cuda_mode_get() == SPD_CUDA_FUSED && (double)M * N * K >= (double)(1 << 24);
+    if (!matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, timing)) {
         // No cuBLASLt algorithm for this layout: cublasGemmEx takes any (same column-major swap as below).
         CUBLAS_CHECK(cublasGemmEx(spd_cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF, ldb, A,
-                                  CUDA_R_16BF, lda, &tbeta, T, CUDA_R_32F, ldt, CUBLAS_COMPUTE_32F,
+                                  CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                   CUBLAS_GEMM_DEFAULT));
-    }
-    if (T != C) {
-        add_back_kernel<<<spd_cuda_blocks((long long)M * N, 256), 256, 0, st>>>(C, ldc, T, ldt, M, N, beta);
-        CUDA_CHECK_LAUNCH();
-        CUDA_CHECK(cudaFreeAsync(T, st));
     }
     if (a16) CUDA_CHECK(cudaFreeAsync(a16, st));
     if (b16) CUDA_CHECK(cudaFreeAsync(b16, st));
