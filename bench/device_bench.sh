@@ -6,7 +6,7 @@
 # and .peer/carry (bench/make_peer_carry.sh):
 #   bash bench/device_bench.sh
 # SPD_SKIP_SUITE=1: only the bf16 reference checks instead of tests/run_gpu.sh; SPD_SKIP_BF16=1: no bf16 rows.
-# Files under $OUT: build.log, gputests.log, spd_bench.txt, spd_bench.log and the
+# Files under $OUT (at most 8 come back from the device): build.log, gputests.log or check_bf16.log, spd_bench.txt, spd_bench.log and the
 # peer's peer_full.txt, peer_linear.txt, peer_results.jsonl. Concatenate the
 # .txt outputs into bench/results/<date>-<gpu>.txt and run bench/make_results.py.
 set -uo pipefail
@@ -22,8 +22,8 @@ if [ -z "${SPD_SKIP_SUITE:-}" ]; then
 else  # the suite ran in an earlier call on this commit's code: the reference checks only
     for m in unfused fused; do
         ./build/spd check --device cuda --bf16 --mode $m tests/refs/*.safetensors .debs/shared/refs/*.safetensors \
-            >"$OUT/check_bf16_$m.log" 2>&1 && echo "spd check --device cuda --bf16 --mode $m: all pass" ||
-            { echo "spd check --device cuda --bf16 --mode $m: FAILED"; grep -E "FAIL|spd:" "$OUT/check_bf16_$m.log" | head; }
+            >>"$OUT/check_bf16.log" 2>&1 && echo "spd check --device cuda --bf16 --mode $m: all pass" ||
+            { echo "spd check --device cuda --bf16 --mode $m: FAILED"; grep -E "FAIL|spd:" "$OUT/check_bf16.log" | head; }
     done
 fi
 ROWS=${SPD_FULL_ROWS:-16x128 32x256 64x256 128x256}
