@@ -65,7 +65,9 @@ def gpu_table(rows, bench):
            "`best torch` is the fastest PyTorch variant that ran (SPD cd23cf80's code; `-nogetattr` =",
            "`MaskedModule.__getattr__` removed, which lets dynamo capture one graph); the ratio is",
            "best torch / spd.c fused. The floor is max(FLOPs at the measured TF32 rate, bytes at the",
-           "measured bandwidth) from the same run.", "",
+           "measured bandwidth) from the same run. Rows with prec bf16 are spd.c with `--bf16` (bf16 operands,",
+           "float32 accumulation; floor at the measured bf16 rate); the PyTorch peer runs TF32 only, so they",
+           "have no PyTorch columns.", "",
            "| GPU | file | batch x seq | shape | prec | spd.c unfused | spd.c fused | torch eager | torch compiled (best) | "
            "best torch | best torch / fused | eager / fused | floor ms | floor / fused | commit | command |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
