@@ -49,9 +49,12 @@ CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 # NCCL (spd train --gpus N, spd/dist.h): nccl.h and libnccl under NCCL_HOME
 # (e.g. a torch wheel's site-packages/nvidia/nccl), the CUDA toolkit or
 # /usr(/local); without them src/spd/dist_none.c refuses --gpus.
+# The header and the library from the same place (the first that has both).
 NCCL_DIRS   := $(NCCL_HOME) $(CUDA_HOME) /usr/local /usr
-NCCL_INC    := $(firstword $(foreach d,$(NCCL_DIRS),$(if $(wildcard $(d)/include/nccl.h),$(d)/include)))
-NCCL_LIBDIR := $(firstword $(foreach d,$(NCCL_DIRS),$(foreach l,lib lib64 lib/x86_64-linux-gnu,$(if $(wildcard $(d)/$(l)/libnccl.so*),$(d)/$(l)))))
+NCCL_FOUND  := $(firstword $(foreach d,$(NCCL_DIRS),$(if $(wildcard $(d)/include/nccl.h),\
+                 $(foreach l,lib lib64 lib/x86_64-linux-gnu,$(if $(wildcard $(d)/$(l)/libnccl.so*),$(d)/include:$(d)/$(l))))))
+NCCL_INC    := $(word 1,$(subst :, ,$(NCCL_FOUND)))
+NCCL_LIBDIR := $(word 2,$(subst :, ,$(NCCL_FOUND)))
 NCCL_LIBF   := $(notdir $(firstword $(wildcard $(NCCL_LIBDIR)/libnccl.so $(NCCL_LIBDIR)/libnccl.so.2)))
 ifeq ($(if $(NCCL_INC),1)$(if $(NCCL_LIBF),1),11)
 NVCCFLAGS   += -I$(NCCL_INC)

@@ -55,7 +55,7 @@ nocuda='built without (CUDA|NCCL)'
 refused "train --gpus: needs --device cuda" 2 'gpus: data parallel training needs --device cuda' --gpus 2
 refused "train --gpus: the batch must divide" 2 "batch_size: expected a multiple of the 3 ranks|$nocuda" \
     --device cuda --gpus 3
-refused "train --gpus: out of range" 2 'gpus' --device cuda --gpus 0
+refused "train --gpus: out of range" 2 'gpus' --gpus 0 --device cuda
 refused "train --rank without --world" 2 "--rank and --world go together|$nocuda" --device cuda --rank 0
 refused "train --gpus and --world differ" 2 "differ|$nocuda" --device cuda --gpus 2 --rank 0 --world 4
 SPD_NCCL_ID=zz refused "train --rank: malformed SPD_NCCL_ID" 2 "SPD_NCCL_ID: expected 256 hex digits|$nocuda" \
