@@ -26,7 +26,7 @@ static int status_code(int st) {
 
 int spd_launch_ranks(int world, int argc, char **argv) {
     spd_dist_id id;
-    if (spd_dist_unique_id(&id)) spd_die_input("train: %s", spd_last_error());
+    if (spd_dist_unique_id(&id)) spd_die_input("%s: %s", argv[0], spd_last_error());
     char hex[2 * SPD_DIST_ID_BYTES + 1], wbuf[16], rbuf[16];
     spd_dist_id_to_hex(&id, hex);
     snprintf(wbuf, sizeof wbuf, "%d", world);
@@ -39,18 +39,18 @@ int spd_launch_ranks(int world, int argc, char **argv) {
     args[argc + 3] = "--world";
     args[argc + 4] = wbuf;
     if (setenv("SPD_NCCL_ID", hex, 1) || setenv("NCCL_NVLS_ENABLE", "0", 1))
-        spd_die("train --gpus: setenv: %s", strerror(errno));
+        spd_die("%s --gpus: setenv: %s", argv[0], strerror(errno));
     fflush(stdout);
     fflush(stderr);
     pid_t *pids = spd_calloc((size_t)world, sizeof *pids);
     for (int r = 0; r < world; r++) {
         snprintf(rbuf, sizeof rbuf, "%d", r);
         pid_t p = fork();
-        if (p < 0) spd_die("train --gpus: fork: %s", strerror(errno));
+        if (p < 0) spd_die("%s --gpus: fork: %s", argv[0], strerror(errno));
         if (p == 0) {
             if (r > 0 && !freopen("/dev/null", "w", stdout)) _exit(SPD_EXIT_INTERNAL);
             execv("/proc/self/exe", args);
-            fprintf(stderr, "spd: train --gpus: rank %d: exec /proc/self/exe: %s\n", r, strerror(errno));
+            fprintf(stderr, "spd: %s --gpus: rank %d: exec /proc/self/exe: %s\n", argv[0], r, strerror(errno));
             _exit(SPD_EXIT_INTERNAL);
         }
         pids[r] = p;
@@ -69,7 +69,7 @@ int spd_launch_ranks(int world, int argc, char **argv) {
         pid_t p = waitpid(-1, &st, 0);
         if (p < 0) {
             if (errno == EINTR) continue;
-            spd_die("train --gpus: waitpid: %s", strerror(errno));
+            spd_die("%s --gpus: waitpid: %s", argv[0], strerror(errno));
         }
         int r = 0;
         while (r < world && pids[r] != p) r++;
@@ -82,8 +82,8 @@ int spd_launch_ranks(int world, int argc, char **argv) {
             failed = r;
             rc = code;
             if (code != 0)
-                fprintf(stderr, "spd: train --gpus %d: rank %d exited with status %d: stopping the other ranks\n",
-                        world, r, code);
+                fprintf(stderr, "spd: %s --gpus %d: rank %d exited with status %d: stopping the other ranks\n",
+                        argv[0], world, r, code);
             for (int k = 0; k < world; k++)
                 if (pids[k] > 0) kill(pids[k], SIGKILL);
         }

@@ -1,4 +1,4 @@
-// The launcher of `spd train --gpus N` (spd/dist.h): the spd process creates the
+// The launcher of `spd train --gpus N` and `spd bench full --gpus N` (spd/dist.h): the spd process creates the
 // NCCL unique id and starts N ranks, each this same binary re-executed with
 //   spd train ARGS... --rank R --world N     (SPD_NCCL_ID=<hex id> in the environment)
 // which is also the interface for starting ranks by hand or by another launcher
@@ -11,7 +11,7 @@
 #ifndef SPD_CLI_LAUNCH_H
 #define SPD_CLI_LAUNCH_H
 
-// argv: the subcommand's own (argv[0] = "train"); returns the exit status.
+// argv: the subcommand's own (argv[0] = "train" or "bench"); returns the exit status.
 int spd_launch_ranks(int world, int argc, char **argv);
 
 #endif
