@@ -549,10 +549,15 @@ typedef struct {
 
 // The host trainer's logged and saved state from the GPU run: values, Adam
 // moments, gradients, ci_lower and the update count (log and checkpoint steps only).
-static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec) {
+// Data parallel (dist): ci_lower of every rank's rows (a collective: every rank calls it
+// at the same step), or none (the SIGINT checkpoint, rank 0 alone: the checkpoint needs no CI).
+static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec, spd_dist *dist, bool ci) {
 #ifdef SPD_HAVE_CUDA
     spd_gpu_run_download(g, spec, true);
-    for (int m = 0; m < tr->n_mods; m++) spd_gpu_run_ci(g, m, 1, tr->mods[m].ci_lower);
+    for (int m = 0; ci && m < tr->n_mods; m++) {
+        if (dist) spd_gpu_run_dist_ci(g, m, 1, tr->mods[m].ci_lower);  // the host trainer holds the global batch
+        else spd_gpu_run_ci(g, m, 1, tr->mods[m].ci_lower);
+    }
     tr->adam_t = spd_gpu_run_adam_t(g);
 #endif
 }
@@ -984,7 +989,8 @@ int cmd_train(int argc, char **argv) {
         check_finite(&tr, step);
         bool done_before = rf && step == start && r_logged;  // logged and saved before the resume
         bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
-        if (gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at)) gpu_sync(gpu, &tr, &spec);
+        if (gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at))
+            gpu_sync(gpu, &tr, &spec, dist, true);
         if (!done_before && step % cfg.train_log_freq == 0) {
             double lr = spd_schedule_value(&opt.lr, step, opt.steps);
             double t = now_s();
@@ -1004,7 +1010,7 @@ int cmd_train(int argc, char **argv) {
             else if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
             else spd_train_update_f64(&tr, step);
             if (stop_signal) {
-                if (gpu) gpu_sync(gpu, &tr, &spec);
+                if (gpu) gpu_sync(gpu, &tr, &spec, dist, !dist);
                 save_checkpoint(&ck, step + 1, false);
                 printf("interrupted by %s after step %" PRId64 ": saved model_%" PRId64 " and resume_%" PRId64
                        "; resume with spd train --resume %s\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step,

@@ -139,6 +139,14 @@ extern "C" void spd_dist_broadcast_f32(spd_dist *d, float *buf, size_t n) {
     wait_stream(d, "broadcast", deadline);
 }
 
+extern "C" void spd_dist_allgather_f32(spd_dist *d, const float *send, float *recv, size_t n) {
+    if (!n) return;
+    double deadline = now_s() + d->timeout_s;
+    ncclResult_t r = ncclAllGather(send, recv, n, ncclFloat32, d->comm, spd_cuda_stream());
+    wait_comm(d, r, "all-gather", deadline);
+    wait_stream(d, "all-gather", deadline);
+}
+
 extern "C" void spd_dist_free(spd_dist *d) {
     if (!d) return;
     if (d->comm) {

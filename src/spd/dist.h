@@ -13,7 +13,8 @@
 // Importance minimality's beta term uses local_sum * world (SPD); shared PGD
 // sources are broadcast from rank 0 and their gradients averaged at each PGD
 // step. Rank 0 alone prints, logs and checkpoints; the logged loss values are
-// the mean over ranks.
+// the mean over ranks, and the logged L0 comes from every rank's CI (all-gathered
+// into the global batch's rows on log steps).
 //
 // Errors: every collective waits with a deadline (SPD_DIST_TIMEOUT_S, default
 // 300 s); a rank that fails or times out aborts its communicator and exits with
@@ -72,6 +73,8 @@ void spd_dist_allreduce_avg_f32(spd_dist *d, float *buf, size_t n);
 void spd_dist_allreduce_avg_host_f64(spd_dist *d, double *buf, size_t n);
 // buf [n] float32 in device memory <- rank 0's.
 void spd_dist_broadcast_f32(spd_dist *d, float *buf, size_t n);
+// recv [world * n] <- every rank's send [n], in rank order (device memory).
+void spd_dist_allgather_f32(spd_dist *d, const float *send, float *recv, size_t n);
 void spd_dist_free(spd_dist *d);
 
 #ifdef __cplusplus

@@ -21,4 +21,5 @@ int spd_dist_world(const spd_dist *d) { return 1; }
 void spd_dist_allreduce_avg_f32(spd_dist *d, float *buf, size_t n) { no_nccl(); }
 void spd_dist_allreduce_avg_host_f64(spd_dist *d, double *buf, size_t n) { no_nccl(); }
 void spd_dist_broadcast_f32(spd_dist *d, float *buf, size_t n) { no_nccl(); }
+void spd_dist_allgather_f32(spd_dist *d, const float *send, float *recv, size_t n) { no_nccl(); }
 void spd_dist_free(spd_dist *d) {}

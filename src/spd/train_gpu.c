@@ -189,6 +189,17 @@ void spd_gpu_run_dist_broadcast_params(spd_gpu_run *g) {
     spd_dist_broadcast_f32(g->dist, g->spec.buf[SPD_ROLE_TRAINED], spd_spec_trained_elems(&g->spec));
 }
 
+void spd_gpu_run_dist_ci(spd_gpu_run *g, int l, int what, double *out) {
+    SPD_ASSERT(g->dist && l >= 0 && l < g->tr.n_mods && what >= 0 && what <= 2);
+    const spd_train_module *m = &g->tr.mods[l];
+    const float *src = what == 0 ? m->pre : what == 1 ? m->ci_lower : m->ci_upper;
+    size_t n = (size_t)g->tr.target.N * m->comp.C, world = (size_t)spd_dist_world(g->dist);
+    float *all = spd_device_malloc(world * n * sizeof *all);
+    spd_dist_allgather_f32(g->dist, src, all, n);
+    copy_to_host_f64_cuda(out, all, (int64_t)(world * n));
+    spd_device_free(all);
+}
+
 void spd_gpu_run_dist_average(spd_gpu_run *g, double *values, double *total) {
     SPD_ASSERT(g->dist);
     // The TRAINED gradient mirror is one allocation (padding zero), so DDP's mean is one call.

@@ -74,6 +74,9 @@ void spd_gpu_run_dist_broadcast_params(spd_gpu_run *g);
 // After spd_gpu_run_step, before spd_gpu_run_update: the flat gradient buffer
 // averaged over ranks (one all-reduce), and values [n_terms] and *total too.
 void spd_gpu_run_dist_average(spd_gpu_run *g, double *values, double *total);
+// spd_gpu_run_ci over the global batch: every rank's rows all-gathered in rank
+// order (out [world * N, C]); a collective: every rank calls it.
+void spd_gpu_run_dist_ci(spd_gpu_run *g, int l, int what, double *out);
 void spd_gpu_run_free(spd_gpu_run *g);
 
 #endif
