@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cuda/cuda_common.h"
 
@@ -35,10 +36,16 @@ static void pause_us(long us) {
     nanosleep(&ts, NULL);
 }
 
+// The message first (so that it is seen even if the abort stalls), then the abort
+// under an alarm: a communicator stuck connecting to a dead peer must not hang the exit.
 [[noreturn]] static void fail(spd_dist *d, const char *what, const char *why) {
-    if (d->comm) ncclCommAbort(d->comm);  // frees the communicator whatever state its peers are in
-    d->comm = NULL;
-    spd_die("rank %d of %d: NCCL %s: %s", d->rank, d->world, what, why);
+    fprintf(stderr, "spd: rank %d of %d: NCCL %s: %s\n", d->rank, d->world, what, why);
+    fflush(stderr);
+    if (d->comm) {
+        alarm(15);
+        ncclCommAbort(d->comm);  // frees the communicator whatever state its peers are in
+    }
+    exit(SPD_EXIT_INTERNAL);
 }
 
 // Waits until the communicator has no operation in progress (non-blocking calls

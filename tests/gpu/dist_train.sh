@@ -68,7 +68,7 @@ config "$tmp/stoch.yaml" "  - classname: StochasticReconLoss
 run() {  # $1 out dir, $2 config, rest: flags; stdout+stderr in $1.log
     local out=$1 cfg=$2
     shift 2
-    SPD_OUT_DIR="$out" SPD_DIST_TIMEOUT_S=60 timeout 200 "$SPD" train "$cfg" --device cuda --n-features 40 \
+    SPD_OUT_DIR="$out" SPD_DIST_TIMEOUT_S=30 timeout 90 "$SPD" train "$cfg" --device cuda --n-features 40 \
         --n-hidden 10 "$@" >"$out.log" 2>&1
 }
 metrics() { find "$1/spd" -name metrics.jsonl | head -1; }
@@ -114,7 +114,7 @@ fi
 
 zeros=$(printf '0%.0s' $(seq 256))
 start=$(date +%s)
-SPD_OUT_DIR="$tmp/dead" SPD_NCCL_ID=$zeros SPD_DIST_TIMEOUT_S=10 timeout 100 "$SPD" train "$tmp/plain.yaml" \
+SPD_OUT_DIR="$tmp/dead" SPD_NCCL_ID=$zeros SPD_DIST_TIMEOUT_S=10 timeout 45 "$SPD" train "$tmp/plain.yaml" \
     --device cuda --rank 0 --world 2 >"$tmp/dead.log" 2>&1
 rc=$?
 took=$(($(date +%s) - start))
