@@ -36,7 +36,7 @@ LDLIBS  += $(PKG_LIBS) -lm -lpthread
 
 ALL_SRC     := $(sort $(wildcard src/core/*.c src/ops/*.c src/models/*.c src/spd/*.c src/cli/*.c))
 REAL_SRC    := $(shell grep -l '^\#include "core/real.h"' $(ALL_SRC) 2>/dev/null)
-PLAIN_SRC   := $(filter-out $(REAL_SRC) src/cli/main.c src/core/device_none.c,$(ALL_SRC))
+PLAIN_SRC   := $(filter-out $(REAL_SRC) src/cli/main.c src/core/device_none.c src/spd/dist_none.c,$(ALL_SRC))
 LIB_OBJ     := $(PLAIN_SRC:%.c=$(BUILD)/obj/%.o) $(REAL_SRC:%.c=$(BUILD)/obj/f32/%.o) \
                $(REAL_SRC:%.c=$(BUILD)/obj/f64/%.o)
 MAIN_OBJ    := $(BUILD)/obj/src/cli/main.o
@@ -47,15 +47,33 @@ MAIN_OBJ    := $(BUILD)/obj/src/cli/main.o
 CUDA_SRC    := $(wildcard src/cuda/*.cu)
 HAVE_NVCC   := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
 ifeq ($(HAVE_NVCC)$(if $(CUDA_SRC),1,),11)
+CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+# NCCL (spd train --gpus N, spd/dist.h): nccl.h and libnccl under NCCL_HOME
+# (e.g. a torch wheel's site-packages/nvidia/nccl), the CUDA toolkit or
+# /usr(/local); without them src/spd/dist_none.c refuses --gpus.
+# The header and the library from the same place (the first that has both).
+NCCL_DIRS   := $(NCCL_HOME) $(CUDA_HOME) /usr/local /usr
+NCCL_FOUND  := $(firstword $(foreach d,$(NCCL_DIRS),$(if $(wildcard $(d)/include/nccl.h),\
+                 $(foreach l,lib lib64 lib/x86_64-linux-gnu,$(if $(wildcard $(d)/$(l)/libnccl.so*),$(d)/include:$(d)/$(l))))))
+NCCL_INC    := $(word 1,$(subst :, ,$(NCCL_FOUND)))
+NCCL_LIBDIR := $(word 2,$(subst :, ,$(NCCL_FOUND)))
+NCCL_LIBF   := $(notdir $(firstword $(wildcard $(NCCL_LIBDIR)/libnccl.so $(NCCL_LIBDIR)/libnccl.so.2)))
+ifeq ($(if $(NCCL_INC),1)$(if $(NCCL_LIBF),1),11)
+NVCCFLAGS   += -I$(NCCL_INC)
+LDLIBS      += -L$(NCCL_LIBDIR) -Wl,-rpath,$(NCCL_LIBDIR) -l:$(NCCL_LIBF)
+HAVE_NCCL   := 1
+else
+CUDA_SRC    := $(filter-out src/cuda/dist.cu,$(CUDA_SRC))
+LIB_OBJ     += $(BUILD)/obj/src/spd/dist_none.o
+endif
 CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o) \
                $(patsubst %.c,$(BUILD)/obj/cuda/%.o,$(filter-out src/ops/%,$(REAL_SRC)))
 NVCCFLAGS   += -O3 -std=c++17 -Iinclude -Isrc -DSPD_CUDA -gencode=arch=compute_90,code=sm_90 \
                -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xcompiler -Wall
-CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 LDLIBS      += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 CFLAGS      += -DSPD_HAVE_CUDA
 else
-LIB_OBJ     += $(BUILD)/obj/src/core/device_none.o
+LIB_OBJ     += $(BUILD)/obj/src/core/device_none.o $(BUILD)/obj/src/spd/dist_none.o
 endif
 
 TEST_SRC    := $(sort $(wildcard tests/test_*.c))
@@ -81,6 +99,8 @@ deps:
 	  else echo "MISSING $$p"; missing="$$missing $$p"; fi; done; \
 	if [ -n "$(HAVE_NVCC)" ]; then echo "found   nvcc ($(words $(CUDA_SRC)) CUDA sources)"; \
 	else echo "missing nvcc: CPU build only"; fi; \
+	if [ -n "$(HAVE_NCCL)" ]; then echo "found   NCCL ($(NCCL_LIBDIR)/$(NCCL_LIBF))"; \
+	elif [ -n "$(HAVE_NVCC)" ]; then echo "missing NCCL: no spd train --gpus (set NCCL_HOME)"; fi; \
 	if [ -n "$$missing" ]; then echo "install: apt-get install libopenblas-dev libcjson-dev libyaml-dev libpng-dev pkg-config" >&2; exit 1; fi
 
 $(BUILD)/libspd.a: $(LIB_OBJ) $(CUDA_OBJ)

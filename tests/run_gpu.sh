@@ -2,7 +2,7 @@
 # The GPU suite (needs a GPU; not part of tests/run.sh, which CI runs without one):
 # every test program in $BUILD/tests/gpu, then `spd check --device cuda` on every
 # reference file (tests/refs and $SHARED_DIR/refs when present, and the training
-# references tests/refs/train). Counts the
+# references tests/refs/train), then tests/gpu/dist_train.sh (--gpus N over NCCL). Counts the
 # "ok - " / "not ok - " lines and ends with "N passed, N failed".
 # Build first with `make gpu-tests`.
 set -u
@@ -68,5 +68,15 @@ for r in tests/refs/train/*.safetensors; do
         failed=$((failed + 1))
     fi
 done
+# Data parallel training through NCCL (spd train --gpus N): tests/gpu/dist_train.sh.
+if ! nm "$BUILD/libspd.a" 2>/dev/null | grep -q " U ncclAllReduce"; then
+    echo "not ok - spd train --gpus: this build has no NCCL (set NCCL_HOME)"
+    failed=$((failed + 1))
+else
+    BUILD=$BUILD bash tests/gpu/dist_train.sh >"$log" 2>&1
+    status=$?
+    cat "$log"
+    count "tests/gpu/dist_train.sh" "$status"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,15 +1,19 @@
 // spd bench linear|full: the seed's benchmark protocol (spd/bench.h). Prints a
 // human-readable summary and one machine-readable line starting "RESULT " that
 // bench/make_results.py turns into the tables of bench/RESULTS.md.
+#include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/args.h"
 #include "cli/build_info.h"
 #include "cli/commands.h"
+#include "cli/launch.h"
 #include "core/error.h"
 #include "spd/bench.h"
+#include "spd/dist.h"
 #ifdef SPD_HAVE_CUDA
 #include "cuda/backend.h"
 #endif
@@ -29,6 +33,9 @@ static void usage(FILE *out) {
           "                              (SPD's autocast_bf16); everything else float32\n"
           "  --no-ceilings               GPU: skip measuring the matrix rate and bandwidth (no floor;\n"
           "                              for runs under compute-sanitizer)\n"
+          "  --gpus N                    full, GPU: data parallel over N GPUs (NCCL, one process each):\n"
+          "                              --batch is global, batch / N rows per rank, the gradient\n"
+          "                              all-reduce timed with the step; rank 0 reports (spd/dist.h)\n"
           "Seed protocol: masks uniform in [0,1) drawn outside the timed region; forward, loss\n"
           "(linear: MSE to a random target; full: mean of logits), backward and AdamW timed.\n",
           out);
@@ -88,6 +95,8 @@ static int bench_gpu(const bench_options *o, const char *kind, bool fused, spd_b
 }
 #endif
 
+static void bench_allreduce(void *ctx, float *grad, size_t n) { spd_dist_allreduce_avg_f32(ctx, grad, n); }
+
 int cmd_bench(int argc, char **argv) {
     record_command(argc, argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0) {
@@ -97,6 +106,7 @@ int cmd_bench(int argc, char **argv) {
     bench_options o = {.steps = 20, .warmup = 3, .seed = 0};
     bool cuda = false, fused = true, ceilings = true;
     spd_bench_precision prec = BENCH_FP32;
+    int gpus = 0, rank = -1, world = 0;  // --gpus N (launcher); --rank R --world N (a rank, cli/launch.h)
     if (strcmp(argv[1], "linear") == 0) {
         o.kind = BENCH_LINEAR;
         o.d_in = o.d_out = o.C = 512;
@@ -136,6 +146,9 @@ int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--steps") == 0) o.steps = (int)spd_arg_int(a, v, 1, 1000000);
         else if (strcmp(a, "--warmup") == 0) o.warmup = (int)spd_arg_int(a, v, 0, 1000000);
         else if (strcmp(a, "--seed") == 0) o.seed = (unsigned long long)spd_arg_int(a, v, 0, 1L << 62);
+        else if (strcmp(a, "--gpus") == 0) gpus = (int)spd_arg_int(a, v, 1, SPD_DIST_MAX_WORLD);
+        else if (strcmp(a, "--rank") == 0) rank = (int)spd_arg_int(a, v, 0, SPD_DIST_MAX_WORLD - 1);
+        else if (strcmp(a, "--world") == 0) world = (int)spd_arg_int(a, v, 1, SPD_DIST_MAX_WORLD);
         else if (strcmp(a, "--device") == 0) {
             if (strcmp(v, "cuda") == 0) cuda = true;
             else if (strcmp(v, "cpu") != 0) spd_die_input("bench: --device: expected cpu or cuda, found '%s'", v);
@@ -150,6 +163,29 @@ int cmd_bench(int argc, char **argv) {
     if (prec != BENCH_FP32 && !cuda)
         spd_die_input("bench: %s applies to --device cuda only", prec == BENCH_TF32 ? "--tf32" : "--bf16");
     const char *kind = o.kind == BENCH_LINEAR ? "linear" : "full";
+    if (gpus || rank >= 0 || world) {  // ---- data parallel (spd/dist.h)
+        if (o.kind != BENCH_FULL || !cuda) spd_die_input("bench: --gpus: data parallel runs bench full --device cuda");
+        if ((rank >= 0) != (world > 0)) spd_die_input("bench: --rank and --world go together");
+        if (rank >= 0 && gpus && gpus != world) spd_die_input("bench: --gpus %d and --world %d differ", gpus, world);
+        int w = rank >= 0 ? world : gpus;
+        int64_t row0, rows;
+        if (spd_dist_rows(o.batch, w, rank >= 0 ? rank : 0, "bench: --batch", &row0, &rows)) spd_die_last_error();
+        if (!spd_dist_built()) spd_dist_init(0, 1, NULL);  // dies: built without NCCL
+        if (rank < 0) return spd_launch_ranks(gpus, argc, argv);
+        spd_dist_id id;
+        if (spd_dist_id_from_hex(&id, getenv("SPD_NCCL_ID"))) spd_die_input("bench --rank %d: %s", rank, spd_last_error());
+        spd_dist *d = spd_dist_init(rank, world, &id);
+        if (rank == 0)
+            fprintf(stderr, "bench full: data parallel over %d ranks (NCCL), global batch %d, %" PRId64 " rows each\n",
+                    world, o.batch, rows);
+        o.batch = (int)rows;
+        o.rank = rank;
+        o.allreduce = bench_allreduce;
+        o.allreduce_ctx = d;
+        int rc = bench_gpu(&o, kind, fused, prec, ceilings);
+        spd_dist_free(d);
+        return rc;
+    }
     if (o.kind == BENCH_LINEAR)
         fprintf(stderr, "bench linear: d_in %d, d_out %d, C %d, batch %d, seq %d, steps %d (+%d warm-up)\n", o.d_in,
                 o.d_out, o.C, o.batch, o.seq, o.steps, o.warmup);

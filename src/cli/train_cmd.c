@@ -41,6 +41,7 @@
 #include "cli/commands.h"
 #include "cli/train_experiment.h"
 #include "cli/train_summary.h"
+#include "cli/launch.h"
 #include "core/error.h"
 #include "core/philox.h"
 #include "core/safetensors.h"
@@ -53,6 +54,7 @@
 #include "models/toy_data.h"
 #include "spd/config.h"
 #include "spd/eval.h"
+#include "spd/dist.h"
 #include "spd/faithfulness_warmup.h"
 #include "spd/identity_patterns.h"
 #include "spd/schedule.h"
@@ -81,6 +83,8 @@ static void usage(FILE *out) {
           "  ci_alive_threshold on eval batches), per feature the best-matching subcomponent's cosine and\n"
           "  norm ratio (MMCS / ML2R), and figures in <run dir>/figures/.\n"
           "  --device cuda: train on the GPU in float32 (checkpoints as always; see spd/train_gpu.h)\n"
+          "  --gpus N (with --device cuda): data parallel over N GPUs through NCCL, one process per GPU,\n"
+          "    batch_size / N rows each (spd/dist.h; ranks started by hand: --rank R --world N, SPD_NCCL_ID)\n"
           "  SPD training (CPU, float64) of a tms or resid_mlp target: the target is read from\n"
           "  pretrained_model_path when it names a .safetensors file, else drawn at random:\n"
           "    tms:       --n-features F (5) --n-hidden H (2) --n-hidden-layers L (0) --tied\n"
@@ -568,24 +572,32 @@ typedef struct {
 
 // The host trainer's logged and saved state from the GPU run: values, Adam
 // moments, gradients, ci_lower and the update count (log and checkpoint steps only).
-static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec) {
+// Data parallel (dist): ci_lower of every rank's rows (a collective: every rank calls it
+// at the same step), or none (the SIGINT checkpoint, rank 0 alone: the checkpoint needs no CI).
+static void gpu_sync(spd_gpu_run *g, spd_trainer *tr, spd_spec *spec, spd_dist *dist, bool ci) {
 #ifdef SPD_HAVE_CUDA
     spd_gpu_run_download(g, spec, true);
-    for (int m = 0; m < tr->n_mods; m++) spd_gpu_run_ci(g, m, 1, tr->mods[m].ci_lower);
+    for (int m = 0; ci && m < tr->n_mods; m++) {
+        if (dist) spd_gpu_run_dist_ci(g, m, 1, tr->mods[m].ci_lower);  // the host trainer holds the global batch
+        else spd_gpu_run_ci(g, m, 1, tr->mods[m].ci_lower);
+    }
     tr->adam_t = spd_gpu_run_adam_t(g);
 #endif
 }
 
 // One step on the GPU: the batch (float32, the same draws: on the GPU, or the host's uploaded), the
 // loss values into the host trainer.
+// Data parallel (dist): this rank's rows row0 .. row0 + B - 1 of the global batch, then the
+// gradients and loss values averaged over the ranks.
 static void gpu_step(spd_gpu_run *g, spd_trainer *tr, const spd_toy_data *data, float *xf, int64_t step, int B,
-                     int F) {
+                     int F, int64_t row0, spd_dist *dist) {
 #ifdef SPD_HAVE_CUDA
-    if (!spd_gpu_run_toy_batch(g, data, step, B)) {  // this kind of data is drawn on the host
-        spd_toy_batch_f32(data, (uint64_t)step, -1, 0, B, xf, NULL);
+    if (!spd_gpu_run_toy_batch(g, data, step, row0, B)) {  // this kind of data is drawn on the host
+        spd_toy_batch_f32(data, (uint64_t)step, -1, row0, B, xf, NULL);
         spd_gpu_run_set_input(g, xf, (int64_t)B * F);
     }
     tr->total = spd_gpu_run_step(g, step, tr->values);
+    if (dist) spd_gpu_run_dist_average(g, tr->values, &tr->total);
 #endif
 }
 
@@ -600,6 +612,7 @@ int cmd_train(int argc, char **argv) {
     const char *path = NULL, *resume_dir = NULL, *experiment = NULL;
     bool retrain_target = false, cuda = false;
     int64_t stop_at = -1, steps_override = -1;
+    int gpus = 0, rank = -1, world = 0;  // --gpus N (launcher); --rank R --world N (a rank)
     target_args ta = {.F = 5, .H = 2, .L = 0, .d_embed = 4, .d_mlp = 6, .n_layers = 1, .act = RESID_MLP_RELU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -620,6 +633,9 @@ int cmd_train(int argc, char **argv) {
         else if (strcmp(a, "--retrain-target") == 0) retrain_target = true;
         else if (strcmp(a, "--steps") == 0 && has_value) steps_override = spd_arg_int(a, argv[++i], 1, 0x7fffffffL);
         else if (strcmp(a, "--stop-at") == 0 && has_value) stop_at = spd_arg_int(a, argv[++i], 0, 0x7fffffffL);
+        else if (strcmp(a, "--gpus") == 0 && has_value) gpus = (int)spd_arg_int(a, argv[++i], 1, SPD_DIST_MAX_WORLD);
+        else if (strcmp(a, "--rank") == 0 && has_value) rank = (int)spd_arg_int(a, argv[++i], 0, SPD_DIST_MAX_WORLD - 1);
+        else if (strcmp(a, "--world") == 0 && has_value) world = (int)spd_arg_int(a, argv[++i], 1, SPD_DIST_MAX_WORLD);
         else if (strcmp(a, "--device") == 0 && has_value) {
             const char *v = argv[++i];
             if (strcmp(v, "cuda") == 0) cuda = true;
@@ -713,6 +729,31 @@ int cmd_train(int argc, char **argv) {
     spd_train_options opt;
     options_from_config(&cfg, &opt);
     const int B = (int)cfg.batch_size;
+
+    // ---- data parallel (spd/dist.h, cli/launch.h): the launcher starts the ranks and waits;
+    // a rank joins the communicator before anything touches the GPU.
+    spd_dist *dist = NULL;
+    int64_t row0 = 0, rows = B;
+    bool writer = true;  // rank 0 (or a single process) prints, logs and checkpoints
+    if (gpus || rank >= 0 || world) {
+        if (!cuda) spd_die_input("train: --gpus: data parallel training needs --device cuda");
+        if ((rank >= 0) != (world > 0)) spd_die_input("train: --rank and --world go together");
+        if (rank >= 0 && gpus && gpus != world)
+            spd_die_input("train: --gpus %d and --world %d differ", gpus, world);
+        if (spd_dist_rows(B, rank >= 0 ? world : gpus, rank >= 0 ? rank : 0, "batch_size", &row0, &rows))
+            spd_die_input("%s: %s", path, spd_last_error());
+        if (!spd_dist_built()) spd_dist_init(0, 1, NULL);  // dies: built without NCCL
+        if (rank < 0) {
+            spd_config_free(&cfg);
+            if (rf) spd_st_close(rf);
+            return spd_launch_ranks(gpus, argc, argv);
+        }
+        spd_dist_id id;
+        if (spd_dist_id_from_hex(&id, getenv("SPD_NCCL_ID"))) spd_die_input("train --rank %d: %s", rank, spd_last_error());
+        dist = spd_dist_init(rank, world, &id);
+        opt.seed = spd_dist_rank_seed((uint64_t)cfg.seed, world, rank);  // SPD's seed_per_rank
+        writer = rank == 0;
+    }
 
     // 1. The target (frozen): its sizes from the file when there is one.
     spd_st_file *tf = NULL;
@@ -883,7 +924,10 @@ int cmd_train(int argc, char **argv) {
     }
     char file[4200];
     FILE *metrics;
-    if (resume_dir) metrics = metrics_for_resume(dir, r_logged ? r_step + 1 : r_step);
+    if (!writer) {  // data parallel rank > 0: no files (its stdout is /dev/null)
+        metrics = fopen("/dev/null", "w");
+        if (!metrics) spd_die("cannot open /dev/null: %s", strerror(errno));
+    } else if (resume_dir) metrics = metrics_for_resume(dir, r_logged ? r_step + 1 : r_step);
     else {
         make_dir(dir);
         snprintf(file, sizeof file, "%s/final_config.yaml", dir);
@@ -893,7 +937,8 @@ int cmd_train(int argc, char **argv) {
         if (!metrics) spd_die_input("cannot write %s: %s", file, strerror(errno));
     }
     snprintf(file, sizeof file, "%s/final_config.yaml", dir);
-    ckpt_ctx ck = {.spec = &spec, .tr = &tr, .cfg = &cfg, .dir = dir, .config_text = read_text(file),
+    ckpt_ctx ck = {.spec = &spec, .tr = &tr, .cfg = &cfg, .dir = dir,
+                   .config_text = writer ? read_text(file) : spd_calloc(1, 1),
                    .act_fn = task == SPD_TASK_TMS ? NULL : rcfg.act == RESID_MLP_GELU ? "gelu" : "relu",
                    .tied = n_ties ? "linear1:linear2" : "none", .metrics = metrics};
     if (!ck.config_text) spd_die_input("cannot read %s: %s", file, strerror(errno));
@@ -951,10 +996,15 @@ int cmd_train(int argc, char **argv) {
     if (rf) printf("resuming from %s (step %" PRId64 ", adam_t %" PRId64 ")\n", resume_file, r_step, tr.adam_t);
     fflush(stdout);
     // ---- eval (spd/eval.h): its own target instance and buffers; reads the trained tensors.
-    spd_evaluator *ev = spd_evaluator_new(&(spd_eval_setup){.cfg = &cfg, .trainer = &tr, .task = task,
-                                                            .model = task == SPD_TASK_TMS ? (void *)&tms : (void *)&rm,
-                                                            .data = &data, .out_dir = dir});
-    if (!ev) spd_die_input("%s: %s", path, spd_last_error());
+    // Data parallel: rank 0 (the writer) evaluates on its own; the other ranks wait at the
+    // next collective (within its timeout).
+    spd_evaluator *ev = NULL;
+    if (writer) {
+        ev = spd_evaluator_new(&(spd_eval_setup){.cfg = &cfg, .trainer = &tr, .task = task,
+                                                 .model = task == SPD_TASK_TMS ? (void *)&tms : (void *)&rm,
+                                                 .data = &data, .out_dir = dir});
+        if (!ev) spd_die_input("%s: %s", path, spd_last_error());
+    }
 
     // 4. Faithfulness warm-up (its own AdamW, discarded); not again on resume.
     if (cfg.faithfulness_warmup_steps > 0 && !rf) {
@@ -983,13 +1033,18 @@ int cmd_train(int argc, char **argv) {
     float *xf = NULL;
 #ifdef SPD_HAVE_CUDA
     if (cuda) {  // the GPU twin of this run, from the host's state after init / resume / warm-up
-        spd_gpu_run_config gc = {.kind = task == SPD_TASK_TMS ? SPD_GPU_TMS : SPD_GPU_RESID_MLP, .tms = tcfg, .resid_mlp = rcfg, .B = B, .opt = &opt,
+        spd_gpu_run_config gc = {.kind = task == SPD_TASK_TMS ? SPD_GPU_TMS : SPD_GPU_RESID_MLP, .tms = tcfg, .resid_mlp = rcfg, .B = (int)rows, .opt = &opt,
                                  .site = site, .C = C, .n = n_chosen, .tie_src = n_ties ? tie.src : -1,
-                                 .tie_tgt = n_ties ? tie.tgt : -1};
+                                 .tie_tgt = n_ties ? tie.tgt : -1, .dist = dist};
         gc.identity = spd_identity_patterns(&cfg, &gc.n_identity);
         gpu = spd_gpu_run_create(&gc);
         free((void *)gc.identity);
         spd_gpu_run_upload(gpu, &spec, tr.adam_t);
+        if (dist) {
+            spd_gpu_run_dist_broadcast_params(gpu);
+            printf("  %-26s %d ranks (NCCL), %" PRId64 " rows each, seed per rank seed * %d + rank\n", "data parallel",
+                   world, rows, world);
+        }
         xf = spd_malloc((size_t)B * F * sizeof *xf);
         printf("device: %s\n", spd_cuda_device_name());
     }
@@ -997,7 +1052,7 @@ int cmd_train(int argc, char **argv) {
     open_resume_file = NULL;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
+    sa.sa_handler = writer ? on_stop_signal : SIG_IGN;  // rank > 0: the launcher stops it after rank 0
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -1005,7 +1060,7 @@ int cmd_train(int argc, char **argv) {
     double t0 = now_s(), t_last = t0;
     int64_t last_step = start - 1;
     for (int64_t step = start; step <= cfg.steps; step++) {
-        if (gpu) gpu_step(gpu, &tr, &data, xf, step, B, F);
+        if (gpu) gpu_step(gpu, &tr, &data, xf, step, (int)rows, F, row0, dist);
         else {
             spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, B, x, NULL);
             spd_train_step_f64(&tr, step);
@@ -1013,7 +1068,8 @@ int cmd_train(int argc, char **argv) {
         check_finite(&tr, step);
         bool done_before = rf && step == start && r_logged;  // logged and saved before the resume
         bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
-        if (gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at)) gpu_sync(gpu, &tr, &spec);
+        if (gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at))
+            gpu_sync(gpu, &tr, &spec, dist, true);
         if (!done_before && step % cfg.train_log_freq == 0) {
             double lr = spd_schedule_value(&opt.lr, step, opt.steps);
             double t = now_s();
@@ -1024,11 +1080,11 @@ int cmd_train(int argc, char **argv) {
             last_step = step;
         }
         // ---- eval (spd/eval.h): after the log, before the checkpoint and the update (SPD's order).
-        if (!done_before && spd_eval_due(&cfg, step)) {
-            if (gpu) gpu_sync(gpu, &tr, &spec);  // the eval reads the host copy of the trained tensors
+        if (writer && !done_before && spd_eval_due(&cfg, step)) {
+            if (gpu) gpu_sync(gpu, &tr, &spec, dist, false);  // the eval reads the host copy of the trained tensors (no collective: rank 0 alone)
             if (spd_eval_log(ev, step, metrics)) spd_die_last_error();
         }
-        if (!done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
+        if (writer && !done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
         if (step == stop_at && step != cfg.steps) {
             printf("stopped at step %" PRId64 " (--stop-at): resume with spd train --resume %s\n", step, dir);
             break;
@@ -1038,7 +1094,7 @@ int cmd_train(int argc, char **argv) {
             else if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
             else spd_train_update_f64(&tr, step);
             if (stop_signal) {
-                if (gpu) gpu_sync(gpu, &tr, &spec);
+                if (gpu) gpu_sync(gpu, &tr, &spec, dist, !dist);
                 save_checkpoint(&ck, step + 1, false);
                 printf("interrupted by %s after step %" PRId64 ": saved model_%" PRId64 " and resume_%" PRId64
                        "; resume with spd train --resume %s\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step,
@@ -1070,6 +1126,7 @@ int cmd_train(int argc, char **argv) {
 #ifdef SPD_HAVE_CUDA
     spd_gpu_run_free(gpu);
 #endif
+    spd_dist_free(dist);
     free(xf);
     spd_trainer_free_f64(&tr);
     if (task == SPD_TASK_TMS) tms_free_f64(&tms);

@@ -97,6 +97,10 @@ static void time_steps(const bench_options *o, const bench_step *s, bench_result
 #else
         s->body(s->ctx);
 #endif
+#if SPD_REAL_ON_DEVICE
+        // Data parallel: DDP's mean of the gradients, where a real step pays for it.
+        if (o->allreduce) o->allreduce(o->allreduce_ctx, s->spec->grad, spd_spec_trained_elems(s->spec));
+#endif
         // AdamW stays outside the graph: its bias correction depends on the step.
         adamw_all(s->spec, step + 1);
         sync_backend();
@@ -205,8 +209,9 @@ static void run_full(const bench_options *o, bench_result *res, FILE *log) {
     spd_spec_init_values(&cm.spec, SPD_ROLE_TRAINED, o->seed + 1);
     llama_model *m = &cm.target;
     int32_t *tokens = spd_malloc((size_t)m->N * sizeof *tokens);
+    uint64_t first = (uint64_t)o->rank * (uint64_t)m->N;  // data parallel: this rank's slice of the global batch
     for (int n = 0; n < m->N; n++)
-        tokens[n] = (int32_t)(spd_philox_uniform_f64(o->seed, 1000003, (uint64_t)n) * cfg.vocab_size);
+        tokens[n] = (int32_t)(spd_philox_uniform_f64(o->seed, 1000003, first + (uint64_t)n) * cfg.vocab_size);
     spd_tensor_upload(&cm.spec, spd_spec_get(&cm.spec, "input.tokens"), tokens);
     free(tokens);
     fprintf(log, "decomposed modules: %d, C = %d\n", cm.n_modules, o->C);

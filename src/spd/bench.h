@@ -16,6 +16,13 @@ typedef struct {
     int steps, warmup;
     unsigned long long seed;
     bool graph;  // GPU: capture the step (zero grad, forward, loss, backward) as one CUDA graph
+    // Data parallel (spd bench full --gpus N, spd/dist.h): batch is this rank's rows
+    // (rank * batch * seq is its first token's global index); after the body and
+    // before AdamW, inside the timed region, `allreduce` averages the flat gradient
+    // buffer over the ranks (NULL: one process).
+    int rank;
+    void (*allreduce)(void *ctx, float *grad, size_t n);
+    void *allreduce_ctx;
 } bench_options;
 
 typedef struct {

@@ -454,6 +454,7 @@ static double pgd_term(spd_trainer *t, int64_t step, int term) {
             } else {
                 RFN(fill_value)(m->pgd_src, n, p->init == SPD_PGD_INIT_ONES ? 1 : 0);
             }
+            if (shared && o->coll) o->coll->broadcast(o->coll->ctx, m->pgd_src, n);  // data parallel: rank 0's
         }
         forward_spec f = {.mk = MASK_PGD, .term = term, .sample = sample, .only = layerwise ? run : -1,
                           .routed = routed, .shared = shared, .inner = true,
@@ -465,6 +466,7 @@ static double pgd_term(spd_trainer *t, int64_t step, int term) {
                 spd_train_module *m = &t->mods[l];
                 if (f.only >= 0 && f.only != l) continue;
                 long n = (long)pgd_width(t, m) * (shared ? 1 : N);
+                if (shared && o->coll) o->coll->allreduce_avg(o->coll->ctx, m->pgd_grad, n);  // data parallel
                 RFN(pgd_source_step)(m->pgd_src, m->pgd_grad, n, p->step_size);
             }
         }
@@ -575,8 +577,9 @@ static double importance_term(spd_trainer *t, int64_t step, const spd_train_term
         dci[l] = t->mods[l].tmp;
         C[l] = t->mods[l].comp.C;
     }
-    double v = RFN(importance_minimality_forward)(t->imp_sums, ci, C, n, N, p, c->eps, c->beta, 1.0);
-    RFN(importance_minimality_backward)(dci, ci, t->imp_sums, C, n, N, p, c->eps, c->beta, 1.0, tm->coeff);
+    double world = t->opt.world_size > 1 ? t->opt.world_size : 1.0;  // data parallel: SPD's local_sum x world
+    double v = RFN(importance_minimality_forward)(t->imp_sums, ci, C, n, N, p, c->eps, c->beta, world);
+    RFN(importance_minimality_backward)(dci, ci, t->imp_sums, C, n, N, p, c->eps, c->beta, world, tm->coeff);
     for (int l = 0; l < n; l++) RFN(add_inplace)(t->mods[l].dci_upper, dci[l], (int64_t)N * C[l]);
     free(ci);
     free(dci);

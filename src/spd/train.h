@@ -15,7 +15,7 @@
 // Embedding sites (LlamaSimple's wte) are decomposed with ci_fn_type mlp only
 // (SPD_SPEC.md 2.1): their CI input is a = V[tokens], tokens from target.tokens.
 // Not yet: tied components on the GPU (TMS with tied target weights), data
-// parallelism. The faithfulness warm-up is
+// parallelism (hooks: world_size and coll in the options, spd/dist.h). The faithfulness warm-up is
 // spd/faithfulness_warmup.h.
 //
 // Routing (subset terms) selects per position between a module's components
@@ -124,6 +124,15 @@ typedef struct {
 
 #define SPD_DRAW_ROUTING_K (-1)
 
+// Data parallelism's collectives inside a step (spd/dist.h; this backend's
+// memory): shared PGD sources are broadcast from rank 0 after their init and
+// their gradients averaged over ranks at each PGD step (SPD_SPEC.md 5.9).
+typedef struct {
+    void (*broadcast)(void *ctx, real *buf, long n);
+    void (*allreduce_avg)(void *ctx, real *buf, long n);
+    void *ctx;
+} spd_collectives;
+
 typedef struct {
     const spd_draw_source *draws;  // NULL: Philox
     spd_train_term terms[SPD_TRAIN_MAX_TERMS];  // the term index is its Philox stream's `term`
@@ -137,6 +146,9 @@ typedef struct {
     int n_mask_samples;  // S >= 1
     bool use_delta;      // use_delta_component
     uint64_t seed;       // mask seed (SPD's seed_per_rank; single process: config.seed)
+    // ---- data parallelism (spd/dist.h); zero / NULL: a single process
+    int world_size;              // importance minimality's beta term: local sums x world (SPD); 0 = 1
+    const spd_collectives *coll;  // shared PGD sources across ranks
     int64_t steps;       // total steps T (the schedule's and p-annealing's denominator)
     spd_schedule_config lr;
     double grad_clip_components, grad_clip_ci_fns;  // <= 0: no clipping

@@ -39,7 +39,13 @@ struct spd_gpu_run {
     spd_tied_pair tie;
     int n_ties;
     float *x;  // input.x on the device
+    spd_dist *dist;  // data parallel, or NULL
+    spd_collectives coll;
 };
+
+// ---- data parallel: the trainer's collectives over spd/dist.h
+static void coll_broadcast(void *ctx, float *buf, long n) { spd_dist_broadcast_f32(ctx, buf, (size_t)n); }
+static void coll_allreduce_avg(void *ctx, float *buf, long n) { spd_dist_allreduce_avg_f32(ctx, buf, (size_t)n); }
 
 // n draws from the host's source, rounded to float32 (the CPU's float32 trainer rounds them the same way).
 static void fill_from_host(void *ctx, float *out, long n, spd_rng_purpose purpose, int64_t step, int term, int sample,
@@ -87,6 +93,12 @@ spd_gpu_run *spd_gpu_run_create(const spd_gpu_run_config *c) {
         memcpy(&g->host, opt.draws, sizeof g->host);
         g->draws = (spd_draw_source){.fill = fill_from_host, .ctx = &g->host};
         opt.draws = &g->draws;
+    }
+    if (c->dist) {
+        g->dist = c->dist;
+        g->coll = (spd_collectives){.broadcast = coll_broadcast, .allreduce_avg = coll_allreduce_avg, .ctx = c->dist};
+        opt.coll = &g->coll;
+        opt.world_size = spd_dist_world(c->dist);
     }
     if (spd_trainer_declare_cuda(&g->tr, &g->spec, &opt, &tg, c->site, c->C, c->n))
         spd_die_input("train --device cuda: %s", spd_last_error());
@@ -145,9 +157,9 @@ void spd_gpu_run_set_input(spd_gpu_run *g, const float *x, int64_t n) {
     spd_device_upload(g->x, x, (size_t)n * sizeof(float));
 }
 
-bool spd_gpu_run_toy_batch(spd_gpu_run *g, const spd_toy_data *d, int64_t step, int B) {
+bool spd_gpu_run_toy_batch(spd_gpu_run *g, const spd_toy_data *d, int64_t step, int64_t row0, int B) {
     SPD_ASSERT(g->x);
-    return spd_toy_batch_cuda(d, (uint64_t)step, -1, 0, B, g->x) == 0;
+    return spd_toy_batch_cuda(d, (uint64_t)step, -1, row0, B, g->x) == 0;
 }
 
 void spd_gpu_run_set_tokens(spd_gpu_run *g, const int32_t *tokens, int64_t n) {
@@ -175,6 +187,37 @@ void spd_gpu_run_update(spd_gpu_run *g, int64_t step, double *norm_components, d
 }
 
 int64_t spd_gpu_run_adam_t(const spd_gpu_run *g) { return g->tr.adam_t; }
+
+// ---- data parallel (spd/dist.h)
+
+void spd_gpu_run_dist_broadcast_params(spd_gpu_run *g) {
+    SPD_ASSERT(g->dist);
+    spd_dist_broadcast_f32(g->dist, g->spec.buf[SPD_ROLE_TRAINED], spd_spec_trained_elems(&g->spec));
+}
+
+void spd_gpu_run_dist_ci(spd_gpu_run *g, int l, int what, double *out) {
+    SPD_ASSERT(g->dist && l >= 0 && l < g->tr.n_mods && what >= 0 && what <= 2);
+    const spd_train_module *m = &g->tr.mods[l];
+    const float *src = what == 0 ? m->pre : what == 1 ? m->ci_lower : m->ci_upper;
+    size_t n = (size_t)g->tr.target.N * m->comp.C, world = (size_t)spd_dist_world(g->dist);
+    float *all = spd_device_malloc(world * n * sizeof *all);
+    spd_dist_allgather_f32(g->dist, src, all, n);
+    copy_to_host_f64_cuda(out, all, (int64_t)(world * n));
+    spd_device_free(all);
+}
+
+void spd_gpu_run_dist_average(spd_gpu_run *g, double *values, double *total) {
+    SPD_ASSERT(g->dist);
+    // The TRAINED gradient mirror is one allocation (padding zero), so DDP's mean is one call.
+    spd_dist_allreduce_avg_f32(g->dist, g->spec.grad, spd_spec_trained_elems(&g->spec));
+    double v[SPD_TRAIN_MAX_TERMS + 1];
+    int n = g->tr.opt.n_terms;
+    for (int i = 0; i < n; i++) v[i] = values[i];
+    v[n] = *total;
+    spd_dist_allreduce_avg_host_f64(g->dist, v, (size_t)n + 1);
+    for (int i = 0; i < n; i++) values[i] = v[i];
+    *total = v[n];
+}
 
 void spd_gpu_run_free(spd_gpu_run *g) {
     if (!g) return;

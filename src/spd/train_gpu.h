@@ -20,6 +20,7 @@
 #include "models/resid_mlp.h"
 #include "models/tms.h"
 #include "models/toy_data.h"
+#include "spd/dist.h"
 
 typedef struct spd_gpu_run spd_gpu_run;
 
@@ -43,6 +44,7 @@ typedef struct {
     // host (the site indices above count them), n_identity patterns; NULL: none.
     const spd_module_pattern *identity;
     int n_identity;
+    spd_dist *dist;                   // data parallel (spd/dist.h; B is then this rank's rows), or NULL
 } spd_gpu_run_config;
 
 // Declares, allocates and binds the device run; dies with a message on error.
@@ -57,9 +59,10 @@ void spd_gpu_run_ci(spd_gpu_run *g, int l, int what, double *out);
 void spd_gpu_run_target_output(spd_gpu_run *g, double *out);
 // The batch x [n] (float32 host values) into the device's input.x.
 void spd_gpu_run_set_input(spd_gpu_run *g, const float *x, int64_t n);
-// The training batch of `step` drawn on the GPU straight into input.x (the host's
-// floats); false when the data's kind needs the host (then spd_gpu_run_set_input).
-bool spd_gpu_run_toy_batch(spd_gpu_run *g, const spd_toy_data *d, int64_t step, int B);
+// Rows row0 .. row0 + B - 1 of the training batch of `step` drawn on the GPU straight
+// into input.x (the host's floats); false when the data's kind needs the host (then
+// spd_gpu_run_set_input).
+bool spd_gpu_run_toy_batch(spd_gpu_run *g, const spd_toy_data *d, int64_t step, int64_t row0, int B);
 // LlamaSimple: token ids [n] into input.tokens.
 void spd_gpu_run_set_tokens(spd_gpu_run *g, const int32_t *tokens, int64_t n);
 // The faithfulness warm-up on the device (spd/faithfulness_warmup.h, the run's ties); its final loss.
@@ -69,6 +72,15 @@ double spd_gpu_run_step(spd_gpu_run *g, int64_t step, double *values);
 // The update after a step (ties through spd/tied.h); the group norms before clipping.
 void spd_gpu_run_update(spd_gpu_run *g, int64_t step, double *norm_components, double *norm_ci_fns);
 int64_t spd_gpu_run_adam_t(const spd_gpu_run *g);
+// ---- data parallel (config.dist set; spd/dist.h)
+// The trained values from rank 0 (DDP's broadcast at start; init is identical anyway).
+void spd_gpu_run_dist_broadcast_params(spd_gpu_run *g);
+// After spd_gpu_run_step, before spd_gpu_run_update: the flat gradient buffer
+// averaged over ranks (one all-reduce), and values [n_terms] and *total too.
+void spd_gpu_run_dist_average(spd_gpu_run *g, double *values, double *total);
+// spd_gpu_run_ci over the global batch: every rank's rows all-gathered in rank
+// order (out [world * N, C]); a collective: every rank calls it.
+void spd_gpu_run_dist_ci(spd_gpu_run *g, int l, int what, double *out);
 void spd_gpu_run_free(spd_gpu_run *g);
 
 #endif
