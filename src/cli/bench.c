@@ -53,6 +53,13 @@ static void record_command(int argc, char **argv) {
 }
 
 #ifdef SPD_HAVE_CUDA
+// A number for a RESULT line: fmt of v, or null when v is not finite (JSON has no inf).
+static const char *json_number(char *buf, size_t n, const char *fmt, double v) {
+    if (!isfinite(v)) snprintf(buf, n, "null");
+    else snprintf(buf, n, fmt, v);
+    return buf;
+}
+
 static int bench_gpu(const bench_options *opt, const char *kind, bool fused, spd_bench_precision prec_opt, bool ceilings) {
     bench_options o = *opt;
     spd_cuda_init();
@@ -79,13 +86,16 @@ static int bench_gpu(const bench_options *opt, const char *kind, bool fused, spd
     printf("  floor %.3f ms = max(FLOPs at the measured %s rate %.0f TFLOP/s: %.3f ms, bytes at the measured %.0f GB/s: "
            "%.3f ms); %.0f%% of it reached; loss %.6g\n",
            floor_ms, prec, tflops_peak, flop_floor, gbs_peak, byte_floor, 100.0 * floor_ms / r.median_ms, r.loss);
+    char j_tf[32], j_bw[32], j_fl[32];  // null, not inf, where --no-ceilings skipped a ceiling (valid JSON)
     printf("RESULT {\"bench\":\"%s\",\"device\":\"%s\",\"impl\":\"spd.c\",\"variant\":\"%s\",\"precision\":\"%s\","
            "\"d_in\":%d,\"d_out\":%d,\"C\":%d,\"batch\":%d,\"seq\":%d,\"steps\":%d,\"warmup\":%d,"
            "\"mean_ms\":%.4f,\"median_ms\":%.4f,\"min_ms\":%.4f,\"gflop_per_step\":%.4f,\"floor_bytes\":%.0f,"
-           "\"matmul_tflops\":%.2f,\"bandwidth_gbs\":%.1f,\"floor_ms\":%.4f,\"peak_mem_bytes\":%zu,\"loss\":%.8g,"
+           "\"matmul_tflops\":%s,\"bandwidth_gbs\":%s,\"floor_ms\":%s,\"peak_mem_bytes\":%zu,\"loss\":%.8g,"
            "\"commit\":\"%s\",\"command\":\"%s\"}\n",
            kind, gpu, mode, prec, o.d_in, o.d_out, o.C, o.batch, o.seq, o.steps, o.warmup, r.mean_ms, r.median_ms,
-           r.min_ms, r.flops / 1e9, bytes, tflops_peak, gbs_peak, floor_ms, spd_cuda_peak_bytes(), r.loss,
+           r.min_ms, r.flops / 1e9, bytes, json_number(j_tf, sizeof j_tf, "%.2f", tflops_peak),
+           json_number(j_bw, sizeof j_bw, "%.1f", gbs_peak), json_number(j_fl, sizeof j_fl, "%.4f", ceilings ? floor_ms : NAN),
+           spd_cuda_peak_bytes(), r.loss,
            spd_build_commit(), command_line);
     return 0;
 }
