@@ -794,13 +794,10 @@ int cmd_train(int argc, char **argv) {
 
     // Identity insertion (identity_module_info, models/identity_insertion.h): the
     // identities become sites after the model's, "<module>.pre_identity".
-    spd_module_pattern *id_pats = NULL;
-    int n_id_pats = cfg.has_identity_module_info ? cfg.identity_module_info.count : 0;
+    // Kept to the end: the GPU twin inserts the same identities.
+    int n_id_pats;
+    spd_module_pattern *id_pats = spd_identity_patterns(&cfg, &n_id_pats);
     if (n_id_pats) {
-        id_pats = spd_calloc((size_t)n_id_pats, sizeof *id_pats);
-        for (int i = 0; i < n_id_pats; i++)
-            id_pats[i] = (spd_module_pattern){cfg.identity_module_info.items[i].module_pattern,
-                                              (int)cfg.identity_module_info.items[i].C};
         int irc = task == SPD_TASK_TMS ? tms_insert_identity_f64(&tms, &spec, id_pats, n_id_pats)
                                        : resid_mlp_insert_identity_f64(&rm, &spec, id_pats, n_id_pats);
         if (irc) spd_die_input("%s: %s", path, spd_last_error());
@@ -825,7 +822,6 @@ int cmd_train(int argc, char **argv) {
     int n_pats = 0;
     spd_all_module_patterns(mi_pats, cfg.module_info.count, id_pats, n_id_pats, &pats, &n_pats);
     free(mi_pats);
-    free(id_pats);
     spd_module_choice *chosen = NULL;
     int n_chosen = 0;
     if (spd_select_modules(paths, tg.n_sites, pats, n_pats, &chosen, &n_chosen))
@@ -1036,9 +1032,9 @@ int cmd_train(int argc, char **argv) {
         spd_gpu_run_config gc = {.kind = task == SPD_TASK_TMS ? SPD_GPU_TMS : SPD_GPU_RESID_MLP, .tms = tcfg, .resid_mlp = rcfg, .B = (int)rows, .opt = &opt,
                                  .site = site, .C = C, .n = n_chosen, .tie_src = n_ties ? tie.src : -1,
                                  .tie_tgt = n_ties ? tie.tgt : -1, .dist = dist};
-        gc.identity = spd_identity_patterns(&cfg, &gc.n_identity);
+        gc.identity = id_pats;
+        gc.n_identity = n_id_pats;
         gpu = spd_gpu_run_create(&gc);
-        free((void *)gc.identity);
         spd_gpu_run_upload(gpu, &spec, tr.adam_t);
         if (dist) {
             spd_gpu_run_dist_broadcast_params(gpu);
@@ -1122,6 +1118,7 @@ int cmd_train(int argc, char **argv) {
     }
     free(ck.config_text);
     spd_evaluator_free(ev);  // eval (spd/eval.h)
+    free(id_pats);
     spd_toy_data_free(&data);
 #ifdef SPD_HAVE_CUDA
     spd_gpu_run_free(gpu);

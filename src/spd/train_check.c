@@ -421,24 +421,23 @@ static int config_error(const spd_st_file *f, const char *what) {
 // SPD's identity insertion (config.identity_module_info) into the declared target;
 // th->sites then ends with the inserted identities.
 static int insert_identities(const spd_st_file *f, const ref_header *h, target_holder *th, spd_spec *spec) {
-    const spd_module_info_list *l = &h->cfg.identity_module_info;
-    if (!h->cfg.has_identity_module_info || l->count == 0) return 0;
-    spd_module_pattern *p = spd_calloc((size_t)l->count, sizeof *p);
-    for (int i = 0; i < l->count; i++) p[i] = (spd_module_pattern){l->items[i].module_pattern, (int)l->items[i].C};
+    int n;
+    spd_module_pattern *p = spd_identity_patterns(&h->cfg, &n);
+    if (n == 0) return 0;
     int rc;
     switch (th->kind) {
     case TARGET_TMS:
-        rc = tms_insert_identity_f64(&th->tms, spec, p, l->count);
+        rc = tms_insert_identity_f64(&th->tms, spec, p, n);
         th->sites = th->tms.sites;
         th->n_sites = th->tms.n_sites + th->tms.n_identity;
         break;
     case TARGET_RESID_MLP:
-        rc = resid_mlp_insert_identity_f64(&th->rm, spec, p, l->count);
+        rc = resid_mlp_insert_identity_f64(&th->rm, spec, p, n);
         th->sites = th->rm.sites;
         th->n_sites = th->rm.n_sites + th->rm.n_identity;
         break;
     default:
-        rc = llama_insert_identity_f64(&th->ll, spec, p, l->count);
+        rc = llama_insert_identity_f64(&th->ll, spec, p, n);
         th->sites = th->ll.sites;
         th->n_sites = th->ll.n_sites + th->ll.n_identity;
         break;
