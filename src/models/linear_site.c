@@ -1,6 +1,9 @@
 #include "core/real.h"
 
 #include "models/linear_site.h"
+
+#include <string.h>
+
 #include "core/error.h"
 #include "ops/add.h"
 #include "ops/components.h"
@@ -35,6 +38,15 @@ static void target_dx(linear_site *s, real *dx, const real *dy, int N) {
         RFN(copy)(dx, dy, (int64_t)N * s->d_in);
     else
         RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out);
+}
+
+void RFN(site_init)(linear_site *s, const char *path, site_kind kind, int d_in, int d_out) {
+    memset(s, 0, sizeof *s);
+    SPD_ASSERT(strlen(path) < SPD_NAME_MAX);
+    strcpy(s->path, path);
+    s->kind = kind;
+    s->d_in = d_in;
+    s->d_out = d_out;
 }
 
 void RFN(site_delta_forward)(component_module *c) {

@@ -64,6 +64,10 @@ struct component_module {
     real *route_y, *route_dy, *route_dx;  // routing work: [N, d_out], [N, d_out], [N, d_in] (owner allocates)
 };
 
+// A site of the model's own (no weight, no components, no pre yet): path (shorter
+// than SPD_NAME_MAX), kind and sizes; the model points W at its tensor after bind.
+void RFN(site_init)(linear_site *s, const char *path, site_kind kind, int d_in, int d_out);
+
 // c->delta = W - W_comp in the target weight's own layout: linear W - (V U)^T
 // [d_out, d_in]; embedding W - V U [vocab, d]. c->ddelta is zeroed for the step.
 void RFN(site_delta_forward)(component_module *c);

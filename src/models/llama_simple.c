@@ -37,14 +37,6 @@ static real *get(const spd_spec *spec, const char *fmt, ...) {
     return data;
 }
 
-static void set_site(linear_site *s, const char *path, site_kind kind, int d_in, int d_out) {
-    memset(s, 0, sizeof *s);
-    SPD_ASSERT(strlen(path) < SPD_NAME_MAX);
-    strcpy(s->path, path);
-    s->kind = kind;
-    s->d_in = d_in;
-    s->d_out = d_out;
-}
 
 void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg, int B, int S,
                         bool untied_lm_head) {
@@ -63,8 +55,8 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
     m->layers = spd_calloc((size_t)L, sizeof *m->layers);
     m->wte_site = &m->sites[0];
     m->lm_head_site = &m->sites[m->n_sites - 1];
-    set_site(m->wte_site, "wte", SITE_EMBEDDING, (int)V, (int)d);
-    set_site(m->lm_head_site, "lm_head", SITE_LINEAR, (int)d, (int)V);
+    RFN(site_init)(m->wte_site, "wte", SITE_EMBEDDING, (int)V, (int)d);
+    RFN(site_init)(m->lm_head_site, "lm_head", SITE_LINEAR, (int)d, (int)V);
 
     add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, 0.02, SPD_SHAPE(V, d), "target_model.wte.weight");
     const int64_t site_shape[LLAMA_SITES_PER_LAYER][2] = {{d, d}, {kvd, d}, {kvd, d}, {d, d},
@@ -77,7 +69,7 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
             char path[SPD_NAME_MAX];
             snprintf(path, sizeof path, "h.%d.%s", l, site_names[k]);
             ly->sites[k] = &m->sites[1 + LLAMA_SITES_PER_LAYER * l + k];
-            set_site(ly->sites[k], path, SITE_LINEAR, (int)site_shape[k][1], (int)site_shape[k][0]);
+            RFN(site_init)(ly->sites[k], path, SITE_LINEAR, (int)site_shape[k][1], (int)site_shape[k][0]);
             add(spec, SPD_ROLE_FROZEN, SPD_INIT_NORMAL, k == LLAMA_O ? o_std : lin_std, 2, site_shape[k],
                 "target_model.%s.weight", path);
         }

@@ -57,14 +57,6 @@ static real *grad_or_null(const spd_spec *spec, const spd_tensor *t) {
     return t->role == SPD_ROLE_TRAINED ? (real *)spd_spec_grad(spec, t) : NULL;
 }
 
-static void set_site(linear_site *s, const char *path, int d_in, int d_out) {
-    memset(s, 0, sizeof *s);
-    SPD_ASSERT(strlen(path) < SPD_NAME_MAX);
-    strcpy(s->path, path);
-    s->kind = SITE_LINEAR;
-    s->d_in = d_in;
-    s->d_out = d_out;
-}
 
 void RFN(resid_mlp_declare)(resid_mlp_model *m, spd_spec *spec, const resid_mlp_config *cfg,
                             const resid_mlp_options *opt) {
@@ -96,11 +88,11 @@ void RFN(resid_mlp_declare)(resid_mlp_model *m, spd_spec *spec, const resid_mlp_
     for (int i = 0; i < L; i++) {
         char path[SPD_NAME_MAX];
         snprintf(path, sizeof path, "layers.%d.mlp_in", i);
-        set_site(&m->sites[RESID_MLP_IN(i)], path, (int)D, (int)M);
+        RFN(site_init)(&m->sites[RESID_MLP_IN(i)], path, SITE_LINEAR, (int)D, (int)M);
         add(spec, role, SPD_SHAPE(M, D), "%s%s.weight", prefix, path);
         if (cfg->in_bias) add(spec, role, SPD_SHAPE(M), "%s%s.bias", prefix, path);
         snprintf(path, sizeof path, "layers.%d.mlp_out", i);
-        set_site(&m->sites[RESID_MLP_OUT(i)], path, (int)M, (int)D);
+        RFN(site_init)(&m->sites[RESID_MLP_OUT(i)], path, SITE_LINEAR, (int)M, (int)D);
         add(spec, role, SPD_SHAPE(D, M), "%s%s.weight", prefix, path);
         if (cfg->out_bias) add(spec, role, SPD_SHAPE(D), "%s%s.bias", prefix, path);
     }

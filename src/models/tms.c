@@ -47,14 +47,6 @@ static real *grad_or_null(const spd_spec *spec, const spd_tensor *t) {
     return t->role == SPD_ROLE_TRAINED ? (real *)spd_spec_grad(spec, t) : NULL;
 }
 
-static void set_site(linear_site *s, const char *path, int d_in, int d_out) {
-    memset(s, 0, sizeof *s);
-    SPD_ASSERT(strlen(path) < SPD_NAME_MAX);
-    strcpy(s->path, path);
-    s->kind = SITE_LINEAR;
-    s->d_in = d_in;
-    s->d_out = d_out;
-}
 
 static bool hidden_fixed(const tms_model *m) { return m->opt.hidden != TMS_HIDDEN_DEFAULT; }
 
@@ -76,15 +68,15 @@ void RFN(tms_declare)(tms_model *m, spd_spec *spec, const tms_config *cfg, const
 
     const spd_role role = opt->train ? SPD_ROLE_TRAINED : SPD_ROLE_FROZEN;
     const spd_role hidden_role = hidden_fixed(m) ? SPD_ROLE_FROZEN : role;
-    set_site(&m->sites[TMS_LINEAR1], "linear1", (int)F, (int)H);
-    set_site(&m->sites[TMS_LINEAR2], "linear2", (int)H, (int)F);
+    RFN(site_init)(&m->sites[TMS_LINEAR1], "linear1", SITE_LINEAR, (int)F, (int)H);
+    RFN(site_init)(&m->sites[TMS_LINEAR2], "linear2", SITE_LINEAR, (int)H, (int)F);
     add(spec, role, SPD_SHAPE(H, F), "%slinear1.weight", prefix);
     add(spec, role, SPD_SHAPE(F, H), "%slinear2.weight", prefix);
     add(spec, role, SPD_SHAPE(F), "%slinear2.bias", prefix);
     for (int i = 0; i < L; i++) {
         char path[SPD_NAME_MAX];
         snprintf(path, sizeof path, "hidden_layers.%d", i);
-        set_site(&m->sites[TMS_HIDDEN0 + i], path, (int)H, (int)H);
+        RFN(site_init)(&m->sites[TMS_HIDDEN0 + i], path, SITE_LINEAR, (int)H, (int)H);
         add(spec, hidden_role, SPD_SHAPE(H, H), "%s%s.weight", prefix, path);
     }
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "input.x");
