@@ -1064,8 +1064,8 @@ int cmd_train(int argc, char **argv) {
         check_finite(&tr, step);
         bool done_before = rf && step == start && r_logged;  // logged and saved before the resume
         bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
-        if (gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at))
-            gpu_sync(gpu, &tr, &spec, dist, true);
+        bool synced = gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at);
+        if (synced) gpu_sync(gpu, &tr, &spec, dist, true);
         if (!done_before && step % cfg.train_log_freq == 0) {
             double lr = spd_schedule_value(&opt.lr, step, opt.steps);
             double t = now_s();
@@ -1077,7 +1077,8 @@ int cmd_train(int argc, char **argv) {
         }
         // ---- eval (spd/eval.h): after the log, before the checkpoint and the update (SPD's order).
         if (writer && !done_before && spd_eval_due(&cfg, step)) {
-            if (gpu) gpu_sync(gpu, &tr, &spec, dist, false);  // the eval reads the host copy of the trained tensors (no collective: rank 0 alone)
+            // The eval reads the host copy of the trained tensors (no collective: rank 0 alone).
+            if (gpu && !synced) gpu_sync(gpu, &tr, &spec, dist, false);
             if (spd_eval_log(ev, step, metrics)) spd_die_last_error();
         }
         if (writer && !done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
