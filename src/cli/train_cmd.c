@@ -556,7 +556,9 @@ static FILE *metrics_for_resume(const char *dir, int64_t keep_below) {
 static volatile sig_atomic_t stop_signal = 0;
 // The open resume file, reachable from here while an input error (spd_die_input:
 // exit 2) may end the run with it open, so that LeakSanitizer does not count it.
-static spd_st_file *open_resume_file;
+// volatile: the pointer is only ever stored, and a plain static's stores may be
+// optimised away (then the sanitizer build exited 1 or 2 by chance).
+static spd_st_file *volatile open_resume_file;
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
 // ---------------------------------------------------------------- the command
