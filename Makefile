@@ -137,6 +137,13 @@ $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
+# Kernels on Hopper's arch-specific instructions (wgmma) exist only as sm_90a code,
+# so no plain sm_90 build of them can be picked on an H100.
+$(BUILD)/obj/src/cuda/%_sm90.o: src/cuda/%_sm90.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(filter-out -gencode=arch=compute_90%,$(NVCCFLAGS)) -gencode=arch=compute_90a,code=sm_90a \
+	    -MMD -MP -c -o $@ $<
+
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libspd.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libspd.a $(LDLIBS)

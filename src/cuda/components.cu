@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
+#include "cuda/masked_gemm_sm90.h"
 
 extern "C" {
 #include "core/real.h"
@@ -353,20 +354,35 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     }
     const bool pin = pad_width(d_in, N, C), pout = pad_width(d_out, N, C);
     const int Dp = pad4(d_in), Op = pad4(d_out);
+    const int K = pin ? Dp : d_in;
+    // The masked product (wgmma): a and a * mask from one pass, V read transposed.
+    const bool wg = mask && masked_gemm_sm90_ok(N, C, K, pin ? NULL : x, K, NULL, K, mask, NULL, a, scratch, NULL);
     temp_arena t;
     arena_open(&t, (pin ? arena_bytes((long long)N * Dp) + arena_bytes((long long)Dp * C) : 0) +
-                       (pout ? arena_bytes((long long)N * Op) + arena_bytes((long long)C * Op) : 0));
+                       (pout ? arena_bytes((long long)N * Op) + arena_bytes((long long)C * Op) : 0) +
+                       (wg ? arena_bytes((long long)C * K) : 0));
     // The first product's operands: x [N, K] (row stride K) and V [K, C], padded or as given.
     const float *xk = x, *Vk = V;
-    const int K = pin ? Dp : d_in;
     if (pin) {
-        float *x_p = arena_take(&t, (long long)N * Dp), *V_p = arena_take(&t, (long long)Dp * C);
+        float *x_p = arena_take(&t, (long long)N * Dp);
         copy2d(x_p, Dp, N, Dp, x, d_in, N, d_in, 0);
-        copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
-        xk = x_p, Vk = V_p;
+        xk = x_p;
+        if (!wg) {
+            float *V_p = arena_take(&t, (long long)Dp * C);
+            copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
+            Vk = V_p;
+        }
     }
-    matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
-    const float *am = masked_acts(scratch, a, mask, (long long)N * C);
+    const float *am;
+    if (wg) {
+        float *Vt = arena_take(&t, (long long)C * K);  // [C, K], zero beyond d_in
+        transpose_pad_cuda(Vt, K, V, C, d_in, C);
+        masked_gemm_sm90(N, C, K, xk, K, Vt, K, mask, NULL, a, scratch, NULL);
+        am = scratch;
+    } else {
+        matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
+        am = masked_acts(scratch, a, mask, (long long)N * C);
+    }
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
         matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
@@ -437,10 +453,15 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
         const int K = pout ? Op : d_out;
         float *h = scratch;
-        matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
-        if (reuse && mask) {
+        if (reuse && mask &&
+            masked_gemm_sm90_ok(N, C, K, dk, K, Uk, K, mask, dmask ? a : NULL, NULL, h, dmask)) {
+            // g_a = h * mask and dmask = h * a straight from the product's registers: h is never stored.
+            masked_gemm_sm90(N, C, K, dk, K, Uk, K, mask, dmask ? a : NULL, NULL, h, dmask);
+        } else if (reuse && mask) {
+            matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
             mask_grads(dmask, h, a, mask, NC);  // one pass: dmask = h * a, h becomes g_a
         } else {
+            matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
             if (dmask) mul(dmask, h, a, NC);
             if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
         }

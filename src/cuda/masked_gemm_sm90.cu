@@ -1,0 +1,227 @@
+// The masked TF32 product of masked_gemm_sm90.h on wgmma. Built for sm_90a only
+// (Makefile: *_sm90.cu), so the kernel exists only where the instructions do.
+//
+// Design (dev/kernels/wgmma_masked/NOTES.md): a 128 x 128 output tile per CTA, two
+// warpgroups of 64 x 128 (wgmma m64n128k8, both operands from shared memory, K-major
+// as TF32 requires), K in chunks of 32 floats (one 128-byte row per tile row, stored
+// with the 128-byte swizzle that the wgmma descriptors describe), loaded with cp.async
+// three chunks deep; 96 KB of shared memory so that two CTAs share an SM and one's
+// epilogue (the mask read and the stores: the bulk of the bytes) overlaps the
+// other's products. Operands are read as TF32 by truncation, as cuBLAS's sm90
+// TF32 kernels read them.
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_common.h"
+#include "cuda/masked_gemm_sm90.h"
+
+#define MG_BM 128
+#define MG_BN 128
+#define MG_BK 32  // floats: one 128-byte swizzle row
+#define MG_STAGES 3
+#define MG_THREADS 256
+#define MG_TILE_BYTES (MG_BM * MG_BK * 4)  // 16 KB, A and B tiles alike (MG_BM == MG_BN)
+#define MG_STAGE_BYTES (2 * MG_TILE_BYTES)
+#define MG_SMEM_BYTES (MG_STAGES * MG_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
+#define MG_MAX_K 512
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MG_HAVE_WGMMA 1
+#endif
+
+#ifdef MG_HAVE_WGMMA
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
+static __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(16 >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 | 1ull << 62;
+}
+
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+// d [64 x 128 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
+static __device__ __forceinline__ void wgmma_m64n128k8(float *d, uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n"
+        "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+        "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, "
+        "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, 1, 1, 1;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b));
+}
+
+// One K chunk of a [128, K] row-major operand (rows from row0, columns from k0) into a
+// swizzled tile: 16-byte piece c of tile row r lands at piece c ^ (r % 8) of that row.
+// Rows >= rows and columns >= K are zero-filled.
+static __device__ __forceinline__ void load_tile(uint32_t tile, const float *src, int ld, int row0, int rows, int k0,
+                                                 int K) {
+#pragma unroll
+    for (int i = 0; i < MG_BM * MG_BK / 4 / MG_THREADS; i++) {
+        const int q = threadIdx.x + i * MG_THREADS, r = q >> 3, c = q & 7;
+        const int row = row0 + r, k = k0 + 4 * c;
+        const bool valid = row < rows && k < K;
+        const float *p = valid ? src + (long long)row * ld + k : src;
+        cp_async16(tile + r * 128 + ((c ^ (r & 7)) << 4), p, valid);
+    }
+}
+#endif
+
+static __global__ void __launch_bounds__(MG_THREADS, 2)
+    masked_gemm_kernel(int M, int N, int K, const float *__restrict__ A, int lda, const float *__restrict__ B, int ldb,
+                       const float *__restrict__ mask, const float *__restrict__ aux, float *__restrict__ o_plain,
+                       float *__restrict__ o_mask, float *__restrict__ o_aux) {
+#ifdef MG_HAVE_WGMMA
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t smem = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
+    const int m0 = blockIdx.y * MG_BM, n0 = blockIdx.x * MG_BN;
+    const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg .. 64 wg + 63 of the tile
+    const int nk = (K + MG_BK - 1) / MG_BK;
+
+    float d[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) d[i] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < MG_STAGES - 1; s++) {
+        if (s < nk) {
+            load_tile(smem + s * MG_STAGE_BYTES, A, lda, m0, M, s * MG_BK, K);
+            load_tile(smem + s * MG_STAGE_BYTES + MG_TILE_BYTES, B, ldb, n0, N, s * MG_BK, K);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    }
+    for (int kt = 0; kt < nk; kt++) {
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(MG_STAGES - 2));
+        // cp.async wrote through the generic proxy; the tensor cores read through the async one.
+        asm volatile("fence.proxy.async.shared::cta;\n" ::);
+        __syncthreads();
+        const int next = kt + MG_STAGES - 1;  // its stage was read at kt - 1, finished by every warpgroup
+        if (next < nk) {
+            const uint32_t st = smem + (next % MG_STAGES) * MG_STAGE_BYTES;
+            load_tile(st, A, lda, m0, M, next * MG_BK, K);
+            load_tile(st + MG_TILE_BYTES, B, ldb, n0, N, next * MG_BK, K);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+        const uint32_t a_tile = smem + (kt % MG_STAGES) * MG_STAGE_BYTES + wg * (64 * 128);
+        const uint32_t b_tile = smem + (kt % MG_STAGES) * MG_STAGE_BYTES + MG_TILE_BYTES;
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int kk = 0; kk < MG_BK / 8; kk++)  // k8 steps: 32 bytes further along the swizzled rows
+            wgmma_m64n128k8(d, smem_desc(a_tile + 32 * kk), smem_desc(b_tile + 32 * kk));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    }
+
+    // Epilogue. Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w ..
+    // 16 w + 15; lane l holds rows l / 4 and l / 4 + 8, columns 8 j + 2 (l % 4) + {0, 1}
+    // as d[4 j + 2 i + {0, 1}] for row half i.
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int row_base = m0 + 64 * wg + 16 * warp + (lane >> 2);
+    const int col_base = n0 + 2 * (lane & 3);
+#pragma unroll
+    for (int j0 = 0; j0 < 16; j0 += 4) {  // four column blocks at a time: 8 loads in flight per input
+        float2 mv[4][2], av[4][2];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int row = row_base + 8 * i, col = col_base + 8 * (j0 + j);
+                const bool in = row < M && col < N;
+                const long long o = (long long)row * N + col;
+                mv[j][i] = mask && in ? __ldg((const float2 *)(mask + o)) : make_float2(1.0f, 1.0f);
+                av[j][i] = aux && in ? __ldg((const float2 *)(aux + o)) : make_float2(0.0f, 0.0f);
+            }
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int row = row_base + 8 * i, col = col_base + 8 * (j0 + j);
+                if (row >= M || col >= N) continue;
+                const long long o = (long long)row * N + col;
+                const float2 v = make_float2(d[4 * (j0 + j) + 2 * i], d[4 * (j0 + j) + 2 * i + 1]);
+                if (o_plain) *(float2 *)(o_plain + o) = v;
+                if (o_mask) *(float2 *)(o_mask + o) = make_float2(v.x * mv[j][i].x, v.y * mv[j][i].y);
+                if (o_aux) *(float2 *)(o_aux + o) = make_float2(v.x * av[j][i].x, v.y * av[j][i].y);
+            }
+    }
+#endif
+}
+
+static bool env_on(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_WGMMA");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    return env;
+}
+
+static bool device_is_sm90(void) {
+    static int sm90 = -1;
+    if (sm90 < 0) {
+        int dev = 0, major = 0, minor = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+        sm90 = major == 9 && minor == 0;
+        if (sm90)
+            CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            MG_SMEM_BYTES));
+    }
+    return sm90;
+}
+
+static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }
+
+extern "C" bool masked_gemm_sm90_ok(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                    const float *mask, const float *aux, const float *o_plain, const float *o_mask,
+                                    const float *o_aux) {
+    if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
+        return false;
+    if (M <= 0 || N <= 0 || K <= 0 || K > MG_MAX_K || K % 4 || lda % 4 || ldb % 4 || N % 2) return false;
+    if (!aligned(A, 16) || !aligned(B, 16)) return false;
+    const float *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
+    for (int i = 0; i < 5; i++)
+        if (mn[i] && !aligned(mn[i], 8)) return false;
+    return device_is_sm90();
+}
+
+extern "C" void masked_gemm_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                 const float *mask, const float *aux, float *o_plain, float *o_mask, float *o_aux) {
+    const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
+    masked_gemm_kernel<<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(M, N, K, A, lda, B, ldb, mask, aux,
+                                                                                o_plain, o_mask, o_aux);
+    CUDA_CHECK_LAUNCH();
+}
+
+// dst [c, k] = src [k, c] for k < rows, 0 for rows <= k < ldd; 32 x 32 tiles through shared memory.
+static __global__ void transpose_pad_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    __shared__ float t[32][33];
+    const int k0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int k = k0 + i, c = c0 + threadIdx.x;
+        t[i][threadIdx.x] = k < rows && c < cols ? src[(long long)k * lds + c] : 0.0f;
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int c = c0 + i, k = k0 + threadIdx.x;
+        if (c < cols && k < ldd) dst[(long long)c * ldd + k] = t[threadIdx.x][i];
+    }
+}
+
+extern "C" void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    if (cols <= 0 || ldd <= 0) return;
+    const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((ldd + 31) / 32)), block(32, 8);
+    transpose_pad_kernel<<<grid, block, 0, spd_cuda_stream()>>>(dst, ldd, src, lds, rows, cols);
+    CUDA_CHECK_LAUNCH();
+}
