@@ -280,6 +280,9 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
                                     const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
                                     int C, int d_out, float *scratch) {
     const long long NC = (long long)N * C;
+    float *a_tmp = NULL;  // a == NULL (no mask gradients): the float32 product still needs a home
+    if (!a) CUDA_CHECK(cudaMallocAsync((void **)&a_tmp, (size_t)NC * sizeof(float) + 16, spd_cuda_stream()));
+    if (!a) a = a_tmp;
     matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
     float beta = 0;
     if (delta) {
@@ -297,6 +300,7 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
         CUDA_CHECK_LAUNCH();
     }
     matmul_cuda_ld_bf16(out, scratch, true, U, false, N, d_out, C, false, false, 1, beta, C, d_out, d_out);
+    if (a_tmp) CUDA_CHECK(cudaFreeAsync(a_tmp, spd_cuda_stream()));
 }
 
 static void components_backward_bf16(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
@@ -348,6 +352,7 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
 extern "C" void components_forward_cuda(float *out, float *a, const float *x, const float *V, const float *U,
                                         const float *mask, const float *delta, const float *delta_mask, int N,
                                         int d_in, int C, int d_out, float *scratch) {
+    SPD_ASSERT(a || (mask && fused_mode()));
     if (bf16_acts(C, scratch)) {
         components_forward_bf16(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch);
         return;
@@ -379,9 +384,12 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
         transpose_pad_cuda(Vt, K, V, C, d_in, C);
         masked_gemm_sm90(N, C, K, xk, K, Vt, K, mask, NULL, a, scratch, NULL);
         am = scratch;
-    } else {
+    } else if (a) {
         matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
         am = masked_acts(scratch, a, mask, (long long)N * C);
+    } else {  // no mask gradients: the product straight into scratch, masked in place
+        matmul_cuda_ld(scratch, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
+        am = masked_acts(scratch, scratch, mask, (long long)N * C);
     }
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it

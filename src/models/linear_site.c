@@ -12,6 +12,19 @@
 #include "ops/linear.h"
 #include "ops/transfer.h"
 #include "ops/routing.h"
+#if SPD_REAL_ON_DEVICE
+#include "cuda/backend.h"
+#endif
+
+// Where the forward saves a = x @ V. Only the mask gradient reads it when a mask is
+// given; the GPU's fused mode then skips that N x C write for modules without one
+// (ops/components.h).
+static real *saved_acts(component_module *c) {
+#if SPD_REAL_ON_DEVICE
+    if (c->mask && !c->dmask && spd_cuda_mode_get() == SPD_CUDA_FUSED) return NULL;
+#endif
+    return c->a;
+}
 
 static void components_out(linear_site *s, component_module *c, real *y, const real *x, const int32_t *tokens,
                            int N) {
@@ -19,8 +32,8 @@ static void components_out(linear_site *s, component_module *c, real *y, const r
         RFN(embedding_components_forward)(y, c->a, tokens, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL,
                                           c->delta_mask, N, s->d_in, c->C, s->d_out, c->scratch);
     else
-        RFN(components_forward)(y, c->a, x, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL, c->delta_mask, N,
-                                s->d_in, c->C, s->d_out, c->scratch);
+        RFN(components_forward)(y, saved_acts(c), x, c->V, c->U, c->mask, c->delta_mask ? c->delta : NULL,
+                                c->delta_mask, N, s->d_in, c->C, s->d_out, c->scratch);
 }
 
 static void target_out(linear_site *s, real *y, const real *x, const int32_t *tokens, int N) {

@@ -14,6 +14,9 @@
 // for backward), out = (a * mask) @ U [N, d_out].
 // With delta [d_out, d_in] and delta_mask [N]: out[n] += delta_mask[n] * (x[n] @ delta^T).
 // mask NULL means all ones. scratch [N, C].
+// The CUDA backend in --mode fused also takes a == NULL when mask is given and the
+// backward will be called with dmask NULL (a is then read by nothing): a is not
+// written (linear_site.c passes NULL for modules without mask gradients).
 void RFN(components_forward)(real *out, real *a, const real *x, const real *V, const real *U, const real *mask,
                              const real *delta, const real *delta_mask, int N, int d_in, int C, int d_out,
                              real *scratch);

@@ -130,7 +130,12 @@ static void linear_prepare(void *p, int step) {
 static void linear_body(void *p) {
     linear_ctx *c = p;
     spd_spec_zero_grad(c->spec);
-    RFN(components_forward)(c->y, c->a, c->x, c->V, c->U, c->mask, NULL, NULL, c->N, c->din, c->C, c->dout,
+    // The seed's masks take no gradient: the GPU's fused mode does not save a (ops/components.h).
+    real *a = c->a;
+#if SPD_REAL_ON_DEVICE
+    if (spd_cuda_mode_get() == SPD_CUDA_FUSED) a = NULL;
+#endif
+    RFN(components_forward)(c->y, a, c->x, c->V, c->U, c->mask, NULL, NULL, c->N, c->din, c->C, c->dout,
                             c->scratch);
     RFN(mse_loss_forward)(c->loss, c->y, c->target, (int64_t)c->N * c->dout);
     RFN(mse_loss_backward)(c->dy, c->y, c->target, (int64_t)c->N * c->dout);

@@ -355,6 +355,34 @@ static void test_components(int N, int d_in, int C, int d_out, bool use_mask, bo
     free_all();
 }
 
+// Fused mode without mask gradients: the forward gets a == NULL (nothing saves
+// a = x @ V), the backward dmask == NULL; outputs and gradients as the CPU's.
+static void test_components_no_acts(int N, int d_in, int C, int d_out) {
+    char tag[160], name[256];
+    snprintf(tag, sizeof tag, "N=%d d_in=%d C=%d d_out=%d, a not saved (%s)", N, d_in, C, d_out,
+             spd_cuda_matmul_precision_name());
+    pair x = input((long)N * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
+    pair U = input((long)C * d_out, -0.1f, 0.1f), mask = input((long)N * C, 0, 1);
+    pair out = output((long)N * d_out), a = output((long)N * C), scratch = output((long)N * C);
+    components_forward_f32(out.h, a.h, x.h, V.h, U.h, mask.h, NULL, NULL, N, d_in, C, d_out, scratch.h);
+    components_forward_cuda(out.d, NULL, x.d, V.d, U.d, mask.d, NULL, NULL, N, d_in, C, d_out, scratch.d);
+    snprintf(name, sizeof name, "components_forward out %s", tag);
+    check(name, out);
+    pair dout = input((long)N * d_out, -1, 1), dx = output((long)N * d_in);
+    pair dV = accum((long)d_in * C), dU = accum((long)C * d_out);
+    components_backward_f32(dx.h, dV.h, dU.h, NULL, NULL, NULL, dout.h, x.h, a.h, V.h, U.h, mask.h, NULL, NULL, N,
+                            d_in, C, d_out, scratch.h);
+    components_backward_cuda(dx.d, dV.d, dU.d, NULL, NULL, NULL, dout.d, x.d, NULL, V.d, U.d, mask.d, NULL, NULL, N,
+                             d_in, C, d_out, scratch.d);
+    const pair outs[] = {dx, dV, dU};
+    const char *names[] = {"dx", "dV", "dU"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "components_backward %s %s", names[i], tag);
+        check(name, outs[i]);
+    }
+    free_all();
+}
+
 static void test_weight_delta(void) {
     const int d_in = 341, C = 1200, d_out = 257;
     pair W = input((long)d_out * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
@@ -793,6 +821,7 @@ int main(void) {
     test_components(1024, 128, 1200, 341, true, false, false, 0);
     test_components(7, 5, 3, 11, true, true, true, 0);
     test_components(1, 1, 1, 1, false, true, false, 1);
+    test_components_no_acts(4096, 341, 1200, 257);
     test_graph_capture();
     // TF32 in fused mode (cuBLASLt TF32 with tuned algorithms, padded 341-wide
     // operands), checked against fp32 at the TF32 bound.
@@ -808,6 +837,8 @@ int main(void) {
     test_components(4096, 341, 1200, 128, true, false, true, 0);
     test_components(4099, 96, 1202, 128, true, true, true, 1);  // partial tiles in M and N
     test_components(4096, 128, 1200, 128, true, false, false, 2);
+    test_components_no_acts(4096, 128, 1200, 64);
+    test_components_no_acts(4099, 341, 1202, 128);
     test_graph_capture();
     // bf16 operands, float32 accumulation: unfused (every operand rounded by the
     // product) and fused (mask passes write the bf16 operands), at the bf16 bound.
@@ -828,6 +859,7 @@ int main(void) {
         test_components(1024, 128, 1200, 341, true, false, false, 0);
         test_components(4099, 96, 1202, 128, true, true, true, 1);  // C % 8 != 0: rounded by the products
         test_components(7, 5, 3, 11, true, true, true, 0);
+        if (fused) test_components_no_acts(4096, 341, 1200, 128);
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
         test_weight_delta();
         test_graph_capture();
