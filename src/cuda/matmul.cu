@@ -6,7 +6,8 @@
 // shape, leading dimensions, pointer alignment and precision; during graph capture
 // nothing can be timed, so an uncached shape there takes the heuristic's first
 // candidate. Products under 2^24 multiply-adds keep cublasSgemm. SPD_CUDA_GEMM=sgemm in the environment keeps cublasSgemm in fused mode
-// (for measuring what the tuning buys). Products with a long K and a small output
+// (for measuring what the tuning buys); SPD_CUDA_GEMM_CANDIDATES=N times the top N
+// candidates (default 32). Products with a long K and a small output
 // (the weight gradients) may run split over K: see "explicit split-K" below.
 // bf16 precision (SPD's autocast_bf16): every product runs on cuBLASLt with bf16
 // A and B, float32 C and D, CUBLAS_COMPUTE_32F. A float32 operand is rounded to a
@@ -35,7 +36,26 @@ static __global__ void scale_kernel(float *C, int M, int N, int ldc, float beta)
     *c = beta == 0.0f ? 0.0f : beta * *c;
 }
 
-#define N_CANDIDATES 8  // the heuristic's top candidates timed per shape
+#define MAX_CANDIDATES 64
+
+// How many of the heuristic's candidates are timed per shape: SPD_CUDA_GEMM_CANDIDATES
+// (1 to 64, default 32; the top 8 alone missed faster kernels for the weight gradients).
+static int n_candidates(void) {
+    static int n = 0;
+    if (!n) {
+        n = 32;
+        const char *e = getenv("SPD_CUDA_GEMM_CANDIDATES");
+        if (e) {
+            char *end;
+            const long v = strtol(e, &end, 10);
+            if (end == e || *end || v < 1 || v > MAX_CANDIDATES)
+                spd_die_input("SPD_CUDA_GEMM_CANDIDATES: expected an integer from 1 to %d, found \"%s\"",
+                              MAX_CANDIDATES, e);
+            n = (int)v;
+        }
+    }
+    return n;
+}
 
 static int align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -138,10 +158,10 @@ static void lt_call_run(void *c) {
 // gets its time (1e30 when not timed). false when the heuristic has nothing.
 static bool lt_pick(const lt_problem *p, bool may_time, float *out, const void *A, const void *B, void *ws,
                     size_t ws_bytes, cublasLtMatmulAlgo_t *best, float *best_ms) {
-    cublasLtMatmulHeuristicResult_t res[N_CANDIDATES];
+    cublasLtMatmulHeuristicResult_t res[MAX_CANDIDATES];
     int n = 0;
     *best_ms = 1e30f;
-    if (cublasLtMatmulAlgoGetHeuristic(spd_cublaslt(), p->op, p->a, p->b, p->c, p->c, p->pref, N_CANDIDATES, res,
+    if (cublasLtMatmulAlgoGetHeuristic(spd_cublaslt(), p->op, p->a, p->b, p->c, p->c, p->pref, n_candidates(), res,
                                        &n) != CUBLAS_STATUS_SUCCESS ||
         n == 0)
         return false;
@@ -184,7 +204,7 @@ static long long splitk_runs;
 extern "C" void spd_cuda_splitk_force(int S) { splitk_forced = S; }
 extern "C" long long spd_cuda_splitk_count(void) { return splitk_runs; }
 
-// SPD_CUDA_SPLITK_LOG=1: one line on stderr per tuned shape (plain and each S timed).
+// SPD_CUDA_SPLITK_LOG=1: one line on stderr per timed shape (plain, each S, the choice).
 static bool splitk_log(void) {
     static int env = -1;
     if (env < 0) {
@@ -192,6 +212,18 @@ static bool splitk_log(void) {
         env = e && strcmp(e, "1") == 0;
     }
     return env;
+}
+
+// "algo ID tile T stages S splitk K" of a cuBLASLt algorithm, for the log.
+static void algo_desc(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
+    int32_t id = 0;
+    uint32_t tile = 0, stages = 0, splitk = 0;
+    size_t w;
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
+    snprintf(buf, n, "algo %d tile %u stages %u splitk %u", (int)id, tile, stages, splitk);
 }
 
 static bool splitk_env(void) {
@@ -367,14 +399,14 @@ static int n_tuned;
 // Times each S (the batched problem's best algorithm, then the whole split path
 // with it) into tmp [M, ldc] against the plain product's plain_ms; *split and *algo
 // keep the plain choice unless a split beats it by 3% (noise should not buy a
-// scratch pass). base: the call with C, A, B and the shapes set.
-static void splitk_tune(int K, float plain_ms, splitk_call base, float *tmp, int *split, cublasLtMatmulAlgo_t *algo) {
+// scratch pass). base: the call with C, A, B and the shapes set. Appends the
+// timings to log (n bytes).
+static void splitk_tune(int K, float plain_ms, splitk_call base, float *tmp, int *split, cublasLtMatmulAlgo_t *algo,
+                        char *log, size_t n) {
     static const int cand[] = {2, 4, 8, 16, 32};
     float best = plain_ms * 0.97f;
     const int ldp = ld4(base.N);
-    char log[512];
-    int at = snprintf(log, sizeof log, "split-K tune M=%d N=%d K=%d ta=%d tb=%d %s: plain %.4f ms", base.M, base.N, K,
-                      base.ta, base.tb, spd_cuda_matmul_precision_name(), plain_ms);
+    size_t at = strlen(log);
     for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
         const splitk_geom g = splitk_geometry(K, cand[i]);
         const size_t need = (size_t)splitk_slices(g) * base.M * ldp;
@@ -384,20 +416,16 @@ static void splitk_tune(int K, float plain_ms, splitk_call base, float *tmp, int
         splitk_setup(&bp, g, base.M, base.N, base.ta, base.tb, base.lda, base.ldb, ldp, align_of(base.A),
                      align_of(base.B), base.ws_bytes);
         cublasLtMatmulAlgo_t a;
-        float batched_ms;
+        float batched_ms, ms = 0;
         if (lt_pick(&bp, true, P, base.A, base.B, base.ws, base.ws_bytes, &a, &batched_ms) && batched_ms < best) {
             splitk_call c = base;
             c.bp = &bp, c.algo = &a, c.g = g, c.C = tmp, c.P = P, c.alpha = 1, c.beta = 0;
-            const float ms = time_ms(splitk_call_run, &c);
+            ms = time_ms(splitk_call_run, &c);
             if (ms < best) best = ms, *split = cand[i], *algo = a;
-            if (at < (int)sizeof log)
-                at += snprintf(log + at, sizeof log - at, ", S=%d %.4f (batched %.4f)", cand[i], ms, batched_ms);
-        } else if (at < (int)sizeof log) {
-            at += snprintf(log + at, sizeof log - at, ", S=%d batched %.4f", cand[i], batched_ms);
         }
+        if (at < n) at += snprintf(log + at, n - at, ", S=%d batched %.4f split %.4f", cand[i], batched_ms, ms);
         lt_teardown(&bp);
     }
-    if (splitk_log()) fprintf(stderr, "%s -> %s%d\n", log, *split > 1 ? "S=" : "plain ", *split);
 }
 
 // C = alpha * op(A) @ op(B) + beta * C through cuBLASLt, plain or split over K
@@ -454,7 +482,14 @@ static bool lt_product(float *C, const void *A, const void *B, int M, int N, int
         if (allow_timing) CUDA_CHECK(cudaMalloc((void **)&tmp, (size_t)M * ldc * sizeof(float)));
         float plain_ms;
         ok = lt_pick(&p, allow_timing, tmp, A, B, ws, ws_bytes, &algo, &plain_ms);
-        if (ok && want == 0) splitk_tune(K, plain_ms, base, tmp, &split, &algo);
+        char log[768], desc[96];
+        snprintf(log, sizeof log, "gemm tune M=%d N=%d K=%d ta=%d tb=%d %s: plain %.4f ms", M, N, K, ta, tb,
+                 spd_cuda_matmul_precision_name(), plain_ms);
+        if (ok && want == 0) splitk_tune(K, plain_ms, base, tmp, &split, &algo, log, sizeof log);
+        if (ok && allow_timing && splitk_log()) {
+            algo_desc(&algo, desc, sizeof desc);
+            fprintf(stderr, "%s -> %s%d (%s)\n", log, split > 1 ? "S=" : "plain ", split, desc);
+        }
         lt_teardown(&p);
         if (tmp) CUDA_CHECK(cudaFree(tmp));
     }
