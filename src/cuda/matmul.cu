@@ -7,7 +7,7 @@
 // nothing can be timed, so an uncached shape there takes the heuristic's first
 // candidate. Products under 2^24 multiply-adds keep cublasSgemm. SPD_CUDA_GEMM=sgemm in the environment keeps cublasSgemm in fused mode
 // (for measuring what the tuning buys); SPD_CUDA_GEMM_CANDIDATES=N times the top N
-// candidates (default 32). Products with a long K and a small output
+// candidates (default 8). Products with a long K and a small output
 // (the weight gradients) may run split over K: see "explicit split-K" below.
 // bf16 precision (SPD's autocast_bf16): every product runs on cuBLASLt with bf16
 // A and B, float32 C and D, CUBLAS_COMPUTE_32F. A float32 operand is rounded to a
@@ -39,11 +39,11 @@ static __global__ void scale_kernel(float *C, int M, int N, int ldc, float beta)
 #define MAX_CANDIDATES 64
 
 // How many of the heuristic's candidates are timed per shape: SPD_CUDA_GEMM_CANDIDATES
-// (1 to 64, default 32; the top 8 alone missed faster kernels for the weight gradients).
+// (1 to 64, default 8; 32 measured the same on the H100: dev/kernels/README.md).
 static int n_candidates(void) {
     static int n = 0;
     if (!n) {
-        n = 32;
+        n = 8;
         const char *e = getenv("SPD_CUDA_GEMM_CANDIDATES");
         if (e) {
             char *end;
@@ -182,9 +182,11 @@ static bool lt_pick(const lt_problem *p, bool may_time, float *out, const void *
 
 // ---- explicit split-K ----------------------------------------------------------
 // The weight gradients (dU = (a*mask)^T dout [C, d_out], dV = x^T g_a [d_in, C])
-// reduce over all B*S tokens into a small output: with K = 16384 and an output of
-// 1200 x 128, cuBLASLt's own picks are sm80 kernels splitting K inside (45-175 us
-// against a 13 us floor; dev/kernels/README.md). Here K is cut into S slices of
+// reduce over all B*S tokens into a small output, and cuBLASLt's own picks for them
+// are sm80 kernels splitting K inside. Measured on an H100 (dev/kernels/README.md):
+// the 128- and 64-wide ones are bandwidth-bound (their [16384, 1200] operand alone is
+// 26 us) at ~1.5x of that, where no split helps; the 344-wide ones gain 10-17% with
+// S = 4 or 8, about -0.16 ms per 64x256 step. Here K is cut into S slices of
 // Ks (a multiple of 32, so every slice keeps its operands' alignment), run as one
 // strided-batched product into a float32 scratch [S, M, ldp] (plain, sm90-eligible
 // problems), and one kernel sums the slices in a fixed order: C = alpha * sum + beta
