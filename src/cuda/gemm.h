@@ -25,6 +25,12 @@ void spd_to_bf16(void *dst, int ldd, const float *src, int lds, int rows, int co
 // The row stride spd.c gives a bf16 copy of a matrix with `cols` columns (16-byte rows).
 int spd_bf16_ld(int cols);
 
+// Split-K (matmul.cu), for tests: S > 1 runs every cuBLASLt product over S slices
+// of K (fewer when K is short), 1 never splits, 0 (the default) lets the tuner
+// choose. spd_cuda_splitk_count: split products run so far.
+void spd_cuda_splitk_force(int S);
+long long spd_cuda_splitk_count(void);
+
 #ifdef __cplusplus
 }
 #endif

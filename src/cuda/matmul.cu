@@ -6,12 +6,15 @@
 // shape, leading dimensions, pointer alignment and precision; during graph capture
 // nothing can be timed, so an uncached shape there takes the heuristic's first
 // candidate. Products under 2^24 multiply-adds keep cublasSgemm. SPD_CUDA_GEMM=sgemm in the environment keeps cublasSgemm in fused mode
-// (for measuring what the tuning buys).
+// (for measuring what the tuning buys); SPD_CUDA_GEMM_CANDIDATES=N times the top N
+// candidates (default 8). Products with a long K and a small output
+// (the weight gradients) may run split over K: see "explicit split-K" below.
 // bf16 precision (SPD's autocast_bf16): every product runs on cuBLASLt with bf16
 // A and B, float32 C and D, CUBLAS_COMPUTE_32F. A float32 operand is rounded to a
 // stream-ordered bf16 copy first (rows padded to 16 bytes, which also gives
 // 341-wide operands aligned kernels); callers that already hold a bf16 copy pass
 // it through matmul_cuda_ld_bf16. Timing of candidates as above, in fused mode only.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,19 +36,26 @@ static __global__ void scale_kernel(float *C, int M, int N, int ldc, float beta)
     *c = beta == 0.0f ? 0.0f : beta * *c;
 }
 
-typedef struct {
-    int M, N, K, lda, ldb, ldc;
-    bool ta, tb;
-    int align;  // alignment bytes of A, B, C (each 4, 8 or 16), packed
-    int precision;
-    bool timed;  // picked by timing (else the heuristic's first)
-    cublasLtMatmulAlgo_t algo;
-} tuned_gemm;
+#define MAX_CANDIDATES 64
 
-#define MAX_TUNED 512
-#define N_CANDIDATES 8
-static tuned_gemm tuned[MAX_TUNED];
-static int n_tuned;
+// How many of the heuristic's candidates are timed per shape: SPD_CUDA_GEMM_CANDIDATES
+// (1 to 64, default 8; 32 measured the same on the H100: dev/kernels/README.md).
+static int n_candidates(void) {
+    static int n = 0;
+    if (!n) {
+        n = 8;
+        const char *e = getenv("SPD_CUDA_GEMM_CANDIDATES");
+        if (e) {
+            char *end;
+            const long v = strtol(e, &end, 10);
+            if (end == e || *end || v < 1 || v > MAX_CANDIDATES)
+                spd_die_input("SPD_CUDA_GEMM_CANDIDATES: expected an integer from 1 to %d, found \"%s\"",
+                              MAX_CANDIDATES, e);
+            n = (int)v;
+        }
+    }
+    return n;
+}
 
 static int align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -110,76 +120,407 @@ static void lt_run(const lt_problem *p, const cublasLtMatmulAlgo_t *algo, float 
                                 ws_bytes, spd_cuda_stream()));
 }
 
-// The fastest of the heuristic's candidates on this problem, timed into a scratch
-// output (so that C, which may be accumulated into, is untouched). false when the
-// heuristic has nothing.
-static bool lt_pick(const lt_problem *p, bool may_time, int M, int ldc, const void *A, const void *B, void *ws,
-                    size_t ws_bytes, cublasLtMatmulAlgo_t *best) {
-    cublasLtMatmulHeuristicResult_t res[N_CANDIDATES];
+// Milliseconds per run of f(ctx) on the stream: one untimed run (which also
+// settles anything f tunes on first use), then 3 timed.
+static float time_ms(void (*f)(void *), void *ctx) {
+    cudaStream_t st = spd_cuda_stream();
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    f(ctx);
+    CUDA_CHECK(cudaEventRecord(e0, st));
+    for (int r = 0; r < 3; r++) f(ctx);
+    CUDA_CHECK(cudaEventRecord(e1, st));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    CUDA_CHECK(cudaEventDestroy(e0));
+    CUDA_CHECK(cudaEventDestroy(e1));
+    return ms / 3;
+}
+
+typedef struct {
+    const lt_problem *p;
+    const cublasLtMatmulAlgo_t *algo;
+    float *out;
+    const void *A, *B;
+    void *ws;
+    size_t ws_bytes;
+} lt_call;
+
+static void lt_call_run(void *c) {
+    const lt_call *l = (const lt_call *)c;
+    lt_run(l->p, l->algo, l->out, l->A, l->B, 1, 0, l->ws, l->ws_bytes);
+}
+
+// The fastest of the heuristic's candidates on this problem, timed into out (a
+// scratch output, so that C, which may be accumulated into, is untouched); *best_ms
+// gets its time (1e30 when not timed). false when the heuristic has nothing.
+static bool lt_pick(const lt_problem *p, bool may_time, float *out, const void *A, const void *B, void *ws,
+                    size_t ws_bytes, cublasLtMatmulAlgo_t *best, float *best_ms) {
+    cublasLtMatmulHeuristicResult_t res[MAX_CANDIDATES];
     int n = 0;
-    if (cublasLtMatmulAlgoGetHeuristic(spd_cublaslt(), p->op, p->a, p->b, p->c, p->c, p->pref, N_CANDIDATES, res,
+    *best_ms = 1e30f;
+    if (cublasLtMatmulAlgoGetHeuristic(spd_cublaslt(), p->op, p->a, p->b, p->c, p->c, p->pref, n_candidates(), res,
                                        &n) != CUBLAS_STATUS_SUCCESS ||
         n == 0)
         return false;
     *best = res[0].algo;
-    if (!may_time || n == 1) return true;
-    cudaStream_t st = spd_cuda_stream();
-    float *tmp = NULL;
-    CUDA_CHECK(cudaMalloc((void **)&tmp, (size_t)M * ldc * sizeof(float)));
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    float best_ms = 1e30f;
+    if (!may_time) return true;
     for (int i = 0; i < n; i++) {
         if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
         const float one = 1, zero = 0;
-        if (cublasLtMatmul(spd_cublaslt(), p->op, &one, B, p->a, A, p->b, &zero, tmp, p->c, tmp, p->c, &res[i].algo,
-                           ws, ws_bytes, st) != CUBLAS_STATUS_SUCCESS)
+        if (cublasLtMatmul(spd_cublaslt(), p->op, &one, B, p->a, A, p->b, &zero, out, p->c, out, p->c, &res[i].algo,
+                           ws, ws_bytes, spd_cuda_stream()) != CUBLAS_STATUS_SUCCESS)
             continue;  // a candidate that refuses this problem is skipped, not fatal
-        CUDA_CHECK(cudaEventRecord(e0, st));
-        for (int r = 0; r < 3; r++) lt_run(p, &res[i].algo, tmp, A, B, one, zero, ws, ws_bytes);
-        CUDA_CHECK(cudaEventRecord(e1, st));
-        CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        if (ms < best_ms) best_ms = ms, *best = res[i].algo;
+        lt_call c = {p, &res[i].algo, out, A, B, ws, ws_bytes};
+        const float ms = time_ms(lt_call_run, &c);
+        if (ms < *best_ms) *best_ms = ms, *best = res[i].algo;
     }
-    CUDA_CHECK(cudaEventDestroy(e0));
-    CUDA_CHECK(cudaEventDestroy(e1));
-    CUDA_CHECK(cudaFree(tmp));
+    return true;
+}
+
+// ---- explicit split-K ----------------------------------------------------------
+// The weight gradients (dU = (a*mask)^T dout [C, d_out], dV = x^T g_a [d_in, C])
+// reduce over all B*S tokens into a small output, and cuBLASLt's own picks for them
+// are sm80 kernels splitting K inside. Measured on an H100 (dev/kernels/README.md):
+// the 128- and 64-wide ones are bandwidth-bound (their [16384, 1200] operand alone is
+// 26 us) at ~1.5x of that, where no split helps; the 344-wide ones gain 10-17% with
+// S = 4 or 8, about -0.16 ms per 64x256 step. Here K is cut into S slices of
+// Ks (a multiple of 32, so every slice keeps its operands' alignment), run as one
+// strided-batched product into a float32 scratch [S, M, ldp] (plain, sm90-eligible
+// problems), and one kernel sums the slices in a fixed order: C = alpha * sum + beta
+// * C (same bits run to run for a given choice). K % Ks left over is one more
+// product into the last slice. The tuner times S in {2, 4, 8, 16, 32} against the
+// plain product and caches the choice per shape. SPD_CUDA_SPLITK=0 turns it off;
+// SPD_CUDA_SPLITK_LOG=1 prints each choice.
+
+#define SPLITK_MIN_K 2048
+#define SPLITK_MAX_OUT (1 << 23)       // M * N, floats
+#define SPLITK_MAX_SCRATCH (1 << 25)   // floats (128 MB)
+#define SPLITK_MIN_SLICE 256
+
+static int splitk_forced;   // test hook: 0 tuner, 1 never, S > 1 always S slices
+static long long splitk_runs;
+
+extern "C" void spd_cuda_splitk_force(int S) { splitk_forced = S; }
+extern "C" long long spd_cuda_splitk_count(void) { return splitk_runs; }
+
+// SPD_CUDA_SPLITK_LOG=1: one line on stderr per timed shape (plain, each S, the choice).
+static bool splitk_log(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_SPLITK_LOG");
+        env = e && strcmp(e, "1") == 0;
+    }
+    return env;
+}
+
+// "algo ID tile T stages S splitk K" of a cuBLASLt algorithm, for the log.
+static void algo_desc(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
+    int32_t id = 0;
+    uint32_t tile = 0, stages = 0, splitk = 0;
+    size_t w;
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
+    snprintf(buf, n, "algo %d tile %u stages %u splitk %u", (int)id, tile, stages, splitk);
+}
+
+static bool splitk_env(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_SPLITK");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    return env;
+}
+
+// 0: the tuner chooses; 1: plain product only; S > 1: S slices (the test hook).
+static int splitk_want(int M, int N, int K, bool allow_timing) {
+    if (splitk_forced) return splitk_forced;
+    if (!splitk_env() || !allow_timing) return 1;
+    return K >= SPLITK_MIN_K && (double)M * N <= SPLITK_MAX_OUT ? 0 : 1;
+}
+
+static int ld4(int n) { return (n + 3) & ~3; }  // scratch rows of 16 bytes: float4 reduce, aligned slices
+
+// Slices of K: n_full of Ks, plus one of rem (may be 0).
+typedef struct {
+    int Ks, n_full, rem;
+} splitk_geom;
+
+static splitk_geom splitk_geometry(int K, int S) {
+    splitk_geom g;
+    g.Ks = ((K + S - 1) / S + 31) & ~31;
+    if (g.Ks > K) g.Ks = K;
+    g.n_full = K / g.Ks;
+    g.rem = K - g.n_full * g.Ks;
+    return g;
+}
+
+static int splitk_slices(splitk_geom g) { return g.n_full + (g.rem > 0); }
+
+// The slices' scratch. Grown only outside graph capture, and an outgrown buffer is
+// kept (never freed): a captured graph may still point into it.
+static float *splitk_buf;
+static size_t splitk_cap;  // floats
+
+static float *splitk_scratch(size_t n, bool may_grow) {
+    if (n <= splitk_cap) return splitk_buf;
+    if (!may_grow) return NULL;
+    const size_t want = n > 2 * splitk_cap ? n : 2 * splitk_cap;
+    CUDA_CHECK(cudaMalloc((void **)&splitk_buf, want * sizeof(float)));
+    splitk_cap = want;
+    return splitk_buf;
+}
+
+// C [M, N] (ldc) = alpha * sum_s P_s + beta * C (beta == 0 does not read C); P_s [M, N]
+// with row stride ldp at P + s * M * ldp. Fixed order of the sum: deterministic.
+static __global__ void splitk_reduce_kernel(float *C, int ldc, const float *P, int ldp, int S, int M, int N,
+                                            float alpha, float beta) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)M * N) return;
+    const long long r = i / N, c = i % N, slice = (long long)M * ldp;
+    const float *p = P + r * ldp + c;
+    float acc = 0;
+    for (int s = 0; s < S; s++) acc += p[s * slice];
+    float *o = C + r * ldc + c;
+    *o = beta == 0.0f ? alpha * acc : alpha * acc + beta * *o;
+}
+
+// The same four columns per thread (N % 4 == 0, ldc % 4 == 0, C 16-byte aligned).
+static __global__ void splitk_reduce4_kernel(float *C, int ldc, const float *P, int ldp, int S, int M, int N4,
+                                             float alpha, float beta) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)M * N4) return;
+    const long long r = i / N4, c = (i % N4) * 4, slice = (long long)M * ldp;
+    const float *p = P + r * ldp + c;
+    float4 acc = make_float4(0, 0, 0, 0);
+    for (int s = 0; s < S; s++) {
+        const float4 v = *(const float4 *)(p + s * slice);
+        acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+    }
+    float4 *o = (float4 *)(C + r * ldc + c);
+    float4 out = make_float4(alpha * acc.x, alpha * acc.y, alpha * acc.z, alpha * acc.w);
+    if (beta != 0.0f) {
+        const float4 old = *o;
+        out.x += beta * old.x, out.y += beta * old.y, out.z += beta * old.z, out.w += beta * old.w;
+    }
+    *o = out;
+}
+
+static void splitk_reduce(float *C, int ldc, const float *P, int ldp, int S, int M, int N, float alpha, float beta) {
+    cudaStream_t st = spd_cuda_stream();
+    if (N % 4 == 0 && ldc % 4 == 0 && (uintptr_t)C % 16 == 0) {
+        const long long n = (long long)M * (N / 4);
+        splitk_reduce4_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(C, ldc, P, ldp, S, M, N / 4, alpha, beta);
+    } else {
+        const long long n = (long long)M * N;
+        splitk_reduce_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(C, ldc, P, ldp, S, M, N, alpha, beta);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+// Element offsets of slice s's operands: A stored [M, K] (column offset) or [K, M]
+// when ta (row offset); likewise B stored [K, N] or [N, K] when tb.
+static long long slice_off_a(long long k0, bool ta, int lda) { return ta ? k0 * lda : k0; }
+static long long slice_off_b(long long k0, bool tb, int ldb) { return tb ? k0 : k0 * ldb; }
+
+// The batched problem of g.n_full slices of Ks, writing slices of [M, ldp].
+static void splitk_setup(lt_problem *p, splitk_geom g, int M, int N, bool ta, bool tb, int lda, int ldb, int ldp,
+                         int align_a, int align_b, size_t ws_bytes) {
+    lt_setup(p, M, N, g.Ks, ta, tb, lda, ldb, ldp, align_a, align_b, 16, ws_bytes);
+    const int32_t count = g.n_full;
+    const int64_t sa = slice_off_a(g.Ks, ta, lda), sb = slice_off_b(g.Ks, tb, ldb), sc = (int64_t)M * ldp;
+    cublasLtMatrixLayout_t lay[3] = {p->a, p->b, p->c};  // cuBLAS's A is our B
+    const int64_t stride[3] = {sb, sa, sc};
+    for (int i = 0; i < 3; i++) {
+        CUBLAS_CHECK(
+            cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride[i],
+                                                      sizeof stride[i]));
+    }
+}
+
+static bool lt_product(float *C, const void *A, const void *B, int M, int N, int K, bool ta, bool tb, float alpha,
+                       float beta, int lda, int ldb, int ldc, bool allow_timing, int want);
+
+// One split-K product: the batched slices (algo), the remainder slice (a plain
+// product, itself tuned and cached), the fixed-order reduce. P: the scratch.
+typedef struct {
+    const lt_problem *bp;
+    const cublasLtMatmulAlgo_t *algo;
+    splitk_geom g;
+    float *C, *P;
+    const char *A, *B;  // bytes
+    int M, N, lda, ldb, ldc, elem;
+    bool ta, tb, allow_timing;
+    float alpha, beta;
+    void *ws;
+    size_t ws_bytes;
+} splitk_call;
+
+static void splitk_run(const splitk_call *s) {
+    const int ldp = ld4(s->N);
+    lt_run(s->bp, s->algo, s->P, s->A, s->B, 1, 0, s->ws, s->ws_bytes);
+    if (s->g.rem > 0) {
+        const long long k0 = (long long)s->g.n_full * s->g.Ks;
+        const char *a = s->A + slice_off_a(k0, s->ta, s->lda) * s->elem;
+        const char *b = s->B + slice_off_b(k0, s->tb, s->ldb) * s->elem;
+        const bool ok = lt_product(s->P + (size_t)s->g.n_full * s->M * ldp, a, b, s->M, s->N, s->g.rem, s->ta, s->tb,
+                                   1, 0, s->lda, s->ldb, ldp, s->allow_timing, 1);
+        if (!ok)  // cuBLASLt has every plain fp32/TF32/bf16 layout; a refusal here is a broken invariant
+            spd_die("matmul.cu: cuBLASLt has no algorithm for the split-K remainder [%d, %d] x %d", s->M, s->N,
+                    s->g.rem);
+    }
+    splitk_reduce(s->C, s->ldc, s->P, ldp, splitk_slices(s->g), s->M, s->N, s->alpha, s->beta);
+    splitk_runs++;
+}
+
+static void splitk_call_run(void *c) { splitk_run((const splitk_call *)c); }
+
+// ---- the tuned cuBLASLt product ----------------------------------------------------
+
+typedef struct {
+    int M, N, K, lda, ldb, ldc;
+    bool ta, tb;
+    int align;  // alignment bytes of A, B, C (each 2, 4, 8 or 16), packed
+    int precision;
+    bool timed;  // picked by timing (else the heuristic's first)
+    int want;    // splitk_want at the time: 0 tuner, 1 plain, S forced
+    int split;   // the choice: 1 plain, else S slices (algo is then the batched problem's)
+    cublasLtMatmulAlgo_t algo;
+} tuned_gemm;
+
+#define MAX_TUNED 512
+static tuned_gemm tuned[MAX_TUNED];
+static int n_tuned;
+
+// Times each S (the batched problem's best algorithm, then the whole split path
+// with it) into tmp [M, ldc] against the plain product's plain_ms; *split and *algo
+// keep the plain choice unless a split beats it by 3% (noise should not buy a
+// scratch pass). base: the call with C, A, B and the shapes set. Appends the
+// timings to log (n bytes).
+static void splitk_tune(int K, float plain_ms, splitk_call base, float *tmp, int *split, cublasLtMatmulAlgo_t *algo,
+                        char *log, size_t n) {
+    static const int cand[] = {2, 4, 8, 16, 32};
+    float best = plain_ms * 0.97f;
+    const int ldp = ld4(base.N);
+    size_t at = strlen(log);
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
+        const splitk_geom g = splitk_geometry(K, cand[i]);
+        const size_t need = (size_t)splitk_slices(g) * base.M * ldp;
+        if (g.Ks < SPLITK_MIN_SLICE || g.n_full < 2 || need > SPLITK_MAX_SCRATCH) continue;
+        float *P = splitk_scratch(need, true);
+        lt_problem bp;
+        splitk_setup(&bp, g, base.M, base.N, base.ta, base.tb, base.lda, base.ldb, ldp, align_of(base.A),
+                     align_of(base.B), base.ws_bytes);
+        cublasLtMatmulAlgo_t a;
+        float batched_ms, ms = 0;
+        if (lt_pick(&bp, true, P, base.A, base.B, base.ws, base.ws_bytes, &a, &batched_ms) && batched_ms < best) {
+            splitk_call c = base;
+            c.bp = &bp, c.algo = &a, c.g = g, c.C = tmp, c.P = P, c.alpha = 1, c.beta = 0;
+            ms = time_ms(splitk_call_run, &c);
+            if (ms < best) best = ms, *split = cand[i], *algo = a;
+        }
+        if (at < n) at += snprintf(log + at, n - at, ", S=%d batched %.4f split %.4f", cand[i], batched_ms, ms);
+        lt_teardown(&bp);
+    }
+}
+
+// C = alpha * op(A) @ op(B) + beta * C through cuBLASLt, plain or split over K
+// (want: splitk_want). false when cuBLASLt has no algorithm for the plain problem.
+static bool lt_product(float *C, const void *A, const void *B, int M, int N, int K, bool ta, bool tb, float alpha,
+                       float beta, int lda, int ldb, int ldc, bool allow_timing, int want) {
+    size_t ws_bytes = 0;
+    void *ws = spd_cuda_workspace(&ws_bytes);
+    const int align = align_of(A) | align_of(B) << 8 | align_of(C) << 16;
+    const int prec = (int)spd_cuda_matmul_precision();
+    const int elem = prec == SPD_MATMUL_BF16 ? 2 : 4;
+    const tuned_gemm *hit = NULL;
+    for (int i = 0; i < n_tuned && !hit; i++) {
+        const tuned_gemm *t = &tuned[i];
+        if (t->M == M && t->N == N && t->K == K && t->lda == lda && t->ldb == ldb && t->ldc == ldc && t->ta == ta &&
+            t->tb == tb && t->align == align && t->precision == prec && t->timed == allow_timing && t->want == want)
+            hit = t;
+    }
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(spd_cuda_stream(), &cs));
+    const bool capturing = cs != cudaStreamCaptureStatusNone;
+    splitk_call base = {NULL, NULL, {0, 0, 0}, C, NULL, (const char *)A, (const char *)B, M, N, lda, ldb, ldc, elem,
+                        ta, tb, allow_timing, alpha, beta, ws, ws_bytes};
+    int split = 1;
+    cublasLtMatmulAlgo_t algo;
+    bool ok = true;
+    if (hit) {
+        split = hit->split;
+        algo = hit->algo;
+    } else if (capturing) {
+        // Nothing can be timed or allocated now: the plain problem's first candidate, not cached.
+        lt_problem p;
+        lt_setup(&p, M, N, K, ta, tb, lda, ldb, ldc, align_of(A), align_of(B), align_of(C), ws_bytes);
+        float ms;
+        ok = lt_pick(&p, false, NULL, A, B, ws, ws_bytes, &algo, &ms);
+        if (ok) lt_run(&p, &algo, C, A, B, alpha, beta, ws, ws_bytes);
+        lt_teardown(&p);
+        return ok;
+    } else if (want > 1) {  // forced S: the batched problem's best (or first) algorithm
+        const splitk_geom g = splitk_geometry(K, want);
+        if (g.n_full >= 1 && splitk_slices(g) >= 2) {
+            float *P = splitk_scratch((size_t)splitk_slices(g) * M * ld4(N), true);
+            lt_problem bp;
+            splitk_setup(&bp, g, M, N, ta, tb, lda, ldb, ld4(N), align_of(A), align_of(B), ws_bytes);
+            float ms;
+            if (lt_pick(&bp, allow_timing, P, A, B, ws, ws_bytes, &algo, &ms)) split = want;
+            lt_teardown(&bp);
+        }
+    }
+    if (!hit && split == 1) {  // the plain problem (want 0 or 1, or a forced S that does not apply)
+        lt_problem p;
+        lt_setup(&p, M, N, K, ta, tb, lda, ldb, ldc, align_of(A), align_of(B), align_of(C), ws_bytes);
+        float *tmp = NULL;
+        if (allow_timing) CUDA_CHECK(cudaMalloc((void **)&tmp, (size_t)M * ldc * sizeof(float)));
+        float plain_ms;
+        ok = lt_pick(&p, allow_timing, tmp, A, B, ws, ws_bytes, &algo, &plain_ms);
+        char log[768], desc[96];
+        snprintf(log, sizeof log, "gemm tune M=%d N=%d K=%d ta=%d tb=%d %s: plain %.4f ms", M, N, K, ta, tb,
+                 spd_cuda_matmul_precision_name(), plain_ms);
+        if (ok && want == 0) splitk_tune(K, plain_ms, base, tmp, &split, &algo, log, sizeof log);
+        if (ok && allow_timing && splitk_log()) {
+            algo_desc(&algo, desc, sizeof desc);
+            fprintf(stderr, "%s -> %s%d (%s)\n", log, split > 1 ? "S=" : "plain ", split, desc);
+        }
+        lt_teardown(&p);
+        if (tmp) CUDA_CHECK(cudaFree(tmp));
+    }
+    if (!hit && ok && n_tuned < MAX_TUNED)
+        tuned[n_tuned++] = {M, N, K, lda, ldb, ldc, ta, tb, align, prec, allow_timing, want, split, algo};
+    if (!ok) return false;
+    if (split == 1) {
+        lt_problem p;
+        lt_setup(&p, M, N, K, ta, tb, lda, ldb, ldc, align_of(A), align_of(B), align_of(C), ws_bytes);
+        lt_run(&p, &algo, C, A, B, alpha, beta, ws, ws_bytes);
+        lt_teardown(&p);
+        return true;
+    }
+    const splitk_geom g = splitk_geometry(K, split);
+    float *P = splitk_scratch((size_t)splitk_slices(g) * M * ld4(N), !capturing);
+    SPD_ASSERT(P != NULL);  // sized when this shape was tuned, outside capture
+    lt_problem bp;
+    splitk_setup(&bp, g, M, N, ta, tb, lda, ldb, ld4(N), align_of(A), align_of(B), ws_bytes);
+    splitk_call c = base;
+    c.bp = &bp, c.algo = &algo, c.g = g, c.P = P;
+    splitk_run(&c);
+    lt_teardown(&bp);
     return true;
 }
 
 static bool matmul_lt(float *C, const void *A, const void *B, int M, int N, int K, bool ta, bool tb, float alpha,
                       float beta, int lda, int ldb, int ldc, bool allow_timing) {
-    size_t ws_bytes = 0;
-    void *ws = spd_cuda_workspace(&ws_bytes);
-    const int align = align_of(A) | align_of(B) << 8 | align_of(C) << 16;
-    const int prec = (int)spd_cuda_matmul_precision();
-    lt_problem p;
-    lt_setup(&p, M, N, K, ta, tb, lda, ldb, ldc, align_of(A), align_of(B), align_of(C), ws_bytes);
-    const tuned_gemm *hit = NULL;
-    for (int i = 0; i < n_tuned && !hit; i++) {
-        const tuned_gemm *t = &tuned[i];
-        if (t->M == M && t->N == N && t->K == K && t->lda == lda && t->ldb == ldb && t->ldc == ldc && t->ta == ta &&
-            t->tb == tb && t->align == align && t->precision == prec && t->timed == allow_timing)
-            hit = t;
-    }
-    cublasLtMatmulAlgo_t algo;
-    bool ok = true;
-    if (hit) {
-        algo = hit->algo;
-    } else {
-        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-        CUDA_CHECK(cudaStreamIsCapturing(spd_cuda_stream(), &cs));
-        const bool may_time = allow_timing && cs == cudaStreamCaptureStatusNone;
-        ok = lt_pick(&p, may_time, M, ldc, A, B, ws, ws_bytes, &algo);
-        if (ok && cs == cudaStreamCaptureStatusNone && n_tuned < MAX_TUNED)
-            tuned[n_tuned++] = {M, N, K, lda, ldb, ldc, ta, tb, align, prec, allow_timing, algo};
-    }
-    if (ok) lt_run(&p, &algo, C, A, B, alpha, beta, ws, ws_bytes);
-    lt_teardown(&p);
-    return ok;
+    return lt_product(C, A, B, M, N, K, ta, tb, alpha, beta, lda, ldb, ldc, allow_timing,
+                      splitk_want(M, N, K, allow_timing));
 }
 
 // ---- bf16 operands ---------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include "core/device.h"
 #include "core/philox.h"
 #include "cuda/backend.h"
+#include "cuda/gemm.h"
 #include "ops/adamw.h"
 #include "ops/add.h"
 #include "ops/attention.h"
@@ -760,6 +761,85 @@ static void test_matmul_bf16(void) {
     }
 }
 
+// Split-K (src/cuda/matmul.cu, fused mode): products forced over S slices of K
+// against the float64 CPU product, in fp32, TF32 and bf16 at each one's bound; K
+// not divisible by S (a remainder slice), beta != 0, every transpose, an odd N
+// (the scalar reduce); the same bits on a second run and from a CUDA graph; and S = 0, the tuner's own
+// choice, on a weight-gradient shape.
+static void test_matmul_splitk(void) {
+    static const struct {
+        int M, N, K, S;
+        bool ta, tb;
+        float alpha, beta;
+    } cases[] = {
+        {1200, 64, 16384, 8, true, false, 1, 1},       // dU = (a*mask)^T dout, K = 8 x 2048
+        {344, 256, 4099, 4, true, false, -0.5f, 0.5f},  // 3 slices of 1056 and a remainder of 931
+        {130, 1200, 5003, 16, false, true, 1, 0},       // 15 slices of 320 and a remainder of 203
+        {97, 341, 8192, 32, true, true, 2, 1},          // odd N: the scalar reduce
+        {128, 1200, 16384, 0, true, false, 1, 1},       // dV = x^T g_a: the tuner chooses
+    };
+    static const spd_matmul_precision precs[] = {SPD_MATMUL_FP32, SPD_MATMUL_TF32, SPD_MATMUL_BF16};
+    const spd_cuda_mode mode = spd_cuda_mode_get();
+    spd_cuda_set_mode(SPD_CUDA_FUSED);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int M = cases[c].M, N = cases[c].N, K = cases[c].K, S = cases[c].S;
+        const bool ta = cases[c].ta, tb = cases[c].tb;
+        const float alpha = cases[c].alpha, beta = cases[c].beta;
+        pair A = input((long)M * K, -1, 1), B = input((long)K * N, -1, 1), C = input((long)M * N, -1, 1);
+        double *A64 = hmalloc((size_t)A.n * sizeof(double)), *B64 = hmalloc((size_t)B.n * sizeof(double));
+        double *C64 = hmalloc((size_t)C.n * sizeof(double)), *g64 = hmalloc((size_t)C.n * sizeof(double));
+        for (long i = 0; i < A.n; i++) A64[i] = A.h[i];
+        for (long i = 0; i < B.n; i++) B64[i] = B.h[i];
+        for (long i = 0; i < C.n; i++) C64[i] = C.h[i];
+        matmul_f64(C64, A64, B64, M, N, K, ta, tb, alpha, beta);
+        for (size_t q = 0; q < sizeof precs / sizeof precs[0]; q++) {
+            spd_cuda_set_matmul_precision(precs[q]);
+            const double bound = spd_cuda_norm_bound();
+            spd_cuda_splitk_force(S);
+            float *got[3];
+            long long runs = 0;
+            for (int r = 0; r < 3; r++) {  // eager (tunes), eager again, captured in a graph and replayed
+                spd_device_upload(C.d, C.h, (size_t)C.n * sizeof(float));
+                const long long before = spd_cuda_splitk_count();
+                if (r == 2) spd_cuda_graph_begin();
+                matmul_cuda(C.d, A.d, B.d, M, N, K, ta, tb, alpha, beta);
+                if (r == 2) {
+                    spd_cuda_graph_end();
+                    spd_cuda_graph_launch();
+                    spd_cuda_graph_destroy();
+                }
+                if (r == 1) runs = spd_cuda_splitk_count() - before;  // r = 0 may include the tuner's runs
+                got[r] = download(C.d, C.n);
+            }
+            spd_cuda_splitk_force(0);
+            for (long i = 0; i < C.n; i++) g64[i] = got[0][i];
+            const double err = test_rel_norm_err(g64, C64, C.n);
+            char name[240];
+            snprintf(name, sizeof name, "matmul split-K S=%d%s M=%d N=%d K=%d ta=%d tb=%d alpha=%g beta=%g %s vs "
+                     "float64 (norm-rel err %.2e, bound %.0e)", S, S ? "" : " (tuner)", M, N, K, ta, tb, alpha, beta,
+                     spd_cuda_matmul_precision_name(), err, bound);
+            test_report(err <= bound, name, "error above bound");
+            if (S) {
+                snprintf(name, sizeof name, "matmul split-K S=%d M=%d N=%d K=%d %s ran split", S, M, N, K,
+                         spd_cuda_matmul_precision_name());
+                test_report(runs == 1, name, "%lld split products ran, expected 1", runs);
+            } else {
+                printf("# tuner's choice M=%d N=%d K=%d %s: %s\n", M, N, K, spd_cuda_matmul_precision_name(),
+                       runs ? "split" : "plain");
+            }
+            snprintf(name, sizeof name, "matmul split-K S=%d M=%d N=%d K=%d %s: same bits on a second run", S, M, N,
+                     K, spd_cuda_matmul_precision_name());
+            check_bits(name, got[1], got[0], C.n);
+            snprintf(name, sizeof name, "matmul split-K S=%d M=%d N=%d K=%d %s: same bits from a CUDA graph", S, M, N,
+                     K, spd_cuda_matmul_precision_name());
+            check_bits(name, got[2], got[0], C.n);
+        }
+        free_all();
+    }
+    spd_cuda_set_matmul_precision(SPD_MATMUL_FP32);
+    spd_cuda_set_mode(mode);
+}
+
 int main(void) {
     if (!spd_device_available()) {
         test_report(0, "test_gpu_ops", "no GPU visible");
@@ -866,6 +946,7 @@ int main(void) {
     }
     spd_cuda_set_matmul_precision(SPD_MATMUL_FP32);
     tol = TOL;
+    test_matmul_splitk();
     spd_cuda_set_mode(SPD_CUDA_UNFUSED);
     printf("%s\n", testing_failures ? "# some checks failed" : "# all checks passed");
     return test_exit();
