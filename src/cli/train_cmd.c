@@ -1114,7 +1114,7 @@ int cmd_train(int argc, char **argv) {
         memcpy(final_values, tr.values, sizeof final_values);
         spd_train_summary_result sum;
         if (spd_train_summary_f64(&tr, &data, x, B, F, cfg.steps, cfg.ci_alive_threshold, 5, final_values,
-                                  final_total, dir, &sum)) {
+                                  final_total, task == SPD_TASK_TMS, dir, &sum)) {
             fprintf(stderr, "spd: error: summary: %s\n", spd_last_error());
             rc = SPD_EXIT_INTERNAL;
         }
