@@ -316,6 +316,26 @@ void spd_run_model_load_trained(spd_run_model *m, const spd_st_file *mf, const c
     }
 }
 
+void spd_run_model_check_names(const spd_run_model *m, const spd_st_file *f, const char *what) {
+    char buf[SPD_NAME_MAX + 32];
+    for (int i = 0; i < f->count; i++) {
+        const char *name = f->entries[i].name;
+        if (spd_spec_find(&m->spec, name)) continue;
+        snprintf(buf, sizeof buf, "target_model.%s", name);  // a bare target state-dict name
+        if (strncmp(name, "_", 1) != 0 && spd_spec_find(&m->spec, buf)) continue;
+        bool bias = false;  // _components.<dashed>.bias: the target module's bias, registered twice
+        for (int l = 0; l < m->tr.n_mods && !bias; l++) {
+            snprintf(buf, sizeof buf, "_components.%s.bias", m->tr.mods[l].comp.dashed);
+            if (strcmp(buf, name) != 0) continue;
+            snprintf(buf, sizeof buf, "target_model.%s.bias", m->tg.sites[m->tr.mods[l].site].path);
+            bias = spd_spec_find(&m->spec, buf) != NULL;
+        }
+        if (!bias)
+            spd_die_input("%s: %s: unexpected tensor '%s' (the model that the config builds has no such "
+                          "parameter)", what, f->path, name);
+    }
+}
+
 void spd_run_model_data(const spd_run_model *m, const spd_config *cfg, const char *label, spd_toy_data *data) {
     const spd_toy_task_config *toy = m->task == SPD_TASK_TMS ? &cfg->task_config.tms : &cfg->task_config.resid_mlp;
     spd_toy_generation gen;
@@ -340,7 +360,7 @@ void spd_run_model_free(spd_run_model *m) {
     free(m->id_pats);
 }
 
-void spd_new_run_dir(char *dir, size_t dir_size, char *run_id, size_t id_size) {
+void spd_run_dir_path(char *dir, size_t dir_size, char *run_id, size_t id_size) {
     uint32_t rid = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ (uint32_t)clock();
     snprintf(run_id, id_size, "s-%08x", rid);
     const char *root = getenv("SPD_OUT_DIR");
@@ -352,5 +372,4 @@ void spd_new_run_dir(char *dir, size_t dir_size, char *run_id, size_t id_size) {
     }
     int n = snprintf(dir, dir_size, "%s/spd/%s", root, run_id);
     if (n < 0 || n >= (int)dir_size) spd_die_input("SPD_OUT_DIR too long");
-    spd_make_dir(dir);
 }

@@ -71,12 +71,16 @@ void spd_run_model_build(spd_run_model *m, const spd_config *cfg, const char *la
 // Every trained tensor (components, CI fns) from a checkpoint (model_<s>.safetensors names),
 // converted to float64; what names the caller in messages ("train: --resume", "eval").
 void spd_run_model_load_trained(spd_run_model *m, const spd_st_file *mf, const char *what);
+// Every tensor of f is one of the model's (as SPD's load_state_dict(strict=True)): a target
+// tensor (with or without "target_model."), a trained tensor, or a component's bias.
+void spd_run_model_check_names(const spd_run_model *m, const spd_st_file *f, const char *what);
 // The run's toy data (SPD's sparse features, keyed by the config seed).
 void spd_run_model_data(const spd_run_model *m, const spd_config *cfg, const char *label, spd_toy_data *data);
 void spd_run_model_free(spd_run_model *m);
 
-// A new run directory $SPD_OUT_DIR/spd/<run_id> (default ~/spd_out), created; run_id "s-xxxxxxxx".
-void spd_new_run_dir(char *dir, size_t dir_size, char *run_id, size_t id_size);
+// A new run's directory $SPD_OUT_DIR/spd/<run_id> (default ~/spd_out; not created here),
+// run_id "s-" + 8 hex digits from the time and the process id.
+void spd_run_dir_path(char *dir, size_t dir_size, char *run_id, size_t id_size);
 void spd_make_dir(const char *path);
 bool spd_is_safetensors(const char *path);
 

@@ -631,22 +631,13 @@ int cmd_train(int argc, char **argv) {
     real *x = rmodel.x;
 
     // 2. Run id, output directory, final_config.yaml (before training).
-    uint32_t rid = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ (uint32_t)clock();
     char run_id[16], dir[4096];
-    snprintf(run_id, sizeof run_id, "s-%08x", rid);
-    const char *root = getenv("SPD_OUT_DIR");
-    char home_root[4096];
-    if (!root || !*root) {
-        const char *home = getenv("HOME");
-        snprintf(home_root, sizeof home_root, "%s/spd_out", home ? home : ".");
-        root = home_root;
-    }
-    int n = resume_dir ? snprintf(dir, sizeof dir, "%s", resume_dir) : snprintf(dir, sizeof dir, "%s/spd/%s", root, run_id);
-    if (n < 0 || n >= (int)sizeof dir) spd_die_input("SPD_OUT_DIR too long");
     if (resume_dir) {
+        int n = snprintf(dir, sizeof dir, "%s", resume_dir);
+        if (n < 0 || n >= (int)sizeof dir) spd_die_input("train: --resume: path too long");
         const char *b = strrchr(dir, '/');
         snprintf(run_id, sizeof run_id, "%.15s", b && b[1] ? b + 1 : dir);
-    }
+    } else spd_run_dir_path(dir, sizeof dir, run_id, sizeof run_id);
     char file[4200];
     FILE *metrics;
     if (!writer) {  // data parallel rank > 0: no files (its stdout is /dev/null)
