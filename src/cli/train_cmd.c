@@ -23,6 +23,8 @@
 // 1.3), decomposed as "<module>.pre_identity"; checkpoints hold nothing for them
 // but their components (SPD's Identity has no state).
 // Evaluation at eval_freq: spd/eval.h. Not yet: target files (<task>.pth, *_train_config.yaml).
+// The model (target, identities, decomposed modules, trainer, ties, checkpoint tensors, data)
+// is built by cli/run_model.h, shared with spd eval.
 #define SPD_F64
 #include <dirent.h>
 #include <errno.h>
