@@ -138,7 +138,16 @@ if [ -x "$PY" ] && [ -d "$PEER/spd" ] && "$PY" -c 'import torch, pydantic, yaml,
     rc=$?
     [ $rc -eq 0 ] || notok "check_pth_export.py ran" "exit $rc: $(tail -3 "$tmp/py.err" | tr '\n' ' ')"
     if [ -f "$tmp/spd/io.safetensors" ]; then
-        SPD_PTH_MODEL="$run/model_30.safetensors" SPD_PTH_IO="$tmp/spd/io.safetensors" "$TESTS_BIN/test_pth_outputs"
+        SPD_PTH_MODEL="$run/model_30.safetensors" SPD_PTH_IO="$tmp/spd/io.safetensors" "$TESTS_BIN/test_pth_outputs" \
+            >"$tmp/outputs.log" 2>&1
+        rc=$?
+        cat "$tmp/outputs.log"
+        # A crash (or an exit without a report) must count as a failure, not vanish.
+        if [ $rc -ne 0 ] && ! grep -q '^not ok' "$tmp/outputs.log"; then
+            notok "test_pth_outputs ran (SPD's outputs against spd.c's)" "exit $rc: $(tail -2 "$tmp/outputs.log" | tr '\n' ' ')"
+        elif ! grep -q '^ok' "$tmp/outputs.log"; then
+            notok "test_pth_outputs reported its comparisons" "$(tail -2 "$tmp/outputs.log" | tr '\n' ' ')"
+        fi
         "$SPD" import "$tmp/spd/model_30.pth" >"$tmp/imp3.log" 2>&1
         check "SPD's own torch.save of the loaded model imports to the run's tensors bit for bit" \
             '[ "$(tensors "$tmp/spd/model_30.safetensors")" = "$(tensors "$run/model_30.safetensors")" ]' "$(cat "$tmp/imp3.log")"

@@ -242,6 +242,35 @@ static void test_mmcs(void) {
     test_report(spd_count_nonnegligible(norms, 20, 1e-2) == 5, "non-negligible components: 5 of 20", NULL);
 }
 
+// SPD's plotting rule for significant TMS subcomponents, on a hand-built V [3, 4], U [4, 2]:
+//   c0: V e_0, U (0.017, 0)          row norms sum 0.017 exactly (the threshold: not counted)
+//   c1: V e_0, U (0.017 + ulp, 0)    just above it
+//   c2: V (0.5, -0.5, 0.25), U (0.03, 0.04): row norms 0.025 + 0.025 + 0.0125 = 0.0625, Frobenius 0.0375
+//   c3: V (0.0065, 0.0065, 0), U (0.6, 0.8): row norms 0.013 (< 0.017), Frobenius 0.0091924 (> 0.009)
+static void test_n_significant(void) {
+    const double t = SPD_TMS_SUBNET_NORM_THRESHOLD, up = nextafter(t, 1);
+    const double V[3 * 4] = {1, 1, 0.5, 0.0065, 0, 0, -0.5, 0.0065, 0, 0, 0.25, 0};
+    const double U[4 * 2] = {t, 0, up, 0, 0.03, 0.04, 0.6, 0.8};
+    double n[4];
+    int k = spd_tms_n_significant(V, U, SPD_DTYPE_F64, 3, 2, 4, SPD_SIGNIF_INPUT_FEATURES, t, n);
+    test_report(k == 2 && n[0] == t && n[1] == up && fabs(n[2] - 0.0625) < 1e-16 && fabs(n[3] - 0.013) < 1e-16,
+                "n_significant (input features): row norms summed; a norm equal to the threshold is not counted",
+                "%d: %.17g %.17g %.17g %.17g", k, n[0], n[1], n[2], n[3]);
+    k = spd_tms_n_significant(V, U, SPD_DTYPE_F64, 3, 2, 4, SPD_SIGNIF_OUTPUT_FEATURES, t, n);
+    test_report(k == 2 && n[0] == t && fabs(n[2] - 0.07 * 0.75) < 1e-16 && fabs(n[3] - 1.4 * 0.0065 * sqrt(2)) < 1e-16,
+                "n_significant (output features): |U[c,o]| |V[:,c]| summed over o", "%d: %.17g %.17g", k, n[2], n[3]);
+    k = spd_tms_n_significant(V, U, SPD_DTYPE_F64, 3, 2, 4, SPD_SIGNIF_FROBENIUS, SPD_TMS_HIDDEN_LAYER_THRESHOLD, n);
+    test_report(k == 4 && fabs(n[2] - 0.0375) < 1e-16 && fabs(n[3] - 0.0065 * sqrt(2)) < 1e-16,
+                "n_significant (Frobenius, 0.009): c3 counts here but not by the feature rule", "%d: %.17g", k, n[3]);
+    k = spd_tms_n_significant(V, U, SPD_DTYPE_F64, 3, 2, 4, SPD_SIGNIF_FROBENIUS, t, n);
+    test_report(k == 2 && n[0] == t, "n_significant (Frobenius at 0.017): c1, c2; c0 (norm = the threshold) not", "%d", k);
+    float Vf[12], Uf[8];
+    for (int i = 0; i < 12; i++) Vf[i] = (float)V[i];
+    for (int i = 0; i < 8; i++) Uf[i] = (float)U[i];
+    k = spd_tms_n_significant(Vf, Uf, SPD_DTYPE_F32, 3, 2, 4, SPD_SIGNIF_INPUT_FEATURES, 0.05, n);
+    test_report(k == 1 && fabs(n[2] - 0.0625) < 1e-8, "n_significant: float32 input", "%d %.17g", k, n[2]);
+}
+
 static int png_dims(const char *path, int *w, int *h, uint8_t **pix) {
     png_image im;
     memset(&im, 0, sizeof im);
@@ -357,6 +386,7 @@ int main(void) {
     test_l0_and_acc();
     test_identity_ci_error();
     test_mmcs();
+    test_n_significant();
     test_figures();
     return test_exit();
 }

@@ -11,5 +11,6 @@ int cmd_train(int argc, char **argv);
 int cmd_train_target(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

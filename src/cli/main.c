@@ -22,6 +22,7 @@ static void usage(FILE *out) {
           "  train-target --experiment NAME  train a toy target (tms_5-2, ..., resid_mlp_3) as SPD does\n"
           "  export RUN_DIR --format pth   write model_<step>.pth as PyTorch SPD saves it\n"
           "  import FILE.pth  a torch.save state dict (SPD checkpoint) to safetensors\n"
+          "  eval CHECKPOINT  evaluate a model checkpoint as the final evaluation of its run\n"
           "run 'spd <command> --help' for its options\n",
           out);
 }
@@ -46,5 +47,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train-target") == 0) return cmd_train_target(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0) return cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     spd_die_input("unknown command '%s' (run 'spd --help' for the list)", cmd);
 }

@@ -23,6 +23,8 @@
 // 1.3), decomposed as "<module>.pre_identity"; checkpoints hold nothing for them
 // but their components (SPD's Identity has no state).
 // Evaluation at eval_freq: spd/eval.h. Not yet: target files (<task>.pth, *_train_config.yaml).
+// The model (target, identities, decomposed modules, trainer, ties, checkpoint tensors, data)
+// is built by cli/run_model.h, shared with spd eval.
 #define SPD_F64
 #include <dirent.h>
 #include <errno.h>
@@ -39,6 +41,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/run_model.h"
 #include "cli/train_experiment.h"
 #include "cli/train_summary.h"
 #include "cli/launch.h"
@@ -46,9 +49,6 @@
 #include "core/philox.h"
 #include "core/safetensors.h"
 #include "core/spec.h"
-#include "core/spec_io.h"
-#include "models/identity_insertion.h"
-#include "models/module_select.h"
 #include "models/resid_mlp.h"
 #include "models/tms.h"
 #include "models/toy_data.h"
@@ -56,10 +56,7 @@
 #include "spd/eval.h"
 #include "spd/dist.h"
 #include "spd/faithfulness_warmup.h"
-#include "spd/identity_patterns.h"
 #include "spd/schedule.h"
-#include "spd/target_resid_mlp.h"
-#include "spd/target_tms.h"
 #include "spd/tied.h"
 #include "spd/train.h"
 #include "spd/train_gpu.h"
@@ -98,164 +95,6 @@ static void usage(FILE *out) {
           "  SIGINT / SIGTERM: the current step ends, model_<s+1> and resume_<s+1> are saved, exit 130 / 143.\n"
           "  Exit 2: bad input; exit 1: the run diverged (non-finite loss) or a checkpoint failed.\n",
           out);
-}
-
-static int term_of(const spd_metric_config *mc, spd_train_term *t) {
-    static const struct {
-        spd_metric_class cls;
-        spd_term_kind kind;
-    } map[] = {
-        {SPD_METRIC_FAITHFULNESS_LOSS, SPD_TERM_FAITHFULNESS},
-        {SPD_METRIC_IMPORTANCE_MINIMALITY_LOSS, SPD_TERM_IMPORTANCE_MINIMALITY},
-        {SPD_METRIC_STOCHASTIC_RECON_LOSS, SPD_TERM_STOCHASTIC_RECON},
-        {SPD_METRIC_STOCHASTIC_RECON_LAYERWISE_LOSS, SPD_TERM_STOCHASTIC_RECON_LAYERWISE},
-        {SPD_METRIC_CI_MASKED_RECON_LOSS, SPD_TERM_CI_MASKED_RECON},
-        {SPD_METRIC_CI_MASKED_RECON_LAYERWISE_LOSS, SPD_TERM_CI_MASKED_RECON_LAYERWISE},
-        {SPD_METRIC_UNMASKED_RECON_LOSS, SPD_TERM_UNMASKED_RECON},
-        {SPD_METRIC_STOCHASTIC_RECON_SUBSET_LOSS, SPD_TERM_STOCHASTIC_RECON_SUBSET},
-        {SPD_METRIC_CI_MASKED_RECON_SUBSET_LOSS, SPD_TERM_CI_MASKED_RECON_SUBSET},
-        {SPD_METRIC_STOCHASTIC_HIDDEN_ACTS_RECON_LOSS, SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON},
-        {SPD_METRIC_PGD_RECON_LOSS, SPD_TERM_PGD_RECON},
-        {SPD_METRIC_PGD_RECON_SUBSET_LOSS, SPD_TERM_PGD_RECON_SUBSET},
-        {SPD_METRIC_PGD_RECON_LAYERWISE_LOSS, SPD_TERM_PGD_RECON_LAYERWISE},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (map[i].cls == mc->classname) {
-            t->kind = map[i].kind;
-            t->coeff = mc->coeff;
-            if (t->kind == SPD_TERM_IMPORTANCE_MINIMALITY) t->imp = mc->importance_minimality;
-            t->router = (spd_router){.kind = mc->routing.type == SPD_CFG_ROUTER_STATIC_PROBABILITY
-                                                 ? SPD_ROUTE_STATIC_PROBABILITY
-                                                 : SPD_ROUTE_UNIFORM_K_SUBSET,
-                                     .p = mc->routing.p};
-            if (t->kind == SPD_TERM_PGD_RECON || t->kind == SPD_TERM_PGD_RECON_SUBSET ||
-                t->kind == SPD_TERM_PGD_RECON_LAYERWISE)
-                t->pgd = mc->pgd;
-            return 0;
-        }
-    return -1;
-}
-
-// Config -> trainer options; unsupported parts are input errors.
-static void options_from_config(const spd_config *cfg, spd_train_options *o) {
-    spd_train_options_default(o);
-    const spd_metric_config_list *l = &cfg->loss_metric_configs;
-    if (l->count < 1) spd_die_input("%s: loss_metric_configs: spd train needs at least one loss", cfg->source);
-    if (l->count > SPD_TRAIN_MAX_TERMS)
-        spd_die_input("%s: loss_metric_configs: at most %d terms, found %d", cfg->source, SPD_TRAIN_MAX_TERMS, l->count);
-    for (int i = 0; i < l->count; i++)
-        if (term_of(&l->items[i], &o->terms[i]))
-            spd_die_input("%s: loss_metric_configs[%d]: %s is not implemented by spd train yet", cfg->source, i,
-                          spd_metric_class_name(l->items[i].classname));
-    o->n_terms = l->count;
-    o->output_loss = cfg->output_loss_type == SPD_OUTPUT_LOSS_KL ? SPD_DIVERGENCE_KL : SPD_DIVERGENCE_MSE;
-    if (spd_ci_fn_kind_parse(spd_cfg_ci_fn_type_name(cfg->ci_fn_type), &o->ci_kind)) spd_die_last_error();
-    if (cfg->ci_fn_hidden_dims.count > SPD_CI_FN_MAX_LAYERS - 1)
-        spd_die_input("%s: ci_fn_hidden_dims: at most %d layers", cfg->source, SPD_CI_FN_MAX_LAYERS - 1);
-    o->n_ci_hidden = cfg->ci_fn_hidden_dims.count;
-    for (int i = 0; i < o->n_ci_hidden; i++) o->ci_hidden[i] = (int)cfg->ci_fn_hidden_dims.items[i];
-    if (spd_sigmoid_pair_parse(spd_cfg_sigmoid_type_name(cfg->sigmoid_type), &o->sigmoid)) spd_die_last_error();
-    if (spd_mask_sampling_parse(spd_cfg_sampling_name(cfg->sampling), &o->sampling)) spd_die_last_error();
-    o->n_mask_samples = (int)cfg->n_mask_samples;
-    o->use_delta = cfg->use_delta_component;
-    o->seed = (uint64_t)cfg->seed;
-    o->steps = cfg->steps;
-    o->lr = cfg->lr_schedule;
-    o->grad_clip_components = cfg->has_grad_clip_norm_components ? cfg->grad_clip_norm_components : 0;
-    o->grad_clip_ci_fns = cfg->has_grad_clip_norm_ci_fns ? cfg->grad_clip_norm_ci_fns : 0;
-}
-
-static void make_dir(const char *path) {
-    char buf[4096];
-    int n = snprintf(buf, sizeof buf, "%s", path);
-    if (n < 0 || n >= (int)sizeof buf) spd_die_input("output directory path too long: %s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST) spd_die_input("cannot create %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST) spd_die_input("cannot create %s: %s", buf, strerror(errno));
-}
-
-// ---------------------------------------------------------------- target files
-
-// A state-dict entry under its bare name or with the "target_model." prefix.
-static const spd_st_entry *st_find_target(const spd_st_file *f, const char *name) {
-    const spd_st_entry *e = spd_st_find(f, name);
-    if (e) return e;
-    char buf[512];
-    snprintf(buf, sizeof buf, "target_model.%s", name);
-    return spd_st_find(f, buf);
-}
-
-static const spd_st_entry *st_need(const spd_st_file *f, const char *name, int ndim) {
-    const spd_st_entry *e = st_find_target(f, name);
-    if (!e) spd_die_input("%s: no tensor '%s' (or 'target_model.%s')", f->path, name, name);
-    if (e->ndim != ndim) spd_die_input("%s: tensor '%s': expected %d dimensions, found %d", f->path, name, ndim, e->ndim);
-    return e;
-}
-
-static int st_count_layers(const spd_st_file *f, const char *fmt) {
-    char buf[256];
-    int n = 0;
-    for (;; n++) {
-        snprintf(buf, sizeof buf, fmt, n);
-        if (!st_find_target(f, buf)) return n;
-    }
-}
-
-// Sizes (and tiedness) of a TMS state dict.
-static void tms_config_from_file(const spd_st_file *f, tms_config *c) {
-    const spd_st_entry *w1 = st_need(f, "linear1.weight", 2);
-    *c = (tms_config){.n_features = (int)w1->shape[1], .n_hidden = (int)w1->shape[0]};
-    c->n_hidden_layers = st_count_layers(f, "hidden_layers.%d.weight");
-    const spd_st_entry *w2 = st_find_target(f, "linear2.weight");
-    if (!w2) {
-        c->tied_weights = true;
-        return;
-    }
-    int64_t n = (int64_t)c->n_features * c->n_hidden;
-    double *a = spd_malloc((size_t)n * sizeof *a), *b = spd_malloc((size_t)n * sizeof *b);
-    int64_t s2[2] = {c->n_features, c->n_hidden};
-    if (spd_st_read(f, w1->name, SPD_DTYPE_F64, -1, NULL, a) ||
-        spd_st_read(f, w2->name, SPD_DTYPE_F64, 2, s2, b))
-        spd_die_input("%s", spd_last_error());
-    c->tied_weights = true;
-    for (int i = 0; i < c->n_hidden && c->tied_weights; i++)  // a [H, F], b [F, H]
-        for (int j = 0; j < c->n_features; j++)
-            if (a[(int64_t)i * c->n_features + j] != b[(int64_t)j * c->n_hidden + i]) {
-                c->tied_weights = false;
-                break;
-            }
-    free(a);
-    free(b);
-}
-
-static void resid_config_from_file(const spd_st_file *f, resid_mlp_config *c) {
-    const spd_st_entry *we = st_need(f, "W_E", 2);
-    c->n_features = (int)we->shape[0];
-    c->d_embed = (int)we->shape[1];
-    c->n_layers = st_count_layers(f, "layers.%d.mlp_in.weight");
-    if (c->n_layers < 1) spd_die_input("%s: no tensor 'layers.0.mlp_in.weight'", f->path);
-    c->d_mlp = (int)st_need(f, "layers.0.mlp_in.weight", 2)->shape[0];
-    c->in_bias = st_find_target(f, "layers.0.mlp_in.bias") != NULL;
-    c->out_bias = st_find_target(f, "layers.0.mlp_out.bias") != NULL;
-}
-
-// Every FROZEN target_model.* tensor of spec from f (skip: a name the file may lack).
-static void load_target(const spd_spec *spec, const spd_st_file *f, const char *skip) {
-    for (int i = 0; i < spec->count; i++) {
-        spd_tensor *t = &spec->tensors[i];
-        if (t->role != SPD_ROLE_FROZEN || strncmp(t->name, "target_model.", 13) != 0) continue;
-        if (skip && strcmp(t->name + 13, skip) == 0 && !st_find_target(f, skip)) continue;
-        if (spd_spec_load_tensor(spec, f, t)) spd_die_input("%s", spd_last_error());
-    }
-}
-
-static bool is_safetensors(const char *p) {
-    size_t n = p ? strlen(p) : 0;
-    return n > 12 && strcmp(p + n - 12, ".safetensors") == 0;
 }
 
 // ---------------------------------------------------------------- logging
@@ -563,12 +402,6 @@ static void on_stop_signal(int sig) { stop_signal = sig; }
 
 // ---------------------------------------------------------------- the command
 
-typedef struct {
-    int F, H, L, d_embed, d_mlp, n_layers;
-    bool tied;
-    uint64_t target_seed;
-    resid_mlp_act act;
-} target_args;
 
 // ---------------------------------------------------------------- --device cuda (spd/train_gpu.h)
 
@@ -615,7 +448,7 @@ int cmd_train(int argc, char **argv) {
     bool retrain_target = false, cuda = false;
     int64_t stop_at = -1, steps_override = -1;
     int gpus = 0, rank = -1, world = 0;  // --gpus N (launcher); --rank R --world N (a rank)
-    target_args ta = {.F = 5, .H = 2, .L = 0, .d_embed = 4, .d_mlp = 6, .n_layers = 1, .act = RESID_MLP_RELU};
+    spd_target_args ta = SPD_TARGET_ARGS_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -718,18 +551,11 @@ int cmd_train(int argc, char **argv) {
         spd_die_input("train: --resume: %s: steps/seed differ from %s", resume_file, path);
     if (rf && r_step > cfg.steps) spd_die_input("train: --resume: %s: step beyond steps %" PRId64, resume_file, cfg.steps);
     spd_task_name task = cfg.task_config.task_name;
-    if (task == SPD_TASK_LM || task == SPD_TASK_IH)
-        spd_die_input("%s: task_config.task_name: %s: LM data loading is not built yet; spd train runs tms and "
-                      "resid_mlp", path, spd_task_name_name(task));
+    spd_run_check_config(&cfg, path);
     const spd_toy_task_config *toy = task == SPD_TASK_TMS ? &cfg.task_config.tms : &cfg.task_config.resid_mlp;
-    spd_toy_generation gen;
-    if (spd_toy_generation_parse(spd_data_generation_type_name(toy->data_generation_type), &gen))
-        spd_die_input("%s: task_config.data_generation_type: %s", path, spd_last_error());
-    if (cfg.batch_size > (1 << 24)) spd_die_input("%s: batch_size: at most %d for spd train", path, 1 << 24);
-    if (cfg.steps < 1) spd_die_input("%s: steps: spd train needs steps >= 1, found %" PRId64, path, cfg.steps);
     if (experiment) spd_experiment_ensure_target(experiment, cfg.pretrained_model_path, retrain_target);
     spd_train_options opt;
-    options_from_config(&cfg, &opt);
+    spd_train_options_from_config(&cfg, &opt);
     const int B = (int)cfg.batch_size;
 
     // ---- data parallel (spd/dist.h, cli/launch.h): the launcher starts the ranks and waits;
@@ -760,116 +586,23 @@ int cmd_train(int argc, char **argv) {
     // 1. The target (frozen): its sizes from the file when there is one.
     spd_st_file *tf = NULL;
     const char *tpath = rf ? model_file : cfg.pretrained_model_path;  // resume: the target saved with the run
-    if (is_safetensors(tpath)) {
+    if (spd_is_safetensors(tpath)) {
         tf = spd_st_open(tpath);
         if (!tf) spd_die_input("%s: pretrained_model_path: %s", path, spd_last_error());
     }
-    spd_spec spec;
-    spd_spec_init(&spec);
-    tms_model tms;
-    resid_mlp_model rm;
-    tms_config tcfg = {.n_features = ta.F, .n_hidden = ta.H, .n_hidden_layers = ta.L, .tied_weights = ta.tied};
-    resid_mlp_config rcfg = {.n_features = ta.F, .d_embed = ta.d_embed, .d_mlp = ta.d_mlp, .n_layers = ta.n_layers,
-                             .act = ta.act, .in_bias = true, .out_bias = true};
-    spd_target tg;
-    int F;
-    if (task == SPD_TASK_TMS) {
-        if (tf) tms_config_from_file(tf, &tcfg);
-        if (spd_tms_config_check(&tcfg)) spd_die_input("%s: %s", path, spd_last_error());
-        tms_options topt = {.B = B, .prefix = "target_model."};
-        tms_declare_f64(&tms, &spec, &tcfg, &topt);
-        tg = spd_target_tms_f64(&tms);
-        F = tcfg.n_features;
-    } else {
-        if (tf) {
-            resid_config_from_file(tf, &rcfg);
-            const char *act = spd_st_meta(tf, "act_fn_name");
-            if (act && strcmp(act, "gelu") == 0) rcfg.act = RESID_MLP_GELU;
-            else if (act && strcmp(act, "relu") == 0) rcfg.act = RESID_MLP_RELU;
-        }
-        if (spd_resid_mlp_config_check(&rcfg, RESID_EMBED_DEFAULT)) spd_die_input("%s: %s", path, spd_last_error());
-        resid_mlp_options ropt = {.B = B, .prefix = "target_model."};
-        resid_mlp_declare_f64(&rm, &spec, &rcfg, &ropt);
-        tg = spd_target_resid_mlp_f64(&rm);
-        F = rcfg.n_features;
-    }
-
-    // Identity insertion (identity_module_info, models/identity_insertion.h): the
-    // identities become sites after the model's, "<module>.pre_identity".
-    // Kept to the end: the GPU twin inserts the same identities.
-    int n_id_pats;
-    spd_module_pattern *id_pats = spd_identity_patterns(&cfg, &n_id_pats);
-    if (n_id_pats) {
-        int irc = task == SPD_TASK_TMS ? tms_insert_identity_f64(&tms, &spec, id_pats, n_id_pats)
-                                       : resid_mlp_insert_identity_f64(&rm, &spec, id_pats, n_id_pats);
-        if (irc) spd_die_input("%s: %s", path, spd_last_error());
-        tg = task == SPD_TASK_TMS ? spd_target_tms_f64(&tms) : spd_target_resid_mlp_f64(&rm);
-    }
-
-    // Module patterns (SPD's all_module_info: module_info, then the identity patterns
-    // + ".pre_identity") -> decomposed sites, candidates in named_modules order
-    // (a pattern matching nothing is an error naming it).
-    const int n_model_sites = task == SPD_TASK_TMS ? tms.n_sites : rm.n_sites;
-    int *order = spd_malloc((size_t)tg.n_sites * sizeof *order);
-    identity_named_order_f64(tg.sites, n_model_sites, tg.n_sites - n_model_sites, order);
-    const char **paths = spd_malloc((size_t)tg.n_sites * sizeof *paths);
-    for (int i = 0; i < tg.n_sites; i++) paths[i] = tg.sites[order[i]].path;
-    free(order);
-    spd_module_pattern *mi_pats = spd_calloc((size_t)cfg.module_info.count + 1, sizeof *mi_pats);
-    for (int i = 0; i < cfg.module_info.count; i++) {
-        mi_pats[i].pattern = cfg.module_info.items[i].module_pattern;
-        mi_pats[i].C = (int)cfg.module_info.items[i].C;
-    }
-    spd_module_pattern *pats = NULL;
-    int n_pats = 0;
-    spd_all_module_patterns(mi_pats, cfg.module_info.count, id_pats, n_id_pats, &pats, &n_pats);
-    free(mi_pats);
-    spd_module_choice *chosen = NULL;
-    int n_chosen = 0;
-    if (spd_select_modules(paths, tg.n_sites, pats, n_pats, &chosen, &n_chosen))
-        spd_die_input("%s: module_info: %s", path, spd_last_error());
-    int *site = spd_malloc((size_t)n_chosen * sizeof *site), *C = spd_malloc((size_t)n_chosen * sizeof *C);
-    for (int i = 0; i < n_chosen; i++) {
-        for (int k = 0; k < tg.n_sites; k++)
-            if (strcmp(tg.sites[k].path, chosen[i].path) == 0) site[i] = k;
-        C[i] = chosen[i].C;
-    }
-    if (!tf)  // after the checks above, so that an input error stays the only line on stderr
-        fprintf(stderr, "note: pretrained_model_path %s%s%s: not a .safetensors file; the target is random "
-                        "(--target-seed %" PRIu64 ")\n",
-                tpath ? "'" : "", tpath ? tpath : "is null", tpath ? "'" : "", ta.target_seed);
-    spd_trainer tr;
-    if (spd_trainer_declare_f64(&tr, &spec, &opt, &tg, site, C, n_chosen)) spd_die_input("%s: %s", path, spd_last_error());
-
-    // Tied components (TMS with a tied target, both linear1 and linear2 decomposed).
-    spd_tied_pair tie = {-1, -1};
-    int n_ties = 0;
-    if (task == SPD_TASK_TMS && tcfg.tied_weights) {
-        for (int i = 0; i < n_chosen; i++) {
-            if (site[i] == TMS_LINEAR1) tie.src = i;
-            if (site[i] == TMS_LINEAR2) tie.tgt = i;
-        }
-        if (tie.src >= 0 && tie.tgt >= 0) n_ties = 1;
-        else fprintf(stderr, "note: tied target but linear1 and linear2 are not both decomposed: components untied\n");
-    }
-
-    spd_spec_alloc(&spec);
-    if (task == SPD_TASK_TMS) {
-        tms_bind_f64(&tms, &spec);
-        if (tf) {
-            load_target(&spec, tf, tcfg.tied_weights ? "linear2.weight" : NULL);
-            if (tcfg.tied_weights) tms_tie_weights_f64(&tms);
-        } else tms_init_params_f64(&tms, ta.target_seed);
-        tg = spd_target_tms_f64(&tms);
-    } else {
-        resid_mlp_bind_f64(&rm, &spec);
-        if (tf) load_target(&spec, tf, NULL);
-        else resid_mlp_init_params_f64(&rm, ta.target_seed);
-        tg = spd_target_resid_mlp_f64(&rm);
-    }
+    spd_run_model rmodel;
+    spd_run_model_build(&rmodel, &cfg, path, tf, tpath, &ta, B, &opt);
     if (tf) spd_st_close(tf);
-    spd_trainer_bind_f64(&tr, &tg);
-    if (n_ties && spd_tied_check_f64(&tr, &tie, n_ties)) spd_die_input("%s: tied components: %s", path, spd_last_error());
+    // Short names for the parts of the model used below.
+    spd_spec *const spec = &rmodel.spec;
+    spd_trainer *const tr = &rmodel.tr;
+    const tms_config tcfg = rmodel.tcfg;
+    const resid_mlp_config rcfg = rmodel.rcfg;
+    const int F = rmodel.F, n_chosen = rmodel.n_chosen, n_ties = rmodel.n_ties, n_id_pats = rmodel.n_id_pats;
+    const spd_module_choice *chosen = rmodel.chosen;
+    const int *site = rmodel.site, *C = rmodel.C;
+    const spd_tied_pair tie = rmodel.tie;
+    const spd_module_pattern *id_pats = rmodel.id_pats;
     if (rf) {  // the trained tensors from model_<s>, their Adam moments and count from resume_<s>
         const char *tied = spd_st_meta(rf, "tied");
         if (!tied || strcmp(tied, n_ties ? "linear1:linear2" : "none") != 0)
@@ -877,49 +610,36 @@ int cmd_train(int argc, char **argv) {
                           tied ? tied : "(missing)");
         spd_st_file *mf = spd_st_open(model_file);
         if (!mf) spd_die_input("train: --resume: %s", spd_last_error());
+        spd_run_model_load_trained(&rmodel, mf, "train: --resume");
         char nm[SPD_NAME_MAX + 16];
-        for (int i = 0; i < spec.count; i++) {
-            spd_tensor *t = &spec.tensors[i];
+        for (int i = 0; i < spec->count; i++) {
+            spd_tensor *t = &spec->tensors[i];
             if (t->role != SPD_ROLE_TRAINED) continue;
-            if (!spd_st_find(mf, t->name)) spd_die_input("train: --resume: %s: no tensor '%s'", model_file, t->name);
-            if (spd_spec_load_tensor(&spec, mf, t)) spd_die_input("train: --resume: %s", spd_last_error());
             snprintf(nm, sizeof nm, "adam.m.%s", t->name);
-            if (spd_st_read(rf, nm, t->dtype, t->ndim, t->shape, spd_spec_adam_m(&spec, t)))
+            if (spd_st_read(rf, nm, t->dtype, t->ndim, t->shape, spd_spec_adam_m(spec, t)))
                 spd_die_input("train: --resume: %s", spd_last_error());
             snprintf(nm, sizeof nm, "adam.v.%s", t->name);
-            if (spd_st_read(rf, nm, t->dtype, t->ndim, t->shape, spd_spec_adam_v(&spec, t)))
+            if (spd_st_read(rf, nm, t->dtype, t->ndim, t->shape, spd_spec_adam_v(spec, t)))
                 spd_die_input("train: --resume: %s", spd_last_error());
         }
         spd_st_close(mf);
-        tr.adam_t = meta_int(rf, "adam_t");
-        if (tr.adam_t != r_step || meta_int(rf, "data_step") != r_step)
+        tr->adam_t = meta_int(rf, "adam_t");
+        if (tr->adam_t != r_step || meta_int(rf, "data_step") != r_step)
             spd_die_input("train: --resume: %s: adam_t / data_step differ from step", resume_file);
     }
 
     spd_toy_data data;
-    int drc = task == SPD_TASK_TMS ? spd_toy_data_init_tms(&data, F, toy->feature_probability, gen, (uint64_t)cfg.seed)
-                                   : spd_toy_data_init_resid_mlp(&data, F, toy->feature_probability, gen,
-                                                                 (uint64_t)cfg.seed);
-    if (drc) spd_die_input("%s: task_config: %s", path, spd_last_error());
-    real *x = task == SPD_TASK_TMS ? tms.x : rm.x;
+    spd_run_model_data(&rmodel, &cfg, path, &data);
+    real *x = rmodel.x;
 
     // 2. Run id, output directory, final_config.yaml (before training).
-    uint32_t rid = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ (uint32_t)clock();
     char run_id[16], dir[4096];
-    snprintf(run_id, sizeof run_id, "s-%08x", rid);
-    const char *root = getenv("SPD_OUT_DIR");
-    char home_root[4096];
-    if (!root || !*root) {
-        const char *home = getenv("HOME");
-        snprintf(home_root, sizeof home_root, "%s/spd_out", home ? home : ".");
-        root = home_root;
-    }
-    int n = resume_dir ? snprintf(dir, sizeof dir, "%s", resume_dir) : snprintf(dir, sizeof dir, "%s/spd/%s", root, run_id);
-    if (n < 0 || n >= (int)sizeof dir) spd_die_input("SPD_OUT_DIR too long");
     if (resume_dir) {
+        int n = snprintf(dir, sizeof dir, "%s", resume_dir);
+        if (n < 0 || n >= (int)sizeof dir) spd_die_input("train: --resume: path too long");
         const char *b = strrchr(dir, '/');
         snprintf(run_id, sizeof run_id, "%.15s", b && b[1] ? b + 1 : dir);
-    }
+    } else spd_run_dir_path(dir, sizeof dir, run_id, sizeof run_id);
     char file[4200];
     FILE *metrics;
     if (!writer) {  // data parallel rank > 0: no files (its stdout is /dev/null)
@@ -927,7 +647,7 @@ int cmd_train(int argc, char **argv) {
         if (!metrics) spd_die("cannot open /dev/null: %s", strerror(errno));
     } else if (resume_dir) metrics = metrics_for_resume(dir, r_logged ? r_step + 1 : r_step);
     else {
-        make_dir(dir);
+        spd_make_dir(dir);
         snprintf(file, sizeof file, "%s/final_config.yaml", dir);
         if (spd_config_write_yaml(&cfg, file)) spd_die_last_error();
         snprintf(file, sizeof file, "%s/metrics.jsonl", dir);
@@ -935,7 +655,7 @@ int cmd_train(int argc, char **argv) {
         if (!metrics) spd_die_input("cannot write %s: %s", file, strerror(errno));
     }
     snprintf(file, sizeof file, "%s/final_config.yaml", dir);
-    ckpt_ctx ck = {.spec = &spec, .tr = &tr, .cfg = &cfg, .dir = dir,
+    ckpt_ctx ck = {.spec = spec, .tr = tr, .cfg = &cfg, .dir = dir,
                    .config_text = writer ? read_text(file) : spd_calloc(1, 1),
                    .act_fn = task == SPD_TASK_TMS ? NULL : rcfg.act == RESID_MLP_GELU ? "gelu" : "relu",
                    .tied = n_ties ? "linear1:linear2" : "none", .metrics = metrics};
@@ -943,8 +663,8 @@ int cmd_train(int argc, char **argv) {
 
     // 3. Components and CI fns from the config seed; ties (src wins, as SPD ties after the init).
     if (!rf) {
-        spd_trainer_init_params_f64(&tr, (uint64_t)cfg.seed);
-        if (n_ties) spd_tied_sync_f64(&tr, &tie, n_ties);
+        spd_trainer_init_params_f64(tr, (uint64_t)cfg.seed);
+        if (n_ties) spd_tied_sync_f64(tr, &tie, n_ties);
     }
 
     // Start-up table.
@@ -957,14 +677,14 @@ int cmd_train(int argc, char **argv) {
     if (task == SPD_TASK_TMS)
         printf("  %-26s TMS n_features %d, n_hidden %d, n_hidden_layers %d, %s, %s\n", "target", tcfg.n_features,
                tcfg.n_hidden, tcfg.n_hidden_layers, tcfg.tied_weights ? "tied" : "untied",
-               tf || is_safetensors(tpath) ? tpath : "random");
+               tf || spd_is_safetensors(tpath) ? tpath : "random");
     else
         printf("  %-26s ResidMLP n_features %d, d_embed %d, d_mlp %d, n_layers %d, %s, %s\n", "target",
                rcfg.n_features, rcfg.d_embed, rcfg.d_mlp, rcfg.n_layers, rcfg.act == RESID_MLP_GELU ? "gelu" : "relu",
-               is_safetensors(tpath) ? tpath : "random");
+               spd_is_safetensors(tpath) ? tpath : "random");
     if (cuda) printf("  %-26s float32 (GPU; host copy float64)\n", "precision");
     else printf("  %-26s %s (CPU)\n", "precision", SPD_REAL_NAME);
-    printf("  %-26s %s, %d, p %.6g\n", "data", spd_toy_generation_name(gen), F, toy->feature_probability);
+    printf("  %-26s %s, %d, p %.6g\n", "data", spd_toy_generation_name(data.generation), F, toy->feature_probability);
     for (int i = 0; i < n_chosen; i++)
         printf("  %-26s %s C %d%s\n", i ? "" : "modules", chosen[i].path, C[i],
                n_ties && (i == tie.src || i == tie.tgt) ? " (tied)" : "");
@@ -988,18 +708,18 @@ int cmd_train(int argc, char **argv) {
            cfg.faithfulness_warmup_steps, cfg.faithfulness_warmup_lr, cfg.faithfulness_warmup_weight_decay);
     printf("  %-26s %" PRId64 " (ci_alive_threshold %.6g)\n", "train_log_freq", cfg.train_log_freq,
            cfg.ci_alive_threshold);
-    spd_spec_print_memory(&spec, stdout);
+    spd_spec_print_memory(spec, stdout);
     fflush(stdout);
     if (cfg.has_save_freq) printf("  %-26s %" PRId64 " (+ the final step)\n", "save_freq", cfg.save_freq);
-    if (rf) printf("resuming from %s (step %" PRId64 ", adam_t %" PRId64 ")\n", resume_file, r_step, tr.adam_t);
+    if (rf) printf("resuming from %s (step %" PRId64 ", adam_t %" PRId64 ")\n", resume_file, r_step, tr->adam_t);
     fflush(stdout);
     // ---- eval (spd/eval.h): its own target instance and buffers; reads the trained tensors.
     // Data parallel: rank 0 (the writer) evaluates on its own; the other ranks wait at the
     // next collective (within its timeout).
     spd_evaluator *ev = NULL;
     if (writer) {
-        ev = spd_evaluator_new(&(spd_eval_setup){.cfg = &cfg, .trainer = &tr, .task = task,
-                                                 .model = task == SPD_TASK_TMS ? (void *)&tms : (void *)&rm,
+        ev = spd_evaluator_new(&(spd_eval_setup){.cfg = &cfg, .trainer = tr, .task = task,
+                                                 .model = task == SPD_TASK_TMS ? (void *)&rmodel.tms : (void *)&rmodel.rm,
                                                  .data = &data, .out_dir = dir});
         if (!ev) spd_die_input("%s: %s", path, spd_last_error());
     }
@@ -1013,7 +733,7 @@ int cmd_train(int argc, char **argv) {
                                               .log_ctx = &cfg.faithfulness_warmup_steps,
                                               .ties = n_ties ? &tie : NULL,
                                               .n_ties = n_ties};
-        double f = spd_faithfulness_warmup_f64(&tr, &wo);
+        double f = spd_faithfulness_warmup_f64(tr, &wo);
         if (!isfinite(f)) warmup_log(&cfg.faithfulness_warmup_steps, cfg.faithfulness_warmup_steps, f);
         printf("warm-up done: FaithfulnessLoss %.6e\n", f);
     }
@@ -1037,7 +757,7 @@ int cmd_train(int argc, char **argv) {
         gc.identity = id_pats;
         gc.n_identity = n_id_pats;
         gpu = spd_gpu_run_create(&gc);
-        spd_gpu_run_upload(gpu, &spec, tr.adam_t);
+        spd_gpu_run_upload(gpu, spec, tr->adam_t);
         if (dist) {
             spd_gpu_run_dist_broadcast_params(gpu);
             printf("  %-26s %d ranks (NCCL), %" PRId64 " rows each, seed per rank seed * %d + rank\n", "data parallel",
@@ -1058,29 +778,29 @@ int cmd_train(int argc, char **argv) {
     double t0 = now_s(), t_last = t0;
     int64_t last_step = start - 1;
     for (int64_t step = start; step <= cfg.steps; step++) {
-        if (gpu) gpu_step(gpu, &tr, &data, xf, step, (int)rows, F, row0, dist);
+        if (gpu) gpu_step(gpu, tr, &data, xf, step, (int)rows, F, row0, dist);
         else {
             spd_toy_batch_f64(&data, (uint64_t)step, -1, 0, B, x, NULL);
-            spd_train_step_f64(&tr, step);
+            spd_train_step_f64(tr, step);
         }
-        check_finite(&tr, step);
+        check_finite(tr, step);
         bool done_before = rf && step == start && r_logged;  // logged and saved before the resume
         bool due = (cfg.has_save_freq && step % cfg.save_freq == 0 && step > 0) || step == cfg.steps;
         bool synced = gpu && !done_before && (step % cfg.train_log_freq == 0 || due || step == stop_at);
-        if (synced) gpu_sync(gpu, &tr, &spec, dist, true);
+        if (synced) gpu_sync(gpu, tr, spec, dist, true);
         if (!done_before && step % cfg.train_log_freq == 0) {
             double lr = spd_schedule_value(&opt.lr, step, opt.steps);
             double t = now_s();
             double ms = 1000.0 * (t - t_last) / (double)(step - last_step);  // iterations since the last log
             double per = (t - t0) / (double)(step - start + 1);
-            log_step(metrics, &tr, &cfg, step, lr, ms, per * (double)(cfg.steps - step));
+            log_step(metrics, tr, &cfg, step, lr, ms, per * (double)(cfg.steps - step));
             t_last = t;
             last_step = step;
         }
         // ---- eval (spd/eval.h): after the log, before the checkpoint and the update (SPD's order).
         if (writer && !done_before && spd_eval_due(&cfg, step)) {
             // The eval reads the host copy of the trained tensors (no collective: rank 0 alone).
-            if (gpu && !synced) gpu_sync(gpu, &tr, &spec, dist, false);
+            if (gpu && !synced) gpu_sync(gpu, tr, spec, dist, false);
             if (spd_eval_log(ev, step, metrics)) spd_die_last_error();
         }
         if (writer && !done_before && (due || step == stop_at)) save_checkpoint(&ck, step, true);
@@ -1089,11 +809,11 @@ int cmd_train(int argc, char **argv) {
             break;
         }
         if (step != cfg.steps) {
-            if (gpu) gpu_update(gpu, &tr, step);
-            else if (n_ties) spd_tied_update_f64(&tr, &tie, n_ties, step);
-            else spd_train_update_f64(&tr, step);
+            if (gpu) gpu_update(gpu, tr, step);
+            else if (n_ties) spd_tied_update_f64(tr, &tie, n_ties, step);
+            else spd_train_update_f64(tr, step);
             if (stop_signal) {
-                if (gpu) gpu_sync(gpu, &tr, &spec, dist, !dist);
+                if (gpu) gpu_sync(gpu, tr, spec, dist, !dist);
                 save_checkpoint(&ck, step + 1, false);
                 printf("interrupted by %s after step %" PRId64 ": saved model_%" PRId64 " and resume_%" PRId64
                        "; resume with spd train --resume %s\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step,
@@ -1107,36 +827,27 @@ int cmd_train(int argc, char **argv) {
     double wall = now_s() - t0;
     if (stop_at >= start && stop_at < cfg.steps) printf("stopped: %" PRId64 " iterations in %.2f s\n", stop_at - start + 1, wall);
     else printf("done: %" PRId64 " steps (+1 log-only) in %.2f s (%.1f steps/s); final total %.6e\n", cfg.steps, wall,
-                wall > 0 ? (double)(cfg.steps - start + 1) / wall : 0.0, tr.total);
+                wall > 0 ? (double)(cfg.steps - start + 1) / wall : 0.0, tr->total);
     int rc = fclose(metrics) == 0 ? 0 : SPD_EXIT_INTERNAL;
     if (!(stop_at >= start && stop_at < cfg.steps)) {  // finished: what the run found
-        double final_values[SPD_TRAIN_MAX_TERMS], final_total = tr.total;
-        memcpy(final_values, tr.values, sizeof final_values);
+        double final_values[SPD_TRAIN_MAX_TERMS], final_total = tr->total;
+        memcpy(final_values, tr->values, sizeof final_values);
         spd_train_summary_result sum;
-        if (spd_train_summary_f64(&tr, &data, x, B, F, cfg.steps, cfg.ci_alive_threshold, 5, final_values,
-                                  final_total, dir, &sum)) {
+        if (spd_train_summary_f64(tr, &data, x, B, F, cfg.steps, cfg.ci_alive_threshold, 5, final_values,
+                                  final_total, task == SPD_TASK_TMS, dir, &sum)) {
             fprintf(stderr, "spd: error: summary: %s\n", spd_last_error());
             rc = SPD_EXIT_INTERNAL;
         }
     }
     free(ck.config_text);
     spd_evaluator_free(ev);  // eval (spd/eval.h)
-    free(id_pats);
     spd_toy_data_free(&data);
 #ifdef SPD_HAVE_CUDA
     spd_gpu_run_free(gpu);
 #endif
     spd_dist_free(dist);
     free(xf);
-    spd_trainer_free_f64(&tr);
-    if (task == SPD_TASK_TMS) tms_free_f64(&tms);
-    else resid_mlp_free_f64(&rm);
-    spd_spec_free(&spec);
-    spd_module_choices_free(chosen, n_chosen);
-    free(paths);
-    spd_module_patterns_free(pats, n_pats);
-    free(site);
-    free(C);
+    spd_run_model_free(&rmodel);
     spd_config_free(&cfg);
     return rc;
 }

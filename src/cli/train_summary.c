@@ -146,8 +146,8 @@ static int fig_hidden_space(const char *path, const char *module, const feature_
 // ---------------------------------------------------------------- the summary
 
 int spd_train_summary_f64(spd_trainer *tr, const spd_toy_data *data, double *x, int B, int F, int64_t step,
-                          double thr, int n_eval, const double *final_values, double final_total, const char *dir,
-                          spd_train_summary_result *res) {
+                          double thr, int n_eval, const double *final_values, double final_total, bool tms,
+                          const char *dir, spd_train_summary_result *res) {
     const int L = tr->n_mods;
     if (L > SPD_SUMMARY_MAX_MODS) return spd_set_error("summary: at most %d modules", SPD_SUMMARY_MAX_MODS);
     memset(res, 0, sizeof *res);
@@ -178,13 +178,33 @@ int spd_train_summary_f64(spd_trainer *tr, const spd_toy_data *data, double *x, 
     for (int l = 0; l < L; l++)
         memcpy(ci1[l], tr->mods[l].ci_lower, (size_t)nf * C[l] * sizeof(double));
 
-    printf("summary (step %lld): final losses", (long long)step);
-    for (int i = 0; i < tr->opt.n_terms; i++) printf(" %s %.4e", spd_term_kind_name(tr->opt.terms[i].kind), final_values[i]);
-    printf(" | total %.6e\n", final_total);
+    printf("summary (step %lld)", (long long)step);
+    if (final_values) {
+        printf(": final losses");
+        for (int i = 0; i < tr->opt.n_terms; i++)
+            printf(" %s %.4e", spd_term_kind_name(tr->opt.terms[i].kind), final_values[i]);
+        printf(" | total %.6e", final_total);
+    }
+    printf("\n");
     for (int l = 0; l < L; l++) {
         for (int c = 0; c < C[l]; c++) res->alive[l] += alive[l][c];
         printf("  alive %-20s %d of %d subcomponents (CI > %g on %d eval batches of %d)\n", names[l], res->alive[l],
                C[l], thr, n_eval, B);
+    }
+    for (int l = 0; l < L; l++) {  // the paper's counts: SPD's TMS plotting rule on the weights
+        const spd_train_module *md = &tr->mods[l];
+        res->n_significant[l] = -1;
+        if (!tms) continue;
+        spd_signif_rule rule;
+        double sthr = spd_tms_significance_rule(md->d_in, md->d_out, F, &rule);
+        res->n_significant[l] = spd_tms_n_significant(tr->spec->tensors[md->t_V].data, tr->spec->tensors[md->t_U].data,
+                                                      SPD_DTYPE_F64, md->d_in, md->d_out, C[l], rule, sthr, NULL);
+        printf("  significant %-14s %d of %d subcomponents (SPD's TMS plotting rule: %s > %g)\n", names[l],
+               res->n_significant[l], C[l],
+               rule == SPD_SIGNIF_FROBENIUS ? "Frobenius norm" : rule == SPD_SIGNIF_INPUT_FEATURES
+                                                                     ? "norm per input feature, summed"
+                                                                     : "norm per output feature, summed",
+               sthr);
     }
     int rc = 0;
     char key[300], path[4400];

@@ -45,6 +45,9 @@ struct spd_evaluator {
     const spd_metric_config *l0, *hist, *density, *mean, *ident, *perm_plots, *uv_plots;
     spd_target_ci_pattern pats[MAX_PATTERNS];
     int n_pats;
+    // The step whose evaluation is the final one (cfg->steps unless marked; slow there if marked).
+    int64_t final_step;
+    bool final_slow;
 };
 
 // ---------------------------------------------------------------- set-up
@@ -246,6 +249,7 @@ spd_evaluator *spd_evaluator_new(const spd_eval_setup *s) {
     ev->data = s->data;
     ev->task = s->task;
     ev->E = (int)s->cfg->eval_batch_size;
+    ev->final_step = s->cfg->steps;
     snprintf(ev->out_dir, sizeof ev->out_dir, "%s", s->out_dir);
     collect_metrics(ev);
     spd_target tg;
@@ -269,6 +273,11 @@ void spd_evaluator_free(spd_evaluator *ev) {
     else resid_mlp_free_f64(&ev->rm);
     spd_spec_free(&ev->spec);
     free(ev);
+}
+
+void spd_evaluator_mark_final(spd_evaluator *ev, int64_t step) {
+    ev->final_step = step;
+    ev->final_slow = true;
 }
 
 // ---------------------------------------------------------------- cadence
@@ -488,7 +497,7 @@ int spd_evaluate(spd_evaluator *ev, int64_t step, spd_metric_list *out) {
     const spd_config *cfg = ev->cfg;
     spd_trainer *e = &ev->et;
     const int L = e->n_mods;
-    const bool slow = spd_eval_slow(cfg, step);
+    const bool slow = spd_eval_slow(cfg, step) || (ev->final_slow && step == ev->final_step);
     const char **names = spd_malloc((size_t)L * sizeof *names);
     int *C = spd_malloc((size_t)L * sizeof *C);
     int sumC = 0;
@@ -560,7 +569,7 @@ int spd_evaluate(spd_evaluator *ev, int64_t step, spd_metric_list *out) {
         free(up);
         free(Fs);
     }
-    if (!rc && step == cfg->steps && ev->task == SPD_TASK_TMS) {  // the paper's TMS metrics, final eval
+    if (!rc && step == ev->final_step && ev->task == SPD_TASK_TMS) {  // the paper's TMS metrics, final eval
         for (int l = 0; l < L; l++) {
             const spd_train_module *m = &e->mods[l];
             const linear_site *s = &e->target.sites[m->site];
@@ -570,6 +579,16 @@ int spd_evaluate(spd_evaluator *ev, int64_t step, spd_metric_list *out) {
             spd_metric_list_add(out, key, mmcs, false);
             snprintf(key, sizeof key, "ml2r/%s", names[l]);
             spd_metric_list_add(out, key, ml2r, false);
+        }
+        for (int l = 0; l < L; l++) {
+            const spd_train_module *m = &e->mods[l];
+            spd_signif_rule rule;
+            double thr = spd_tms_significance_rule(m->d_in, m->d_out, ev->F, &rule);
+            snprintf(key, sizeof key, "n_significant/%s", names[l]);
+            spd_metric_list_add(out, key,
+                                spd_tms_n_significant(m->comp.V, m->comp.U, SPD_DTYPE_F64, m->d_in, m->d_out,
+                                                      m->comp.C, rule, thr, NULL),
+                                true);
         }
     }
     spd_eval_acc_free(&acc);

@@ -14,6 +14,11 @@
 //   target_solution_error/...    IdentityCIError (slow)
 //   mmcs/<module>, ml2r/<module> TMS targets, the final evaluation only (the paper's
 //                                Table 1 metrics; SPD has no key for them)
+//   n_significant/<module>       TMS, final evaluation: subcomponents counted by SPD's TMS
+//                                plotting rule (the paper's counts; metrics.h spd_tms_n_significant):
+//                                norm of the rank-one weight's rows summed over features > 0.017
+//                                (linear1 over input features, linear2 over output features),
+//                                Frobenius norm > 0.009 for the hidden (identity) layers
 // and PNGs under <run>/figures/ (slow steps only): CIHistograms
 // (figures_causal_importance_values[_pre_sigmoid]_<s>.png, the first
 // n_batches_accum batches), ComponentActivationDensity
@@ -64,6 +69,10 @@ typedef struct spd_evaluator spd_evaluator;
 // (an unsupported task).
 spd_evaluator *spd_evaluator_new(const spd_eval_setup *s);
 void spd_evaluator_free(spd_evaluator *ev);
+
+// The evaluation at `step` is the final one (mmcs / ml2r / n_significant) and slow whatever the
+// cadence says (spd eval). Without it: final at cfg->steps, slow per the cadence.
+void spd_evaluator_mark_final(spd_evaluator *ev, int64_t step);
 
 // SPD's cadence.
 bool spd_eval_due(const spd_config *cfg, int64_t step);

@@ -589,3 +589,33 @@ int spd_count_nonnegligible(const double *norms, int C, double rel) {
     for (int c = 0; c < C; c++) n += norms[c] > rel * mx;
     return n;
 }
+
+int spd_tms_n_significant(const void *V, const void *U, spd_dtype dtype, int d_in, int d_out, int C,
+                          spd_signif_rule rule, double thr, double *norms) {
+    int n = 0;
+    for (int c = 0; c < C; c++) {
+        // The rank-one matrix's entries V[i,c] U[c,o] formed as torch's einsum forms them.
+        double norm = 0;
+        const int outer = rule == SPD_SIGNIF_OUTPUT_FEATURES ? d_out : d_in;
+        const int inner = rule == SPD_SIGNIF_OUTPUT_FEATURES ? d_in : d_out;
+        for (int a = 0; a < outer; a++) {
+            double ss = 0;
+            for (int b = 0; b < inner; b++) {
+                int i = rule == SPD_SIGNIF_OUTPUT_FEATURES ? b : a, o = rule == SPD_SIGNIF_OUTPUT_FEATURES ? a : b;
+                double w = spd_metric_at(V, dtype, (int64_t)i * C + c) * spd_metric_at(U, dtype, (int64_t)c * d_out + o);
+                ss += w * w;
+            }
+            if (rule == SPD_SIGNIF_FROBENIUS) norm += ss;  // summed squares, one root below
+            else norm += sqrt(ss);
+        }
+        if (rule == SPD_SIGNIF_FROBENIUS) norm = sqrt(norm);
+        if (norms) norms[c] = norm;
+        n += norm > thr;
+    }
+    return n;
+}
+
+double spd_tms_significance_rule(int d_in, int d_out, int F, spd_signif_rule *rule) {
+    *rule = d_in == F ? SPD_SIGNIF_INPUT_FEATURES : d_out == F ? SPD_SIGNIF_OUTPUT_FEATURES : SPD_SIGNIF_FROBENIUS;
+    return *rule == SPD_SIGNIF_FROBENIUS ? SPD_TMS_HIDDEN_LAYER_THRESHOLD : SPD_TMS_SUBNET_NORM_THRESHOLD;
+}

@@ -9,6 +9,7 @@
 //   n_alive/t<thr>_<module>   components with ci > thr at some eval position
 //                             (AliveComponentsTracker's train/n_alive/t<thr>_<module>, SPD_SPEC 5.11)
 //   mmcs/<module>, ml2r/<module>   the paper's TMS metrics (SPD_SPEC 7.5)
+//   n_significant/<module>         the paper's TMS subcomponent count (spd_tms_n_significant)
 // (spd_component_norms / spd_count_nonnegligible: components with a non-negligible
 // rank-one weight, the paper's qualitative TMS check; no key is emitted for it here.)
 //
@@ -152,6 +153,30 @@ int spd_identity_ci_error(const spd_target_ci_pattern *pats, int n_pats, int n_m
 // (first on ties). Columns with |w_j| = 0 count ratio 0.
 void spd_mmcs_ml2r(const void *W, const void *V, const void *U, spd_dtype dtype, int d_out, int d_in, int C,
                    double *mmcs, double *ml2r);
+// The paper's count of significant TMS subcomponents: SPD's plotting rule
+// (spd/experiments/tms/plotting.py, which drew the paper's TMS figures), float64.
+// Subcomponent c's rank-one weight is V[:,c] U[c,:] (V [d_in, C], U [C, d_out]):
+//   SPD_SIGNIF_INPUT_FEATURES  (TMSAnalyzer.filter_significant_subnets on linear1:
+//       torch.einsum("f C, C h -> C f h", V, U).norm(dim=-1).sum(-1)):
+//       norm_c = sum_i |(V[i,c] U[c,o])_o|: per input feature i the norm of the vector it
+//       writes (a row of V U), summed over the input features;
+//   SPD_SIGNIF_OUTPUT_FEATURES the same over output features (a module whose features are the
+//       rows of W, e.g. TMS linear2: for SPD's tied target it equals linear1's);
+//   SPD_SIGNIF_FROBENIUS       (HiddenLayerPlotter on hidden_layers.0:
+//       einsum("f C, C h -> C f h", V, U).norm(dim=(-1, -2))): the Frobenius norm.
+// Counted when norm_c > thr (strict, as SPD's mask). SPD's PlotConfig thresholds are
+// SPD_TMS_SUBNET_NORM_THRESHOLD (0.017, the feature rules) and SPD_TMS_HIDDEN_LAYER_THRESHOLD
+// (0.009, Frobenius); its main() used 0.03 / 0.0115 for the 5-2-identity run.
+// norms (NULL or [C]) receives norm_c.
+#define SPD_TMS_SUBNET_NORM_THRESHOLD 0.017
+#define SPD_TMS_HIDDEN_LAYER_THRESHOLD 0.009
+typedef enum { SPD_SIGNIF_INPUT_FEATURES, SPD_SIGNIF_OUTPUT_FEATURES, SPD_SIGNIF_FROBENIUS } spd_signif_rule;
+int spd_tms_n_significant(const void *V, const void *U, spd_dtype dtype, int d_in, int d_out, int C,
+                          spd_signif_rule rule, double thr, double *norms);
+// Which rule and threshold a TMS module gets (its weight W [d_out, d_in], n_features F):
+// input features when d_in == F (linear1, as SPD's plots), output features when d_out == F
+// (linear2), else Frobenius (the hidden layers, H x H). Returns the threshold.
+double spd_tms_significance_rule(int d_in, int d_out, int F, spd_signif_rule *rule);
 // Frobenius norm of each component's rank-one weight: norms[c] = |V[:,c]| |U[c,:]|.
 void spd_component_norms(const void *V, const void *U, spd_dtype dtype, int d_in, int d_out, int C, double *norms);
 // #{c : norms[c] > rel * max_c norms}.
