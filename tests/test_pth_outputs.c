@@ -74,6 +74,7 @@ typedef struct {
 } module;
 
 static void load_module(module *m, const char *dashed, int N) {
+    *m = (module){0};  // every ci_fn pointer not set below is NULL (an unset cdf would select the fused path)
     char name[SPD_NAME_MAX];
     int64_t sv[2], su[2], sw[3];
     snprintf(name, sizeof name, "_components.%s.V", dashed);
