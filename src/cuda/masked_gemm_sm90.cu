@@ -77,6 +77,11 @@ static __device__ __forceinline__ void load_tile(uint32_t tile, const float *src
 }
 #endif
 
+// The staged epilogue's tile: 128 rows of 136 floats (8 mod 32 banks: the float2 writes
+// of a fragment's 8 rows x 4 lanes fill 32 banks per half warp), in the pipeline's memory.
+#define MG_STAGE_LD 136
+
+template <bool STAGED>
 static __global__ void __launch_bounds__(MG_THREADS, 2)
     masked_gemm_kernel(int M, int N, int K, const float *__restrict__ A, int lda, const float *__restrict__ B, int ldb,
                        const float *__restrict__ mask, const float *__restrict__ aux, float *__restrict__ o_plain,
@@ -126,6 +131,49 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
     // 16 w + 15; lane l holds rows l / 4 and l / 4 + 8, columns 8 j + 2 (l % 4) + {0, 1}
     // as d[4 j + 2 i + {0, 1}] for row half i.
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    if (STAGED) {
+        // Through shared memory, so that each warp reads and writes whole 512-byte row
+        // pieces with float4 (the fragment layout gives 32-byte pieces of 8 rows: 4x the
+        // memory instructions for the same bytes). Needs N % 4 == 0 and 16-byte rows.
+        asm volatile("cp.async.wait_all;\n" ::);
+        __syncthreads();  // every warpgroup is done reading the pipeline's stages
+        float *tile = (float *)(smem_raw + (smem - (uint32_t)__cvta_generic_to_shared(smem_raw)));
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int r = 64 * wg + 16 * warp + (lane >> 2) + 8 * i, c = 8 * j + 2 * (lane & 3);
+                *(float2 *)(tile + r * MG_STAGE_LD + c) = make_float2(d[4 * j + 2 * i], d[4 * j + 2 * i + 1]);
+            }
+        __syncthreads();
+        const int w8 = threadIdx.x >> 5, col = n0 + 4 * lane;
+#pragma unroll
+        for (int r0 = 0; r0 < MG_BM; r0 += 64) {  // 8 rows per warp at a time: 8 float4 loads in flight
+            float4 mv[8], av[8];
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                const int row = m0 + r0 + w8 + 8 * q;
+                const bool in = row < M && col < N;
+                const long long o = (long long)row * N + col;
+                mv[q] = mask && in ? __ldg((const float4 *)(mask + o)) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+                av[q] = aux && in ? __ldg((const float4 *)(aux + o)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                const int r = r0 + w8 + 8 * q, row = m0 + r;
+                if (row >= M || col >= N) continue;
+                const long long o = (long long)row * N + col;
+                const float4 v = *(const float4 *)(tile + r * MG_STAGE_LD + 4 * lane);
+                if (o_plain) *(float4 *)(o_plain + o) = v;
+                if (o_mask)
+                    *(float4 *)(o_mask + o) =
+                        make_float4(v.x * mv[q].x, v.y * mv[q].y, v.z * mv[q].z, v.w * mv[q].w);
+                if (o_aux)
+                    *(float4 *)(o_aux + o) = make_float4(v.x * av[q].x, v.y * av[q].y, v.z * av[q].z, v.w * av[q].w);
+            }
+        }
+        return;
+    }
     const int row_base = m0 + 64 * wg + 16 * warp + (lane >> 2);
     const int col_base = n0 + 2 * (lane & 3);
 #pragma unroll
@@ -166,6 +214,16 @@ static bool env_on(void) {
     return env;
 }
 
+// SPD_CUDA_WGMMA_STAGED=0: the epilogue straight from the fragments (for A/B timing).
+static bool staged_on(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_WGMMA_STAGED");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    return env;
+}
+
 static bool device_is_sm90(void) {
     static int sm90 = -1;
     if (sm90 < 0) {
@@ -174,9 +232,12 @@ static bool device_is_sm90(void) {
         CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
         CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
         sm90 = major == 9 && minor == 0;
-        if (sm90)
-            CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        if (sm90) {
+            CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             MG_SMEM_BYTES));
+            CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            MG_SMEM_BYTES));
+        }
     }
     return sm90;
 }
@@ -199,8 +260,15 @@ extern "C" bool masked_gemm_sm90_ok(int M, int N, int K, const float *A, int lda
 extern "C" void masked_gemm_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                                  const float *mask, const float *aux, float *o_plain, float *o_mask, float *o_aux) {
     const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
-    masked_gemm_kernel<<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(M, N, K, A, lda, B, ldb, mask, aux,
-                                                                                o_plain, o_mask, o_aux);
+    const float *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
+    bool staged = N % 4 == 0 && staged_on();
+    for (int i = 0; i < 5; i++) staged = staged && aligned(mn[i], 16);
+    if (staged)
+        masked_gemm_kernel<true><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(M, N, K, A, lda, B, ldb, mask,
+                                                                                      aux, o_plain, o_mask, o_aux);
+    else
+        masked_gemm_kernel<false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     CUDA_CHECK_LAUNCH();
 }
 
