@@ -20,10 +20,12 @@ SANFLAGS :=
 OPT     ?= -O2
 endif
 
-# The commit a binary is built from: git's, or a COMMIT file in an exported tree (git archive).
-GIT_COMMIT := $(shell if git rev-parse --short=12 HEAD >/dev/null 2>&1; then \
+# The commit a binary is built from: the COMMIT file of an exported tree (git archive; it
+# wins, since such a tree may sit inside another checkout), else git's.
+GIT_COMMIT := $(shell if [ -f COMMIT ]; then cat COMMIT; \
+              elif git rev-parse --short=12 HEAD >/dev/null 2>&1; then \
                 echo $$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- src || echo -dirty); \
-              else cat COMMIT 2>/dev/null || echo unknown; fi)
+              else echo unknown; fi)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The reference must not reassociate or contract: no fast math, no FMA fusion.
