@@ -280,10 +280,26 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
                                     const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
                                     int C, int d_out, float *scratch) {
     const long long NC = (long long)N * C;
+    cudaStream_t st = spd_cuda_stream();
+    // The masked product (wgmma): bf16(a * mask) into scratch and a (when saved) in one pass.
+    const int K16 = spd_bf16_ld(d_in);
+    const bool wg = mask && masked_gemm_sm90_bf16_ok(N, C, K16, NULL, K16, NULL, K16, mask, NULL, a, scratch, NULL);
     float *a_tmp = NULL;  // a == NULL (no mask gradients): the float32 product still needs a home
-    if (!a) CUDA_CHECK(cudaMallocAsync((void **)&a_tmp, (size_t)NC * sizeof(float) + 16, spd_cuda_stream()));
-    if (!a) a = a_tmp;
-    matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
+    if (wg) {
+        void *x16 = NULL, *Vt16 = NULL;
+        CUDA_CHECK(cudaMallocAsync(&x16, (size_t)N * K16 * 2 + 16, st));
+        CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)C * K16 * 2 + 16, st));
+        if (K16 != d_in) CUDA_CHECK(cudaMemsetAsync(x16, 0, (size_t)N * K16 * 2, st));  // zero pad columns
+        spd_to_bf16(x16, K16, x, d_in, N, d_in);
+        transpose_pad_bf16_cuda(Vt16, K16, V, C, d_in, C);
+        masked_gemm_sm90_bf16(N, C, K16, x16, K16, Vt16, K16, mask, NULL, a, scratch, NULL);
+        CUDA_CHECK(cudaFreeAsync(Vt16, st));
+        CUDA_CHECK(cudaFreeAsync(x16, st));
+    } else {
+        if (!a) CUDA_CHECK(cudaMallocAsync((void **)&a_tmp, (size_t)NC * sizeof(float) + 16, st));
+        if (!a) a = a_tmp;
+        matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
+    }
     float beta = 0;
     if (delta) {
         matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
@@ -294,13 +310,13 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
         matmul_cuda(out, a, U, N, d_out, C, false, false, 1, beta);
         return;
     }
-    if (NC > 0) {
-        mul_to_bf16_kernel<<<spd_cuda_blocks(NC / 4, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(
+    if (NC > 0 && !wg) {
+        mul_to_bf16_kernel<<<spd_cuda_blocks(NC / 4, EW_THREADS), EW_THREADS, 0, st>>>(
             (__nv_bfloat162 *)scratch, (const float4 *)a, (const float4 *)mask, NC / 4);
         CUDA_CHECK_LAUNCH();
     }
     matmul_cuda_ld_bf16(out, scratch, true, U, false, N, d_out, C, false, false, 1, beta, C, d_out, d_out);
-    if (a_tmp) CUDA_CHECK(cudaFreeAsync(a_tmp, spd_cuda_stream()));
+    if (a_tmp) CUDA_CHECK(cudaFreeAsync(a_tmp, st));
 }
 
 static void components_backward_bf16(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
@@ -312,8 +328,12 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     const bool need_h = dx || dV || dmask;
     void *dout16 = NULL, *g16 = NULL;
     const int ldo = spd_bf16_ld(d_out);
+    // The masked product (wgmma) for g_a (and dmask): h = dout @ U^T never stored.
+    const bool wg = need_h && mask && (dV || dx) &&
+                    masked_gemm_sm90_bf16_ok(N, C, ldo, NULL, ldo, NULL, ldo, mask, dmask ? a : NULL, NULL, NULL, dmask);
     if (dU || need_h) {
         CUDA_CHECK(cudaMallocAsync(&dout16, (size_t)N * ldo * 2 + 16, st));
+        if (wg && ldo != d_out) CUDA_CHECK(cudaMemsetAsync(dout16, 0, (size_t)N * ldo * 2, st));  // zero pads
         spd_to_bf16(dout16, ldo, dout, d_out, N, d_out);
     }
     if (dU) {  // a * mask as bf16 from the forward (scratch), or a itself
@@ -323,19 +343,30 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
     if (need_h) {
         float *h = scratch;  // overwrites a * mask: the dU product above has read it
-        matmul_cuda_ld_bf16(h, dout16, true, U, false, N, C, d_out, false, true, 1, 0, ldo, d_out, C);
         const void *ga = h;
-        if (mask && (dV || dx)) {
+        if (wg) {
+            void *U16 = NULL;
+            CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
             CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
-            if (NC > 0) {
-                mask_grads_bf16_kernel<<<spd_cuda_blocks(NC / 4, EW_THREADS), EW_THREADS, 0, st>>>(
-                    (float4 *)dmask, (__nv_bfloat162 *)g16, (const float4 *)h, (const float4 *)a,
-                    (const float4 *)mask, NC / 4);
-                CUDA_CHECK_LAUNCH();
-            }
+            if (ldo != d_out) CUDA_CHECK(cudaMemsetAsync(U16, 0, (size_t)C * ldo * 2, st));
+            spd_to_bf16(U16, ldo, U, d_out, C, d_out);
+            masked_gemm_sm90_bf16(N, C, ldo, dout16, ldo, U16, ldo, mask, dmask ? a : NULL, NULL, g16, dmask);
+            CUDA_CHECK(cudaFreeAsync(U16, st));
             ga = g16;
-        } else if (dmask) {
-            mul(dmask, h, a, NC);
+        } else {
+            matmul_cuda_ld_bf16(h, dout16, true, U, false, N, C, d_out, false, true, 1, 0, ldo, d_out, C);
+            if (mask && (dV || dx)) {
+                CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
+                if (NC > 0) {
+                    mask_grads_bf16_kernel<<<spd_cuda_blocks(NC / 4, EW_THREADS), EW_THREADS, 0, st>>>(
+                        (float4 *)dmask, (__nv_bfloat162 *)g16, (const float4 *)h, (const float4 *)a,
+                        (const float4 *)mask, NC / 4);
+                    CUDA_CHECK_LAUNCH();
+                }
+                ga = g16;
+            } else if (dmask) {
+                mul(dmask, h, a, NC);
+            }
         }
         const bool ga16 = g16 != NULL;
         if (dV) matmul_cuda_ld_bf16(dV, x, false, ga, ga16, d_in, C, N, true, false, 1, 1, d_in, C, C);

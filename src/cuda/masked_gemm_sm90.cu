@@ -13,15 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_bf16.h>
+
 #include "cuda/cuda_common.h"
 #include "cuda/masked_gemm_sm90.h"
 
 #define MG_BM 128
 #define MG_BN 128
-#define MG_BK 32  // floats: one 128-byte swizzle row
+#define MG_ROW_BYTES 128  // one K chunk per tile row: one 128-byte swizzle row (32 floats, 64 bf16)
 #define MG_STAGES 3
 #define MG_THREADS 256
-#define MG_TILE_BYTES (MG_BM * MG_BK * 4)  // 16 KB, A and B tiles alike (MG_BM == MG_BN)
+#define MG_TILE_BYTES (MG_BM * MG_ROW_BYTES)  // 16 KB, A and B tiles alike (MG_BM == MG_BN)
 #define MG_STAGE_BYTES (2 * MG_TILE_BYTES)
 #define MG_SMEM_BYTES (MG_STAGES * MG_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
 #define MG_MAX_K 512
@@ -61,17 +63,40 @@ static __device__ __forceinline__ void wgmma_m64n128k8(float *d, uint64_t a, uin
         : "l"(a), "l"(b));
 }
 
+// The same with bf16 operands, one k16 step (also 32 bytes of each row).
+static __device__ __forceinline__ void wgmma_m64n128k16_bf16(float *d, uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+        "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, "
+        "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, 1, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b));
+}
+
 // One K chunk of a [128, K] row-major operand (rows from row0, columns from k0) into a
 // swizzled tile: 16-byte piece c of tile row r lands at piece c ^ (r % 8) of that row.
 // Rows >= rows and columns >= K are zero-filled.
-static __device__ __forceinline__ void load_tile(uint32_t tile, const float *src, int ld, int row0, int rows, int k0,
+template <typename T>
+static __device__ __forceinline__ void load_tile(uint32_t tile, const T *src, int ld, int row0, int rows, int k0,
                                                  int K) {
+    constexpr int per_piece = 16 / (int)sizeof(T);
 #pragma unroll
-    for (int i = 0; i < MG_BM * MG_BK / 4 / MG_THREADS; i++) {
+    for (int i = 0; i < MG_BM * MG_ROW_BYTES / 16 / MG_THREADS; i++) {
         const int q = threadIdx.x + i * MG_THREADS, r = q >> 3, c = q & 7;
-        const int row = row0 + r, k = k0 + 4 * c;
+        const int row = row0 + r, k = k0 + per_piece * c;
         const bool valid = row < rows && k < K;
-        const float *p = valid ? src + (long long)row * ld + k : src;
+        const T *p = valid ? src + (long long)row * ld + k : src;
         cp_async16(tile + r * 128 + ((c ^ (r & 7)) << 4), p, valid);
     }
 }
@@ -81,17 +106,30 @@ static __device__ __forceinline__ void load_tile(uint32_t tile, const float *src
 // of a fragment's 8 rows x 4 lanes fill 32 banks per half warp), in the pipeline's memory.
 #define MG_STAGE_LD 136
 
-template <bool STAGED>
+// o_mask [i] = v * m, as float or rounded to bf16.
+static __device__ __forceinline__ void store2(float *o, float x, float y) { *(float2 *)o = make_float2(x, y); }
+static __device__ __forceinline__ void store2(__nv_bfloat16 *o, float x, float y) {
+    *(__nv_bfloat162 *)o = __floats2bfloat162_rn(x, y);
+}
+static __device__ __forceinline__ void store4(float *o, float4 v) { *(float4 *)o = v; }
+static __device__ __forceinline__ void store4(__nv_bfloat16 *o, float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    *(uint2 *)o = make_uint2(*(const uint32_t *)&lo, *(const uint32_t *)&hi);
+}
+
+// T: the operands' type (float read as TF32, or bf16) and o_mask's.
+template <typename T, bool STAGED>
 static __global__ void __launch_bounds__(MG_THREADS, 2)
-    masked_gemm_kernel(int M, int N, int K, const float *__restrict__ A, int lda, const float *__restrict__ B, int ldb,
+    masked_gemm_kernel(int M, int N, int K, const T *__restrict__ A, int lda, const T *__restrict__ B, int ldb,
                        const float *__restrict__ mask, const float *__restrict__ aux, float *__restrict__ o_plain,
-                       float *__restrict__ o_mask, float *__restrict__ o_aux) {
+                       T *__restrict__ o_mask, float *__restrict__ o_aux) {
 #ifdef MG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t smem = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
     const int m0 = blockIdx.y * MG_BM, n0 = blockIdx.x * MG_BN;
     const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg .. 64 wg + 63 of the tile
-    const int nk = (K + MG_BK - 1) / MG_BK;
+    constexpr int BK = MG_ROW_BYTES / (int)sizeof(T);  // K per chunk
+    const int nk = (K + BK - 1) / BK;
 
     float d[64];
 #pragma unroll
@@ -100,8 +138,8 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
 #pragma unroll
     for (int s = 0; s < MG_STAGES - 1; s++) {
         if (s < nk) {
-            load_tile(smem + s * MG_STAGE_BYTES, A, lda, m0, M, s * MG_BK, K);
-            load_tile(smem + s * MG_STAGE_BYTES + MG_TILE_BYTES, B, ldb, n0, N, s * MG_BK, K);
+            load_tile(smem + s * MG_STAGE_BYTES, A, lda, m0, M, s * BK, K);
+            load_tile(smem + s * MG_STAGE_BYTES + MG_TILE_BYTES, B, ldb, n0, N, s * BK, K);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     }
@@ -113,16 +151,20 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
         const int next = kt + MG_STAGES - 1;  // its stage was read at kt - 1, finished by every warpgroup
         if (next < nk) {
             const uint32_t st = smem + (next % MG_STAGES) * MG_STAGE_BYTES;
-            load_tile(st, A, lda, m0, M, next * MG_BK, K);
-            load_tile(st + MG_TILE_BYTES, B, ldb, n0, N, next * MG_BK, K);
+            load_tile(st, A, lda, m0, M, next * BK, K);
+            load_tile(st + MG_TILE_BYTES, B, ldb, n0, N, next * BK, K);
         }
         asm volatile("cp.async.commit_group;\n" ::);
         const uint32_t a_tile = smem + (kt % MG_STAGES) * MG_STAGE_BYTES + wg * (64 * 128);
         const uint32_t b_tile = smem + (kt % MG_STAGES) * MG_STAGE_BYTES + MG_TILE_BYTES;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-        for (int kk = 0; kk < MG_BK / 8; kk++)  // k8 steps: 32 bytes further along the swizzled rows
-            wgmma_m64n128k8(d, smem_desc(a_tile + 32 * kk), smem_desc(b_tile + 32 * kk));
+        for (int kk = 0; kk < 4; kk++) {  // k8 (TF32) / k16 (bf16) steps: 32 bytes further along the swizzled rows
+            if constexpr (sizeof(T) == 4)
+                wgmma_m64n128k8(d, smem_desc(a_tile + 32 * kk), smem_desc(b_tile + 32 * kk));
+            else
+                wgmma_m64n128k16_bf16(d, smem_desc(a_tile + 32 * kk), smem_desc(b_tile + 32 * kk));
+        }
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     }
@@ -165,9 +207,7 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
                 const long long o = (long long)row * N + col;
                 const float4 v = *(const float4 *)(tile + r * MG_STAGE_LD + 4 * lane);
                 if (o_plain) *(float4 *)(o_plain + o) = v;
-                if (o_mask)
-                    *(float4 *)(o_mask + o) =
-                        make_float4(v.x * mv[q].x, v.y * mv[q].y, v.z * mv[q].z, v.w * mv[q].w);
+                if (o_mask) store4(o_mask + o, make_float4(v.x * mv[q].x, v.y * mv[q].y, v.z * mv[q].z, v.w * mv[q].w));
                 if (o_aux)
                     *(float4 *)(o_aux + o) = make_float4(v.x * av[q].x, v.y * av[q].y, v.z * av[q].z, v.w * av[q].w);
             }
@@ -198,7 +238,7 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
                 const long long o = (long long)row * N + col;
                 const float2 v = make_float2(d[4 * (j0 + j) + 2 * i], d[4 * (j0 + j) + 2 * i + 1]);
                 if (o_plain) *(float2 *)(o_plain + o) = v;
-                if (o_mask) *(float2 *)(o_mask + o) = make_float2(v.x * mv[j][i].x, v.y * mv[j][i].y);
+                if (o_mask) store2(o_mask + o, v.x * mv[j][i].x, v.y * mv[j][i].y);
                 if (o_aux) *(float2 *)(o_aux + o) = make_float2(v.x * av[j][i].x, v.y * av[j][i].y);
             }
     }
@@ -224,6 +264,14 @@ static bool staged_on(void) {
     return env;
 }
 
+template <typename T>
+static void allow_smem(void) {
+    CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    MG_SMEM_BYTES));
+    CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    MG_SMEM_BYTES));
+}
+
 static bool device_is_sm90(void) {
     static int sm90 = -1;
     if (sm90 < 0) {
@@ -233,10 +281,8 @@ static bool device_is_sm90(void) {
         CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
         sm90 = major == 9 && minor == 0;
         if (sm90) {
-            CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            MG_SMEM_BYTES));
-            CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            MG_SMEM_BYTES));
+            allow_smem<float>();
+            allow_smem<__nv_bfloat16>();
         }
     }
     return sm90;
@@ -244,36 +290,63 @@ static bool device_is_sm90(void) {
 
 static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }
 
-extern "C" bool masked_gemm_sm90_ok(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                                    const float *mask, const float *aux, const float *o_plain, const float *o_mask,
-                                    const float *o_aux) {
-    if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
+// The checks shared by both precisions; `per_piece` elements make one 16-byte piece.
+static bool shapes_ok(spd_matmul_precision want, int per_piece, int M, int N, int K, const void *A, int lda,
+                      const void *B, int ldb, const void *const mn[5], unsigned mn_align) {
+    if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != want) return false;
+    if (M <= 0 || N <= 0 || K <= 0 || K > MG_MAX_K || K % per_piece || lda % per_piece || ldb % per_piece || N % 2)
         return false;
-    if (M <= 0 || N <= 0 || K <= 0 || K > MG_MAX_K || K % 4 || lda % 4 || ldb % 4 || N % 2) return false;
     if (!aligned(A, 16) || !aligned(B, 16)) return false;
-    const float *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
     for (int i = 0; i < 5; i++)
-        if (mn[i] && !aligned(mn[i], 8)) return false;
+        if (mn[i] && !aligned(mn[i], mn_align)) return false;
     return device_is_sm90();
 }
 
-extern "C" void masked_gemm_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                                 const float *mask, const float *aux, float *o_plain, float *o_mask, float *o_aux) {
+extern "C" bool masked_gemm_sm90_ok(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                    const float *mask, const float *aux, const float *o_plain, const float *o_mask,
+                                    const float *o_aux) {
+    const void *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
+    return shapes_ok(SPD_MATMUL_TF32, 4, M, N, K, A, lda, B, ldb, mn, 8);
+}
+
+extern "C" bool masked_gemm_sm90_bf16_ok(int M, int N, int K, const void *A16, int lda, const void *B16, int ldb,
+                                         const float *mask, const float *aux, const float *o_plain, const void *o_mask16,
+                                         const float *o_aux) {
+    const void *mn[5] = {mask, aux, o_plain, o_mask16, o_aux};
+    return shapes_ok(SPD_MATMUL_BF16, 8, M, N, K, A16, lda, B16, ldb, mn, 8);
+}
+
+template <typename T>
+static void launch(int M, int N, int K, const T *A, int lda, const T *B, int ldb, const float *mask,
+                   const float *aux, float *o_plain, T *o_mask, float *o_aux) {
     const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
-    const float *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
+    const void *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
     bool staged = N % 4 == 0 && staged_on();
-    for (int i = 0; i < 5; i++) staged = staged && aligned(mn[i], 16);
+    for (int i = 0; i < 5; i++) staged = staged && aligned(mn[i], i == 3 ? 4 * sizeof(T) : 16);  // 4 per store
     if (staged)
-        masked_gemm_kernel<true><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(M, N, K, A, lda, B, ldb, mask,
-                                                                                      aux, o_plain, o_mask, o_aux);
+        masked_gemm_kernel<T, true><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     else
-        masked_gemm_kernel<false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+        masked_gemm_kernel<T, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
             M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     CUDA_CHECK_LAUNCH();
 }
 
+extern "C" void masked_gemm_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                 const float *mask, const float *aux, float *o_plain, float *o_mask, float *o_aux) {
+    launch<float>(M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
+}
+
+extern "C" void masked_gemm_sm90_bf16(int M, int N, int K, const void *A16, int lda, const void *B16, int ldb,
+                                      const float *mask, const float *aux, float *o_plain, void *o_mask16,
+                                      float *o_aux) {
+    launch<__nv_bfloat16>(M, N, K, (const __nv_bfloat16 *)A16, lda, (const __nv_bfloat16 *)B16, ldb, mask, aux,
+                          o_plain, (__nv_bfloat16 *)o_mask16, o_aux);
+}
+
 // dst [c, k] = src [k, c] for k < rows, 0 for rows <= k < ldd; 32 x 32 tiles through shared memory.
-static __global__ void transpose_pad_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+template <typename T>
+static __global__ void transpose_pad_kernel(T *dst, int ldd, const float *src, int lds, int rows, int cols) {
     __shared__ float t[32][33];
     const int k0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
@@ -283,13 +356,22 @@ static __global__ void transpose_pad_kernel(float *dst, int ldd, const float *sr
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
         const int c = c0 + i, k = k0 + threadIdx.x;
-        if (c < cols && k < ldd) dst[(long long)c * ldd + k] = t[threadIdx.x][i];
+        if (c < cols && k < ldd) dst[(long long)c * ldd + k] = (T)t[threadIdx.x][i];
     }
 }
 
-extern "C" void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+template <typename T>
+static void transpose_pad(T *dst, int ldd, const float *src, int lds, int rows, int cols) {
     if (cols <= 0 || ldd <= 0) return;
     const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((ldd + 31) / 32)), block(32, 8);
-    transpose_pad_kernel<<<grid, block, 0, spd_cuda_stream()>>>(dst, ldd, src, lds, rows, cols);
+    transpose_pad_kernel<T><<<grid, block, 0, spd_cuda_stream()>>>(dst, ldd, src, lds, rows, cols);
     CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    transpose_pad<float>(dst, ldd, src, lds, rows, cols);
+}
+
+extern "C" void transpose_pad_bf16_cuda(void *dst16, int ldd, const float *src, int lds, int rows, int cols) {
+    transpose_pad<__nv_bfloat16>((__nv_bfloat16 *)dst16, ldd, src, lds, rows, cols);
 }

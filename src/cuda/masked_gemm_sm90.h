@@ -30,8 +30,19 @@ bool masked_gemm_sm90_ok(int M, int N, int K, const float *A, int lda, const flo
 void masked_gemm_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *mask,
                       const float *aux, float *o_plain, float *o_mask, float *o_aux);
 
+// bf16 operands (SPD_MATMUL_BF16, the --bf16 option): A16 [M, K] and B16 [N, K] are bf16
+// with row strides lda, ldb (multiples of 8, K too; columns beyond the matrix zero), and
+// o_mask16 = bf16(acc * mask); o_plain and o_aux stay float32.
+bool masked_gemm_sm90_bf16_ok(int M, int N, int K, const void *A16, int lda, const void *B16, int ldb,
+                              const float *mask, const float *aux, const float *o_plain, const void *o_mask16,
+                              const float *o_aux);
+void masked_gemm_sm90_bf16(int M, int N, int K, const void *A16, int lda, const void *B16, int ldb, const float *mask,
+                           const float *aux, float *o_plain, void *o_mask16, float *o_aux);
+
 // dst [cols, ldd] = src [rows, cols]^T (src row stride lds), zero in dst columns rows..ldd-1.
 void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols);
+// The same rounded to bf16.
+void transpose_pad_bf16_cuda(void *dst16, int ldd, const float *src, int lds, int rows, int cols);
 
 #ifdef __cplusplus
 }
