@@ -42,6 +42,11 @@ for m in linear1 linear2; do
     *" 5 of 20 "*) ok "$m: 5 alive subcomponents" ;;
     *) notok "$m: 5 alive subcomponents" "${line:-no line}" ;;
     esac
+    brk=$(grep -A1 "significant $m " "$tmp/log" | tail -n 1)
+    case "$brk" in
+    *" 5 above the largest break in those norms"*) ok "$m: 5 subcomponents above the largest break in their norms" ;;
+    *) notok "$m: 5 subcomponents above the largest break in their norms" "${brk:-no line}" ;;
+    esac
     if [ -n "${mmcs:-}" ] && awk -v a="$mmcs" -v b="$ml2r" 'BEGIN {exit !(a >= 0.999 && b >= 0.95 && b <= 1.05)}'; then
         ok "$m: MMCS $mmcs >= 0.999, ML2R $ml2r in [0.95, 1.05]"
     else

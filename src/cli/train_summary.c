@@ -31,6 +31,32 @@ static double comp_at(const feature_view *v, int c, int j, int k) {
 }
 
 // Best subcomponent for feature j by cosine (torch's eps 1e-8; first on ties), its norm ratio.
+static int desc(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+// The natural break of a module's subcomponent norms: sorted descending, the largest
+// ratio between neighbours; k subcomponents lie above it (0 when C < 2 or a norm is 0
+// above it). Thresholds like SPD's 0.017 can cut through the unused tail; the break
+// shows where the used subcomponents end.
+static int norm_break(double *norms, int C, double *ratio, double *lo_used, double *hi_unused) {
+    qsort(norms, (size_t)C, sizeof *norms, desc);
+    int k = 0;
+    *ratio = 0;
+    for (int i = 0; i + 1 < C; i++) {
+        if (norms[i + 1] <= 0) {  // everything after is exactly zero: an infinite break
+            if (norms[i] > 0 && (k == 0 || *ratio < INFINITY)) k = i + 1, *ratio = INFINITY;
+            break;
+        }
+        const double r = norms[i] / norms[i + 1];
+        if (r > *ratio) *ratio = r, k = i + 1;
+    }
+    *lo_used = k > 0 ? norms[k - 1] : 0;
+    *hi_unused = k < C ? norms[k] : 0;
+    return k;
+}
+
 static int best_match(const feature_view *v, int j, double *cos_out, double *ratio_out) {
     double wn = 0;
     for (int k = 0; k < v->len; k++) wn += target_at(v, j, k) * target_at(v, j, k);
@@ -197,14 +223,21 @@ int spd_train_summary_f64(spd_trainer *tr, const spd_toy_data *data, double *x, 
         if (!tms) continue;
         spd_signif_rule rule;
         double sthr = spd_tms_significance_rule(md->d_in, md->d_out, F, &rule);
+        double *norms = spd_malloc((size_t)C[l] * sizeof *norms);
         res->n_significant[l] = spd_tms_n_significant(tr->spec->tensors[md->t_V].data, tr->spec->tensors[md->t_U].data,
-                                                      SPD_DTYPE_F64, md->d_in, md->d_out, C[l], rule, sthr, NULL);
+                                                      SPD_DTYPE_F64, md->d_in, md->d_out, C[l], rule, sthr, norms);
         printf("  significant %-14s %d of %d subcomponents (SPD's TMS plotting rule: %s > %g)\n", names[l],
                res->n_significant[l], C[l],
                rule == SPD_SIGNIF_FROBENIUS ? "Frobenius norm" : rule == SPD_SIGNIF_INPUT_FEATURES
                                                                      ? "norm per input feature, summed"
                                                                      : "norm per output feature, summed",
                sthr);
+        double ratio, lo, hi;
+        const int k = norm_break(norms, C[l], &ratio, &lo, &hi);
+        if (k > 0 && k < C[l])
+            printf("    %-24s %d above the largest break in those norms: %.3g and up, then %.3g and down (%.0fx)\n",
+                   "", k, lo, hi, ratio);
+        free(norms);
     }
     int rc = 0;
     char key[300], path[4400];
