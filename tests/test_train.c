@@ -627,6 +627,59 @@ static void test_draw_keys(void) {
     golden_free(&g);
 }
 
+// Evaluation's forward-only step (spd_trainer.forward_only): every term's value and the
+// CI bit for bit as the full step's on the same fixture, step and seed (no update in
+// between), and no gradient written; with and without the delta component.
+static void test_forward_only(void) {
+    for (int delta = 0; delta < 2; delta++) {
+        spd_train_options o;
+        spd_train_options_default(&o);
+        all_terms(&o);
+        o.use_delta = delta;
+        o.n_mask_samples = 2;
+        fixture fx;
+        if (build(&fx, &o, 4)) {
+            test_report(0, "forward only: build", "%s", spd_last_error());
+            return;
+        }
+        spd_trainer *t = &fx.tr;
+        const long ng = (long)(fx.spec.bytes[SPD_ROLE_TRAINED] / sizeof(double));
+        spd_train_step_f64(t, 3);
+        double values[SPD_TRAIN_MAX_TERMS], total = t->total;
+        memcpy(values, t->values, sizeof values);
+        long n_ci = 0;
+        for (int l = 0; l < t->n_mods; l++) n_ci += (long)t->target.N * t->mods[l].comp.C;
+        double *ci = tmalloc((size_t)(2 * n_ci) * sizeof *ci);
+        for (int l = 0, k = 0; l < t->n_mods; l++) {
+            const long n = (long)t->target.N * t->mods[l].comp.C;
+            memcpy(ci + k, t->mods[l].ci_lower, (size_t)n * sizeof *ci);
+            memcpy(ci + n_ci + k, t->mods[l].ci_upper, (size_t)n * sizeof *ci);
+            k += (int)n;
+        }
+        long full_nonzero = 0;
+        for (long i = 0; i < ng; i++) full_nonzero += ((const double *)fx.spec.grad)[i] != 0;
+        t->forward_only = true;
+        spd_train_step_f64(t, 3);
+        bool same = t->total == total;
+        for (int i = 0; i < o.n_terms; i++) same = same && t->values[i] == values[i];
+        for (int l = 0, k = 0; l < t->n_mods; l++) {
+            const long n = (long)t->target.N * t->mods[l].comp.C;
+            same = same && memcmp(ci + k, t->mods[l].ci_lower, (size_t)n * sizeof *ci) == 0 &&
+                   memcmp(ci + n_ci + k, t->mods[l].ci_upper, (size_t)n * sizeof *ci) == 0;
+            k += (int)n;
+        }
+        long nonzero = 0;
+        for (long i = 0; i < ng; i++) nonzero += ((const double *)fx.spec.grad)[i] != 0;
+        test_report(same, delta ? "forward only (delta component): all 13 term values, total and CI equal the full step's"
+                                : "forward only: all 13 term values, total and CI equal the full step's",
+                    "total %.17g vs %.17g", t->total, total);
+        test_report(nonzero == 0 && full_nonzero > 0,
+                    delta ? "forward only (delta component): no gradient written" : "forward only: no gradient written",
+                    "%ld of %ld gradient entries nonzero (full step: %ld)", nonzero, ng, full_nonzero);
+        fixture_free(&fx);
+    }
+}
+
 int main(void) {
     test_gradients();
     test_draw_keys();
@@ -634,6 +687,7 @@ int main(void) {
     test_golden_more();
     test_values();
     test_training();
+    test_forward_only();  // last: the fixtures draw from the shared input stream
     free_all();
     return test_exit();
 }

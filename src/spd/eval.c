@@ -218,6 +218,7 @@ static void build_eval_trainer(spd_evaluator *ev, const spd_target *tg) {
         memcpy(m->t_b, s->t_b, sizeof m->t_b);
     }
     spd_trainer_bind_f64(e, tg);
+    e->forward_only = true;  // its gradients were thrown away anyway
 }
 
 // IdentityCIError's patterns against the modules they match (first match wins), so that a

@@ -34,9 +34,9 @@
 // shares the trained tensors (V, U, CI fns) but owns its work buffers and a
 // private gradient buffer, so the training step's gradients, CI and loss values
 // are untouched (the eval sits between the training backward and the update, as
-// in SPD). Each eval batch is one spd_train_step of the eval trainer with the
-// eval loss terms (its gradients are discarded: about twice the forward cost;
-// a forward-only path in train.c would remove it).
+// in SPD). Each eval batch is one forward-only spd_train_step of the eval trainer
+// (spd_trainer.forward_only: the loss values and CI, no backward; PGD's inner steps
+// still take their source gradients) with the eval loss terms.
 // Eval draws: Philox streams as in training, with seed = a hash of (config seed,
 // eval batch index) so that batches and training steps draw independently.
 //

@@ -269,6 +269,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
     const spd_train_options *o = &t->opt;
     const spd_target *tg = &t->target;
     const int N = tg->N;
+    const bool backward = !t->forward_only || f->inner;  // PGD's inner steps need their source gradients
     const int term = f->term, sample = f->sample;
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
@@ -330,9 +331,9 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
         RFN(fill_zero)(tg->dout, (int64_t)N * tg->d_out);
     } else {
         sumD = RFN(output_loss_sum)(o->output_loss, NULL, tg->out, t->y_t, N, tg->d_out);
-        RFN(output_loss_backward)(o->output_loss, tg->dout, tg->out, t->y_t, N, tg->d_out, scale);
+        if (backward) RFN(output_loss_backward)(o->output_loss, tg->dout, tg->out, t->y_t, N, tg->d_out, scale);
     }
-    tg->backward(tg->model);
+    if (backward) tg->backward(tg->model);
     for (int l = 0; l < t->n_mods; l++) {
         spd_train_module *m = &t->mods[l];
         component_module *c = &m->comp;
@@ -340,7 +341,7 @@ static double masked_forward_backward(spd_trainer *t, int64_t step, const forwar
         c->dx_extra = NULL;
         c->routing = NULL;
         c->no_param_grads = false;
-        if (!c->replaced || !c->dmask) continue;
+        if (!backward || !c->replaced || !c->dmask) continue;
         if (f->mk == MASK_PGD) {
             const int W = pgd_width(t, m), ld = f->shared ? 0 : W;
             if (f->inner) {  // d L / d sources
@@ -607,11 +608,11 @@ double RFN(spd_train_step)(spd_trainer *t, int64_t step) {
         t->values[i] = v;
         total += tm->coeff * v;
     }
-    ci_backward_all(t, step);
+    if (!t->forward_only) ci_backward_all(t, step);
     // The delta is shared by every use in the step: its gradient is chained into V and U once.
     for (int l = 0; l < t->n_mods; l++) {
         component_module *c = &t->mods[l].comp;
-        RFN(site_delta_backward)(c);
+        if (!t->forward_only) RFN(site_delta_backward)(c);
         c->replaced = true;
         c->mask = NULL;
         c->dmask = NULL;

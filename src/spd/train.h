@@ -209,6 +209,10 @@ typedef struct {
     double total;                        // sum coeff * value
     double grad_norm_components, grad_norm_ci_fns;  // before clipping, of the last update
     int64_t adam_t;     // updates made
+    // Evaluation: spd_train_step computes the loss values and the CI but no gradients
+    // (PGD's inner steps still take their source gradients). Same values, about half
+    // the work. Set after spd_trainer_declare (which clears it).
+    bool forward_only;
 } spd_trainer;
 
 // Declares the components (V init N(0, 1/d_in), U N(0, 1/C)) and CI-function
