@@ -18,42 +18,6 @@
 #include "spd/target_resid_mlp.h"
 #include "spd/target_tms.h"
 
-static int term_of(const spd_metric_config *mc, spd_train_term *t) {
-    static const struct {
-        spd_metric_class cls;
-        spd_term_kind kind;
-    } map[] = {
-        {SPD_METRIC_FAITHFULNESS_LOSS, SPD_TERM_FAITHFULNESS},
-        {SPD_METRIC_IMPORTANCE_MINIMALITY_LOSS, SPD_TERM_IMPORTANCE_MINIMALITY},
-        {SPD_METRIC_STOCHASTIC_RECON_LOSS, SPD_TERM_STOCHASTIC_RECON},
-        {SPD_METRIC_STOCHASTIC_RECON_LAYERWISE_LOSS, SPD_TERM_STOCHASTIC_RECON_LAYERWISE},
-        {SPD_METRIC_CI_MASKED_RECON_LOSS, SPD_TERM_CI_MASKED_RECON},
-        {SPD_METRIC_CI_MASKED_RECON_LAYERWISE_LOSS, SPD_TERM_CI_MASKED_RECON_LAYERWISE},
-        {SPD_METRIC_UNMASKED_RECON_LOSS, SPD_TERM_UNMASKED_RECON},
-        {SPD_METRIC_STOCHASTIC_RECON_SUBSET_LOSS, SPD_TERM_STOCHASTIC_RECON_SUBSET},
-        {SPD_METRIC_CI_MASKED_RECON_SUBSET_LOSS, SPD_TERM_CI_MASKED_RECON_SUBSET},
-        {SPD_METRIC_STOCHASTIC_HIDDEN_ACTS_RECON_LOSS, SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON},
-        {SPD_METRIC_PGD_RECON_LOSS, SPD_TERM_PGD_RECON},
-        {SPD_METRIC_PGD_RECON_SUBSET_LOSS, SPD_TERM_PGD_RECON_SUBSET},
-        {SPD_METRIC_PGD_RECON_LAYERWISE_LOSS, SPD_TERM_PGD_RECON_LAYERWISE},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (map[i].cls == mc->classname) {
-            t->kind = map[i].kind;
-            t->coeff = mc->coeff;
-            if (t->kind == SPD_TERM_IMPORTANCE_MINIMALITY) t->imp = mc->importance_minimality;
-            t->router = (spd_router){.kind = mc->routing.type == SPD_CFG_ROUTER_STATIC_PROBABILITY
-                                                 ? SPD_ROUTE_STATIC_PROBABILITY
-                                                 : SPD_ROUTE_UNIFORM_K_SUBSET,
-                                     .p = mc->routing.p};
-            if (t->kind == SPD_TERM_PGD_RECON || t->kind == SPD_TERM_PGD_RECON_SUBSET ||
-                t->kind == SPD_TERM_PGD_RECON_LAYERWISE)
-                t->pgd = mc->pgd;
-            return 0;
-        }
-    return -1;
-}
-
 // Config -> trainer options; unsupported parts are input errors.
 void spd_train_options_from_config(const spd_config *cfg, spd_train_options *o) {
     spd_train_options_default(o);
@@ -62,25 +26,15 @@ void spd_train_options_from_config(const spd_config *cfg, spd_train_options *o) 
     if (l->count > SPD_TRAIN_MAX_TERMS)
         spd_die_input("%s: loss_metric_configs: at most %d terms, found %d", cfg->source, SPD_TRAIN_MAX_TERMS, l->count);
     for (int i = 0; i < l->count; i++)
-        if (term_of(&l->items[i], &o->terms[i]))
+        if (spd_train_term_of_metric(&l->items[i], &o->terms[i]))
             spd_die_input("%s: loss_metric_configs[%d]: %s is not implemented by spd train yet", cfg->source, i,
                           spd_metric_class_name(l->items[i].classname));
     o->n_terms = l->count;
-    o->output_loss = cfg->output_loss_type == SPD_OUTPUT_LOSS_KL ? SPD_DIVERGENCE_KL : SPD_DIVERGENCE_MSE;
-    if (spd_ci_fn_kind_parse(spd_cfg_ci_fn_type_name(cfg->ci_fn_type), &o->ci_kind)) spd_die_last_error();
-    if (cfg->ci_fn_hidden_dims.count > SPD_CI_FN_MAX_LAYERS - 1)
-        spd_die_input("%s: ci_fn_hidden_dims: at most %d layers", cfg->source, SPD_CI_FN_MAX_LAYERS - 1);
-    o->n_ci_hidden = cfg->ci_fn_hidden_dims.count;
-    for (int i = 0; i < o->n_ci_hidden; i++) o->ci_hidden[i] = (int)cfg->ci_fn_hidden_dims.items[i];
-    if (spd_sigmoid_pair_parse(spd_cfg_sigmoid_type_name(cfg->sigmoid_type), &o->sigmoid)) spd_die_last_error();
-    if (spd_mask_sampling_parse(spd_cfg_sampling_name(cfg->sampling), &o->sampling)) spd_die_last_error();
-    o->n_mask_samples = (int)cfg->n_mask_samples;
-    o->use_delta = cfg->use_delta_component;
-    o->seed = (uint64_t)cfg->seed;
-    o->steps = cfg->steps;
-    o->lr = cfg->lr_schedule;
-    o->grad_clip_components = cfg->has_grad_clip_norm_components ? cfg->grad_clip_norm_components : 0;
-    o->grad_clip_ci_fns = cfg->has_grad_clip_norm_ci_fns ? cfg->grad_clip_norm_ci_fns : 0;
+    if (spd_train_options_settings(cfg, o)) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", spd_last_error());
+        spd_die_input("%s: %s", cfg->source, why);
+    }
 }
 
 void spd_make_dir(const char *path) {

@@ -52,31 +52,6 @@ struct spd_evaluator {
 
 // ---------------------------------------------------------------- set-up
 
-static bool term_kind_of(spd_metric_class c, spd_term_kind *k) {
-    static const struct {
-        spd_metric_class cls;
-        spd_term_kind kind;
-    } map[] = {
-        {SPD_METRIC_FAITHFULNESS_LOSS, SPD_TERM_FAITHFULNESS},
-        {SPD_METRIC_STOCHASTIC_RECON_LOSS, SPD_TERM_STOCHASTIC_RECON},
-        {SPD_METRIC_STOCHASTIC_RECON_LAYERWISE_LOSS, SPD_TERM_STOCHASTIC_RECON_LAYERWISE},
-        {SPD_METRIC_CI_MASKED_RECON_LOSS, SPD_TERM_CI_MASKED_RECON},
-        {SPD_METRIC_CI_MASKED_RECON_LAYERWISE_LOSS, SPD_TERM_CI_MASKED_RECON_LAYERWISE},
-        {SPD_METRIC_UNMASKED_RECON_LOSS, SPD_TERM_UNMASKED_RECON},
-        {SPD_METRIC_STOCHASTIC_RECON_SUBSET_LOSS, SPD_TERM_STOCHASTIC_RECON_SUBSET},
-        {SPD_METRIC_CI_MASKED_RECON_SUBSET_LOSS, SPD_TERM_CI_MASKED_RECON_SUBSET},
-        {SPD_METRIC_STOCHASTIC_HIDDEN_ACTS_RECON_LOSS, SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON},
-        {SPD_METRIC_PGD_RECON_LOSS, SPD_TERM_PGD_RECON},
-        {SPD_METRIC_PGD_RECON_SUBSET_LOSS, SPD_TERM_PGD_RECON_SUBSET},
-        {SPD_METRIC_PGD_RECON_LAYERWISE_LOSS, SPD_TERM_PGD_RECON_LAYERWISE},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (map[i].cls == c) {
-            *k = map[i].kind;
-            return true;
-        }
-    return false;
-}
 
 // One loss-capable metric config into the eval term list.
 static void add_loss_metric(spd_evaluator *ev, const spd_metric_config *mc) {
@@ -86,22 +61,13 @@ static void add_loss_metric(spd_evaluator *ev, const spd_metric_config *mc) {
         ev->imp.eps = 1e-12;  // SPD's eval metric ignores the configured eps
         return;
     }
-    spd_term_kind k;
-    if (!term_kind_of(mc->classname, &k) || ev->n_terms == SPD_TRAIN_MAX_TERMS) return;
-    spd_train_term *t = &ev->terms[ev->n_terms++];
-    memset(t, 0, sizeof *t);
-    t->kind = k;
-    t->coeff = 1;  // values only; the gradients go to the private buffer
-    t->router = (spd_router){.kind = mc->routing.type == SPD_CFG_ROUTER_STATIC_PROBABILITY ? SPD_ROUTE_STATIC_PROBABILITY
-                                                                                           : SPD_ROUTE_UNIFORM_K_SUBSET,
-                             .p = mc->routing.p};
-    if (k == SPD_TERM_PGD_RECON || k == SPD_TERM_PGD_RECON_SUBSET || k == SPD_TERM_PGD_RECON_LAYERWISE)
-        t->pgd = mc->pgd;
+    if (ev->n_terms == SPD_TRAIN_MAX_TERMS || spd_train_term_of_metric(mc, &ev->terms[ev->n_terms])) return;
+    ev->terms[ev->n_terms++].coeff = 1;  // values only: eval steps are forward-only
 }
 
 static bool is_loss_class(spd_metric_class c) {
     spd_term_kind k;
-    return c == SPD_METRIC_IMPORTANCE_MINIMALITY_LOSS || term_kind_of(c, &k);
+    return spd_term_kind_of_metric(c, &k);
 }
 
 // SPD's get_unique_metric_configs: the eval list, then each loss config whose

@@ -94,6 +94,13 @@ typedef struct {
     spd_pgd_config pgd;
 } spd_train_term;
 
+// The term kind that trains SPD's loss metric class c (FaithfulnessLoss, ...); false when
+// c is not a loss class spd.c trains.
+bool spd_term_kind_of_metric(spd_metric_class c, spd_term_kind *k);
+// The term of loss metric config mc: kind, coeff and the class's own settings
+// (importance minimality, routing, PGD). -1 (no error set) when its class is not one.
+int spd_train_term_of_metric(const spd_metric_config *mc, spd_train_term *t);
+
 // Where the step's random draws come from: NULL in spd_train_options = Philox
 // streams (spd_rng_stream(step, purpose, term, sample, module)); otherwise
 // `fill` writes the draws of that key: component-mask draws r [N, C]
@@ -158,6 +165,10 @@ typedef struct {
 // SPD's defaults: leaky_hard, continuous, S = 1, delta on, vector_mlp [8], Adam
 // (0.9, 0.999, 1e-8, wd 0), constant lr 1e-3, no clipping, mse, no terms.
 void spd_train_options_default(spd_train_options *o);
+// Everything of cfg but the loss terms: output loss, CI function (type, hidden dims),
+// sigmoids, sampling, mask samples, delta, seed, steps, lr schedule, clipping.
+// 0, or -1 with spd_last_error() (a value spd.c does not support; no file name).
+int spd_train_options_settings(const spd_config *cfg, spd_train_options *o);
 
 // The target as the trainer sees it: its sites in SPD's module order, one
 // forward (input already in place -> out) and one backward (dout -> the

@@ -205,26 +205,6 @@ static int json_int(const spd_st_file *f, const cJSON *obj, const char *key, int
 
 // ---- options from the config (as spd train does; missing pieces collected) ------------
 
-// SPD's loss classes the trainer implements, and their spd_train_term kind.
-static int term_kind_of(spd_metric_class cls) {
-    switch (cls) {
-    case SPD_METRIC_FAITHFULNESS_LOSS: return SPD_TERM_FAITHFULNESS;
-    case SPD_METRIC_IMPORTANCE_MINIMALITY_LOSS: return SPD_TERM_IMPORTANCE_MINIMALITY;
-    case SPD_METRIC_STOCHASTIC_RECON_LOSS: return SPD_TERM_STOCHASTIC_RECON;
-    case SPD_METRIC_STOCHASTIC_RECON_LAYERWISE_LOSS: return SPD_TERM_STOCHASTIC_RECON_LAYERWISE;
-    case SPD_METRIC_CI_MASKED_RECON_LOSS: return SPD_TERM_CI_MASKED_RECON;
-    case SPD_METRIC_CI_MASKED_RECON_LAYERWISE_LOSS: return SPD_TERM_CI_MASKED_RECON_LAYERWISE;
-    case SPD_METRIC_UNMASKED_RECON_LOSS: return SPD_TERM_UNMASKED_RECON;
-    case SPD_METRIC_STOCHASTIC_RECON_SUBSET_LOSS: return SPD_TERM_STOCHASTIC_RECON_SUBSET;
-    case SPD_METRIC_CI_MASKED_RECON_SUBSET_LOSS: return SPD_TERM_CI_MASKED_RECON_SUBSET;
-    case SPD_METRIC_STOCHASTIC_HIDDEN_ACTS_RECON_LOSS: return SPD_TERM_STOCHASTIC_HIDDEN_ACTS_RECON;
-    case SPD_METRIC_PGD_RECON_LOSS: return SPD_TERM_PGD_RECON;
-    case SPD_METRIC_PGD_RECON_SUBSET_LOSS: return SPD_TERM_PGD_RECON_SUBSET;
-    case SPD_METRIC_PGD_RECON_LAYERWISE_LOSS: return SPD_TERM_PGD_RECON_LAYERWISE;
-    default: return -1;
-    }
-}
-
 static int options_from_config(const spd_st_file *f, const spd_config *cfg, spd_train_options *o, missing_list *miss) {
     spd_train_options_default(o);
     const spd_metric_config_list *l = &cfg->loss_metric_configs;
@@ -235,45 +215,17 @@ static int options_from_config(const spd_st_file *f, const spd_config *cfg, spd_
     for (int i = 0; i < l->count; i++) {
         const spd_metric_config *mc = &l->items[i];
         const char *cls = spd_metric_class_name(mc->classname);
-        int kind = term_kind_of(mc->classname);
-        if (kind < 0) {
+        if (spd_train_term_of_metric(mc, &o->terms[i])) {
             if (!miss->first_term[0]) snprintf(miss->first_term, sizeof miss->first_term, "%s", cls);
             add_missing(miss, "loss term '%s'", cls);
-            continue;
         }
-        spd_train_term *t = &o->terms[i];
-        t->kind = (spd_term_kind)kind;
-        t->coeff = mc->coeff;
-        if (kind == SPD_TERM_IMPORTANCE_MINIMALITY) t->imp = mc->importance_minimality;
-        if (kind == SPD_TERM_STOCHASTIC_RECON_SUBSET || kind == SPD_TERM_CI_MASKED_RECON_SUBSET ||
-            kind == SPD_TERM_PGD_RECON_SUBSET)
-            t->router = (spd_router){.kind = mc->routing.type == SPD_CFG_ROUTER_STATIC_PROBABILITY
-                                                 ? SPD_ROUTE_STATIC_PROBABILITY
-                                                 : SPD_ROUTE_UNIFORM_K_SUBSET,
-                                     .p = mc->routing.p};
-        if (kind == SPD_TERM_PGD_RECON || kind == SPD_TERM_PGD_RECON_SUBSET || kind == SPD_TERM_PGD_RECON_LAYERWISE)
-            t->pgd = mc->pgd;
     }
     o->n_terms = l->count;
-    o->output_loss = cfg->output_loss_type == SPD_OUTPUT_LOSS_KL ? SPD_DIVERGENCE_KL : SPD_DIVERGENCE_MSE;
-    if (spd_ci_fn_kind_parse(spd_cfg_ci_fn_type_name(cfg->ci_fn_type), &o->ci_kind) ||
-        spd_sigmoid_pair_parse(spd_cfg_sigmoid_type_name(cfg->sigmoid_type), &o->sigmoid) ||
-        spd_mask_sampling_parse(spd_cfg_sampling_name(cfg->sampling), &o->sampling)) {
+    if (spd_train_options_settings(cfg, o)) {
         char why[1024];
         snprintf(why, sizeof why, "%s", spd_last_error());
         return spd_set_error("%s: config: %s", f->path, why);
     }
-    if (cfg->ci_fn_hidden_dims.count > SPD_CI_FN_MAX_LAYERS - 1)
-        return spd_set_error("%s: config: ci_fn_hidden_dims: at most %d layers", f->path, SPD_CI_FN_MAX_LAYERS - 1);
-    o->n_ci_hidden = cfg->ci_fn_hidden_dims.count;
-    for (int i = 0; i < o->n_ci_hidden; i++) o->ci_hidden[i] = (int)cfg->ci_fn_hidden_dims.items[i];
-    o->n_mask_samples = (int)cfg->n_mask_samples;
-    o->use_delta = cfg->use_delta_component;
-    o->seed = (uint64_t)cfg->seed;
-    o->steps = cfg->steps;
-    o->lr = cfg->lr_schedule;
-    o->grad_clip_components = cfg->has_grad_clip_norm_components ? cfg->grad_clip_norm_components : 0;
-    o->grad_clip_ci_fns = cfg->has_grad_clip_norm_ci_fns ? cfg->grad_clip_norm_ci_fns : 0;
     return 0;
 }
 
