@@ -46,7 +46,7 @@ static int norm_break(double *norms, int C, double *ratio, double *lo_used, doub
     *ratio = 0;
     for (int i = 0; i + 1 < C; i++) {
         if (norms[i + 1] <= 0) {  // everything after is exactly zero: an infinite break
-            if (norms[i] > 0 && (k == 0 || *ratio < INFINITY)) k = i + 1, *ratio = INFINITY;
+            if (norms[i] > 0) k = i + 1, *ratio = INFINITY;
             break;
         }
         const double r = norms[i] / norms[i + 1];
