@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
+#include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_gemm_sm90.h"
 
 extern "C" {
@@ -376,6 +377,29 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     if (dout16) CUDA_CHECK(cudaFreeAsync(dout16, st));
 }
 
+// --mode fused, TF32: out = (x V * mask) U in one kernel (masked_b2b_sm90.h), a * mask
+// written once for the backward's dU and never read back here. False where it cannot run.
+static bool components_forward_b2b(float *out, float *a, const float *x, const float *V, const float *U,
+                                   const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
+                                   int C, int d_out, float *scratch) {
+    if (!mask || !masked_b2b_sm90_ok(N, C, d_in, d_out, x, d_in, mask, NULL, a, scratch, NULL)) return false;
+    const int ldb = masked_b2b_ldb(C);
+    temp_arena t;
+    arena_open(&t, arena_bytes((long long)C * d_in) + arena_bytes((long long)d_out * ldb));
+    float *Vt = arena_take(&t, (long long)C * d_in), *Ut = arena_take(&t, (long long)d_out * ldb);
+    transpose_pad_cuda(Vt, d_in, V, C, d_in, C);
+    masked_b2b_weight_cuda(Ut, U, d_out, C, d_out, true);
+    float beta = 0;
+    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
+        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
+        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
+        beta = 1;
+    }
+    masked_b2b_sm90(N, C, d_in, d_out, x, d_in, Vt, d_in, Ut, mask, NULL, a, scratch, NULL, out, d_out, beta);
+    arena_close(&t);
+    return true;
+}
+
 // x [N, d_in], V [d_in, C], U [C, d_out], mask [N, C], delta [d_out, d_in], delta_mask [N]
 // -> a = x @ V [N, C], out = (a * mask) @ U + delta_mask * (x @ delta^T) [N, d_out]
 // Leaves scratch = a * mask (or a when mask is NULL: then scratch is not written),
@@ -388,6 +412,7 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
         components_forward_bf16(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch);
         return;
     }
+    if (components_forward_b2b(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch)) return;
     const bool pin = pad_width(d_in, N, C), pout = pad_width(d_out, N, C);
     const int Dp = pad4(d_in), Op = pad4(d_out);
     const int K = pin ? Dp : d_in;
@@ -468,7 +493,8 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     const int Dp = pad4(d_in), Op = pad4(d_out);
     temp_arena t;
     arena_open(&t, (pout ? arena_bytes((long long)N * Op) + 2 * arena_bytes((long long)C * Op) : 0) +
-                       (pin ? arena_bytes((long long)N * Dp) + 2 * arena_bytes((long long)Dp * C) : 0));
+                       (pin ? arena_bytes((long long)N * Dp) + 2 * arena_bytes((long long)Dp * C) : 0) +
+                       (need_h && dx ? arena_bytes((long long)d_in * masked_b2b_ldb(C)) : 0));
     float *dout_p = NULL, *U_p = NULL;
     if (pout) {
         dout_p = arena_take(&t, (long long)N * Op);
@@ -492,8 +518,18 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
         const int K = pout ? Op : d_out;
         float *h = scratch;
-        if (reuse && mask &&
-            masked_gemm_sm90_ok(N, C, K, dk, K, Uk, K, mask, dmask ? a : NULL, NULL, h, dmask)) {
+        // g_a, dmask and dx in one kernel (masked_b2b_sm90.h) when it runs here: dx then needs
+        // no padding, and g_a is written only for dV.
+        const bool b2b = reuse && mask && dx && !pout && aligned16(U) &&
+                         masked_b2b_sm90_ok(N, C, d_out, d_in, dout, d_out, mask, dmask ? a : NULL, NULL,
+                                            dV ? h : NULL, dmask);
+        if (b2b) {
+            float *Vp = arena_take(&t, (long long)d_in * masked_b2b_ldb(C));
+            masked_b2b_weight_cuda(Vp, V, C, C, d_in, false);
+            masked_b2b_sm90(N, C, d_out, d_in, dout, d_out, U, d_out, Vp, mask, dmask ? a : NULL, NULL, dV ? h : NULL,
+                            dmask, dx, d_in, dx_beta);
+        } else if (reuse && mask &&
+                   masked_gemm_sm90_ok(N, C, K, dk, K, Uk, K, mask, dmask ? a : NULL, NULL, h, dmask)) {
             // g_a = h * mask and dmask = h * a straight from the product's registers: h is never stored.
             masked_gemm_sm90(N, C, K, dk, K, Uk, K, mask, dmask ? a : NULL, NULL, h, dmask);
         } else if (reuse && mask) {
@@ -512,14 +548,14 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
                 matmul_cuda_ld(dV_p, xd_p, h, Dp, C, N, true, false, 1, 0, Dp, C, C);
                 copy2d(dV, C, d_in, C, dV_p, C, d_in, C, 1);
             }
-            if (dx) {
+            if (dx && !b2b) {
                 copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
                 matmul_cuda_ld(xd_p, h, V_p, N, Dp, C, false, true, 1, 0, C, C, Dp);
                 copy2d(dx, d_in, N, d_in, xd_p, Dp, N, Dp, dx_beta);
             }
         } else {
             if (dV) matmul_cuda(dV, x, h, d_in, C, N, true, false, 1, 1);
-            if (dx) matmul_cuda(dx, h, V, N, d_in, C, false, true, 1, dx_beta);
+            if (dx && !b2b) matmul_cuda(dx, h, V, N, d_in, C, false, true, 1, dx_beta);
         }
     }
     arena_close(&t);

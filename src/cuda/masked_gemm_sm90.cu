@@ -17,6 +17,7 @@
 
 #include "cuda/cuda_common.h"
 #include "cuda/masked_gemm_sm90.h"
+#include "cuda/wgmma_sm90.cuh"
 
 #define MG_BM 128
 #define MG_BN 128
@@ -28,48 +29,15 @@
 #define MG_SMEM_BYTES (MG_STAGES * MG_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
 #define MG_MAX_K 512
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define MG_HAVE_WGMMA 1
-#endif
-
-#ifdef MG_HAVE_WGMMA
-// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
-static __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
-    return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(16 >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 | 1ull << 62;
-}
-
-static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-
-// One wgmma m64n128 step on the 64 accumulators d: `instr` and its operands after the two
-// descriptors (%64, %65); the accumulator list is the same for every operand type.
-#define MG_WGMMA_M64N128(instr, tail, d, a, b)                                                                  \
-    asm volatile("{\n" instr " "                                                                                \
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "  \
-                 "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "   \
-                 "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "    \
-                 "%56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, " tail ";\n}\n"                            \
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),          \
-                   "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),      \
-                   "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),   \
-                   "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),   \
-                   "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),   \
-                   "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),   \
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),   \
-                   "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),   \
-                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),   \
-                   "+f"(d[63])                                                                                  \
-                 : "l"(a), "l"(b))
-
+#ifdef WG_HAVE_WGMMA
 // d [64 x 128 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
 static __device__ __forceinline__ void wgmma_m64n128k8(float *d, uint64_t a, uint64_t b) {
-    MG_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
+    WG_WGMMA_M64N128_SS("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
 }
 
 // The same with bf16 operands, one k16 step (also 32 bytes of each row); no transposes.
 static __device__ __forceinline__ void wgmma_m64n128k16_bf16(float *d, uint64_t a, uint64_t b) {
-    MG_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "1, 1, 1, 0, 0", d, a, b);
+    WG_WGMMA_M64N128_SS("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "1, 1, 1, 0, 0", d, a, b);
 }
 
 // One K chunk of a [128, K] row-major operand (rows from row0, columns from k0) into a
@@ -111,7 +79,7 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
     masked_gemm_kernel(int M, int N, int K, const T *__restrict__ A, int lda, const T *__restrict__ B, int ldb,
                        const float *__restrict__ mask, const float *__restrict__ aux, float *__restrict__ o_plain,
                        T *__restrict__ o_mask, float *__restrict__ o_aux) {
-#ifdef MG_HAVE_WGMMA
+#ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t smem = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
     const int m0 = blockIdx.y * MG_BM, n0 = blockIdx.x * MG_BN;

@@ -917,6 +917,11 @@ int main(void) {
     test_components(4096, 341, 1200, 128, true, false, true, 0);
     test_components(4099, 96, 1202, 128, true, true, true, 1);  // partial tiles in M and N
     test_components(4096, 128, 1200, 128, true, false, false, 2);
+    // The back-to-back kernel (masked_b2b_sm90) at each K1 sub-tile count (32, 64, 96, 128 wide)
+    // with partial tiles in M and C (C % 8 != 0: the weight copy's padded columns).
+    test_components(4099, 32, 1202, 96, true, true, true, 0);
+    test_components(4096, 64, 1200, 128, true, false, true, 0);
+    test_components(2053, 128, 1202, 128, true, true, false, 0);
     test_components_no_acts(4096, 128, 1200, 64);
     test_components_no_acts(4099, 341, 1202, 128);
     test_graph_capture();

@@ -1,0 +1,279 @@
+// The back-to-back masked product of masked_b2b_sm90.h. Built for sm_90a only
+// (Makefile: *_sm90.cu).
+//
+// Design (dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and 128 columns
+// of Y; two warpgroups of 64 rows. The CTA's X tile (K1 <= 128) stays in shared
+// memory; C is walked in chunks of 64. Per chunk: S = X At_chunk^T by wgmma m64n64k8
+// (both operands from shared memory), the mask multiply (and the optional N x C
+// stores) on S's registers, then Y += P B_chunk by wgmma m64n128k8 with P as the
+// register operand. The accumulator holds columns 2t, 2t + 1 of each 8 where the
+// register operand wants t, t + 4; the weight copy's column order (0 2 4 6 1 3 5 7)
+// absorbs that, so no shuffles. The next chunk's weights (cp.async) and mask
+// (registers) load while this chunk's products run. Operands are read as TF32 by
+// truncation, as cuBLAS's sm90 TF32 kernels and masked_gemm_sm90 read them.
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_common.h"
+#include "cuda/masked_b2b_sm90.h"
+#include "cuda/wgmma_sm90.cuh"
+
+#define BB_BM 128      // rows of X per CTA (two warpgroups of 64)
+#define BB_BC 64       // C per chunk
+#define BB_BN 128      // columns of Y per CTA
+#define BB_MAX_K1 128  // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
+#define BB_THREADS 256
+#define BB_SUB 128                                    // bytes of one swizzled row: 32 floats
+#define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)            // 64 KB: [128 rows] x 4 sub-tiles
+#define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)           // 32 KB: [64 rows] x 4 sub-tiles
+#define BB_BT_BYTES (BB_BN * BB_BC * 4)               // 32 KB: [128 rows] x 2 sub-tiles
+#define BB_STAGE_BYTES (BB_AT_BYTES + BB_BT_BYTES)
+#define BB_SMEM_BYTES (BB_X_BYTES + 2 * BB_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
+
+#ifdef WG_HAVE_WGMMA
+// S [64 x 64 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
+static __device__ __forceinline__ void wgmma_m64n64k8(float *d, uint64_t a, uint64_t b) {
+    WG_WGMMA_M64N64_SS("wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
+}
+
+// Y [64 x 128 per warpgroup] += P (registers) @ B^T (desc b), one k8 step.
+static __device__ __forceinline__ void wgmma_m64n128k8_rs(float *d, float a0, float a1, float a2, float a3,
+                                                          uint64_t b) {
+    WG_WGMMA_M64N128_RS("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, __float_as_uint(a0),
+                        __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
+}
+
+// ROWS x 32 floats of a row-major operand (rows row0.., columns k0..k0 + 31) into a
+// swizzled sub-tile: 16-byte piece c of row r lands at piece c ^ (r % 8). Rows >= rows
+// and columns >= K are zero-filled (K a multiple of 4).
+template <int ROWS>
+static __device__ __forceinline__ void load_sub(uint32_t tile, const float *src, int ld, int row0, int rows, int k0,
+                                                int K) {
+#pragma unroll
+    for (int i = 0; i < ROWS * 8 / BB_THREADS; i++) {
+        const int q = threadIdx.x + i * BB_THREADS, r = q >> 3, c = q & 7;
+        const int row = row0 + r, k = k0 + 4 * c;
+        const bool valid = row < rows && k < K;
+        const float *p = valid ? src + (long long)row * ld + k : src;
+        cp_async16(tile + r * BB_SUB + ((c ^ (r & 7)) << 4), p, valid);
+    }
+}
+#endif
+
+// NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
+// product's steps unroll and its accumulators stay in place.
+template <int NK1>
+static __global__ void __launch_bounds__(BB_THREADS, 1)
+    masked_b2b_kernel(int M, int C, int K1, int K2, const float *__restrict__ X, int ldx, const float *__restrict__ At,
+                      int lda, const float *__restrict__ Bt, int ldb, const float *__restrict__ mask,
+                      const float *__restrict__ aux, float *__restrict__ o_plain, float *__restrict__ o_mask,
+                      float *__restrict__ o_aux, float *__restrict__ Y, int ldy, float beta) {
+#ifdef WG_HAVE_WGMMA
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t xs = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
+    const uint32_t st0 = xs + BB_X_BYTES;
+    const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BB_BN;
+    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int nch = (C + BB_BC - 1) / BB_BC;
+    // The N x C outputs come from the first column tile of Y only (the others recompute S).
+    if (blockIdx.x != 0) o_plain = o_mask = o_aux = NULL;
+
+#pragma unroll
+    for (int s = 0; s < NK1; s++) load_sub<BB_BM>(xs + s * (BB_BM * BB_SUB), X, ldx, m0, M, 32 * s, K1);
+    // Chunk ch of At (C rows c0..) and of Bt (Y columns n0.., C columns c0..) into stage st.
+    auto load_chunk = [&](uint32_t st, int ch) {
+        const int c0 = ch * BB_BC;
+#pragma unroll
+        for (int s = 0; s < NK1; s++) load_sub<BB_BC>(st + s * (BB_BC * BB_SUB), At, lda, c0, C, 32 * s, K1);
+#pragma unroll
+        for (int s = 0; s < BB_BC / 32; s++)
+            load_sub<BB_BN>(st + BB_AT_BYTES + s * (BB_BN * BB_SUB), Bt, ldb, n0, K2, c0 + 32 * s, ldb);
+    };
+    load_chunk(st0, 0);
+    asm volatile("cp.async.commit_group;\n" ::);
+
+    // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
+    // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
+    // d[4 j + 2 i + {0, 1}].
+    const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
+    // mask [j][i] of one chunk: rows row_a + 8 i, columns c0 + 8 j + col_a + {0, 1}; zero outside.
+    auto load_mask = [&](float2 *mk, int c0) {
+#pragma unroll
+        for (int j = 0; j < BB_BC / 8; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
+                const bool in = row < M && col < C;
+                mk[2 * j + i] = !in ? make_float2(0.0f, 0.0f)
+                                : mask ? __ldg((const float2 *)(mask + (long long)row * C + col))
+                                       : make_float2(1.0f, 1.0f);
+            }
+    };
+    float2 mk[2 * BB_BC / 8];
+    load_mask(mk, 0);
+
+    float y[64], s_acc[32];
+#pragma unroll
+    for (int i = 0; i < 64; i++) y[i] = 0.0f;
+    for (int ch = 0; ch < nch; ch++) {
+        const int c0 = ch * BB_BC;
+        const uint32_t st = st0 + (ch & 1) * BB_STAGE_BYTES;
+        asm volatile("cp.async.wait_group 0;\n" ::);
+        // cp.async wrote through the generic proxy; the tensor cores read through the async one.
+        asm volatile("fence.proxy.async.shared::cta;\n" ::);
+        __syncthreads();  // also: every warpgroup is done with the other stage (chunk ch - 1)
+        if (ch + 1 < nch) load_chunk(st0 + ((ch + 1) & 1) * BB_STAGE_BYTES, ch + 1);
+        asm volatile("cp.async.commit_group;\n" ::);
+
+        // S = X At_chunk^T
+#pragma unroll
+        for (int i = 0; i < 32; i++) s_acc[i] = 0.0f;
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int s = 0; s < NK1; s++)
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                wgmma_m64n64k8(s_acc, smem_desc(xs + s * (BB_BM * BB_SUB) + wg * (64 * BB_SUB) + 32 * kk),
+                               smem_desc(st + s * (BB_BC * BB_SUB) + 32 * kk));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        float2 mn[2 * BB_BC / 8];  // the next chunk's mask, in flight during the products
+        if (ch + 1 < nch) load_mask(mn, c0 + BB_BC);
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+
+        // S -> P, and the N x C outputs that are asked for.
+#pragma unroll
+        for (int j = 0; j < BB_BC / 8; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                float *v = s_acc + 4 * j + 2 * i;
+                const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
+                if ((o_plain || o_mask || o_aux) && row < M && col < C) {
+                    const long long o = (long long)row * C + col;
+                    if (o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
+                    if (o_aux) {
+                        const float2 g = __ldg((const float2 *)(aux + o));
+                        *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
+                    }
+                    if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * mk[2 * j + i].x, v[1] * mk[2 * j + i].y);
+                }
+                v[0] *= mk[2 * j + i].x;
+                v[1] *= mk[2 * j + i].y;
+            }
+
+        // Y += P B_chunk: k8 step kk is S's column block j = kk, in the register order
+        // (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int kk = 0; kk < BB_BC / 8; kk++)
+            wgmma_m64n128k8_rs(y, s_acc[4 * kk], s_acc[4 * kk + 2], s_acc[4 * kk + 1], s_acc[4 * kk + 3],
+                               smem_desc(st + BB_AT_BYTES + (kk >> 2) * (BB_BN * BB_SUB) + 32 * (kk & 3)));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+        for (int i = 0; i < 2 * BB_BC / 8; i++) mk[i] = mn[i];
+    }
+
+#pragma unroll
+    for (int j = 0; j < BB_BN / 8; j++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int row = row_a + 8 * i, col = n0 + 8 * j + col_a + e;
+                if (row >= M || col >= K2) continue;
+                float *o = Y + (long long)row * ldy + col;
+                *o = beta == 0.0f ? y[4 * j + 2 * i + e] : beta * *o + y[4 * j + 2 * i + e];
+            }
+#endif
+}
+
+static bool env_on(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("SPD_CUDA_B2B");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    return env;
+}
+
+// The widest Y that runs here: each 128 columns past the first recompute S (and reread the mask).
+static int max_k2(void) {
+    static int k2 = -1;
+    if (k2 < 0) {
+        const char *e = getenv("SPD_CUDA_B2B_MAX_K2");
+        k2 = e && *e ? atoi(e) : BB_BN;
+    }
+    return k2;
+}
+
+static bool device_is_sm90(void) {
+    static int sm90 = -1;
+    if (sm90 < 0) {
+        int dev = 0, major = 0, minor = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+        sm90 = major == 9 && minor == 0;
+        if (sm90) {
+            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            BB_SMEM_BYTES));
+            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            BB_SMEM_BYTES));
+            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            BB_SMEM_BYTES));
+            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            BB_SMEM_BYTES));
+        }
+    }
+    return sm90;
+}
+
+static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }
+
+extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask,
+                                   const float *aux, const float *o_plain, const float *o_mask, const float *o_aux) {
+    if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
+        return false;
+    if (M <= 0 || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 2 || K2 > max_k2())
+        return false;
+    if (!aligned(X, 16)) return false;
+    const void *mc[5] = {mask, aux, o_plain, o_mask, o_aux};
+    for (int i = 0; i < 5; i++)
+        if (mc[i] && !aligned(mc[i], 8)) return false;
+    return device_is_sm90();
+}
+
+extern "C" int masked_b2b_ldb(int C) { return (C + 7) & ~7; }
+
+extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, const float *At, int lda,
+                                const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
+                                float *o_aux, float *Y, int ldy, float beta) {
+    SPD_ASSERT(lda % 4 == 0 && aligned(At, 16) && aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
+    SPD_ASSERT(!o_aux || aux);
+    const dim3 grid((unsigned)((K2 + BB_BN - 1) / BB_BN), (unsigned)((M + BB_BM - 1) / BB_BM));
+    void (*kernel)(int, int, int, int, const float *, int, const float *, int, const float *, int, const float *,
+                   const float *, float *, float *, float *, float *, int, float) =
+        K1 <= 32 ? masked_b2b_kernel<1> : K1 <= 64 ? masked_b2b_kernel<2> : K1 <= 96 ? masked_b2b_kernel<3>
+                                                                                  : masked_b2b_kernel<4>;
+    kernel<<<grid, BB_THREADS, BB_SMEM_BYTES, spd_cuda_stream()>>>(M, C, K1, K2, X, ldx, At, lda, Bt, masked_b2b_ldb(C),
+                                                                   mask, aux, o_plain, o_mask, o_aux, Y, ldy, beta);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Bt [n, q] for q < ldb: B [c, n] with c = the column that slot q % 8 of its group holds.
+static __global__ void b2b_weight_kernel(float *Bt, int ldb, const float *src, int lds, int C, int K2, int c_major) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)K2 * ldb) return;
+    const int n = (int)(i / ldb), q = (int)(i % ldb), t = q & 7;
+    const int c = (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
+    Bt[i] = c >= C ? 0.0f : c_major ? src[(long long)c * lds + n] : src[(long long)n * lds + c];
+}
+
+extern "C" void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major) {
+    const long long n = (long long)K2 * masked_b2b_ldb(C);
+    if (n <= 0) return;
+    b2b_weight_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(Bt, masked_b2b_ldb(C), src, lds, C, K2,
+                                                                             c_major);
+    CUDA_CHECK_LAUNCH();
+}

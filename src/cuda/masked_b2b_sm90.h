@@ -1,0 +1,51 @@
+// SPD's masked product and the product after it, back to back in one kernel on
+// Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, TF32 operands):
+//
+//     S [M, C] = X [M, K1] @ At^T                  (At [C, K1] row-major: K-major)
+//     o_plain = S,  o_aux = S * aux,  o_mask = P = S * mask        (each optional)
+//     Y [M, K2] = beta * Y + P @ B                 (B [C, K2], as masked_b2b_weight's copy)
+//
+// P goes from the first product's accumulator registers straight into the second
+// product as its register operand: the N x C intermediate is never read back, and
+// written only when a later product needs it (o_mask).
+// Forward of LinearComponents: X = x, At = V^T, B = U, Y = out, o_mask = a * mask (dU
+// reads it), o_plain = a when a mask gradient follows.
+// Backward: X = dout, At = U, B = V^T, Y = dx, o_mask = g_a (dV reads it), o_aux =
+// dmask with aux = a. The floor and the measurements: dev/kernels/b2b_wgmma/NOTES.md.
+#ifndef SPD_CUDA_MASKED_B2B_SM90_H
+#define SPD_CUDA_MASKED_B2B_SM90_H
+
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
+// TF32 precision, fused mode, SPD_CUDA_B2B not "0", K1 <= 128 and a multiple of 4,
+// K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
+// ldx a multiple of 4 and X 16-byte aligned, C even and the [M, C] buffers 8-byte aligned.
+bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask, const float *aux,
+                        const float *o_plain, const float *o_mask, const float *o_aux);
+
+// The kernel on spd_cuda_stream(); the caller checked masked_b2b_sm90_ok. At [C, K1]
+// has row stride lda (a multiple of 4, 16-byte aligned); Bt is masked_b2b_weight's
+// copy of B; mask NULL means all ones; beta is 0 (Y overwritten, never read) or 1.
+void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, const float *At, int lda,
+                     const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
+                     float *o_aux, float *Y, int ldy, float beta);
+
+// Row stride of the copy of B: C rounded up to a multiple of 8.
+int masked_b2b_ldb(int C);
+
+// Bt [K2, masked_b2b_ldb(C)] = B^T, zero beyond column C, with each group of 8 columns
+// in the order in which the first product's accumulator registers hold S's columns
+// (0 2 4 6 1 3 5 7), so that they serve as the second product's operand unshuffled.
+// B [c, n] is src[c * lds + n] when c_major, else src[n * lds + c] (B = V^T from V).
+void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
