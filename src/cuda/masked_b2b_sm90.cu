@@ -44,6 +44,12 @@ static __device__ __forceinline__ void wgmma_m64n128k8_rs(float *d, float a0, fl
                         __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
 }
 
+static __device__ __forceinline__ float to_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return __uint_as_float(r);
+}
+
 // ROWS x 32 floats of a row-major operand (rows row0.., columns k0..k0 + 31) into a
 // swizzled sub-tile: 16-byte piece c of row r lands at piece c ^ (r % 8). Rows >= rows
 // and columns >= K are zero-filled (K a multiple of 4).
@@ -157,8 +163,10 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                     }
                     if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * mk[2 * j + i].x, v[1] * mk[2 * j + i].y);
                 }
-                v[0] *= mk[2 * j + i].x;
-                v[1] *= mk[2 * j + i].y;
+                // P rounded to TF32 (not truncated: a truncated operand is biased towards
+                // zero, and the bias adds up in the gradients' sums over tokens).
+                v[0] = to_tf32(v[0] * mk[2 * j + i].x);
+                v[1] = to_tf32(v[1] * mk[2 * j + i].y);
             }
 
         // Y += P B_chunk: k8 step kk is S's column block j = kk, in the register order
@@ -267,7 +275,10 @@ static __global__ void b2b_weight_kernel(float *Bt, int ldb, const float *src, i
     if (i >= (long long)K2 * ldb) return;
     const int n = (int)(i / ldb), q = (int)(i % ldb), t = q & 7;
     const int c = (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
-    Bt[i] = c >= C ? 0.0f : c_major ? src[(long long)c * lds + n] : src[(long long)n * lds + c];
+    const float v = c >= C ? 0.0f : c_major ? src[(long long)c * lds + n] : src[(long long)n * lds + c];
+    uint32_t r;  // rounded to TF32 here, once, rather than truncated by the tensor cores
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+    Bt[i] = __uint_as_float(r);
 }
 
 extern "C" void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major) {
