@@ -28,8 +28,7 @@
 #define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)            // 64 KB: [128 rows] x 4 sub-tiles
 #define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)           // 32 KB: [64 rows] x 4 sub-tiles
 #define BB_BT_BYTES (BB_BN * BB_BC * 4)               // 32 KB: [128 rows] x 2 sub-tiles
-#define BB_STAGE_BYTES (BB_AT_BYTES + BB_BT_BYTES)
-#define BB_SMEM_BYTES (BB_X_BYTES + 2 * BB_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
+#define BB_SMEM_BYTES (BB_X_BYTES + 2 * BB_AT_BYTES + 2 * BB_BT_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
 
 #ifdef WG_HAVE_WGMMA
 // S [64 x 64 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
@@ -69,6 +68,12 @@ static __device__ __forceinline__ void load_sub(uint32_t tile, const float *src,
 
 // NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
 // product's steps unroll and its accumulators stay in place.
+//
+// Schedule per warpgroup, iteration c: GEMM1 of chunk c + 1 and GEMM2 of chunk c are
+// issued back to back; once GEMM1 is done, chunk c + 1's mask pass runs on its S while
+// the tensor cores work through GEMM2 (S in two register buffers, sa / sb). Shared
+// memory: X; At chunks c + 1 (read now) and c + 2 (loading); Bt chunks c (read now) and
+// c + 1 (loading): every load has one iteration to land.
 template <int NK1>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(int M, int C, int K1, int K2, const float *__restrict__ X, int ldx, const float *__restrict__ At,
@@ -78,109 +83,126 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t xs = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
-    const uint32_t st0 = xs + BB_X_BYTES;
+    const uint32_t at0 = xs + BB_X_BYTES, bt0 = at0 + 2 * BB_AT_BYTES;
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BB_BN;
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int nch = (C + BB_BC - 1) / BB_BC;
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
     if (blockIdx.x != 0) o_plain = o_mask = o_aux = NULL;
 
+    // At chunk ch (C rows ch * BB_BC..) into buffer b; Bt chunk ch (Y columns n0.., C
+    // columns ch * BB_BC..) into buffer b. Nothing past the last chunk.
+    auto load_at = [&](int b, int ch) {
+        if (ch >= nch) return;
 #pragma unroll
-    for (int s = 0; s < NK1; s++) load_sub<BB_BM>(xs + s * (BB_BM * BB_SUB), X, ldx, m0, M, 32 * s, K1);
-    // Chunk ch of At (C rows c0..) and of Bt (Y columns n0.., C columns c0..) into stage st.
-    auto load_chunk = [&](uint32_t st, int ch) {
-        const int c0 = ch * BB_BC;
-#pragma unroll
-        for (int s = 0; s < NK1; s++) load_sub<BB_BC>(st + s * (BB_BC * BB_SUB), At, lda, c0, C, 32 * s, K1);
+        for (int s = 0; s < NK1; s++)
+            load_sub<BB_BC>(at0 + b * BB_AT_BYTES + s * (BB_BC * BB_SUB), At, lda, ch * BB_BC, C, 32 * s, K1);
+    };
+    auto load_bt = [&](int b, int ch) {
+        if (ch >= nch) return;
 #pragma unroll
         for (int s = 0; s < BB_BC / 32; s++)
-            load_sub<BB_BN>(st + BB_AT_BYTES + s * (BB_BN * BB_SUB), Bt, ldb, n0, K2, c0 + 32 * s, ldb);
+            load_sub<BB_BN>(bt0 + b * BB_BT_BYTES + s * (BB_BN * BB_SUB), Bt, ldb, n0, K2, ch * BB_BC + 32 * s, ldb);
     };
-    load_chunk(st0, 0);
-    asm volatile("cp.async.commit_group;\n" ::);
-
-    // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
-    // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
-    // d[4 j + 2 i + {0, 1}].
-    const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
-    // mask [j][i] of one chunk: rows row_a + 8 i, columns c0 + 8 j + col_a + {0, 1}; zero outside.
-    auto load_mask = [&](float2 *mk, int c0) {
+    // Descriptors as a base plus an offset (the address field is the low 14 bits, >> 4,
+    // with no carry out inside 228 KB): computed whole at each use, ptxas kept dozens of
+    // them live and ran out of registers.
+    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), at_desc = smem_desc(at0), bt_desc = smem_desc(bt0);
+    // S = X At_chunk^T from At buffer b (issued and committed, not waited for).
+    auto gemm1 = [&](float *S, int b) {
 #pragma unroll
-        for (int j = 0; j < BB_BC / 8; j++)
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
-                const bool in = row < M && col < C;
-                mk[2 * j + i] = !in ? make_float2(0.0f, 0.0f)
-                                : mask ? __ldg((const float2 *)(mask + (long long)row * C + col))
-                                       : make_float2(1.0f, 1.0f);
-            }
-    };
-    float2 mk[2 * BB_BC / 8];
-    load_mask(mk, 0);
-
-    float y[64], s_acc[32];
-#pragma unroll
-    for (int i = 0; i < 64; i++) y[i] = 0.0f;
-    for (int ch = 0; ch < nch; ch++) {
-        const int c0 = ch * BB_BC;
-        const uint32_t st = st0 + (ch & 1) * BB_STAGE_BYTES;
-        asm volatile("cp.async.wait_group 0;\n" ::);
-        // cp.async wrote through the generic proxy; the tensor cores read through the async one.
-        asm volatile("fence.proxy.async.shared::cta;\n" ::);
-        __syncthreads();  // also: every warpgroup is done with the other stage (chunk ch - 1)
-        if (ch + 1 < nch) load_chunk(st0 + ((ch + 1) & 1) * BB_STAGE_BYTES, ch + 1);
-        asm volatile("cp.async.commit_group;\n" ::);
-
-        // S = X At_chunk^T
-#pragma unroll
-        for (int i = 0; i < 32; i++) s_acc[i] = 0.0f;
+        for (int i = 0; i < 32; i++) S[i] = 0.0f;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int s = 0; s < NK1; s++)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)
-                wgmma_m64n64k8(s_acc, smem_desc(xs + s * (BB_BM * BB_SUB) + wg * (64 * BB_SUB) + 32 * kk),
-                               smem_desc(st + s * (BB_BC * BB_SUB) + 32 * kk));
+                wgmma_m64n64k8(S, x_desc + ((s * (BB_BM * BB_SUB) + 32 * kk) >> 4),
+                               at_desc + ((b * BB_AT_BYTES + s * (BB_BC * BB_SUB) + 32 * kk) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        float2 mn[2 * BB_BC / 8];  // the next chunk's mask, in flight during the products
-        if (ch + 1 < nch) load_mask(mn, c0 + BB_BC);
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    };
+    float y[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) y[i] = 0.0f;
+    // Y += P B_chunk from Bt buffer b: k8 step kk is P's column block kk, in the register
+    // order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
+    auto gemm2 = [&](const float *P, int b) {
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int kk = 0; kk < BB_BC / 8; kk++)
+            wgmma_m64n128k8_rs(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3],
+                               bt_desc + ((b * BB_BT_BYTES + (kk >> 2) * (BB_BN * BB_SUB) + 32 * (kk & 3)) >> 4));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    };
 
-        // S -> P, and the N x C outputs that are asked for.
+    // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
+    // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
+    // d[4 j + 2 i + {0, 1}].
+    const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
+    // S -> P in place (after the N x C outputs that are asked for); mask [row, col] and
+    // [row, col + 1] as a float2, zero outside the matrix.
+    auto mask_pass = [&](float *S, int c0) {
 #pragma unroll
         for (int j = 0; j < BB_BC / 8; j++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
-                float *v = s_acc + 4 * j + 2 * i;
+                float *v = S + 4 * j + 2 * i;
                 const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
-                if ((o_plain || o_mask || o_aux) && row < M && col < C) {
+                const bool in = row < M && col < C;
+                const float2 m = !in ? make_float2(0.0f, 0.0f)
+                                 : mask ? __ldg((const float2 *)(mask + (long long)row * C + col))
+                                        : make_float2(1.0f, 1.0f);
+                if ((o_plain || o_mask || o_aux) && in) {
                     const long long o = (long long)row * C + col;
                     if (o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
                     if (o_aux) {
                         const float2 g = __ldg((const float2 *)(aux + o));
                         *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
                     }
-                    if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * mk[2 * j + i].x, v[1] * mk[2 * j + i].y);
+                    if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * m.x, v[1] * m.y);
                 }
                 // P rounded to TF32 (not truncated: a truncated operand is biased towards
                 // zero, and the bias adds up in the gradients' sums over tokens).
-                v[0] = to_tf32(v[0] * mk[2 * j + i].x);
-                v[1] = to_tf32(v[1] * mk[2 * j + i].y);
+                v[0] = to_tf32(v[0] * m.x);
+                v[1] = to_tf32(v[1] * m.y);
             }
+    };
 
-        // Y += P B_chunk: k8 step kk is S's column block j = kk, in the register order
-        // (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    // Prologue: X, At chunks 0 and 1, Bt chunk 0; S of chunk 0 and its mask pass.
 #pragma unroll
-        for (int kk = 0; kk < BB_BC / 8; kk++)
-            wgmma_m64n128k8_rs(y, s_acc[4 * kk], s_acc[4 * kk + 2], s_acc[4 * kk + 1], s_acc[4 * kk + 3],
-                               smem_desc(st + BB_AT_BYTES + (kk >> 2) * (BB_BN * BB_SUB) + 32 * (kk & 3)));
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#pragma unroll
-        for (int i = 0; i < 2 * BB_BC / 8; i++) mk[i] = mn[i];
+    for (int s = 0; s < NK1; s++) load_sub<BB_BM>(xs + s * (BB_BM * BB_SUB), X, ldx, m0, M, 32 * s, K1);
+    load_at(0, 0);
+    load_at(1, 1);
+    load_bt(0, 0);
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    // cp.async wrote through the generic proxy; the tensor cores read through the async one.
+    asm volatile("fence.proxy.async.shared::cta;\n" ::);
+    __syncthreads();
+    float sa[32], sb[32];
+    gemm1(sa, 0);
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    mask_pass(sa, 0);
+
+    // Iteration c: P of chunk c is in cur; nxt receives chunk c + 1's.
+    auto iteration = [&](int c, float *cur, float *nxt) {
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // GEMM2 of c - 1: nxt is free
+        asm volatile("cp.async.wait_group 0;\n" ::);                        // At c + 1, Bt c have landed
+        asm volatile("fence.proxy.async.shared::cta;\n" ::);
+        __syncthreads();  // every warpgroup is done with At c and Bt c - 1: their buffers take c + 2, c + 1
+        load_at(c & 1, c + 2);
+        load_bt((c + 1) & 1, c + 1);
+        asm volatile("cp.async.commit_group;\n" ::);
+        gemm1(nxt, (c + 1) & 1);
+        gemm2(cur, c & 1);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
+        mask_pass(nxt, (c + 1) * BB_BC);
+    };
+    for (int c = 0; c < nch; c += 2) {
+        iteration(c, sa, sb);
+        if (c + 1 < nch) iteration(c + 1, sb, sa);
     }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 
 #pragma unroll
     for (int j = 0; j < BB_BN / 8; j++)
@@ -215,6 +237,17 @@ static int max_k2(void) {
     return k2;
 }
 
+// The fewest rows that run here: one CTA per 128 rows walks all of C, so a short X
+// leaves SMs idle and the two-kernel path (masked_gemm_sm90 + cuBLAS) wins.
+static int min_m(void) {
+    static int m = -1;
+    if (m < 0) {
+        const char *e = getenv("SPD_CUDA_B2B_MIN_M");
+        m = e && *e ? atoi(e) : 8192;
+    }
+    return m;
+}
+
 static bool device_is_sm90(void) {
     static int sm90 = -1;
     if (sm90 < 0) {
@@ -243,7 +276,8 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
                                    const float *aux, const float *o_plain, const float *o_mask, const float *o_aux) {
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
         return false;
-    if (M <= 0 || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 2 || K2 > max_k2())
+    if (M <= 0 || M < min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 2 ||
+        K2 > max_k2())
         return false;
     if (!aligned(X, 16)) return false;
     const void *mc[5] = {mask, aux, o_plain, o_mask, o_aux};

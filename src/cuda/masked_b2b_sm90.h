@@ -24,6 +24,7 @@ extern "C" {
 // Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
 // TF32 precision, fused mode, SPD_CUDA_B2B not "0", K1 <= 128 and a multiple of 4,
 // K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
+// M >= SPD_CUDA_B2B_MIN_M (default 8192: fewer rows leave SMs idle),
 // ldx a multiple of 4 and X 16-byte aligned, C even and the [M, C] buffers 8-byte aligned.
 bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask, const float *aux,
                         const float *o_plain, const float *o_mask, const float *o_aux);
