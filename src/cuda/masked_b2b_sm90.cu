@@ -28,7 +28,8 @@
 #define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)            // 64 KB: [128 rows] x 4 sub-tiles
 #define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)           // 32 KB: [64 rows] x 4 sub-tiles
 #define BB_BT_BYTES (BB_BN * BB_BC * 4)               // 32 KB: [128 rows] x 2 sub-tiles
-#define BB_SMEM_BYTES (BB_X_BYTES + 2 * BB_AT_BYTES + 2 * BB_BT_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
+#define BB_MASK_BYTES (BB_THREADS * BB_BC / 8 * 2 * 8)  // 32 KB: each thread's 16 float2 of one chunk's mask
+#define BB_SMEM_BYTES (BB_X_BYTES + 2 * BB_AT_BYTES + 2 * BB_BT_BYTES + BB_MASK_BYTES + 1024)  // + swizzle alignment
 
 #ifdef WG_HAVE_WGMMA
 // S [64 x 64 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
@@ -55,9 +56,13 @@ static __device__ __forceinline__ float to_tf32(float x) {
 template <int ROWS>
 static __device__ __forceinline__ void load_sub(uint32_t tile, const float *src, int ld, int row0, int rows, int k0,
                                                 int K) {
+    // The thread index read anew (volatile): otherwise every per-thread address of every
+    // load in the main loop is kept in registers across it, and the kernel spills.
+    uint32_t tid;
+    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(tid));
 #pragma unroll
     for (int i = 0; i < ROWS * 8 / BB_THREADS; i++) {
-        const int q = threadIdx.x + i * BB_THREADS, r = q >> 3, c = q & 7;
+        const int q = (int)tid + i * BB_THREADS, r = q >> 3, c = q & 7;
         const int row = row0 + r, k = k0 + 4 * c;
         const bool valid = row < rows && k < K;
         const float *p = valid ? src + (long long)row * ld + k : src;
@@ -67,14 +72,15 @@ static __device__ __forceinline__ void load_sub(uint32_t tile, const float *src,
 #endif
 
 // NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
-// product's steps unroll and its accumulators stay in place.
+// product's steps unroll and its accumulators stay in place. EXTRA: o_plain or o_aux
+// may be asked for (the variant without them has the registers not to spill).
 //
 // Schedule per warpgroup, iteration c: GEMM1 of chunk c + 1 and GEMM2 of chunk c are
 // issued back to back; once GEMM1 is done, chunk c + 1's mask pass runs on its S while
 // the tensor cores work through GEMM2 (S in two register buffers, sa / sb). Shared
 // memory: X; At chunks c + 1 (read now) and c + 2 (loading); Bt chunks c (read now) and
 // c + 1 (loading): every load has one iteration to land.
-template <int NK1>
+template <int NK1, bool EXTRA>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(int M, int C, int K1, int K2, const float *__restrict__ X, int ldx, const float *__restrict__ At,
                       int lda, const float *__restrict__ Bt, int ldb, const float *__restrict__ mask,
@@ -139,8 +145,26 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
     // d[4 j + 2 i + {0, 1}].
     const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
-    // S -> P in place (after the N x C outputs that are asked for); mask [row, col] and
-    // [row, col + 1] as a float2, zero outside the matrix.
+    // The mask of one chunk, [j][i]: rows row_a + 8 i, columns c0 + 8 j + col_a + {0, 1};
+    // zero outside the matrix. Copied by cp.async into this thread's own slots of shared
+    // memory ([k][thread]: conflict-free) while the products run, and read back by the
+    // same thread, so no barrier: loaded in the mask pass, its latency made that pass the
+    // limit; prefetched in registers, it did not fit beside the three accumulators.
+    const uint32_t mslot = bt0 + 2 * BB_BT_BYTES + threadIdx.x * 8;
+    const float2 *mslot_p = (const float2 *)(smem_raw + (mslot - (uint32_t)__cvta_generic_to_shared(smem_raw)));
+    auto load_mask = [&](int c0) {
+#pragma unroll
+        for (int j = 0; j < BB_BC / 8; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
+                const bool valid = row < M && col < C;
+                const float *src = valid ? mask + (long long)row * C + col : mask;
+                cp_async8(mslot + (2 * j + i) * (BB_THREADS * 8), src, valid);
+            }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    // S -> P in place (after the N x C outputs that are asked for).
     auto mask_pass = [&](float *S, int c0) {
 #pragma unroll
         for (int j = 0; j < BB_BC / 8; j++)
@@ -149,13 +173,11 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 float *v = S + 4 * j + 2 * i;
                 const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
                 const bool in = row < M && col < C;
-                const float2 m = !in ? make_float2(0.0f, 0.0f)
-                                 : mask ? __ldg((const float2 *)(mask + (long long)row * C + col))
-                                        : make_float2(1.0f, 1.0f);
+                const float2 m = mslot_p[(2 * j + i) * BB_THREADS];
                 if ((o_plain || o_mask || o_aux) && in) {
                     const long long o = (long long)row * C + col;
-                    if (o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
-                    if (o_aux) {
+                    if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
+                    if (EXTRA && o_aux) {
                         const float2 g = __ldg((const float2 *)(aux + o));
                         *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
                     }
@@ -180,7 +202,9 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     asm volatile("fence.proxy.async.shared::cta;\n" ::);
     __syncthreads();
     float sa[32], sb[32];
+    load_mask(0);
     gemm1(sa, 0);
+    asm volatile("cp.async.wait_group 0;\n" ::);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     mask_pass(sa, 0);
 
@@ -190,11 +214,13 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         asm volatile("cp.async.wait_group 0;\n" ::);                        // At c + 1, Bt c have landed
         asm volatile("fence.proxy.async.shared::cta;\n" ::);
         __syncthreads();  // every warpgroup is done with At c and Bt c - 1: their buffers take c + 2, c + 1
+        load_mask((c + 1) * BB_BC);  // its own group, committed first: waited for below
         load_at(c & 1, c + 2);
         load_bt((c + 1) & 1, c + 1);
         asm volatile("cp.async.commit_group;\n" ::);
         gemm1(nxt, (c + 1) & 1);
         gemm2(cur, c & 1);
+        asm volatile("cp.async.wait_group 1;\n" ::);                        // the mask of c + 1
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
         mask_pass(nxt, (c + 1) * BB_BC);
     };
@@ -248,6 +274,14 @@ static int min_m(void) {
     return m;
 }
 
+typedef void (*b2b_kernel_fn)(int, int, int, int, const float *, int, const float *, int, const float *, int,
+                              const float *, const float *, float *, float *, float *, float *, int, float);
+// [EXTRA][NK1 - 1]
+static const b2b_kernel_fn kernels[8] = {masked_b2b_kernel<1, false>, masked_b2b_kernel<2, false>,
+                                         masked_b2b_kernel<3, false>, masked_b2b_kernel<4, false>,
+                                         masked_b2b_kernel<1, true>,  masked_b2b_kernel<2, true>,
+                                         masked_b2b_kernel<3, true>,  masked_b2b_kernel<4, true>};
+
 static bool device_is_sm90(void) {
     static int sm90 = -1;
     if (sm90 < 0) {
@@ -256,16 +290,10 @@ static bool device_is_sm90(void) {
         CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
         CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
         sm90 = major == 9 && minor == 0;
-        if (sm90) {
-            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            BB_SMEM_BYTES));
-            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            BB_SMEM_BYTES));
-            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            BB_SMEM_BYTES));
-            CUDA_CHECK(cudaFuncSetAttribute(masked_b2b_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            BB_SMEM_BYTES));
-        }
+        if (sm90)
+            for (int i = 0; i < 8; i++)
+                CUDA_CHECK(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                BB_SMEM_BYTES));
     }
     return sm90;
 }
@@ -279,7 +307,7 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
     if (M <= 0 || M < min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 2 ||
         K2 > max_k2())
         return false;
-    if (!aligned(X, 16)) return false;
+    if (!mask || !aligned(X, 16)) return false;
     const void *mc[5] = {mask, aux, o_plain, o_mask, o_aux};
     for (int i = 0; i < 5; i++)
         if (mc[i] && !aligned(mc[i], 8)) return false;
@@ -294,10 +322,7 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     SPD_ASSERT(lda % 4 == 0 && aligned(At, 16) && aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
     SPD_ASSERT(!o_aux || aux);
     const dim3 grid((unsigned)((K2 + BB_BN - 1) / BB_BN), (unsigned)((M + BB_BM - 1) / BB_BM));
-    void (*kernel)(int, int, int, int, const float *, int, const float *, int, const float *, int, const float *,
-                   const float *, float *, float *, float *, float *, int, float) =
-        K1 <= 32 ? masked_b2b_kernel<1> : K1 <= 64 ? masked_b2b_kernel<2> : K1 <= 96 ? masked_b2b_kernel<3>
-                                                                                  : masked_b2b_kernel<4>;
+    const b2b_kernel_fn kernel = kernels[(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
     kernel<<<grid, BB_THREADS, BB_SMEM_BYTES, spd_cuda_stream()>>>(M, C, K1, K2, X, ldx, At, lda, Bt, masked_b2b_ldb(C),
                                                                    mask, aux, o_plain, o_mask, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();
