@@ -20,21 +20,23 @@
 #include "cuda/wgmma_sm90.cuh"
 
 #define BB_BM 128      // rows of X per CTA (two warpgroups of 64)
-#define BB_BC 64       // C per chunk
+#define BB_BC 32       // C per chunk
 #define BB_BN 128      // columns of Y per CTA
 #define BB_MAX_K1 128  // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
 #define BB_THREADS 256
-#define BB_SUB 128                                    // bytes of one swizzled row: 32 floats
-#define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)            // 64 KB: [128 rows] x 4 sub-tiles
-#define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)           // 32 KB: [64 rows] x 4 sub-tiles
-#define BB_BT_BYTES (BB_BN * BB_BC * 4)               // 32 KB: [128 rows] x 2 sub-tiles
-#define BB_MASK_BYTES (BB_THREADS * BB_BC / 8 * 2 * 8)  // 32 KB: each thread's 16 float2 of one chunk's mask
-#define BB_SMEM_BYTES (BB_X_BYTES + 2 * BB_AT_BYTES + 2 * BB_BT_BYTES + BB_MASK_BYTES + 1024)  // + swizzle alignment
+#define BB_STAGES 3
+#define BB_SUB 128                            // bytes of one swizzled row: 32 floats
+#define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)    // 64 KB: [128 rows] x 4 sub-tiles
+#define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)   // 16 KB: [32 rows] x 4 sub-tiles
+#define BB_BT_BYTES (BB_BN * BB_BC * 4)       // 16 KB: [128 rows] x 1 sub-tile
+#define BB_MASK_BYTES (BB_THREADS * BB_BC / 8 * 2 * 8)  // 16 KB: each thread's 8 float2 of one chunk's mask
+#define BB_STAGE_BYTES (BB_AT_BYTES + BB_BT_BYTES + BB_MASK_BYTES)
+#define BB_SMEM_BYTES (BB_X_BYTES + BB_STAGES * BB_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
 
 #ifdef WG_HAVE_WGMMA
-// S [64 x 64 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
-static __device__ __forceinline__ void wgmma_m64n64k8(float *d, uint64_t a, uint64_t b) {
-    WG_WGMMA_M64N64_SS("wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
+// S [64 x 32 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
+static __device__ __forceinline__ void wgmma_m64n32k8(float *d, uint64_t a, uint64_t b) {
+    WG_WGMMA_M64N32_SS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
 }
 
 // Y [64 x 128 per warpgroup] += P (registers) @ B^T (desc b), one k8 step.
@@ -77,9 +79,9 @@ static __device__ __forceinline__ void load_sub(uint32_t tile, const float *src,
 //
 // Schedule per warpgroup, iteration c: GEMM1 of chunk c + 1 and GEMM2 of chunk c are
 // issued back to back; once GEMM1 is done, chunk c + 1's mask pass runs on its S while
-// the tensor cores work through GEMM2 (S in two register buffers, sa / sb). Shared
-// memory: X; At chunks c + 1 (read now) and c + 2 (loading); Bt chunks c (read now) and
-// c + 1 (loading): every load has one iteration to land.
+// the tensor cores work through GEMM2 (S in two register buffers, sa / sb). A ring of
+// three stages holds one chunk each (At, Bt and the mask); chunk c + 2 loads during
+// iteration c, so every load has a whole iteration to land.
 template <int NK1, bool EXTRA>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(int M, int C, int K1, int K2, const float *__restrict__ X, int ldx, const float *__restrict__ At,
@@ -88,93 +90,87 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                       float *__restrict__ o_aux, float *__restrict__ Y, int ldy, float beta) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
-    const uint32_t xs = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
-    const uint32_t at0 = xs + BB_X_BYTES, bt0 = at0 + 2 * BB_AT_BYTES;
+    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
+    const uint32_t xs = (raw + 1023) & ~1023u, st0 = xs + BB_X_BYTES;
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BB_BN;
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int nch = (C + BB_BC - 1) / BB_BC;
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
     if (blockIdx.x != 0) o_plain = o_mask = o_aux = NULL;
+    // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
+    // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
+    // d[4 j + 2 i + {0, 1}].
+    const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
 
-    // At chunk ch (C rows ch * BB_BC..) into buffer b; Bt chunk ch (Y columns n0.., C
-    // columns ch * BB_BC..) into buffer b. Nothing past the last chunk.
-    auto load_at = [&](int b, int ch) {
-        if (ch >= nch) return;
+    // Chunk ch into stage ch % 3 (nothing past the last chunk), as one cp.async group:
+    // At rows ch * BB_BC.., Bt rows n0.. (columns ch * BB_BC..), and this thread's mask
+    // values [j][i] (rows row_a + 8 i, columns ch * BB_BC + 8 j + col_a + {0, 1}; zero
+    // outside) into its own slots [k][thread] (conflict-free, and read back by this
+    // thread only: no barrier).
+    auto load_chunk = [&](int ch) {
+        if (ch < nch) {
+            const uint32_t st = st0 + (ch % BB_STAGES) * BB_STAGE_BYTES;
 #pragma unroll
-        for (int s = 0; s < NK1; s++)
-            load_sub<BB_BC>(at0 + b * BB_AT_BYTES + s * (BB_BC * BB_SUB), At, lda, ch * BB_BC, C, 32 * s, K1);
-    };
-    auto load_bt = [&](int b, int ch) {
-        if (ch >= nch) return;
+            for (int s = 0; s < NK1; s++)
+                load_sub<BB_BC>(st + s * (BB_BC * BB_SUB), At, lda, ch * BB_BC, C, 32 * s, K1);
+            load_sub<BB_BN>(st + BB_AT_BYTES, Bt, ldb, n0, K2, ch * BB_BC, ldb);
+            const uint32_t slot = st + BB_AT_BYTES + BB_BT_BYTES + threadIdx.x * 8;
 #pragma unroll
-        for (int s = 0; s < BB_BC / 32; s++)
-            load_sub<BB_BN>(bt0 + b * BB_BT_BYTES + s * (BB_BN * BB_SUB), Bt, ldb, n0, K2, ch * BB_BC + 32 * s, ldb);
+            for (int j = 0; j < BB_BC / 8; j++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int row = row_a + 8 * i, col = ch * BB_BC + 8 * j + col_a;
+                    const bool valid = row < M && col < C;
+                    cp_async8(slot + (2 * j + i) * (BB_THREADS * 8), valid ? mask + (long long)row * C + col : mask,
+                              valid);
+                }
+        }
+        asm volatile("cp.async.commit_group;\n" ::);  // an empty group past the end keeps the counts uniform
     };
     // Descriptors as a base plus an offset (the address field is the low 14 bits, >> 4,
     // with no carry out inside 228 KB): computed whole at each use, ptxas kept dozens of
     // them live and ran out of registers.
-    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), at_desc = smem_desc(at0), bt_desc = smem_desc(bt0);
-    // S = X At_chunk^T from At buffer b (issued and committed, not waited for).
-    auto gemm1 = [&](float *S, int b) {
+    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), st_desc = smem_desc(st0);
+    // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
+    auto gemm1 = [&](float *S, int ch) {
+        const uint64_t at_desc = st_desc + (((ch % BB_STAGES) * BB_STAGE_BYTES) >> 4);
 #pragma unroll
-        for (int i = 0; i < 32; i++) S[i] = 0.0f;
+        for (int i = 0; i < 16; i++) S[i] = 0.0f;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int s = 0; s < NK1; s++)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)
-                wgmma_m64n64k8(S, x_desc + ((s * (BB_BM * BB_SUB) + 32 * kk) >> 4),
-                               at_desc + ((b * BB_AT_BYTES + s * (BB_BC * BB_SUB) + 32 * kk) >> 4));
+                wgmma_m64n32k8(S, x_desc + ((s * (BB_BM * BB_SUB) + 32 * kk) >> 4),
+                               at_desc + ((s * (BB_BC * BB_SUB) + 32 * kk) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
     float y[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) y[i] = 0.0f;
-    // Y += P B_chunk from Bt buffer b: k8 step kk is P's column block kk, in the register
+    // Y += P B_chunk from chunk ch's stage: k8 step kk is P's column block kk, in the register
     // order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
-    auto gemm2 = [&](const float *P, int b) {
+    auto gemm2 = [&](const float *P, int ch) {
+        const uint64_t bt_desc = st_desc + (((ch % BB_STAGES) * BB_STAGE_BYTES + BB_AT_BYTES) >> 4);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < BB_BC / 8; kk++)
-            wgmma_m64n128k8_rs(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3],
-                               bt_desc + ((b * BB_BT_BYTES + (kk >> 2) * (BB_BN * BB_SUB) + 32 * (kk & 3)) >> 4));
+            wgmma_m64n128k8_rs(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
-
-    // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
-    // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
-    // d[4 j + 2 i + {0, 1}].
-    const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
-    // The mask of one chunk, [j][i]: rows row_a + 8 i, columns c0 + 8 j + col_a + {0, 1};
-    // zero outside the matrix. Copied by cp.async into this thread's own slots of shared
-    // memory ([k][thread]: conflict-free) while the products run, and read back by the
-    // same thread, so no barrier: loaded in the mask pass, its latency made that pass the
-    // limit; prefetched in registers, it did not fit beside the three accumulators.
-    const uint32_t mslot = bt0 + 2 * BB_BT_BYTES + threadIdx.x * 8;
-    const float2 *mslot_p = (const float2 *)(smem_raw + (mslot - (uint32_t)__cvta_generic_to_shared(smem_raw)));
-    auto load_mask = [&](int c0) {
-#pragma unroll
-        for (int j = 0; j < BB_BC / 8; j++)
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
-                const bool valid = row < M && col < C;
-                const float *src = valid ? mask + (long long)row * C + col : mask;
-                cp_async8(mslot + (2 * j + i) * (BB_THREADS * 8), src, valid);
-            }
-        asm volatile("cp.async.commit_group;\n" ::);
-    };
-    // S -> P in place (after the N x C outputs that are asked for).
-    auto mask_pass = [&](float *S, int c0) {
+    // S -> P in place (after the N x C outputs that are asked for), chunk ch.
+    auto mask_pass = [&](float *S, int ch) {
+        const float2 *slot = (const float2 *)(smem_raw + (st0 - raw) + (ch % BB_STAGES) * BB_STAGE_BYTES +
+                                              BB_AT_BYTES + BB_BT_BYTES) +
+                             threadIdx.x;
 #pragma unroll
         for (int j = 0; j < BB_BC / 8; j++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 float *v = S + 4 * j + 2 * i;
-                const int row = row_a + 8 * i, col = c0 + 8 * j + col_a;
-                const bool in = row < M && col < C;
-                const float2 m = mslot_p[(2 * j + i) * BB_THREADS];
-                if ((o_plain || o_mask || o_aux) && in) {
+                const int row = row_a + 8 * i, col = ch * BB_BC + 8 * j + col_a;
+                const float2 m = slot[(2 * j + i) * BB_THREADS];
+                if ((o_mask || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
                     if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
                     if (EXTRA && o_aux) {
@@ -190,39 +186,31 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
             }
     };
 
-    // Prologue: X, At chunks 0 and 1, Bt chunk 0; S of chunk 0 and its mask pass.
+    // Prologue: X with chunk 0, then chunk 1; S of chunk 0 and its mask pass.
 #pragma unroll
     for (int s = 0; s < NK1; s++) load_sub<BB_BM>(xs + s * (BB_BM * BB_SUB), X, ldx, m0, M, 32 * s, K1);
-    load_at(0, 0);
-    load_at(1, 1);
-    load_bt(0, 0);
-    asm volatile("cp.async.commit_group;\n" ::);
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    load_chunk(0);
+    load_chunk(1);
+    asm volatile("cp.async.wait_group 1;\n" ::);
     // cp.async wrote through the generic proxy; the tensor cores read through the async one.
     asm volatile("fence.proxy.async.shared::cta;\n" ::);
     __syncthreads();
-    float sa[32], sb[32];
-    load_mask(0);
+    float sa[16], sb[16];
     gemm1(sa, 0);
-    asm volatile("cp.async.wait_group 0;\n" ::);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     mask_pass(sa, 0);
 
     // Iteration c: P of chunk c is in cur; nxt receives chunk c + 1's.
     auto iteration = [&](int c, float *cur, float *nxt) {
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // GEMM2 of c - 1: nxt is free
-        asm volatile("cp.async.wait_group 0;\n" ::);                        // At c + 1, Bt c have landed
+        asm volatile("cp.async.wait_group 0;\n" ::);                        // chunk c + 1 has landed
         asm volatile("fence.proxy.async.shared::cta;\n" ::);
-        __syncthreads();  // every warpgroup is done with At c and Bt c - 1: their buffers take c + 2, c + 1
-        load_mask((c + 1) * BB_BC);  // its own group, committed first: waited for below
-        load_at(c & 1, c + 2);
-        load_bt((c + 1) & 1, c + 1);
-        asm volatile("cp.async.commit_group;\n" ::);
-        gemm1(nxt, (c + 1) & 1);
-        gemm2(cur, c & 1);
-        asm volatile("cp.async.wait_group 1;\n" ::);                        // the mask of c + 1
+        __syncthreads();  // every warpgroup is done with chunk c - 1: its stage takes c + 2
+        load_chunk(c + 2);
+        gemm1(nxt, c + 1);  // past the last chunk: stale data, never used (no GEMM2 follows, stores guarded)
+        gemm2(cur, c);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
-        mask_pass(nxt, (c + 1) * BB_BC);
+        mask_pass(nxt, c + 1);
     };
     for (int c = 0; c < nch; c += 2) {
         iteration(c, sa, sb);

@@ -57,6 +57,15 @@ static __device__ __forceinline__ void cp_async8(uint32_t dst, const void *src, 
                    "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                 \
                  : "l"(a), "l"(b))
 
+// The same with a 32-wide accumulator (16 registers).
+#define WG_WGMMA_M64N32_SS(instr, tail, d, a, b)                                                                      \
+    asm volatile("{\n" instr " "                                                                                      \
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, " tail ";\n}\n"   \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),    \
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),           \
+                   "+f"(d[15])                                                                                        \
+                 : "l"(a), "l"(b))
+
 // m64n128 with A from registers: four 32-bit registers per thread in the m64 x k
 // fragment layout (tf32: rows l/4 and l/4 + 8 of the warp's 16, columns l%4 and
 // l%4 + 4 of the k8 step; bf16: pairs of columns), B from shared memory.
