@@ -11,7 +11,8 @@
 // Forward of LinearComponents: X = x, At = V^T, B = U, Y = out, o_mask = a * mask (dU
 // reads it), o_plain = a when a mask gradient follows.
 // Backward: X = dout, At = U, B = V^T, Y = dx, o_mask = g_a (dV reads it), o_aux =
-// dmask with aux = a. The floor and the measurements: dev/kernels/b2b_wgmma/NOTES.md.
+// dmask with aux = a. The floor, the four versions and their measurements:
+// dev/kernels/b2b_wgmma/NOTES.md.
 #ifndef SPD_CUDA_MASKED_B2B_SM90_H
 #define SPD_CUDA_MASKED_B2B_SM90_H
 
@@ -22,7 +23,8 @@ extern "C" {
 #endif
 
 // Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
-// TF32 precision, fused mode, SPD_CUDA_B2B not "0", K1 <= 128 and a multiple of 4,
+// TF32 precision, fused mode, SPD_CUDA_B2B=1 (off by default: at 64x256 it is still
+// 1% slower than masked_gemm_sm90 + cuBLAS), K1 <= 128 and a multiple of 4,
 // K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
 // M >= SPD_CUDA_B2B_MIN_M (default 8192: fewer rows leave SMs idle),
 // ldx a multiple of 4 and X 16-byte aligned, C even and the [M, C] buffers 8-byte aligned.
