@@ -472,9 +472,10 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 //
 // --mode fused: a * mask is not recomputed: scratch still holds it from this
 // module's forward (each module has its own scratch, and nothing runs the module
-// between its forward and backward), and one pass over h makes both dmask and g_a.
-// (A TF32 product with the mask multiply in its epilogue lost to this sequence:
-// dev/kernels/masked_gemm/NOTES.md.)
+// between its forward and backward), and one pass over h makes both dmask and g_a:
+// on an H100 with TF32 or bf16, the epilogue of the wgmma product dout @ U^T
+// (masked_gemm_sm90.h; its mma.sync predecessor lost, dev/kernels/masked_gemm/NOTES.md),
+// or with SPD_CUDA_B2B=1 the back-to-back kernel that also makes dx (masked_b2b_sm90.h).
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -491,10 +492,15 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     // Padded operands (pad_width): dout and U when d_out needs it, x and V when d_in does.
     const bool pout = pad_width(d_out, N, C) && (dU || need_h), pin = pad_width(d_in, N, C) && (dV || dx);
     const int Dp = pad4(d_in), Op = pad4(d_out);
+    // g_a, dmask and dx in one kernel (masked_b2b_sm90.h) when it runs here: dx then needs
+    // no padding, and g_a (into scratch) is written only for dV.
+    const bool b2b = reuse && mask && dx && !pout && aligned16(U) &&
+                     masked_b2b_sm90_ok(N, C, d_out, d_in, dout, d_out, mask, dmask ? a : NULL, NULL,
+                                        dV ? scratch : NULL, dmask);
     temp_arena t;
     arena_open(&t, (pout ? arena_bytes((long long)N * Op) + 2 * arena_bytes((long long)C * Op) : 0) +
                        (pin ? arena_bytes((long long)N * Dp) + 2 * arena_bytes((long long)Dp * C) : 0) +
-                       (need_h && dx ? arena_bytes((long long)d_in * masked_b2b_ldb(C)) : 0));
+                       (b2b ? arena_bytes((long long)d_in * masked_b2b_ldb(C)) : 0));
     float *dout_p = NULL, *U_p = NULL;
     if (pout) {
         dout_p = arena_take(&t, (long long)N * Op);
@@ -518,11 +524,6 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
         const int K = pout ? Op : d_out;
         float *h = scratch;
-        // g_a, dmask and dx in one kernel (masked_b2b_sm90.h) when it runs here: dx then needs
-        // no padding, and g_a is written only for dV.
-        const bool b2b = reuse && mask && dx && !pout && aligned16(U) &&
-                         masked_b2b_sm90_ok(N, C, d_out, d_in, dout, d_out, mask, dmask ? a : NULL, NULL,
-                                            dV ? h : NULL, dmask);
         if (b2b) {
             float *Vp = arena_take(&t, (long long)d_in * masked_b2b_ldb(C));
             masked_b2b_weight_cuda(Vp, V, C, C, d_in, false);
