@@ -21,6 +21,7 @@ static struct {
     bool ready;
     int device;
     char name[256];
+    bool sm90;  // compute capability 9.0
     cudaStream_t stream;
     cublasHandle_t cublas;
     cublasLtHandle_t cublaslt;
@@ -54,6 +55,7 @@ extern "C" void spd_cuda_init(void) {
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, backend.device));
     snprintf(backend.name, sizeof backend.name, "%s", prop.name);
+    backend.sm90 = prop.major == 9 && prop.minor == 0;
     CUDA_CHECK(cudaStreamCreateWithFlags(&backend.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&backend.cublas));
     CUBLAS_CHECK(cublasSetStream(backend.cublas, backend.stream));
@@ -74,6 +76,11 @@ static void require_ready(void) {
 extern "C" const char *spd_cuda_device_name(void) {
     require_ready();
     return backend.name;
+}
+
+bool spd_cuda_is_sm90(void) {
+    require_ready();
+    return backend.sm90;
 }
 
 cudaStream_t spd_cuda_stream(void) {

@@ -270,20 +270,16 @@ static const b2b_kernel_fn kernels[8] = {masked_b2b_kernel<1, false>, masked_b2b
                                          masked_b2b_kernel<1, true>,  masked_b2b_kernel<2, true>,
                                          masked_b2b_kernel<3, true>,  masked_b2b_kernel<4, true>};
 
+// On an sm_90 device, with the kernels' shared-memory limit raised (once).
 static bool device_is_sm90(void) {
-    static int sm90 = -1;
-    if (sm90 < 0) {
-        int dev = 0, major = 0, minor = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-        sm90 = major == 9 && minor == 0;
-        if (sm90)
-            for (int i = 0; i < 8; i++)
-                CUDA_CHECK(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                BB_SMEM_BYTES));
+    static bool smem_raised = false;
+    if (!spd_cuda_is_sm90()) return false;
+    if (!smem_raised) {
+        for (int i = 0; i < 8; i++)
+            CUDA_CHECK(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, BB_SMEM_BYTES));
+        smem_raised = true;
     }
-    return sm90;
+    return true;
 }
 
 static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }

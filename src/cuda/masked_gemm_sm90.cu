@@ -228,20 +228,16 @@ static void allow_smem(void) {
                                     MG_SMEM_BYTES));
 }
 
+// On an sm_90 device, with the kernels' shared-memory limit raised (once).
 static bool device_is_sm90(void) {
-    static int sm90 = -1;
-    if (sm90 < 0) {
-        int dev = 0, major = 0, minor = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-        sm90 = major == 9 && minor == 0;
-        if (sm90) {
-            allow_smem<float>();
-            allow_smem<__nv_bfloat16>();
-        }
+    static bool smem_raised = false;
+    if (!spd_cuda_is_sm90()) return false;
+    if (!smem_raised) {
+        allow_smem<float>();
+        allow_smem<__nv_bfloat16>();
+        smem_raised = true;
     }
-    return sm90;
+    return true;
 }
 
 static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }

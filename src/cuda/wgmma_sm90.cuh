@@ -45,19 +45,7 @@ static __device__ __forceinline__ void cp_async8(uint32_t dst, const void *src, 
                    "+f"(d[63])                                                                                        \
                  : "l"(a), "l"(b))
 
-// The same with a 64-wide accumulator (32 registers), both operands from shared memory.
-#define WG_WGMMA_M64N64_SS(instr, tail, d, a, b)                                                                      \
-    asm volatile("{\n" instr " "                                                                                      \
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, "                  \
-                 "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, " tail ";\n}\n"    \
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),                \
-                   "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),            \
-                   "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),         \
-                   "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),         \
-                   "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                 \
-                 : "l"(a), "l"(b))
-
-// The same with a 32-wide accumulator (16 registers).
+// The same with a 32-wide accumulator (16 registers), both operands from shared memory.
 #define WG_WGMMA_M64N32_SS(instr, tail, d, a, b)                                                                      \
     asm volatile("{\n" instr " "                                                                                      \
                  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, " tail ";\n}\n"   \
