@@ -33,7 +33,7 @@ def main():
             continue
         v = float(r["Metric Value"].replace(",", ""))
         unit = r.get("Metric Unit", "nsecond")
-        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit)
+        scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}.get(unit)
         if scale is None:
             sys.exit(f"kernel_times.py: unknown unit {unit!r} in {sys.argv[1]}")
         rows.append((short(r["Kernel Name"]), v * scale))
