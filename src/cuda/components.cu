@@ -123,32 +123,12 @@ static bool pad_width(int d, int N, int C) {
         env = !(e && strcmp(e, "0") == 0);
     }
     // Small products (the reference checks' toy models) gain nothing from it; bf16
-    // products pad their operands' rows when rounding them (matmul.cu).
+    // products pad their operands' rows when rounding them, and unaligned outputs
+    // through a padded temporary (matmul.cu).
     return env && fused_mode() && spd_cuda_matmul_precision() != SPD_MATMUL_BF16 && d % 4 != 0 && (double)N * C * d >= (double)(1 << 24);
 }
 
 static int pad4(int d) { return (d + 3) & ~3; }
-
-// dst [rows, cols] (row stride ldd) = beta * dst + src, where src [src_rows, src_cols]
-// (row stride lds) reads as zero outside its bounds; beta == 0 overwrites.
-static __global__ void copy2d_kernel(float *dst, int ldd, int rows, int cols, const float *src, int lds, int src_rows,
-                                     int src_cols, float beta) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)rows * cols) return;
-    const long long r = i / cols, c = i % cols;
-    const float v = r < src_rows && c < src_cols ? src[r * lds + c] : 0.0f;
-    float *d = dst + r * ldd + c;
-    *d = beta == 0.0f ? v : beta * *d + v;
-}
-
-static void copy2d(float *dst, int ldd, int rows, int cols, const float *src, int lds, int src_rows, int src_cols,
-                   float beta) {
-    long long n = (long long)rows * cols;
-    if (n <= 0) return;
-    copy2d_kernel<<<spd_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(dst, ldd, rows, cols, src, lds,
-                                                                                         src_rows, src_cols, beta);
-    CUDA_CHECK_LAUNCH();
-}
 
 // Stream-ordered temporaries of one call (graph-capture safe), carved from one allocation.
 static size_t arena_bytes(long long n) { return ((size_t)n * sizeof(float) + 255) & ~(size_t)255; }
@@ -290,7 +270,6 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
         void *x16 = NULL, *Vt16 = NULL;
         CUDA_CHECK(cudaMallocAsync(&x16, (size_t)N * K16 * 2 + 16, st));
         CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)C * K16 * 2 + 16, st));
-        if (K16 != d_in) CUDA_CHECK(cudaMemsetAsync(x16, 0, (size_t)N * K16 * 2, st));  // zero pad columns
         spd_to_bf16(x16, K16, x, d_in, N, d_in);
         transpose_pad_bf16_cuda(Vt16, K16, V, C, d_in, C);
         masked_gemm_sm90_bf16(N, C, K16, x16, K16, Vt16, K16, mask, NULL, a, scratch, NULL);
@@ -334,7 +313,6 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
                     masked_gemm_sm90_bf16_ok(N, C, ldo, NULL, ldo, NULL, ldo, mask, dmask ? a : NULL, NULL, NULL, dmask);
     if (dU || need_h) {
         CUDA_CHECK(cudaMallocAsync(&dout16, (size_t)N * ldo * 2 + 16, st));
-        if (wg && ldo != d_out) CUDA_CHECK(cudaMemsetAsync(dout16, 0, (size_t)N * ldo * 2, st));  // zero pads
         spd_to_bf16(dout16, ldo, dout, d_out, N, d_out);
     }
     if (dU) {  // a * mask as bf16 from the forward (scratch), or a itself
@@ -349,7 +327,6 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
             void *U16 = NULL;
             CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
             CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
-            if (ldo != d_out) CUDA_CHECK(cudaMemsetAsync(U16, 0, (size_t)C * ldo * 2, st));
             spd_to_bf16(U16, ldo, U, d_out, C, d_out);
             masked_gemm_sm90_bf16(N, C, ldo, dout16, ldo, U16, ldo, mask, dmask ? a : NULL, NULL, g16, dmask);
             CUDA_CHECK(cudaFreeAsync(U16, st));
@@ -426,11 +403,11 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     const float *xk = x, *Vk = V;
     if (pin) {
         float *x_p = arena_take(&t, (long long)N * Dp);
-        copy2d(x_p, Dp, N, Dp, x, d_in, N, d_in, 0);
+        copy2d_cuda(x_p, Dp, N, Dp, x, d_in, N, d_in, 0);
         xk = x_p;
         if (!wg) {
             float *V_p = arena_take(&t, (long long)Dp * C);
-            copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
+            copy2d_cuda(V_p, C, Dp, C, V, C, d_in, C, 0);
             Vk = V_p;
         }
     }
@@ -455,9 +432,9 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     }
     if (pout) {
         float *out_p = arena_take(&t, (long long)N * Op), *U_p = arena_take(&t, (long long)C * Op);
-        copy2d(U_p, Op, C, Op, U, d_out, C, d_out, 0);
+        copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
         matmul_cuda_ld(out_p, am, U_p, N, Op, C, false, false, 1, 0, C, Op, Op);
-        copy2d(out, d_out, N, d_out, out_p, Op, N, Op, beta);
+        copy2d_cuda(out, d_out, N, d_out, out_p, Op, N, Op, beta);
     } else {
         matmul_cuda(out, am, U, N, d_out, C, false, false, 1, beta);
     }
@@ -505,15 +482,15 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     if (pout) {
         dout_p = arena_take(&t, (long long)N * Op);
         U_p = arena_take(&t, (long long)C * Op);
-        copy2d(dout_p, Op, N, Op, dout, d_out, N, d_out, 0);
-        copy2d(U_p, Op, C, Op, U, d_out, C, d_out, 0);
+        copy2d_cuda(dout_p, Op, N, Op, dout, d_out, N, d_out, 0);
+        copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
     }
     if (dU) {
         const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
         if (pout) {
             float *dU_p = arena_take(&t, (long long)C * Op);
             matmul_cuda_ld(dU_p, am, dout_p, C, Op, N, true, false, 1, 0, C, Op, Op);
-            copy2d(dU, d_out, C, d_out, dU_p, Op, C, Op, 1);
+            copy2d_cuda(dU, d_out, C, d_out, dU_p, Op, C, Op, 1);
         } else {
             matmul_cuda(dU, am, dout, C, d_out, N, true, false, 1, 1);
         }
@@ -545,14 +522,14 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
             float *xd_p = arena_take(&t, (long long)N * Dp);  // x padded, then dx padded
             float *V_p = arena_take(&t, (long long)Dp * C), *dV_p = arena_take(&t, (long long)Dp * C);
             if (dV) {
-                copy2d(xd_p, Dp, N, Dp, x, d_in, N, d_in, 0);
+                copy2d_cuda(xd_p, Dp, N, Dp, x, d_in, N, d_in, 0);
                 matmul_cuda_ld(dV_p, xd_p, h, Dp, C, N, true, false, 1, 0, Dp, C, C);
-                copy2d(dV, C, d_in, C, dV_p, C, d_in, C, 1);
+                copy2d_cuda(dV, C, d_in, C, dV_p, C, d_in, C, 1);
             }
             if (dx && !b2b) {
-                copy2d(V_p, C, Dp, C, V, C, d_in, C, 0);
+                copy2d_cuda(V_p, C, Dp, C, V, C, d_in, C, 0);
                 matmul_cuda_ld(xd_p, h, V_p, N, Dp, C, false, true, 1, 0, C, C, Dp);
-                copy2d(dx, d_in, N, d_in, xd_p, Dp, N, Dp, dx_beta);
+                copy2d_cuda(dx, d_in, N, d_in, xd_p, Dp, N, Dp, dx_beta);
             }
         } else {
             if (dV) matmul_cuda(dV, x, h, d_in, C, N, true, false, 1, 1);

@@ -20,10 +20,16 @@ void matmul_cuda_ld(float *C, const float *A, const float *B, int M, int N, int 
 // a bf16 copy first.
 void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const void *B, bool b_bf16, int M, int N, int K,
                          bool trans_a, bool trans_b, float alpha, float beta, int lda, int ldb, int ldc);
-// dst [rows, cols] (bf16, row stride ldd) = src (float32, row stride lds), rounded to nearest even.
+// dst [rows, cols] (bf16, row stride ldd >= cols) = src (float32, row stride lds), rounded to
+// nearest even; the pad columns cols..ldd-1 of every row are written as zeros.
 void spd_to_bf16(void *dst, int ldd, const float *src, int lds, int rows, int cols);
 // The row stride spd.c gives a bf16 copy of a matrix with `cols` columns (16-byte rows).
 int spd_bf16_ld(int cols);
+
+// dst [rows, cols] (row stride ldd) = beta * dst + src, where src [src_rows, src_cols]
+// (row stride lds) reads as zero outside its bounds; beta == 0 overwrites (copy2d.cu).
+void copy2d_cuda(float *dst, int ldd, int rows, int cols, const float *src, int lds, int src_rows, int src_cols,
+                 float beta);
 
 // Split-K (matmul.cu), for tests: S > 1 runs every cuBLASLt product over S slices
 // of K (fewer when K is short), 1 never splits, 0 (the default) lets the tuner

@@ -523,23 +523,85 @@ static bool matmul_lt(float *C, const void *A, const void *B, int M, int N, int 
                       splitk_want(M, N, K, allow_timing));
 }
 
+// ---- outputs whose rows are not 16-byte aligned -------------------------------------
+// An output row stride that is not a multiple of 4 floats (LlamaSimple's 341-wide
+// products) leaves cuBLASLt only its align1 kernels, at 3-4x the time of the aligned
+// ones (bf16 on an H100: 150-170 us against ~45 us for [16384, 341] from K = 1200).
+// Such a product runs into a padded temporary [M, ld4(N)] and is copied (or added) back.
+// The copy moves the output twice more, so it pays only where the product's reads
+// dominate: K >= 256 (the 4019-wide logits from K = 128 stay as they are).
+#define PAD_OUTPUT_MIN_K 256
+
+static bool pad_output(const float *C, int K, int ldc) {
+    return K >= PAD_OUTPUT_MIN_K && (ldc % 4 != 0 || align_of(C) < 16);
+}
+
+// C = alpha * op(A) op(B) + beta * C through a padded temporary (fused mode, timed algorithms).
+static void padded_output_lt(float *C, const void *A, const void *B, int M, int N, int K, bool ta, bool tb,
+                             float alpha, float beta, int lda, int ldb, int ldc) {
+    cudaStream_t st = spd_cuda_stream();
+    const int ldp = ld4(N);
+    float *Cp = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&Cp, (size_t)M * ldp * sizeof(float), st));
+    if (!matmul_lt(Cp, A, B, M, N, K, ta, tb, alpha, 0, lda, ldb, ldp, true))
+        spd_die("cuBLASLt: no algorithm for a [%d, %d] product with K = %d into a padded output", M, N, K);
+    copy2d_cuda(C, ldc, M, N, Cp, ldp, M, N, beta);
+    CUDA_CHECK(cudaFreeAsync(Cp, st));
+}
+
 // ---- bf16 operands ---------------------------------------------------------------
 
-// dst [rows, cols] (row stride ldd, bf16) = src [rows, cols] (row stride lds), rounded to nearest even.
+// dst [rows, ldd] (bf16) = src [rows, cols] (row stride lds), rounded to nearest even; the
+// pad columns cols..ldd-1 are written as zeros (a product reading whole padded rows then
+// adds nothing from them). Two columns per thread (ldd even), indices in 32 bits where the
+// matrix allows it: the conversions are bandwidth-bound, and 64-bit division per element
+// was not.
+#define TO_BF16_THREADS 256
+#define TO_BF16_MAX_BLOCKS 8192
+
+template <typename I>
+static __global__ void to_bf16_pairs_kernel(__nv_bfloat162 *dst, int ldd, const float *src, int lds, int rows,
+                                            int cols) {
+    const I half = (I)(ldd / 2), n = (I)rows * half;
+    for (I i = (I)blockIdx.x * TO_BF16_THREADS + threadIdx.x; i < n; i += (I)gridDim.x * TO_BF16_THREADS) {
+        const I r = i / half, c = 2 * (i - r * half);
+        const float *s = src + (long long)r * lds;
+        const float x = c < (I)cols ? s[c] : 0.0f, y = c + 1 < (I)cols ? s[c + 1] : 0.0f;
+        dst[i] = __floats2bfloat162_rn(x, y);
+    }
+}
+
+template <typename I>
 static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, int ldd, const float *src, int lds, int rows, int cols) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)rows * cols) return;
-    const long long r = i / cols, c = i % cols;
-    dst[r * ldd + c] = __float2bfloat16_rn(src[r * lds + c]);
+    const I n = (I)rows * (I)ldd;
+    for (I i = (I)blockIdx.x * TO_BF16_THREADS + threadIdx.x; i < n; i += (I)gridDim.x * TO_BF16_THREADS) {
+        const I r = i / (I)ldd, c = i - r * (I)ldd;
+        dst[i] = __float2bfloat16_rn(c < (I)cols ? src[(long long)r * lds + c] : 0.0f);
+    }
 }
 
 extern "C" int spd_bf16_ld(int cols) { return (cols + 7) & ~7; }
 
 extern "C" void spd_to_bf16(void *dst, int ldd, const float *src, int lds, int rows, int cols) {
-    const long long n = (long long)rows * cols;
+    SPD_ASSERT(ldd >= cols);
+    const bool pairs = ldd % 2 == 0 && ((uintptr_t)dst & 3) == 0;
+    const long long n = (long long)rows * (pairs ? ldd / 2 : ldd);
     if (n <= 0) return;
-    to_bf16_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>((__nv_bfloat16 *)dst, ldd, src, lds, rows,
-                                                                         cols);
+    const long long want = (n + TO_BF16_THREADS - 1) / TO_BF16_THREADS;
+    const unsigned blocks = (unsigned)(want < TO_BF16_MAX_BLOCKS ? want : TO_BF16_MAX_BLOCKS);
+    cudaStream_t st = spd_cuda_stream();
+    const bool i32 = (long long)rows * ldd < (1LL << 31);
+    if (pairs && i32)
+        to_bf16_pairs_kernel<unsigned><<<blocks, TO_BF16_THREADS, 0, st>>>((__nv_bfloat162 *)dst, ldd, src, lds,
+                                                                           rows, cols);
+    else if (pairs)
+        to_bf16_pairs_kernel<long long><<<blocks, TO_BF16_THREADS, 0, st>>>((__nv_bfloat162 *)dst, ldd, src, lds,
+                                                                            rows, cols);
+    else if (i32)
+        to_bf16_kernel<unsigned><<<blocks, TO_BF16_THREADS, 0, st>>>((__nv_bfloat16 *)dst, ldd, src, lds, rows, cols);
+    else
+        to_bf16_kernel<long long><<<blocks, TO_BF16_THREADS, 0, st>>>((__nv_bfloat16 *)dst, ldd, src, lds, rows,
+                                                                      cols);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -569,7 +631,9 @@ extern "C" void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const 
     if (!b_bf16) B = b16 = bf16_copy((const float *)B, trans_b ? N : K, trans_b ? K : N, ldb, &ldb);
     // Timing pays only for large products, and only in fused mode (unfused takes cuBLAS's first choice).
     const bool timing = spd_cuda_mode_get() == SPD_CUDA_FUSED && (double)M * N * K >= (double)(1 << 24);
-    if (!matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, timing)) {
+    if (timing && pad_output(C, K, ldc)) {
+        padded_output_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
+    } else if (!matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, timing)) {
         // No cuBLASLt algorithm for this layout: cublasGemmEx takes any (same column-major swap as below).
         CUBLAS_CHECK(cublasGemmEx(spd_cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF, ldb, A,
@@ -593,9 +657,13 @@ extern "C" void matmul_cuda_ld(float *C, const float *A, const float *B, int M, 
         matmul_cuda_ld_bf16(C, A, false, B, false, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
         return;
     }
-    if (use_lt() && (double)M * N * K >= (double)(1 << 24) &&
-        matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, true))
-        return;
+    if (use_lt() && (double)M * N * K >= (double)(1 << 24)) {
+        if (pad_output(C, K, ldc)) {
+            padded_output_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
+            return;
+        }
+        if (matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, true)) return;
+    }
     // cuBLAS is column-major: a row-major [M, N] matrix is the column-major [N, M]
     // matrix C^T, so we ask for C^T = op(B)^T @ op(A)^T. A row-major B stored [K, N]
     // is column-major [N, K] = op(B)^T as it stands (no transpose); stored [N, K]
