@@ -1,4 +1,6 @@
 // Causal grouped-query softmax attention on the GPU: exact float32 FMA, register-tiled.
+// With TF32 or bf16 products the tensor-core kernels of attention_tc.cu take head dims
+// 32 and 64 instead (attention_tc_ok).
 //
 // Layouts (attention.h): q [B, S, nh*hd], k, v [B, S, nkv*hd], att [B, nh, S, S];
 // query head hq reads kv head hq / (nh / nkv); scale 1/sqrt(hd).
@@ -46,6 +48,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "cuda/attention_tc.h"
 #include "cuda/cuda_common.h"
 
 extern "C" {
@@ -664,6 +667,11 @@ extern "C" void attention_forward_cuda(float *out, float *att, const float *q, c
                                        int S, int nh, int nkv, int hd) {
     check_shapes(B, S, nh, nkv, hd);
     if (B <= 0 || S <= 0 || nh <= 0) return;
+    const void *ptrs[] = {out, att, q, k, v};
+    if (attention_tc_ok(S, hd, ptrs, 5)) {
+        attention_forward_tc(out, att, q, k, v, B, S, nh, nkv, hd);
+        return;
+    }
     const bool vec_in = hd % 4 == 0 && aligned16(q) && aligned16(k) && aligned16(v);
     const bool vec_att = S % 4 == 0 && aligned16(att);
     const float scale = (float)(1.0 / sqrt((double)hd));
@@ -698,6 +706,12 @@ extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const f
     float *D = (float *)spd_cuda_workspace(&ws_bytes);
     const bool own = d_bytes > ws_bytes;
     if (own) CUDA_CHECK(cudaMallocAsync((void **)&D, d_bytes, st));
+    const void *ptrs[] = {dq, dk, dv, dout, q, k, v, att};
+    if (attention_tc_ok(S, hd, ptrs, 8)) {
+        attention_backward_tc(dq, dk, dv, D, dout, q, k, v, att, B, S, nh, nkv, hd);
+        if (own) CUDA_CHECK(cudaFreeAsync(D, st));
+        return;
+    }
 
     const dim3 grid_dq(nh, B, (S + ATT_B - 1) / ATT_B);
     const size_t smem_res = rows_smem(true, S, hd);

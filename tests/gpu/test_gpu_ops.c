@@ -513,7 +513,8 @@ static void test_rope(void) {
         }
 }
 
-static void test_attention(int B, int S, int nh, int nkv, int hd) {
+// Returns the forward output's error (test_attention_tc reads it).
+static double test_attention(int B, int S, int nh, int nkv, int hd) {
     char tag[128], name[256];
     snprintf(tag, sizeof tag, "B=%d S=%d nh=%d nkv=%d hd=%d", B, S, nh, nkv, hd);
     const long nq = (long)B * S * nh * hd, nk = (long)B * S * nkv * hd;
@@ -522,7 +523,7 @@ static void test_attention(int B, int S, int nh, int nkv, int hd) {
     attention_forward_f32(out.h, att.h, q.h, k.h, v.h, B, S, nh, nkv, hd);
     attention_forward_cuda(out.d, att.d, q.d, k.d, v.d, B, S, nh, nkv, hd);
     snprintf(name, sizeof name, "attention_forward out %s", tag);
-    check(name, out);
+    const double err = check(name, out);
     snprintf(name, sizeof name, "attention_forward att %s", tag);
     check(name, att);
     pair dout = input(nq, -1, 1), dq = output(nq), dk = output(nk), dv = output(nk);
@@ -535,6 +536,7 @@ static void test_attention(int B, int S, int nh, int nkv, int hd) {
     snprintf(name, sizeof name, "attention_backward dv %s", tag);
     check(name, dv);
     free_all();
+    return err;
 }
 
 // Wall time per call of the GPU attention at the benchmark's shape (informational).
@@ -560,6 +562,25 @@ static void time_attention(int B, int S, int nh, int nkv, int hd) {
     printf("# attention B=%d S=%d nh=%d nkv=%d hd=%d: forward %.3f ms, backward %.3f ms (mean of %d, host clock)\n",
            B, S, nh, nkv, hd, fwd, bwd, reps);
     free_all();
+}
+
+// With TF32 (or bf16) products, head dims 32 and 64 and S % 4 == 0 run on the tensor-core
+// kernels (attention_tc.cu): checked at the products' bound, on partial tiles (S = 40, 132,
+// 260), groups of 1, 2 and 4 query heads per kv head, and the benchmark's shape. The error
+// must also show TF32 rounding (> 1e-6), so that a silent fall back to the float32 kernels
+// cannot pass for the tensor-core path.
+static void test_attention_tc(void) {
+    static const int shapes[][5] = {{64, 256, 4, 2, 32}, {3, 40, 4, 4, 32}, {2, 132, 4, 2, 64}, {1, 260, 4, 1, 32}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *s = shapes[i];
+        const double err = test_attention(s[0], s[1], s[2], s[3], s[4]);
+        char name[160];
+        snprintf(name, sizeof name, "attention B=%d S=%d nh=%d nkv=%d hd=%d %s ran on the tensor cores (err %.2e > 1e-6)",
+                 s[0], s[1], s[2], s[3], s[4], spd_cuda_matmul_precision_name(), err);
+        test_report(err > 1e-6, name, "error too small for TF32 products");
+    }
+    test_attention(2, 67, 6, 2, 34);  // hd 34, S odd: the float32 kernels
+    time_attention(64, 256, 4, 2, 32);
 }
 
 static void test_swiglu(void) {
@@ -929,6 +950,7 @@ int main(void) {
     test_components(2053, 128, 1202, 128, true, true, false, 0);
     test_components_no_acts(4096, 128, 1200, 64);
     test_components_no_acts(4099, 341, 1202, 128);
+    test_attention_tc();
     test_graph_capture();
     // bf16 operands, float32 accumulation: unfused (every operand rounded by the
     // product) and fused (mask passes write the bf16 operands), at the bf16 bound.
