@@ -206,7 +206,8 @@ static long long splitk_runs;
 extern "C" void spd_cuda_splitk_force(int S) { splitk_forced = S; }
 extern "C" long long spd_cuda_splitk_count(void) { return splitk_runs; }
 
-// SPD_CUDA_SPLITK_LOG=1: one line on stderr per timed shape (plain, each S, the choice).
+// SPD_CUDA_SPLITK_LOG=1: one line on stderr per tuned shape (plain, each S, the choice;
+// untimed picks too) and per bf16 product that falls back to cublasGemmEx.
 static bool splitk_log(void) {
     static int env = -1;
     if (env < 0) {
@@ -485,12 +486,14 @@ static bool lt_product(float *C, const void *A, const void *B, int M, int N, int
         float plain_ms;
         ok = lt_pick(&p, allow_timing, tmp, A, B, ws, ws_bytes, &algo, &plain_ms);
         char log[768], desc[96];
-        snprintf(log, sizeof log, "gemm tune M=%d N=%d K=%d ta=%d tb=%d %s: plain %.4f ms", M, N, K, ta, tb,
-                 spd_cuda_matmul_precision_name(), plain_ms);
+        snprintf(log, sizeof log, "gemm tune M=%d N=%d K=%d ta=%d tb=%d ld %d %d %d align %x %s: %s %.4f ms", M, N,
+                 K, ta, tb, lda, ldb, ldc, align, spd_cuda_matmul_precision_name(),
+                 allow_timing ? "plain" : "heuristic's first, untimed", plain_ms);
         if (ok && want == 0) splitk_tune(K, plain_ms, base, tmp, &split, &algo, log, sizeof log);
-        if (ok && allow_timing && splitk_log()) {
-            algo_desc(&algo, desc, sizeof desc);
-            fprintf(stderr, "%s -> %s%d (%s)\n", log, split > 1 ? "S=" : "plain ", split, desc);
+        if (splitk_log()) {
+            if (ok) algo_desc(&algo, desc, sizeof desc);
+            fprintf(stderr, "%s -> %s%d (%s)\n", log, split > 1 ? "S=" : "plain ", split,
+                    ok ? desc : "no cuBLASLt algorithm");
         }
         lt_teardown(&p);
         if (tmp) CUDA_CHECK(cudaFree(tmp));
@@ -635,6 +638,10 @@ extern "C" void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const 
         padded_output_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
     } else if (!matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, timing)) {
         // No cuBLASLt algorithm for this layout: cublasGemmEx takes any (same column-major swap as below).
+        if (splitk_log())
+            fprintf(stderr, "gemm bf16 M=%d N=%d K=%d ta=%d tb=%d lda=%d ldb=%d ldc=%d align %x timing %d: cublasGemmEx\n",
+                    M, N, K, trans_a, trans_b, lda, ldb, ldc, align_of(A) | align_of(B) << 8 | align_of(C) << 16,
+                    timing);
         CUBLAS_CHECK(cublasGemmEx(spd_cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF, ldb, A,
                                   CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
