@@ -539,15 +539,17 @@ static bool pad_output(const float *C, int K, int ldc) {
     return K >= PAD_OUTPUT_MIN_K && (ldc % 4 != 0 || align_of(C) < 16);
 }
 
-// C = alpha * op(A) op(B) + beta * C through a padded temporary (fused mode, timed algorithms).
-static void padded_output_lt(float *C, const void *A, const void *B, int M, int N, int K, bool ta, bool tb,
+// C = alpha * op(A) op(B) + beta * C through a padded temporary (fused mode, timed
+// algorithms). The product runs Np >= N columns wide (op(B) must have Np readable columns;
+// the ones past N only make output columns that are dropped), and N columns are copied back.
+static void padded_output_lt(float *C, const void *A, const void *B, int M, int N, int Np, int K, bool ta, bool tb,
                              float alpha, float beta, int lda, int ldb, int ldc) {
     cudaStream_t st = spd_cuda_stream();
-    const int ldp = ld4(N);
+    const int ldp = ld4(Np);
     float *Cp = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&Cp, (size_t)M * ldp * sizeof(float), st));
-    if (!matmul_lt(Cp, A, B, M, N, K, ta, tb, alpha, 0, lda, ldb, ldp, true))
-        spd_die("cuBLASLt: no algorithm for a [%d, %d] product with K = %d into a padded output", M, N, K);
+    if (!matmul_lt(Cp, A, B, M, Np, K, ta, tb, alpha, 0, lda, ldb, ldp, true))
+        spd_die("cuBLASLt: no algorithm for a [%d, %d] product with K = %d into a padded output", M, Np, K);
     copy2d_cuda(C, ldc, M, N, Cp, ldp, M, N, beta);
     CUDA_CHECK(cudaFreeAsync(Cp, st));
 }
@@ -609,14 +611,25 @@ extern "C" void spd_to_bf16(void *dst, int ldd, const float *src, int lds, int r
 }
 
 // A bf16 copy of a float32 operand stored [rows, cols] (row stride ld), from the
-// stream-ordered allocator (graph-capture safe); *ld16 gets its row stride.
-static void *bf16_copy(const float *src, int rows, int cols, int ld, int *ld16) {
+// stream-ordered allocator (graph-capture safe); *ld16 gets its row stride. Rows up to
+// alloc_rows (>= rows) exist as zeros after the copied ones.
+static void *bf16_copy(const float *src, int rows, int cols, int ld, int *ld16, int alloc_rows) {
     *ld16 = spd_bf16_ld(cols);
     void *p = NULL;
-    CUDA_CHECK(cudaMallocAsync(&p, (size_t)rows * *ld16 * sizeof(__nv_bfloat16) + 16, spd_cuda_stream()));
+    const size_t row_bytes = (size_t)*ld16 * sizeof(__nv_bfloat16);
+    CUDA_CHECK(cudaMallocAsync(&p, (size_t)alloc_rows * row_bytes + 16, spd_cuda_stream()));
     spd_to_bf16(p, *ld16, src, ld, rows, cols);
+    if (alloc_rows > rows)
+        CUDA_CHECK(cudaMemsetAsync((char *)p + rows * row_bytes, 0, (alloc_rows - rows) * row_bytes, spd_cuda_stream()));
     return p;
 }
+
+// bf16 products whose N is not a multiple of 8 (341) get only cuBLASLt's slow kernels
+// even with every row 16-byte aligned (H100: 160-170 us for [16384, 341] from K = 1200,
+// ~20 us for [16384, 128]). Where op(B) has the columns up to the next multiple of 8 in
+// memory (a padded copy of ours, or a bf16 operand whose row stride covers them), the
+// product runs that wide into a padded output (padded_output_lt) and drops them.
+static int round8(int n) { return (n + 7) & ~7; }
 
 extern "C" void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const void *B, bool b_bf16, int M, int N,
                                     int K, bool trans_a, bool trans_b, float alpha, float beta, int lda, int ldb,
@@ -630,12 +643,16 @@ extern "C" void matmul_cuda_ld_bf16(float *C, const void *A, bool a_bf16, const 
     }
     cudaStream_t st = spd_cuda_stream();
     void *a16 = NULL, *b16 = NULL;
-    if (!a_bf16) A = a16 = bf16_copy((const float *)A, trans_a ? K : M, trans_a ? M : K, lda, &lda);
-    if (!b_bf16) B = b16 = bf16_copy((const float *)B, trans_b ? N : K, trans_b ? K : N, ldb, &ldb);
     // Timing pays only for large products, and only in fused mode (unfused takes cuBLAS's first choice).
     const bool timing = spd_cuda_mode_get() == SPD_CUDA_FUSED && (double)M * N * K >= (double)(1 << 24);
-    if (timing && pad_output(C, K, ldc)) {
-        padded_output_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
+    const bool wide = timing && N % 8 != 0 && K >= PAD_OUTPUT_MIN_K;  // run round8(N) wide if B allows
+    if (!a_bf16) A = a16 = bf16_copy((const float *)A, trans_a ? K : M, trans_a ? M : K, lda, &lda, trans_a ? K : M);
+    if (!b_bf16)
+        B = b16 = bf16_copy((const float *)B, trans_b ? N : K, trans_b ? K : N, ldb, &ldb,
+                            trans_b ? (wide ? round8(N) : N) : K);
+    const int Np = wide && (trans_b ? b16 != NULL : ldb >= round8(N)) ? round8(N) : N;
+    if (Np != N || (timing && pad_output(C, K, ldc))) {
+        padded_output_lt(C, A, B, M, N, Np, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
     } else if (!matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, timing)) {
         // No cuBLASLt algorithm for this layout: cublasGemmEx takes any (same column-major swap as below).
         if (splitk_log())
@@ -666,7 +683,7 @@ extern "C" void matmul_cuda_ld(float *C, const float *A, const float *B, int M, 
     }
     if (use_lt() && (double)M * N * K >= (double)(1 << 24)) {
         if (pad_output(C, K, ldc)) {
-            padded_output_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
+            padded_output_lt(C, A, B, M, N, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
             return;
         }
         if (matmul_lt(C, A, B, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc, true)) return;
