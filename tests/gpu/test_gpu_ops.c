@@ -456,8 +456,8 @@ static void test_embedding_components(int N, int vocab, int C, int d, bool use_m
 // ---- transformer ops -----------------------------------------------------------
 
 static void test_rmsnorm(void) {
-    static const int shapes[][2] = {{4096, 341}, {3, 1}, {5, 2048}, {1, 1200}};
-    for (int s = 0; s < 4; s++) {
+    static const int shapes[][2] = {{4096, 341}, {3, 1}, {5, 2048}, {1, 1200}, {16387, 128}};
+    for (int s = 0; s < 5; s++) {
         const int N = shapes[s][0], d = shapes[s][1];
         char name[160];
         pair x = input((long)N * d, -2, 2), w = input(d, 0.5f, 1.5f);
