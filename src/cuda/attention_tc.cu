@@ -68,6 +68,14 @@ static __device__ __forceinline__ void stage_rows(float *dst, const float *src, 
     }
 }
 
+// Key tile kt (rows kt*64.. of src, row stride `stride`, S rows in all) into buffer kt % 2 of
+// the two [64, HD + 4] buffers at bufs: the double-buffered tile loops of the forward and dq.
+template <int HD>
+static __device__ __forceinline__ void stage_tile(float *bufs, const float *src, int kt, long long stride, int S) {
+    stage_rows<HD, HD + 4>(bufs + (kt & 1) * TC_B * (HD + 4), src + (long long)kt * TC_B * stride, stride,
+                           min(TC_B, S - kt * TC_B));
+}
+
 // The A fragments of this warp's 16 rows (row0 = first of them) of a [rows, HD] matrix with
 // row stride `stride`, times mul, rounded; rows >= S read as zero.
 template <int HD>
@@ -161,8 +169,6 @@ static __global__ void __launch_bounds__(TC_THREADS)
     const long long qstride = (long long)nh * HD, kstride = (long long)nkv * HD;
     const float *ksrc = k + ((long long)b * S * nkv + hk) * HD, *vsrc = v + ((long long)b * S * nkv + hk) * HD;
     float *att_bh = att + ((long long)b * nh + hq) * S * S;
-    auto ktile = [&](int kt) { return ksrc + (long long)kt * TC_B * kstride; };
-    auto vtile = [&](int kt) { return vsrc + (long long)kt * TC_B * kstride; };
 
     uint32_t qa[HD / 8][4];
     row_frags<HD>(qa, q + ((long long)b * S * nh + hq) * HD, qstride, row0, S, qmul);
@@ -182,12 +188,12 @@ static __global__ void __launch_bounds__(TC_THREADS)
 
     // Pass 1: running max and sum of exp2 over this thread's columns, merged over the quad.
     float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
-    stage_rows<HD, LD>(Kb, ktile(0), kstride, min(TC_B, S));
+    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
         cp_wait_all();
         __syncthreads();
-        if (kt + 1 < nkt) stage_rows<HD, LD>(Kb + ((kt + 1) & 1) * TILE, ktile(kt + 1), kstride, min(TC_B, S - (kt + 1) * TC_B));
+        if (kt + 1 < nkt) stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
         cp_commit();
         float s[8][4];
         scores(s, kt, Kb + (kt & 1) * TILE);
@@ -216,16 +222,15 @@ static __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     __syncthreads();  // pass 1's last tile is read by every warp before buffer 0 is refilled
-    stage_rows<HD, LD>(Kb, ktile(0), kstride, min(TC_B, S));
-    stage_rows<HD, LD>(Vb, vtile(0), kstride, min(TC_B, S));
+    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
+    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
         cp_wait_all();
         __syncthreads();
         if (kt + 1 < nkt) {
-            const int nr = min(TC_B, S - (kt + 1) * TC_B), nb = ((kt + 1) & 1) * TILE;
-            stage_rows<HD, LD>(Kb + nb, ktile(kt + 1), kstride, nr);
-            stage_rows<HD, LD>(Vb + nb, vtile(kt + 1), kstride, nr);
+            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
+            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
         }
         cp_commit();
         float p[8][4];
@@ -270,22 +275,20 @@ static __global__ void __launch_bounds__(TC_THREADS)
     const long long bh = (long long)b * nh + hq, qstride = (long long)nh * HD, kstride = (long long)nkv * HD;
     const float *ksrc = k + ((long long)b * S * nkv + hk) * HD, *vsrc = v + ((long long)b * S * nkv + hk) * HD;
     const float *att_bh = att + bh * S * S;
-    auto ktile = [&](int kt) { return ksrc + (long long)kt * TC_B * kstride; };
-    auto vtile = [&](int kt) { return vsrc + (long long)kt * TC_B * kstride; };
 
     uint32_t ga[HD / 8][4];
     row_frags<HD>(ga, dout + ((long long)b * S * nh + hq) * HD, qstride, row0, S, 1.0f);
 
     // Pass 1: D = sum_t P dP per row.
     float Da = 0.0f, Db = 0.0f;
-    stage_rows<HD, LD>(Vb, vtile(0), kstride, min(TC_B, S));
+    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
         float p[8][4];
         load_p(p, att_bh, ra, rb, kt, S);
         cp_wait_all();
         __syncthreads();
-        if (kt + 1 < nkt) stage_rows<HD, LD>(Vb + ((kt + 1) & 1) * TILE, vtile(kt + 1), kstride, min(TC_B, S - (kt + 1) * TC_B));
+        if (kt + 1 < nkt) stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
         cp_commit();
         float dp[8][4];
         frags_times_tile_t<HD>(dp, ga, Vb + (kt & 1) * TILE);
@@ -307,8 +310,8 @@ static __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     __syncthreads();
-    stage_rows<HD, LD>(Vb, vtile(0), kstride, min(TC_B, S));
-    stage_rows<HD, LD>(Kb, ktile(0), kstride, min(TC_B, S));
+    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
+    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
         float p[8][4];
@@ -316,9 +319,8 @@ static __global__ void __launch_bounds__(TC_THREADS)
         cp_wait_all();
         __syncthreads();
         if (kt + 1 < nkt) {
-            const int nr = min(TC_B, S - (kt + 1) * TC_B), nb = ((kt + 1) & 1) * TILE;
-            stage_rows<HD, LD>(Vb + nb, vtile(kt + 1), kstride, nr);
-            stage_rows<HD, LD>(Kb + nb, ktile(kt + 1), kstride, nr);
+            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
+            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
         }
         cp_commit();
         float dp[8][4];

@@ -6,7 +6,6 @@
 #include "cuda/gemm.h"
 
 #define COPY2D_THREADS 256
-#define COPY2D_MAX_BLOCKS 8192  // a grid-stride loop beyond: a few elements per thread
 
 template <typename I>
 static __global__ void copy2d_kernel(float *dst, int ldd, int rows, int cols, const float *src, int lds, int src_rows,
@@ -24,8 +23,7 @@ extern "C" void copy2d_cuda(float *dst, int ldd, int rows, int cols, const float
                             int src_cols, float beta) {
     const long long n = (long long)rows * cols;
     if (n <= 0) return;
-    const long long want = (n + COPY2D_THREADS - 1) / COPY2D_THREADS;
-    const unsigned blocks = (unsigned)(want < COPY2D_MAX_BLOCKS ? want : COPY2D_MAX_BLOCKS);
+    const unsigned blocks = spd_cuda_blocks_capped(n, COPY2D_THREADS);
     if (n < (1LL << 31))
         copy2d_kernel<unsigned><<<blocks, COPY2D_THREADS, 0, spd_cuda_stream()>>>(dst, ldd, rows, cols, src, lds,
                                                                                   src_rows, src_cols, beta);

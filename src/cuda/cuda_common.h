@@ -58,4 +58,11 @@ static inline unsigned spd_cuda_blocks(long long n, int threads) {
     return (unsigned)((n + threads - 1) / threads);
 }
 
+// Blocks for a grid-stride loop over n items: one item per thread up to 8192 blocks, a few
+// per thread beyond (bandwidth-bound passes over large matrices).
+static inline unsigned spd_cuda_blocks_capped(long long n, int threads) {
+    const long long b = (n + threads - 1) / threads;
+    return (unsigned)(b < 8192 ? b : 8192);
+}
+
 #endif

@@ -41,13 +41,22 @@ extern "C" void fill_uniform_cuda(float *out, int64_t n, uint64_t seed, uint64_t
     CUDA_CHECK_LAUNCH();
 }
 
+// out [n] = v: float4 stores over the 16-byte-aligned body, scalars at the ends, in a
+// grid-stride loop (large fills, such as the mean loss's gradient over [16384, 4019]
+// logits, ran at half the bandwidth with a scalar store per thread).
 static __global__ void fill_value_kernel(float *out, float v, long long n) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = v;
+    const uintptr_t mis = (uintptr_t)out & 15;  // bytes past a 16-byte boundary (0, 4, 8 or 12)
+    const long long head = mis ? ((long long)(16 - mis) / 4 < n ? (long long)(16 - mis) / 4 : n) : 0;
+    const long long n4 = (n - head) / 4, stride = (long long)gridDim.x * blockDim.x;
+    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    float4 *body = (float4 *)(out + head);
+    for (long long i = first; i < n4; i += stride) body[i] = make_float4(v, v, v, v);
+    for (long long i = first; i < head; i += stride) out[i] = v;
+    for (long long i = head + 4 * n4 + first; i < n; i += stride) out[i] = v;
 }
 
 extern "C" void fill_value_cuda(float *out, int64_t n, double v) {
     if (n <= 0) return;
-    fill_value_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(out, (float)v, n);
+    fill_value_kernel<<<spd_cuda_blocks_capped((n + 3) / 4, 256), 256, 0, spd_cuda_stream()>>>(out, (float)v, n);
     CUDA_CHECK_LAUNCH();
 }

@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "core/real.h"
+#include "ops/fill.h"
 #include "ops/loss.h"
 }
 
@@ -74,19 +75,6 @@ extern "C" void mse_loss_forward_cuda(float *loss, const float *y, const float *
     mean_of(loss, y, target, n);
 }
 
-// dlogits [n] = g (written): float4 stores over the 16-byte-aligned body, scalars at the
-// ends; a grid-stride loop (the logits are large: [16384, 4019] in the benchmark).
-static __global__ void fill_value_kernel(float *out, float g, long long n) {
-    const uintptr_t mis = (uintptr_t)out & 15;  // bytes past a 16-byte boundary (0, 4, 8 or 12)
-    const long long head = mis ? ((long long)(16 - mis) / 4 < n ? (long long)(16 - mis) / 4 : n) : 0;
-    const long long n4 = (n - head) / 4, stride = (long long)gridDim.x * blockDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    float4 *body = (float4 *)(out + head);
-    for (long long i = first; i < n4; i += stride) body[i] = make_float4(g, g, g, g);
-    for (long long i = first; i < head; i += stride) out[i] = g;
-    for (long long i = head + 4 * n4 + first; i < n; i += stride) out[i] = g;
-}
-
 // dy [n] = s * (y - target), s = 2/n, in float64 as the CPU (written)
 static __global__ void mse_backward_kernel(float *dy, const float *y, const float *target, double s, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -94,11 +82,7 @@ static __global__ void mse_backward_kernel(float *dy, const float *y, const floa
 }
 
 extern "C" void mean_loss_backward_cuda(float *dlogits, int64_t n) {
-    if (n <= 0) return;
-    const long long blocks = spd_cuda_blocks((n + 3) / 4, 256);
-    fill_value_kernel<<<(unsigned)(blocks < 8192 ? blocks : 8192), 256, 0, spd_cuda_stream()>>>(
-        dlogits, (float)(1.0 / (double)n), n);
-    CUDA_CHECK_LAUNCH();
+    if (n > 0) fill_value_cuda(dlogits, n, 1.0 / (double)n);
 }
 
 extern "C" void mse_loss_backward_cuda(float *dy, const float *y, const float *target, int64_t n) {

@@ -528,9 +528,9 @@ static bool matmul_lt(float *C, const void *A, const void *B, int M, int N, int 
 
 // ---- outputs whose rows are not 16-byte aligned -------------------------------------
 // An output row stride that is not a multiple of 4 floats (LlamaSimple's 341-wide
-// products) leaves cuBLASLt only its align1 kernels, at 3-4x the time of the aligned
-// ones (bf16 on an H100: 150-170 us against ~45 us for [16384, 341] from K = 1200).
-// Such a product runs into a padded temporary [M, ld4(N)] and is copied (or added) back.
+// products) leaves cuBLASLt only its align1 kernels, ~3x the time of the aligned ones
+// (dev/kernels/README.md). Such a product runs into a padded temporary [M, ld4(N)] and is
+// copied (or added) back. (bf16 needs more: N itself a multiple of 8, below.)
 // The copy moves the output twice more, so it pays only where the product's reads
 // dominate: K >= 256 (the 4019-wide logits from K = 128 stay as they are).
 #define PAD_OUTPUT_MIN_K 256
@@ -562,7 +562,6 @@ static void padded_output_lt(float *C, const void *A, const void *B, int M, int 
 // matrix allows it: the conversions are bandwidth-bound, and 64-bit division per element
 // was not.
 #define TO_BF16_THREADS 256
-#define TO_BF16_MAX_BLOCKS 8192
 
 template <typename I>
 static __global__ void to_bf16_pairs_kernel(__nv_bfloat162 *dst, int ldd, const float *src, int lds, int rows,
@@ -592,8 +591,7 @@ extern "C" void spd_to_bf16(void *dst, int ldd, const float *src, int lds, int r
     const bool pairs = ldd % 2 == 0 && ((uintptr_t)dst & 3) == 0;
     const long long n = (long long)rows * (pairs ? ldd / 2 : ldd);
     if (n <= 0) return;
-    const long long want = (n + TO_BF16_THREADS - 1) / TO_BF16_THREADS;
-    const unsigned blocks = (unsigned)(want < TO_BF16_MAX_BLOCKS ? want : TO_BF16_MAX_BLOCKS);
+    const unsigned blocks = spd_cuda_blocks_capped(n, TO_BF16_THREADS);
     cudaStream_t st = spd_cuda_stream();
     const bool i32 = (long long)rows * ldd < (1LL << 31);
     if (pairs && i32)

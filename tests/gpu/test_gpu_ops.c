@@ -665,6 +665,20 @@ static void test_fill_transfer(void) {
     for (long i = 0; i < z.n; i++) bad += got[i] != 0 || signbit(got[i]);
     test_report(bad == 0, "fill_zero n=1000003", "%ld elements not +0", bad);
 
+    // fill_value at every start alignment (float4 body, scalar head and tail): the range gets
+    // the value, its neighbours keep theirs.
+    for (int off = 0; off < 4; off++) {
+        const long n = 1000001;
+        pair f = input(n + 8, -1, 1);
+        fill_value_cuda(f.d + off, n, 0.25);
+        float *g = download(f.d, f.n);
+        long wrong = 0;
+        for (long i = 0; i < f.n; i++) wrong += g[i] != (i >= off && i < off + n ? 0.25f : f.h[i]);
+        char name[96];
+        snprintf(name, sizeof name, "fill_value n=%ld at a start %d floats past 16 bytes", n, off);
+        test_report(wrong == 0, name, "%ld elements wrong", wrong);
+    }
+
     static const struct {
         long n;
         uint64_t seed, stream, offset;
