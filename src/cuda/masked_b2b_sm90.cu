@@ -1,18 +1,29 @@
 // The back-to-back masked product of masked_b2b_sm90.h. Built for sm_90a only
 // (Makefile: *_sm90.cu).
 //
-// Design (v4, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and 128
-// columns of Y; two warpgroups of 64 rows. The CTA's X tile (K1 <= 128) stays in shared
-// memory; C is walked in chunks of 32. Per chunk: S = X At_chunk^T by wgmma m64n32k8
-// (both operands from shared memory), the mask multiply (and the optional N x C
-// stores) on S's registers, then Y += P B_chunk by wgmma m64n128k8 with P as the
-// register operand. The accumulator holds columns 2t, 2t + 1 of each 8 where the
-// register operand wants t, t + 4; the weight copy's column order (0 2 4 6 1 3 5 7)
-// absorbs that, so no shuffles. X, At and the weight copy are read as TF32 by
-// truncation (as cuBLAS's sm90 TF32 kernels read them); P and the copy are rounded.
+// Design (v5, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and 128
+// columns of Y; two consumer warpgroups of 64 rows and two producer warps. The
+// producers load through the tensor memory accelerator (TMA): one warp the CTA's X
+// tile (K1 <= 128, kept for the whole walk over C) and each 32-wide chunk's weights
+// (At, Bt) into a ring of three stages; the other the chunk's mask tile [128, 32]
+// into a ring of four, so that the HBM reads run three chunks ahead. Stages are
+// handed over with mbarriers (full: the bytes landed; empty: all eight consumer warps
+// are done with it), so the two warpgroups never wait for each other. Per chunk and
+// warpgroup: S = X At_chunk^T by wgmma m64n32k8 (both operands from shared memory),
+// the mask multiply (and the optional N x C stores) on S's registers, then Y += P
+// B_chunk by wgmma m64n128k8 with P as the register operand; GEMM1 of chunk c + 1
+// runs while the mask pass of c + 1 waits, and GEMM2 of c under that mask pass. The
+// accumulator holds columns 2t, 2t + 1 of each 8 where the register operand wants t,
+// t + 4; the weight copy's column order (0 2 4 6 1 3 5 7) absorbs that, so no
+// shuffles. X and At are read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels
+// read them); P and the weight copy are rounded. Every tile arrives with the 128-byte
+// swizzle that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8).
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include "cuda/cuda_common.h"
 #include "cuda/masked_b2b_sm90.h"
@@ -22,15 +33,19 @@
 #define BB_BC 32       // C per chunk
 #define BB_BN 128      // columns of Y per CTA
 #define BB_MAX_K1 128  // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
-#define BB_THREADS 256
-#define BB_STAGES 3
+#define BB_CONSUMERS 256
+#define BB_THREADS (BB_CONSUMERS + 64)  // + the weight producer warp and the mask producer warp
+#define BB_W_STAGES 3
+#define BB_M_STAGES 4
 #define BB_SUB 128                            // bytes of one swizzled row: 32 floats
-#define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)    // 64 KB: [128 rows] x 4 sub-tiles
-#define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)   // 16 KB: [32 rows] x 4 sub-tiles
+#define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)    // 64 KB: 4 sub-tiles of [128 rows]
+#define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)   // 16 KB: 4 sub-tiles of [32 rows]
 #define BB_BT_BYTES (BB_BN * BB_BC * 4)       // 16 KB: [128 rows] x 1 sub-tile
-#define BB_MASK_BYTES (BB_THREADS * BB_BC / 8 * 2 * 8)  // 16 KB: each thread's 8 float2 of one chunk's mask
-#define BB_STAGE_BYTES (BB_AT_BYTES + BB_BT_BYTES + BB_MASK_BYTES)
-#define BB_SMEM_BYTES (BB_X_BYTES + BB_STAGES * BB_STAGE_BYTES + 1024)  // + alignment to the 1024-byte swizzle atom
+#define BB_W_BYTES (BB_AT_BYTES + BB_BT_BYTES)
+#define BB_MASK_BYTES (BB_BM * BB_BC * 4)     // 16 KB: [128 rows] x 1 sub-tile
+#define BB_BARRIERS (1 + 2 * BB_W_STAGES + 2 * BB_M_STAGES)
+// + alignment to the 1024-byte swizzle atom, + the mbarriers
+#define BB_SMEM_BYTES (BB_X_BYTES + BB_W_STAGES * BB_W_BYTES + BB_M_STAGES * BB_MASK_BYTES + 1024 + 8 * BB_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // S [64 x 32 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
@@ -51,88 +66,115 @@ static __device__ __forceinline__ float to_tf32(float x) {
     return __uint_as_float(r);
 }
 
-// ROWS x 32 floats of a row-major operand (rows row0.., columns k0..k0 + 31) into a
-// swizzled sub-tile: 16-byte piece c of row r lands at piece c ^ (r % 8). Rows >= rows
-// and columns >= K are zero-filled (K a multiple of 4).
-template <int ROWS>
-static __device__ __forceinline__ void load_sub(uint32_t tile, const float *src, int ld, int row0, int rows, int k0,
-                                                int K) {
-    // The thread index read anew (volatile): otherwise every per-thread address of every
-    // load in the main loop is kept in registers across it, and the kernel spills.
-    uint32_t tid;
-    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(tid));
-#pragma unroll
-    for (int i = 0; i < ROWS * 8 / BB_THREADS; i++) {
-        const int q = (int)tid + i * BB_THREADS, r = q >> 3, c = q & 7;
-        const int row = row0 + r, k = k0 + 4 * c;
-        const bool valid = row < rows && k < K;
-        const float *p = valid ? src + (long long)row * ld + k : src;
-        cp_async16(tile + r * BB_SUB + ((c ^ (r & 7)) << 4), p, valid);
-    }
+static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+
+// This thread's arrival, announcing `bytes` more to come from the TMA.
+static __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Until the barrier's phase with this parity has completed.
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+}
+
+// A [rows, 32 floats] box at column c0, row r0 of the tensor map's matrix into shared
+// memory at dst (1024-byte aligned), completing `bar`'s transaction bytes.
+static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int r0, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+        "[%4];\n" ::"r"(dst),
+        "l"((uint64_t)map), "r"(c0), "r"(r0), "r"(bar)
+        : "memory");
 }
 #endif
 
 // NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
 // product's steps unroll and its accumulators stay in place. EXTRA: o_plain or o_aux
 // may be asked for (the variant without them has the registers not to spill).
-//
-// Schedule per warpgroup, iteration c: GEMM1 of chunk c + 1 and GEMM2 of chunk c are
-// issued back to back; once GEMM1 is done, chunk c + 1's mask pass runs on its S while
-// the tensor cores work through GEMM2 (S in two register buffers, sa / sb). A ring of
-// three stages holds one chunk each (At, Bt and the mask); chunk c + 2 loads during
-// iteration c, so every load has a whole iteration to land.
+// The tensor maps (host: tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] and
+// the mask [M, C], each in boxes of 32 columns.
 template <int NK1, bool EXTRA>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
-    masked_b2b_kernel(int M, int C, int K1, int K2, const float *__restrict__ X, int ldx, const float *__restrict__ At,
-                      int lda, const float *__restrict__ Bt, int ldb, const float *__restrict__ mask,
-                      const float *__restrict__ aux, float *__restrict__ o_plain, float *__restrict__ o_mask,
-                      float *__restrict__ o_aux, float *__restrict__ Y, int ldy, float beta) {
+    masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
+                      const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask, int M,
+                      int C, int K2, const float *__restrict__ aux, float *__restrict__ o_plain,
+                      float *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy,
+                      float beta) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    const uint32_t xs = (raw + 1023) & ~1023u, st0 = xs + BB_X_BYTES;
+    const uint32_t xs = (raw + 1023) & ~1023u, w0 = xs + BB_X_BYTES, mk0 = w0 + BB_W_STAGES * BB_W_BYTES;
+    const uint32_t bars = mk0 + BB_M_STAGES * BB_MASK_BYTES;
+    const uint32_t x_full = bars;
+    auto w_full = [&](int s) { return bars + 8 * (1 + s); };
+    auto w_empty = [&](int s) { return bars + 8 * (1 + BB_W_STAGES + s); };
+    auto m_full = [&](int s) { return bars + 8 * (1 + 2 * BB_W_STAGES + s); };
+    auto m_empty = [&](int s) { return bars + 8 * (1 + 2 * BB_W_STAGES + BB_M_STAGES + s); };
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BB_BN;
-    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int nch = (C + BB_BC - 1) / BB_BC;
+    if (threadIdx.x == 0) {
+        mbar_init(x_full, 1);
+        for (int s = 0; s < BB_W_STAGES; s++) mbar_init(w_full(s), 1), mbar_init(w_empty(s), BB_CONSUMERS / 32);
+        for (int s = 0; s < BB_M_STAGES; s++) mbar_init(m_full(s), 1), mbar_init(m_empty(s), BB_CONSUMERS / 32);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp_id == BB_CONSUMERS / 32) {  // producer of X and the weight chunks
+        if (lane == 0) {
+            mbar_expect(x_full, NK1 * BB_BM * BB_SUB);
+            for (int s = 0; s < NK1; s++) tma_load(xs + s * (BB_BM * BB_SUB), &tm_x, 32 * s, m0, x_full);
+            for (int ch = 0; ch < nch; ch++) {
+                const int st = ch % BB_W_STAGES, use = ch / BB_W_STAGES;
+                if (use > 0) mbar_wait(w_empty(st), (use - 1) & 1);
+                const uint32_t w = w0 + st * BB_W_BYTES;
+                mbar_expect(w_full(st), NK1 * BB_BC * BB_SUB + BB_BT_BYTES);
+                for (int s = 0; s < NK1; s++) tma_load(w + s * (BB_BC * BB_SUB), &tm_at, 32 * s, ch * BB_BC, w_full(st));
+                tma_load(w + BB_AT_BYTES, &tm_bt, ch * BB_BC, n0, w_full(st));
+            }
+        }
+        return;
+    }
+    if (warp_id == BB_CONSUMERS / 32 + 1) {  // producer of the mask chunks
+        if (lane == 0)
+            for (int ch = 0; ch < nch; ch++) {
+                const int st = ch % BB_M_STAGES, use = ch / BB_M_STAGES;
+                if (use > 0) mbar_wait(m_empty(st), (use - 1) & 1);
+                mbar_expect(m_full(st), BB_MASK_BYTES);
+                tma_load(mk0 + st * BB_MASK_BYTES, &tm_mask, ch * BB_BC, m0, m_full(st));
+            }
+        return;
+    }
+
+    const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
     if (blockIdx.x != 0) o_plain = o_mask = o_aux = NULL;
     // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
     // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
     // d[4 j + 2 i + {0, 1}].
-    const int row_a = m0 + 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
-
-    // Chunk ch into stage ch % 3 (nothing past the last chunk), as one cp.async group:
-    // At rows ch * BB_BC.., Bt rows n0.. (columns ch * BB_BC..), and this thread's mask
-    // values [j][i] (rows row_a + 8 i, columns ch * BB_BC + 8 j + col_a + {0, 1}; zero
-    // outside) into its own slots [k][thread] (conflict-free, and read back by this
-    // thread only: no barrier).
-    auto load_chunk = [&](int ch) {
-        if (ch < nch) {
-            const uint32_t st = st0 + (ch % BB_STAGES) * BB_STAGE_BYTES;
-#pragma unroll
-            for (int s = 0; s < NK1; s++)
-                load_sub<BB_BC>(st + s * (BB_BC * BB_SUB), At, lda, ch * BB_BC, C, 32 * s, K1);
-            load_sub<BB_BN>(st + BB_AT_BYTES, Bt, ldb, n0, K2, ch * BB_BC, ldb);
-            const uint32_t slot = st + BB_AT_BYTES + BB_BT_BYTES + threadIdx.x * 8;
-#pragma unroll
-            for (int j = 0; j < BB_BC / 8; j++)
-#pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    const int row = row_a + 8 * i, col = ch * BB_BC + 8 * j + col_a;
-                    const bool valid = row < M && col < C;
-                    cp_async8(slot + (2 * j + i) * (BB_THREADS * 8), valid ? mask + (long long)row * C + col : mask,
-                              valid);
-                }
-        }
-        asm volatile("cp.async.commit_group;\n" ::);  // an empty group past the end keeps the counts uniform
-    };
+    const int rl = 64 * wg + 16 * warp + (lane >> 2), col_a = 2 * (lane & 3);
+    const int row_a = m0 + rl;
     // Descriptors as a base plus an offset (the address field is the low 14 bits, >> 4,
     // with no carry out inside 228 KB): computed whole at each use, ptxas kept dozens of
     // them live and ran out of registers.
-    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), st_desc = smem_desc(st0);
+    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), w_desc = smem_desc(w0);
     // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
     auto gemm1 = [&](float *S, int ch) {
-        const uint64_t at_desc = st_desc + (((ch % BB_STAGES) * BB_STAGE_BYTES) >> 4);
+        const uint64_t at_desc = w_desc + (((ch % BB_W_STAGES) * BB_W_BYTES) >> 4);
 #pragma unroll
         for (int i = 0; i < 16; i++) S[i] = 0.0f;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -150,25 +192,27 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // Y += P B_chunk from chunk ch's stage: k8 step kk is P's column block kk, in the register
     // order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
     auto gemm2 = [&](const float *P, int ch) {
-        const uint64_t bt_desc = st_desc + (((ch % BB_STAGES) * BB_STAGE_BYTES + BB_AT_BYTES) >> 4);
+        const uint64_t bt_desc = w_desc + (((ch % BB_W_STAGES) * BB_W_BYTES + BB_AT_BYTES) >> 4);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < BB_BC / 8; kk++)
             wgmma_m64n128k8_rs(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
-    // S -> P in place (after the N x C outputs that are asked for), chunk ch.
+    // S -> P in place (after the N x C outputs that are asked for), chunk ch; then this
+    // warp is done with the chunk's mask stage.
     auto mask_pass = [&](float *S, int ch) {
-        const float2 *slot = (const float2 *)(smem_raw + (st0 - raw) + (ch % BB_STAGES) * BB_STAGE_BYTES +
-                                              BB_AT_BYTES + BB_BT_BYTES) +
-                             threadIdx.x;
+        const int st = ch % BB_M_STAGES;
+        mbar_wait(m_full(st), (ch / BB_M_STAGES) & 1);
+        const unsigned char *mk = smem_raw + (mk0 - raw) + st * BB_MASK_BYTES + rl * BB_SUB;
 #pragma unroll
         for (int j = 0; j < BB_BC / 8; j++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 float *v = S + 4 * j + 2 * i;
-                const int row = row_a + 8 * i, col = ch * BB_BC + 8 * j + col_a;
-                const float2 m = slot[(2 * j + i) * BB_THREADS];
+                const int row = row_a + 8 * i, cc = 8 * j + col_a, col = ch * BB_BC + cc;
+                // row rl + 8 i: the same row % 8 as rl
+                const float2 m = *(const float2 *)(mk + 8 * i * BB_SUB + (((cc >> 2) ^ (rl & 7)) << 4) + 4 * (cc & 3));
                 if ((o_mask || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
                     if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
@@ -183,33 +227,34 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 v[0] = to_tf32(v[0] * m.x);
                 v[1] = to_tf32(v[1] * m.y);
             }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(m_empty(st));
+    };
+    auto wait_weights = [&](int ch) { mbar_wait(w_full(ch % BB_W_STAGES), (ch / BB_W_STAGES) & 1); };
+    auto release_weights = [&](int ch) {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(w_empty(ch % BB_W_STAGES));
     };
 
-    // Prologue: X with chunk 0, then chunk 1; S of chunk 0 and its mask pass.
-#pragma unroll
-    for (int s = 0; s < NK1; s++) load_sub<BB_BM>(xs + s * (BB_BM * BB_SUB), X, ldx, m0, M, 32 * s, K1);
-    load_chunk(0);
-    load_chunk(1);
-    asm volatile("cp.async.wait_group 1;\n" ::);
-    // cp.async wrote through the generic proxy; the tensor cores read through the async one.
-    asm volatile("fence.proxy.async.shared::cta;\n" ::);
-    __syncthreads();
+    // Prologue: S of chunk 0 and its mask pass.
+    mbar_wait(x_full, 0);
     float sa[16], sb[16];
+    wait_weights(0);
     gemm1(sa, 0);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     mask_pass(sa, 0);
 
     // Iteration c: P of chunk c is in cur; nxt receives chunk c + 1's.
     auto iteration = [&](int c, float *cur, float *nxt) {
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // GEMM2 of c - 1: nxt is free
-        asm volatile("cp.async.wait_group 0;\n" ::);                        // chunk c + 1 has landed
-        asm volatile("fence.proxy.async.shared::cta;\n" ::);
-        __syncthreads();  // every warpgroup is done with chunk c - 1: its stage takes c + 2
-        load_chunk(c + 2);
-        gemm1(nxt, c + 1);  // past the last chunk: stale data, never used (no GEMM2 follows, stores guarded)
+        const bool more = c + 1 < nch;
+        if (more) wait_weights(c + 1);
+        // Past the last chunk GEMM1 reads a stale stage, never used: issued anyway, since
+        // with a conditional wgmma ptxas serializes them all (C7514).
+        gemm1(nxt, c + 1);
         gemm2(cur, c);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
-        mask_pass(nxt, c + 1);
+        if (c > 0) release_weights(c - 1);  // GEMM2 of c - 1 was committed before GEMM1 of c + 1
+        if (more) mask_pass(nxt, c + 1);
     };
     for (int c = 0; c < nch; c += 2) {
         iteration(c, sa, sb);
@@ -262,8 +307,8 @@ static int min_m(void) {
     return m;
 }
 
-typedef void (*b2b_kernel_fn)(int, int, int, int, const float *, int, const float *, int, const float *, int,
-                              const float *, const float *, float *, float *, float *, float *, int, float);
+typedef void (*b2b_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
+                              int, const float *, float *, float *, float *, float *, int, float);
 // [EXTRA][NK1 - 1]
 static const b2b_kernel_fn kernels[8] = {masked_b2b_kernel<1, false>, masked_b2b_kernel<2, false>,
                                          masked_b2b_kernel<3, false>, masked_b2b_kernel<4, false>,
@@ -288,14 +333,45 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
                                    const float *aux, const float *o_plain, const float *o_mask, const float *o_aux) {
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
         return false;
-    if (M <= 0 || M < min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 2 ||
+    // C % 4: the mask's rows are read by the TMA, whose row strides are multiples of 16 bytes.
+    if (M <= 0 || M < min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 4 ||
         K2 > max_k2())
         return false;
-    if (!mask || !aligned(X, 16)) return false;
-    const void *mc[5] = {mask, aux, o_plain, o_mask, o_aux};
-    for (int i = 0; i < 5; i++)
+    if (!mask || !aligned(X, 16) || !aligned(mask, 16)) return false;
+    const void *mc[4] = {aux, o_plain, o_mask, o_aux};
+    for (int i = 0; i < 4; i++)
         if (mc[i] && !aligned(mc[i], 8)) return false;
     return device_is_sm90();
+}
+
+// The driver's cuTensorMapEncodeTiled, through the runtime (no link against libcuda).
+static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void) {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    if (!fn) {
+        cudaDriverEntryPointQueryResult q;
+        void *p = NULL;
+        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q));
+        if (q != cudaDriverEntryPointSuccess || !p)
+            spd_die("masked_b2b_sm90: the CUDA driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
+        fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+    }
+    return fn;
+}
+
+// The TMA's view of a row-major float matrix [rows, cols] with row stride ld floats:
+// boxes of 32 columns x box_rows rows, stored with the 128-byte swizzle; reads past
+// the matrix are zeros.
+static CUtensorMap tensor_map(const float *base, int rows, int cols, int ld, int box_rows) {
+    CUtensorMap map;
+    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * sizeof(float)};
+    const cuuint32_t box[2] = {32, (cuuint32_t)box_rows}, step[2] = {1, 1};
+    const CUresult r = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box, step,
+                                      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        spd_die("masked_b2b_sm90: cuTensorMapEncodeTiled failed (error %d) for [%d, %d] with row stride %d", (int)r,
+                rows, cols, ld);
+    return map;
 }
 
 extern "C" int masked_b2b_ldb(int C) { return (C + 7) & ~7; }
@@ -307,8 +383,11 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     SPD_ASSERT(!o_aux || aux);
     const dim3 grid((unsigned)((K2 + BB_BN - 1) / BB_BN), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn kernel = kernels[(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
-    kernel<<<grid, BB_THREADS, BB_SMEM_BYTES, spd_cuda_stream()>>>(M, C, K1, K2, X, ldx, At, lda, Bt, masked_b2b_ldb(C),
-                                                                   mask, aux, o_plain, o_mask, o_aux, Y, ldy, beta);
+    const CUtensorMap tm_x = tensor_map(X, M, K1, ldx, BB_BM), tm_at = tensor_map(At, C, K1, lda, BB_BC),
+                      tm_bt = tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), BB_BN),
+                      tm_mask = tensor_map(mask, M, C, C, BB_BM);
+    kernel<<<grid, BB_THREADS, BB_SMEM_BYTES, spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux, o_plain,
+                                                                   o_mask, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();
 }
 

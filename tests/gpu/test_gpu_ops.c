@@ -962,8 +962,13 @@ int main(void) {
     test_components(4099, 32, 1202, 96, true, true, true, 0);
     test_components(4096, 64, 1200, 128, true, false, true, 0);
     test_components(2053, 128, 1202, 128, true, true, false, 0);
+    // C % 4 == 0 (the mask's rows through the TMA) with a partial last chunk of C.
+    test_components(4099, 32, 1204, 96, true, true, true, 0);
+    test_components(2053, 128, 1204, 128, true, true, false, 0);
+    test_components(4099, 96, 1204, 64, true, false, true, 1);
     test_components_no_acts(4096, 128, 1200, 64);
     test_components_no_acts(4099, 341, 1202, 128);
+    test_components_no_acts(4099, 341, 1204, 128);
     test_attention_tc();
     test_graph_capture();
     // bf16 operands, float32 accumulation: unfused (every operand rounded by the
