@@ -34,18 +34,22 @@
 #define BB_BN 128      // columns of Y per CTA
 #define BB_MAX_K1 128  // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
 #define BB_CONSUMERS 256
-#define BB_THREADS (BB_CONSUMERS + 64)  // + the weight producer warp and the mask producer warp
-#define BB_W_STAGES 3
-#define BB_M_STAGES 4
+#define BB_THREADS (BB_CONSUMERS + 96)  // + a producer warp for each ring: At, Bt, the mask
+// Stages per ring. A stage of At is free once GEMM1 of its chunk is done, one of Bt
+// only after GEMM2, an iteration later: At gets the deeper ring.
+#define BB_AT_STAGES 4
+#define BB_BT_STAGES 3
+#define BB_M_STAGES 3
 #define BB_SUB 128                            // bytes of one swizzled row: 32 floats
 #define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)    // 64 KB: 4 sub-tiles of [128 rows]
 #define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)   // 16 KB: 4 sub-tiles of [32 rows]
 #define BB_BT_BYTES (BB_BN * BB_BC * 4)       // 16 KB: [128 rows] x 1 sub-tile
-#define BB_W_BYTES (BB_AT_BYTES + BB_BT_BYTES)
 #define BB_MASK_BYTES (BB_BM * BB_BC * 4)     // 16 KB: [128 rows] x 1 sub-tile
-#define BB_BARRIERS (1 + 2 * BB_W_STAGES + 2 * BB_M_STAGES)
+#define BB_BARRIERS (1 + 2 * (BB_AT_STAGES + BB_BT_STAGES + BB_M_STAGES))
 // + alignment to the 1024-byte swizzle atom, + the mbarriers
-#define BB_SMEM_BYTES (BB_X_BYTES + BB_W_STAGES * BB_W_BYTES + BB_M_STAGES * BB_MASK_BYTES + 1024 + 8 * BB_BARRIERS)
+#define BB_SMEM_BYTES                                                                                          \
+    (BB_X_BYTES + BB_AT_STAGES * BB_AT_BYTES + BB_BT_STAGES * BB_BT_BYTES + BB_M_STAGES * BB_MASK_BYTES + 1024 + \
+     8 * BB_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // S [64 x 32 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
@@ -99,6 +103,34 @@ static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap 
         "l"((uint64_t)map), "r"(c0), "r"(r0), "r"(bar)
         : "memory");
 }
+
+// A ring of shared-memory stages, each with a full barrier (one producer arrival plus
+// the TMA's bytes) and an empty one (one arrival per consumer warp), the barriers of
+// stage s at bars + 16 s and bars + 16 s + 8.
+struct ring {
+    uint32_t base, bytes, bars;
+    int stages;
+    __device__ uint32_t stage(int ch) const { return base + (uint32_t)(ch % stages) * bytes; }
+    __device__ uint32_t full(int ch) const { return bars + 16 * (uint32_t)(ch % stages); }
+    __device__ uint32_t empty(int ch) const { return full(ch) + 8; }
+    __device__ uint32_t parity(int ch) const { return (uint32_t)(ch / stages) & 1; }
+    __device__ void init(uint32_t consumer_warps) const {
+        for (int s = 0; s < stages; s++) mbar_init(full(s), 1), mbar_init(empty(s), consumer_warps);
+    }
+    // Producer: once chunk ch's stage is free (its previous chunk released), announce
+    // `tx` bytes to come; returns the stage's address.
+    __device__ uint32_t acquire(int ch, uint32_t tx) const {
+        if (ch >= stages) mbar_wait(empty(ch), parity(ch) ^ 1);
+        mbar_expect(full(ch), tx);
+        return stage(ch);
+    }
+    __device__ void wait(int ch) const { mbar_wait(full(ch), parity(ch)); }
+    // Consumer warp: done with chunk ch's stage (every lane's reads before lane 0's arrival).
+    __device__ void release(int ch, int lane) const {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty(ch));
+    }
+};
 #endif
 
 // NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
@@ -116,47 +148,43 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    const uint32_t xs = (raw + 1023) & ~1023u, w0 = xs + BB_X_BYTES, mk0 = w0 + BB_W_STAGES * BB_W_BYTES;
-    const uint32_t bars = mk0 + BB_M_STAGES * BB_MASK_BYTES;
-    const uint32_t x_full = bars;
-    auto w_full = [&](int s) { return bars + 8 * (1 + s); };
-    auto w_empty = [&](int s) { return bars + 8 * (1 + BB_W_STAGES + s); };
-    auto m_full = [&](int s) { return bars + 8 * (1 + 2 * BB_W_STAGES + s); };
-    auto m_empty = [&](int s) { return bars + 8 * (1 + 2 * BB_W_STAGES + BB_M_STAGES + s); };
+    const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + BB_X_BYTES, bt0 = at0 + BB_AT_STAGES * BB_AT_BYTES;
+    const uint32_t mk0 = bt0 + BB_BT_STAGES * BB_BT_BYTES, x_full = mk0 + BB_M_STAGES * BB_MASK_BYTES;
+    // The rings: chunk ch in stage ch % stages, its (ch / stages)-th use of that stage.
+    const ring at_ring = {at0, BB_AT_BYTES, x_full + 8, BB_AT_STAGES};
+    const ring bt_ring = {bt0, BB_BT_BYTES, at_ring.bars + 16 * BB_AT_STAGES, BB_BT_STAGES};
+    const ring mk_ring = {mk0, BB_MASK_BYTES, bt_ring.bars + 16 * BB_BT_STAGES, BB_M_STAGES};
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BB_BN;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int nch = (C + BB_BC - 1) / BB_BC;
     if (threadIdx.x == 0) {
         mbar_init(x_full, 1);
-        for (int s = 0; s < BB_W_STAGES; s++) mbar_init(w_full(s), 1), mbar_init(w_empty(s), BB_CONSUMERS / 32);
-        for (int s = 0; s < BB_M_STAGES; s++) mbar_init(m_full(s), 1), mbar_init(m_empty(s), BB_CONSUMERS / 32);
+        at_ring.init(BB_CONSUMERS / 32);
+        bt_ring.init(BB_CONSUMERS / 32);
+        mk_ring.init(BB_CONSUMERS / 32);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
-    if (warp_id == BB_CONSUMERS / 32) {  // producer of X and the weight chunks
-        if (lane == 0) {
+    // The producers: one thread of each of the last three warps.
+    if (warp_id >= BB_CONSUMERS / 32) {
+        const int which = warp_id - BB_CONSUMERS / 32;
+        if (lane != 0) return;
+        if (which == 0) {  // X, then At
             mbar_expect(x_full, NK1 * BB_BM * BB_SUB);
             for (int s = 0; s < NK1; s++) tma_load(xs + s * (BB_BM * BB_SUB), &tm_x, 32 * s, m0, x_full);
             for (int ch = 0; ch < nch; ch++) {
-                const int st = ch % BB_W_STAGES, use = ch / BB_W_STAGES;
-                if (use > 0) mbar_wait(w_empty(st), (use - 1) & 1);
-                const uint32_t w = w0 + st * BB_W_BYTES;
-                mbar_expect(w_full(st), NK1 * BB_BC * BB_SUB + BB_BT_BYTES);
-                for (int s = 0; s < NK1; s++) tma_load(w + s * (BB_BC * BB_SUB), &tm_at, 32 * s, ch * BB_BC, w_full(st));
-                tma_load(w + BB_AT_BYTES, &tm_bt, ch * BB_BC, n0, w_full(st));
+                const uint32_t st = at_ring.acquire(ch, NK1 * BB_BC * BB_SUB);
+                for (int s = 0; s < NK1; s++)
+                    tma_load(st + s * (BB_BC * BB_SUB), &tm_at, 32 * s, ch * BB_BC, at_ring.full(ch));
             }
+        } else if (which == 1) {
+            for (int ch = 0; ch < nch; ch++)
+                tma_load(bt_ring.acquire(ch, BB_BT_BYTES), &tm_bt, ch * BB_BC, n0, bt_ring.full(ch));
+        } else {
+            for (int ch = 0; ch < nch; ch++)
+                tma_load(mk_ring.acquire(ch, BB_MASK_BYTES), &tm_mask, ch * BB_BC, m0, mk_ring.full(ch));
         }
-        return;
-    }
-    if (warp_id == BB_CONSUMERS / 32 + 1) {  // producer of the mask chunks
-        if (lane == 0)
-            for (int ch = 0; ch < nch; ch++) {
-                const int st = ch % BB_M_STAGES, use = ch / BB_M_STAGES;
-                if (use > 0) mbar_wait(m_empty(st), (use - 1) & 1);
-                mbar_expect(m_full(st), BB_MASK_BYTES);
-                tma_load(mk0 + st * BB_MASK_BYTES, &tm_mask, ch * BB_BC, m0, m_full(st));
-            }
         return;
     }
 
@@ -171,10 +199,11 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // Descriptors as a base plus an offset (the address field is the low 14 bits, >> 4,
     // with no carry out inside 228 KB): computed whole at each use, ptxas kept dozens of
     // them live and ran out of registers.
-    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), w_desc = smem_desc(w0);
+    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), at_desc0 = smem_desc(at0),
+                   bt_desc0 = smem_desc(bt0);
     // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
     auto gemm1 = [&](float *S, int ch) {
-        const uint64_t at_desc = w_desc + (((ch % BB_W_STAGES) * BB_W_BYTES) >> 4);
+        const uint64_t at_desc = at_desc0 + (((ch % BB_AT_STAGES) * BB_AT_BYTES) >> 4);
 #pragma unroll
         for (int i = 0; i < 16; i++) S[i] = 0.0f;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -192,7 +221,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // Y += P B_chunk from chunk ch's stage: k8 step kk is P's column block kk, in the register
     // order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
     auto gemm2 = [&](const float *P, int ch) {
-        const uint64_t bt_desc = w_desc + (((ch % BB_W_STAGES) * BB_W_BYTES + BB_AT_BYTES) >> 4);
+        const uint64_t bt_desc = bt_desc0 + (((ch % BB_BT_STAGES) * BB_BT_BYTES) >> 4);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < BB_BC / 8; kk++)
@@ -202,9 +231,8 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // S -> P in place (after the N x C outputs that are asked for), chunk ch; then this
     // warp is done with the chunk's mask stage.
     auto mask_pass = [&](float *S, int ch) {
-        const int st = ch % BB_M_STAGES;
-        mbar_wait(m_full(st), (ch / BB_M_STAGES) & 1);
-        const unsigned char *mk = smem_raw + (mk0 - raw) + st * BB_MASK_BYTES + rl * BB_SUB;
+        mk_ring.wait(ch);
+        const unsigned char *mk = smem_raw + (mk_ring.stage(ch) - raw) + rl * BB_SUB;
 #pragma unroll
         for (int j = 0; j < BB_BC / 8; j++)
 #pragma unroll
@@ -227,33 +255,30 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 v[0] = to_tf32(v[0] * m.x);
                 v[1] = to_tf32(v[1] * m.y);
             }
-        __syncwarp();
-        if (lane == 0) mbar_arrive(m_empty(st));
-    };
-    auto wait_weights = [&](int ch) { mbar_wait(w_full(ch % BB_W_STAGES), (ch / BB_W_STAGES) & 1); };
-    auto release_weights = [&](int ch) {
-        __syncwarp();
-        if (lane == 0) mbar_arrive(w_empty(ch % BB_W_STAGES));
+        mk_ring.release(ch, lane);
     };
 
     // Prologue: S of chunk 0 and its mask pass.
     mbar_wait(x_full, 0);
     float sa[16], sb[16];
-    wait_weights(0);
+    at_ring.wait(0);
     gemm1(sa, 0);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    at_ring.release(0, lane);
     mask_pass(sa, 0);
 
     // Iteration c: P of chunk c is in cur; nxt receives chunk c + 1's.
     auto iteration = [&](int c, float *cur, float *nxt) {
         const bool more = c + 1 < nch;
-        if (more) wait_weights(c + 1);
+        if (more) at_ring.wait(c + 1);
         // Past the last chunk GEMM1 reads a stale stage, never used: issued anyway, since
         // with a conditional wgmma ptxas serializes them all (C7514).
         gemm1(nxt, c + 1);
+        bt_ring.wait(c);
         gemm2(cur, c);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
-        if (c > 0) release_weights(c - 1);  // GEMM2 of c - 1 was committed before GEMM1 of c + 1
+        if (more) at_ring.release(c + 1, lane);
+        if (c > 0) bt_ring.release(c - 1, lane);  // GEMM2 of c - 1 was committed before GEMM1 of c + 1
         if (more) mask_pass(nxt, c + 1);
     };
     for (int c = 0; c < nch; c += 2) {
