@@ -452,7 +452,8 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // between its forward and backward), and one pass over h makes both dmask and g_a:
 // on an H100 with TF32 or bf16, the epilogue of the wgmma product dout @ U^T
 // (masked_gemm_sm90.h; its mma.sync predecessor lost, dev/kernels/masked_gemm/NOTES.md),
-// or with SPD_CUDA_B2B=1 the back-to-back kernel that also makes dx (masked_b2b_sm90.h).
+// or, with TF32 and at least ~one 128-row block per SM, the back-to-back kernel that
+// also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off).
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,

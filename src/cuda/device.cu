@@ -22,6 +22,7 @@ static struct {
     int device;
     char name[256];
     bool sm90;  // compute capability 9.0
+    int sms;    // streaming multiprocessors
     cudaStream_t stream;
     cublasHandle_t cublas;
     cublasLtHandle_t cublaslt;
@@ -56,6 +57,7 @@ extern "C" void spd_cuda_init(void) {
     CUDA_CHECK(cudaGetDeviceProperties(&prop, backend.device));
     snprintf(backend.name, sizeof backend.name, "%s", prop.name);
     backend.sm90 = prop.major == 9 && prop.minor == 0;
+    backend.sms = prop.multiProcessorCount;
     CUDA_CHECK(cudaStreamCreateWithFlags(&backend.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&backend.cublas));
     CUBLAS_CHECK(cublasSetStream(backend.cublas, backend.stream));
@@ -81,6 +83,11 @@ extern "C" const char *spd_cuda_device_name(void) {
 bool spd_cuda_is_sm90(void) {
     require_ready();
     return backend.sm90;
+}
+
+int spd_cuda_sm_count(void) {
+    require_ready();
+    return backend.sms;
 }
 
 cudaStream_t spd_cuda_stream(void) {

@@ -23,11 +23,11 @@ extern "C" {
 #endif
 
 // Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
-// TF32 precision, fused mode, SPD_CUDA_B2B=1 (off by default: at 64x256 it is still
-// 1% slower than masked_gemm_sm90 + cuBLAS), K1 <= 128 and a multiple of 4,
-// K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
-// M >= SPD_CUDA_B2B_MIN_M (default 8192: fewer rows leave SMs idle),
-// ldx a multiple of 4 and X 16-byte aligned, C even and the [M, C] buffers 8-byte aligned.
+// TF32 precision, fused mode, not turned off (SPD_CUDA_B2B=0), K1 <= 128 and a multiple
+// of 4, K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
+// M >= SPD_CUDA_B2B_MIN_M (default 128 rows per 8/7 SM: fewer row blocks leave SMs idle),
+// ldx a multiple of 4 and X 16-byte aligned, C a multiple of 4 and the mask 16-byte
+// aligned (the TMA reads it), the other [M, C] buffers 8-byte aligned.
 bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask, const float *aux,
                         const float *o_plain, const float *o_mask, const float *o_aux);
 
