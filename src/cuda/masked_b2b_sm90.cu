@@ -2,22 +2,22 @@
 // (Makefile: *_sm90.cu).
 //
 // Design (v5, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and 128
-// columns of Y; two consumer warpgroups of 64 rows and two producer warps. The
-// producers load through the tensor memory accelerator (TMA): one warp the CTA's X
-// tile (K1 <= 128, kept for the whole walk over C) and each 32-wide chunk's weights
-// (At, Bt) into a ring of three stages; the other the chunk's mask tile [128, 32]
-// into a ring of four, so that the HBM reads run three chunks ahead. Stages are
-// handed over with mbarriers (full: the bytes landed; empty: all eight consumer warps
-// are done with it), so the two warpgroups never wait for each other. Per chunk and
-// warpgroup: S = X At_chunk^T by wgmma m64n32k8 (both operands from shared memory),
-// the mask multiply (and the optional N x C stores) on S's registers, then Y += P
-// B_chunk by wgmma m64n128k8 with P as the register operand; GEMM1 of chunk c + 1
-// runs while the mask pass of c + 1 waits, and GEMM2 of c under that mask pass. The
-// accumulator holds columns 2t, 2t + 1 of each 8 where the register operand wants t,
-// t + 4; the weight copy's column order (0 2 4 6 1 3 5 7) absorbs that, so no
-// shuffles. X and At are read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels
-// read them); P and the weight copy are rounded. Every tile arrives with the 128-byte
-// swizzle that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8).
+// columns of Y; two consumer warpgroups of 64 rows and three producer warps. The
+// producers load through the tensor memory accelerator (TMA): the CTA's X tile
+// (K1 <= 128, kept for the whole walk over C), then per 32-wide chunk of C its At
+// [32, K1], Bt [128, 32] and mask tile [128, 32], each operand into a ring of its own
+// (At 4 stages, Bt 3, mask 3). Stages are handed over with mbarriers (full: the bytes
+// landed; empty: all eight consumer warps are done with it), so the two warpgroups
+// never wait for each other, and an At stage is free as soon as GEMM1 is done with it.
+// Per chunk and warpgroup: S = X At_chunk^T by wgmma m64n32k8 (both operands from
+// shared memory), the mask multiply (and the optional N x C stores) on S's registers,
+// then Y += P B_chunk by wgmma m64n128k8 with P as the register operand; GEMM2 of
+// chunk c runs under the mask pass of chunk c + 1. The accumulator holds columns 2t,
+// 2t + 1 of each 8 where the register operand wants t, t + 4; the weight copy's column
+// order (0 2 4 6 1 3 5 7) absorbs that, so no shuffles. X and At are read as TF32 by
+// truncation (as cuBLAS's sm90 TF32 kernels read them); P and the weight copy are
+// rounded. Every tile arrives with the 128-byte swizzle that the wgmma descriptors
+// describe (16-byte piece c of row r at c ^ r % 8).
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

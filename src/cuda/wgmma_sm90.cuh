@@ -20,11 +20,6 @@ static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src,
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 
-// 8 bytes (through L1: .cg takes 16 only); zero-filled when !valid.
-static __device__ __forceinline__ void cp_async8(uint32_t dst, const void *src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 8 : 0));
-}
-
 // One wgmma m64n128 step on the 64 accumulators d: `instr` and its operands after the two
 // descriptors (%64, %65); the accumulator list is the same for every operand type.
 #define WG_WGMMA_M64N128_SS(instr, tail, d, a, b)                                                                     \
