@@ -11,7 +11,7 @@
 // Forward of LinearComponents: X = x, At = V^T, B = U, Y = out, o_mask = a * mask (dU
 // reads it), o_plain = a when a mask gradient follows.
 // Backward: X = dout, At = U, B = V^T, Y = dx, o_mask = g_a (dV reads it), o_aux =
-// dmask with aux = a. The floor, the four versions and their measurements:
+// dmask with aux = a. The floor, the five versions and their measurements:
 // dev/kernels/b2b_wgmma/NOTES.md.
 #ifndef SPD_CUDA_MASKED_B2B_SM90_H
 #define SPD_CUDA_MASKED_B2B_SM90_H
@@ -25,7 +25,7 @@ extern "C" {
 // Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
 // TF32 precision, fused mode, not turned off (SPD_CUDA_B2B=0), K1 <= 128 and a multiple
 // of 4, K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
-// M >= SPD_CUDA_B2B_MIN_M (default 128 rows per 8/7 SM: fewer row blocks leave SMs idle),
+// M >= SPD_CUDA_B2B_MIN_M (default: a 128-row block for 7/8 of the SMs; fewer leave SMs idle),
 // ldx a multiple of 4 and X 16-byte aligned, C a multiple of 4 and the mask 16-byte
 // aligned (the TMA reads it), the other [M, C] buffers 8-byte aligned.
 bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask, const float *aux,
