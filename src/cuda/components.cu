@@ -12,6 +12,7 @@
 #include "cuda/gemm.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_gemm_sm90.h"
+#include "cuda/masked_wgrad_sm90.h"
 
 extern "C" {
 #include "core/real.h"
@@ -355,7 +356,9 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
 }
 
 // --mode fused, TF32: out = (x V * mask) U in one kernel (masked_b2b_sm90.h), a * mask
-// written once for the backward's dU and never read back here. False where it cannot run.
+// written once for the backward's dU and never read back here, and not at all where the
+// backward's weight gradients come from masked_wgrad_sm90 (which recomputes it). False
+// where it cannot run.
 static bool components_forward_b2b(float *out, float *a, const float *x, const float *V, const float *U,
                                    const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
                                    int C, int d_out, float *scratch) {
@@ -372,7 +375,8 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
         if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
         beta = 1;
     }
-    masked_b2b_sm90(N, C, d_in, d_out, x, d_in, Vt, d_in, Ut, mask, NULL, a, scratch, NULL, out, d_out, beta);
+    float *am = masked_wgrad_sm90_ok(N, C, d_in, d_out) ? NULL : scratch;
+    masked_b2b_sm90(N, C, d_in, d_out, x, d_in, Vt, d_in, Ut, mask, NULL, a, am, NULL, out, d_out, beta);
     arena_close(&t);
     return true;
 }
@@ -453,7 +457,10 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // on an H100 with TF32 or bf16, the epilogue of the wgmma product dout @ U^T
 // (masked_gemm_sm90.h; its mma.sync predecessor lost, dev/kernels/masked_gemm/NOTES.md),
 // or, with TF32 and at least ~one 128-row block per SM, the back-to-back kernel that
-// also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off).
+// also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off). With TF32 and K1, K2
+// of 64 or 128, dU and dV come from one kernel that recomputes a * mask and g_a per
+// block of components (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the
+// forward then stores no a * mask, and g_a is not stored either.
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -466,6 +473,10 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     }
     const long long NC = (long long)N * C;
     const bool reuse = fused_mode();
+    if (reuse && mask && (dU || dV) && masked_wgrad_sm90_ok(N, C, d_in, d_out)) {
+        masked_wgrad_sm90(N, C, d_in, d_out, x, dout, V, U, mask, dU, dV);
+        dU = dV = NULL;  // done: what follows makes dx, dmask and the delta's gradients
+    }
     const bool need_h = dx || dV || dmask;
     // Padded operands (pad_width): dout and U when d_out needs it, x and V when d_in does.
     const bool pout = pad_width(d_out, N, C) && (dU || need_h), pin = pad_width(d_in, N, C) && (dV || dx);

@@ -22,11 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include "cuda/cuda_common.h"
 #include "cuda/masked_b2b_sm90.h"
+#include "cuda/tma_sm90.cuh"
 #include "cuda/wgmma_sm90.cuh"
 
 #define BB_BM 128      // rows of X per CTA (two warpgroups of 64)
@@ -64,79 +62,12 @@ static __device__ __forceinline__ void wgmma_m64n128k8_rs(float *d, float a0, fl
                         __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
 }
 
-static __device__ __forceinline__ float to_tf32(float x) {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-    return __uint_as_float(r);
-}
-
-static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-
-// This thread's arrival, announcing `bytes` more to come from the TMA.
-static __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-
-static __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-
-// Until the barrier's phase with this parity has completed.
-static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    uint32_t done = 0;
-    while (!done)
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-}
-
-// A [rows, 32 floats] box at column c0, row r0 of the tensor map's matrix into shared
-// memory at dst (1024-byte aligned), completing `bar`'s transaction bytes.
-static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int r0, uint32_t bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
-        "[%4];\n" ::"r"(dst),
-        "l"((uint64_t)map), "r"(c0), "r"(r0), "r"(bar)
-        : "memory");
-}
-
-// A ring of shared-memory stages, each with a full barrier (one producer arrival plus
-// the TMA's bytes) and an empty one (one arrival per consumer warp), the barriers of
-// stage s at bars + 16 s and bars + 16 s + 8.
-struct ring {
-    uint32_t base, bytes, bars;
-    int stages;
-    __device__ uint32_t stage(int ch) const { return base + (uint32_t)(ch % stages) * bytes; }
-    __device__ uint32_t full(int ch) const { return bars + 16 * (uint32_t)(ch % stages); }
-    __device__ uint32_t empty(int ch) const { return full(ch) + 8; }
-    __device__ uint32_t parity(int ch) const { return (uint32_t)(ch / stages) & 1; }
-    __device__ void init(uint32_t consumer_warps) const {
-        for (int s = 0; s < stages; s++) mbar_init(full(s), 1), mbar_init(empty(s), consumer_warps);
-    }
-    // Producer: once chunk ch's stage is free (its previous chunk released), announce
-    // `tx` bytes to come; returns the stage's address.
-    __device__ uint32_t acquire(int ch, uint32_t tx) const {
-        if (ch >= stages) mbar_wait(empty(ch), parity(ch) ^ 1);
-        mbar_expect(full(ch), tx);
-        return stage(ch);
-    }
-    __device__ void wait(int ch) const { mbar_wait(full(ch), parity(ch)); }
-    // Consumer warp: done with chunk ch's stage (every lane's reads before lane 0's arrival).
-    __device__ void release(int ch, int lane) const {
-        __syncwarp();
-        if (lane == 0) mbar_arrive(empty(ch));
-    }
-};
 #endif
 
 // NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
 // product's steps unroll and its accumulators stay in place. EXTRA: o_plain or o_aux
 // may be asked for (the variant without them has the registers not to spill).
-// The tensor maps (host: tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] and
+// The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] and
 // the mask [M, C], each in boxes of 32 columns.
 template <int NK1, bool EXTRA>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
@@ -371,36 +302,6 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
     return device_is_sm90();
 }
 
-// The driver's cuTensorMapEncodeTiled, through the runtime (no link against libcuda).
-static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void) {
-    static PFN_cuTensorMapEncodeTiled_v12000 fn;
-    if (!fn) {
-        cudaDriverEntryPointQueryResult q;
-        void *p = NULL;
-        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q));
-        if (q != cudaDriverEntryPointSuccess || !p)
-            spd_die("masked_b2b_sm90: the CUDA driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
-        fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
-    }
-    return fn;
-}
-
-// The TMA's view of a row-major float matrix [rows, cols] with row stride ld floats:
-// boxes of 32 columns x box_rows rows, stored with the 128-byte swizzle; reads past
-// the matrix are zeros.
-static CUtensorMap tensor_map(const float *base, int rows, int cols, int ld, int box_rows) {
-    CUtensorMap map;
-    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * sizeof(float)};
-    const cuuint32_t box[2] = {32, (cuuint32_t)box_rows}, step[2] = {1, 1};
-    const CUresult r = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box, step,
-                                      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS)
-        spd_die("masked_b2b_sm90: cuTensorMapEncodeTiled failed (error %d) for [%d, %d] with row stride %d", (int)r,
-                rows, cols, ld);
-    return map;
-}
-
 extern "C" int masked_b2b_ldb(int C) { return (C + 7) & ~7; }
 
 extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, const float *At, int lda,
@@ -410,9 +311,9 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     SPD_ASSERT(!o_aux || aux);
     const dim3 grid((unsigned)((K2 + BB_BN - 1) / BB_BN), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn kernel = kernels[(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
-    const CUtensorMap tm_x = tensor_map(X, M, K1, ldx, BB_BM), tm_at = tensor_map(At, C, K1, lda, BB_BC),
-                      tm_bt = tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), BB_BN),
-                      tm_mask = tensor_map(mask, M, C, C, BB_BM);
+    const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, BB_BC),
+                      tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), BB_BN),
+                      tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
     kernel<<<grid, BB_THREADS, BB_SMEM_BYTES, spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux, o_plain,
                                                                    o_mask, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();

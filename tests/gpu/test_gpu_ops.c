@@ -966,6 +966,12 @@ int main(void) {
     test_components(4099, 32, 1204, 96, true, true, true, 0);
     test_components(2053, 128, 1204, 128, true, true, false, 0);
     test_components(4099, 96, 1204, 64, true, false, true, 1);
+    // The weight-gradient kernel (masked_wgrad_sm90: K1, K2 of 64 or 128, C % 4 == 0): fewer
+    // tokens than a tile, fewer components than a block, delta, dx NULL, every width pair.
+    test_components(5, 64, 60, 64, true, false, true, 0);
+    test_components(3001, 128, 1204, 64, true, true, true, 1);
+    test_components(4096, 64, 1200, 64, true, false, false, 0);
+    test_components(2080, 64, 200, 128, true, true, false, 2);
     test_components_no_acts(4096, 128, 1200, 64);
     test_components_no_acts(4099, 341, 1202, 128);
     test_components_no_acts(4099, 341, 1204, 128);

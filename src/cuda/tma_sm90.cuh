@@ -1,0 +1,121 @@
+// Hopper's tensor memory accelerator (TMA) and mbarriers, shared by the *_sm90.cu
+// kernels that stream their operands from producer warps: the device side (bulk
+// tensor loads into 128-byte-swizzled shared memory, mbarrier waits and arrivals, a
+// ring of stages handed between a producer and consumer warps) and the host side
+// (the tensor maps those loads read). Device code is sm_90a only (WG_HAVE_WGMMA).
+#ifndef SPD_CUDA_TMA_SM90_CUH
+#define SPD_CUDA_TMA_SM90_CUH
+
+#include <stdint.h>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include "cuda/cuda_common.h"
+#include "cuda/wgmma_sm90.cuh"
+
+#ifdef WG_HAVE_WGMMA
+// Rounded to TF32 (not truncated, as the tensor cores read a float: a truncated operand
+// is biased towards zero, and the bias adds up in sums over tokens).
+static __device__ __forceinline__ float to_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return __uint_as_float(r);
+}
+
+static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+
+// This thread's arrival, announcing `bytes` more to come from the TMA.
+static __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Until the barrier's phase with this parity has completed.
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+}
+
+// A [rows, 32 floats] box at column c0, row r0 of the tensor map's matrix into shared
+// memory at dst (1024-byte aligned), completing `bar`'s transaction bytes.
+static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int r0, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+        "[%4];\n" ::"r"(dst),
+        "l"((uint64_t)map), "r"(c0), "r"(r0), "r"(bar)
+        : "memory");
+}
+
+// A ring of shared-memory stages, each with a full barrier (one producer arrival plus
+// the TMA's bytes) and an empty one (one arrival per consumer warp), the barriers of
+// stage s at bars + 16 s and bars + 16 s + 8. Item ch (a chunk, a tile) lives in stage
+// ch % stages, its (ch / stages)-th use of that stage.
+struct ring {
+    uint32_t base, bytes, bars;
+    int stages;
+    __device__ uint32_t stage(int ch) const { return base + (uint32_t)(ch % stages) * bytes; }
+    __device__ uint32_t full(int ch) const { return bars + 16 * (uint32_t)(ch % stages); }
+    __device__ uint32_t empty(int ch) const { return full(ch) + 8; }
+    __device__ uint32_t parity(int ch) const { return (uint32_t)(ch / stages) & 1; }
+    __device__ void init(uint32_t consumer_warps) const {
+        for (int s = 0; s < stages; s++) mbar_init(full(s), 1), mbar_init(empty(s), consumer_warps);
+    }
+    // Producer: once item ch's stage is free (its previous item released), announce
+    // `tx` bytes to come; returns the stage's address.
+    __device__ uint32_t acquire(int ch, uint32_t tx) const {
+        if (ch >= stages) mbar_wait(empty(ch), parity(ch) ^ 1);
+        mbar_expect(full(ch), tx);
+        return stage(ch);
+    }
+    __device__ void wait(int ch) const { mbar_wait(full(ch), parity(ch)); }
+    // Consumer warp: done with item ch's stage (every lane's reads before lane 0's arrival).
+    __device__ void release(int ch, int lane) const {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty(ch));
+    }
+};
+#endif
+
+// The driver's cuTensorMapEncodeTiled, through the runtime (no link against libcuda).
+static inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_tiled(void) {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    if (!fn) {
+        cudaDriverEntryPointQueryResult q;
+        void *p = NULL;
+        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q));
+        if (q != cudaDriverEntryPointSuccess || !p)
+            spd_die("TMA tensor map: the CUDA driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
+        fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+    }
+    return fn;
+}
+
+// The TMA's view of a row-major float matrix [rows, cols] with row stride ld floats
+// (a multiple of 4; base 16-byte aligned): boxes of 32 columns x box_rows rows, stored
+// with the 128-byte swizzle (16-byte piece c of row r at c ^ r % 8); reads past the
+// matrix are zeros.
+static inline CUtensorMap tma_tensor_map(const float *base, int rows, int cols, int ld, int box_rows) {
+    CUtensorMap map;
+    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * sizeof(float)};
+    const cuuint32_t box[2] = {32, (cuuint32_t)box_rows}, step[2] = {1, 1};
+    const CUresult r = tma_encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box,
+                                          step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        spd_die("TMA tensor map: cuTensorMapEncodeTiled failed (error %d) for [%d, %d] with row stride %d", (int)r,
+                rows, cols, ld);
+    return map;
+}
+
+#endif
