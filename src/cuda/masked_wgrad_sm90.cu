@@ -33,9 +33,9 @@
 #define WG_STAGES 4
 #define WG_SUB 4096                            // one [32 rows, 32 floats] swizzled box
 #define WG_STAGE_BYTES ((4 + 4 + 2) * WG_SUB)  // x and dout (at most 128 wide), the mask's 64 columns
-#define WG_T_BYTES (WG_BC * 128)               // step 3's tile: [64 c, 32 tok]
+#define WG_T_BYTES (WG_BC * 128)               // step 3's tile: [64 c, 32 tok], two per warpgroup
 #define WG_BARRIERS (2 * WG_STAGES)
-#define WG_SMEM_BYTES (WG_STAGES * WG_STAGE_BYTES + 2 * WG_T_BYTES + 1024 + 8 * WG_BARRIERS)
+#define WG_SMEM_BYTES (WG_STAGES * WG_STAGE_BYTES + 4 * WG_T_BYTES + 1024 + 8 * WG_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // d = a b (first: d not read, so no instruction has to zero it while other wgmmas are in
@@ -97,9 +97,8 @@ static __device__ __forceinline__ void consumer(const ring &rg, uint32_t t_tile,
             const float v = c >= C ? 0.0f : u_side ? __ldg(W + (long long)k * C + c) : __ldg(W + (long long)c * KW + k);
             w[ks][q] = to_tf32(v);
         }
-    float T[16], acc[KO / 64][32];  // both first written by their wgmmas (scale-d 0)
-    const uint64_t t_desc = smem_desc(t_tile);
-    auto step1 = [&](int it) {
+    float Ta[16], Tb[16], acc[KO / 64][32];  // first written by their wgmmas (scale-d 0)
+    auto step1 = [&](float *T, int it) {
         const uint64_t in_desc = smem_desc(rg.stage(it) + in_off);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
         wgmma_m64n32k8_rs<true>(T, w[0], in_desc);
@@ -111,24 +110,32 @@ static __device__ __forceinline__ void consumer(const ring &rg, uint32_t t_tile,
     // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
     // in d[4 j + 2 i + e].
     const int cl = 16 * warp + g;
-    if (ntiles > 0) {
-        rg.wait(0);
-        step1(0);
-    }
-    for (int it = 0; it < ntiles; it++) {
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 1 of it; step 4 of it - 1
-        const uint32_t st = rg.stage(it);
-        // Steps 2 and 3.
+    // Steps 2 and 3 of tile it: T (in registers) times the mask into T^T tile it % 2.
+    auto mask_pass = [&](const float *T, int it) {
+        const uint32_t st = rg.stage(it), tt = t_tile + (it & 1) * WG_T_BYTES;
 #pragma unroll
         for (int j = 0; j < WG_BT / 8; j++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 const int c = cl + 8 * i, tok = 8 * j + 2 * t;
                 const float m0 = lds(st + mask_off + swz(tok, c)), m1 = lds(st + mask_off + swz(tok + 1, c));
-                sts2(t_tile + swz(c, tok), to_tf32(T[4 * j + 2 * i] * m0), to_tf32(T[4 * j + 2 * i + 1] * m1));
+                sts2(tt + swz(c, tok), to_tf32(T[4 * j + 2 * i] * m0), to_tf32(T[4 * j + 2 * i + 1] * m1));
             }
+    };
+    rg.wait(0);
+    step1(Ta, 0);
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    mask_pass(Ta, 0);
+    // Tile it: step 4 of it, with step 1 of it + 1 issued before it so that waiting for all
+    // but the latest group waits for step 1 only; then steps 2 and 3 of it + 1 run under
+    // step 4 of it (the T^T tiles alternate). T of it + 1 goes to nxt (two register sets,
+    // read only right after the wait: otherwise ptxas serializes the wgmmas, C7514).
+    auto iteration = [&](int it, float *nxt) {
+        const bool more = it + 1 < ntiles;
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 4 of it - 1: a is free
         // Step 4's register operand: Out^T [KO, 32 tok], rows 64 mt + 16 warp + g (+ 8),
         // k8 step kk columns (tokens) 8 kk + t (+ 4).
+        const uint32_t st = rg.stage(it);
         float a[KO / 64][WG_BT / 8][4];
 #pragma unroll
         for (int mt = 0; mt < KO / 64; mt++)
@@ -143,6 +150,11 @@ static __device__ __forceinline__ void consumer(const ring &rg, uint32_t t_tile,
         // Step 3's stores before the tensor cores read them (async proxy), warpgroup-wide.
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         asm volatile("bar.sync %0, 128;\n" ::"r"(1 + (int)u_side) : "memory");
+        // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
+        // conditional wgmma makes ptxas serialize them all (C7514).
+        if (more) rg.wait(it + 1);
+        step1(nxt, it + 1);
+        const uint64_t t_desc = smem_desc(t_tile + (it & 1) * WG_T_BYTES);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int mt = 0; mt < KO / 64; mt++)
@@ -150,10 +162,12 @@ static __device__ __forceinline__ void consumer(const ring &rg, uint32_t t_tile,
             for (int kk = 0; kk < WG_BT / 8; kk++)
                 wgmma_m64n64k8_rs(acc[mt], a[mt][kk], t_desc + ((32 * kk) >> 4), it > 0 || kk > 0);
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
-        // conditional wgmma makes ptxas serialize them all (C7514).
-        if (it + 1 < ntiles) rg.wait(it + 1);
-        step1(it + 1);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of it + 1
+        if (more) mask_pass(nxt, it + 1);
+    };
+    for (int it = 0; it < ntiles; it += 2) {
+        iteration(it, Tb);
+        if (it + 1 < ntiles) iteration(it + 1, Ta);
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     // acc [KO rows, 64 c] -> part: dU^T transposed into [C, KO], dV as [KO, C].
@@ -188,7 +202,7 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     const uint32_t st0 = (raw + 1023) & ~1023u, tt0 = st0 + WG_STAGES * WG_STAGE_BYTES;
-    const ring rg = {st0, WG_STAGE_BYTES, tt0 + 2 * WG_T_BYTES, WG_STAGES};
+    const ring rg = {st0, WG_STAGE_BYTES, tt0 + 4 * WG_T_BYTES, WG_STAGES};
     const int splits = gridDim.y, split = blockIdx.y, c0 = blockIdx.x * WG_BC;
     const int first = (int)((long long)split * tiles / splits), ntiles = (int)((long long)(split + 1) * tiles / splits) - first;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -219,7 +233,7 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
         consumer<32 * NK1, 32 * NK2, true>(rg, tt0, x_off, dout_off, mask_off, V, C, c0, ntiles,
                                            part_dU + split * C_ * (32 * NK2), lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false>(rg, tt0 + WG_T_BYTES, dout_off, x_off, mask_off, U, C, c0, ntiles,
+        consumer<32 * NK2, 32 * NK1, false>(rg, tt0 + 2 * WG_T_BYTES, dout_off, x_off, mask_off, U, C, c0, ntiles,
                                             part_dV + split * C_ * (32 * NK1), lane, warp);
 #endif
 }
