@@ -1,22 +1,23 @@
 // The weight-gradient kernel of masked_wgrad_sm90.h. Built for sm_90a only
 // (Makefile: *_sm90.cu).
 //
-// Design (v1, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 64 components and a range of
-// 32-token tiles (the token range is split so that the grid fills the SMs; each split
-// writes its own partial sums, and a fixed-order reduction adds them up). A producer
-// warp streams each tile's x [32, K1], dout [32, K2] and mask [32, 64] through the TMA
+// Design (dev/kernels/b2b_wgmma/NOTES.md, "weight gradients"): the work is units of 32
+// tokens x 64 components; one CTA per SM takes an equal run of units, ordered by
+// component block, so it sums into one or two blocks (a segment each) and writes a
+// partial block per segment; a fixed-order reduction adds the partials up. A producer
+// warp streams each unit's x [32, K1], dout [32, K2] and mask [32, 64] through the TMA
 // into a ring of stages. Two consumer warpgroups, one per gradient, do the same four
 // steps on their own operands (U side: W = V^T, In = x, Out = dout; V side: W = U,
 // In = dout, Out = x):
 //   1. T^T [64 c, 32 tok] = W_block In^T: wgmma m64n32k8, W from registers (loaded
-//      once, rounded to TF32), In from the stage;
+//      once per segment, rounded to TF32), In from the stage;
 //   2. T^T *= mask^T in registers (the mask tile read transposed: conflict-free);
-//   3. T^T stored, rounded to TF32, into the warpgroup's own [64, 32] tile in the
-//      layout of a K-major wgmma operand;
+//   3. T^T stored, rounded to TF32, into one of the warpgroup's two [64, 32] tiles in
+//      the layout of a K-major wgmma operand;
 //   4. acc [K_out, 64 c] += Out^T T: wgmma m64n64k8, Out^T from registers (read
-//      transposed from the stage), T^T from step 3.
-// Step 1 of the next tile is issued behind step 4 of this one. At the end acc is dU^T
-// (U side) or dV (V side) for the CTA's components and tokens.
+//      transposed from the stage, truncated to TF32 like In), T^T from step 3.
+// Step 1 of the next tile is issued before step 4 of this one, and steps 2 and 3 of the
+// next run under step 4. At the end acc is dU^T (U side) or dV (V side).
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,36 +68,31 @@ static __device__ __forceinline__ uint32_t swz(int r, int c) {
     return (uint32_t)((c >> 5) * WG_SUB + r * 128 + ((((c & 31) >> 2) ^ (r & 7)) << 4) + (c & 3) * 4);
 }
 
-static __device__ __forceinline__ float lds(uint32_t addr) {
-    float v;
-    asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr));
-    return v;
-}
-
-static __device__ __forceinline__ void sts2(uint32_t addr, float a, float b) {
-    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
-}
-
 // One consumer warpgroup. KW: width of In (and of W's rows), KO: width of Out (64 or
 // 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU^T, stored into
 // part [C, KO]; else W = U ([C, KW]), In = dout, Out = x, acc = dV, stored into
 // part [KO, C]. in_off / out_off: where In and Out start within a stage.
 template <int KW, int KO, bool u_side>
-static __device__ __forceinline__ void consumer(const ring &rg, uint32_t t_tile, uint32_t in_off, uint32_t out_off,
-                                                uint32_t mask_off, const float *__restrict__ W, int C, int c0,
-                                                int ntiles, float *__restrict__ part, int lane, int warp) {
+static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &rg,
+                                                uint32_t t_tile, uint32_t in_off, uint32_t out_off, uint32_t mask_off,
+                                                const float *__restrict__ W, int C, int tiles, int u0, int u1,
+                                                float *__restrict__ part, int lane, int warp) {
     const int g = lane >> 2, t = lane & 3;
-    // Step 1's register operand: W_block [64 c, KW], rows c = 16 warp + g (+ 8), k8 step
-    // ks columns 8 ks + t (+ 4); zero past C.
     float w[KW / 8][4];
+    int c0 = 0;
+    // Step 1's register operand: W_block [64 c, KW], rows c = c0 + 16 warp + g (+ 8), k8 step
+    // ks columns 8 ks + t (+ 4); zero past C.
+    auto load_w = [&]() {
 #pragma unroll
-    for (int ks = 0; ks < KW / 8; ks++)
+        for (int ks = 0; ks < KW / 8; ks++)
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int c = c0 + 16 * warp + g + 8 * (q & 1), k = 8 * ks + t + 4 * (q >> 1);
-            const float v = c >= C ? 0.0f : u_side ? __ldg(W + (long long)k * C + c) : __ldg(W + (long long)c * KW + k);
-            w[ks][q] = to_tf32(v);
-        }
+            for (int q = 0; q < 4; q++) {
+                const int c = c0 + 16 * warp + g + 8 * (q & 1), k = 8 * ks + t + 4 * (q >> 1);
+                const float v =
+                    c >= C ? 0.0f : u_side ? __ldg(W + (long long)k * C + c) : __ldg(W + (long long)c * KW + k);
+                w[ks][q] = to_tf32(v);
+            }
+    };
     float Ta[16], Tb[16], acc[KO / 64][32];  // first written by their wgmmas (scale-d 0)
     auto step1 = [&](float *T, int it) {
         const uint64_t in_desc = smem_desc(rg.stage(it) + in_off);
@@ -110,101 +106,130 @@ static __device__ __forceinline__ void consumer(const ring &rg, uint32_t t_tile,
     // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
     // in d[4 j + 2 i + e].
     const int cl = 16 * warp + g;
-    // Steps 2 and 3 of tile it: T (in registers) times the mask into T^T tile it % 2.
-    auto mask_pass = [&](const float *T, int it) {
-        const uint32_t st = rg.stage(it), tt = t_tile + (it & 1) * WG_T_BYTES;
+    // Byte offsets of this thread's shared-memory accesses, computed once: moving 8 tokens
+    // (8 rows of a box) adds 1024 and keeps the swizzle, so the loops below add constants.
+    // Mask (token 2 t + e, component cl + 8 i), T^T (row cl, tokens 8 j + 2 t), Out^T's
+    // fragments (token t + 4 (q >> 1), column 64 mt + cl + 8 (q & 1)).
+    uint32_t mk_off[2][2], tt_off[WG_BT / 8], a_off[KO / 64][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) mk_off[i][e] = mask_off + swz(2 * t + e, cl + 8 * i);
+#pragma unroll
+    for (int j = 0; j < WG_BT / 8; j++) tt_off[j] = swz(cl, 8 * j + 2 * t);
+#pragma unroll
+    for (int mt = 0; mt < KO / 64; mt++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) a_off[mt][q] = out_off + swz(t + 4 * (q >> 1), 64 * mt + cl + 8 * (q & 1));
+    // Steps 2 and 3 of ring item it (local tile li): T (in registers) times the mask into
+    // T^T tile li % 2, rounded.
+    auto mask_pass = [&](const float *T, int it, int li) {
+        const unsigned char *st = sm + (rg.stage(it) - sm_addr);
+        unsigned char *tt = (unsigned char *)sm + (t_tile + (li & 1) * WG_T_BYTES - sm_addr);
 #pragma unroll
         for (int j = 0; j < WG_BT / 8; j++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
-                const int c = cl + 8 * i, tok = 8 * j + 2 * t;
-                const float m0 = lds(st + mask_off + swz(tok, c)), m1 = lds(st + mask_off + swz(tok + 1, c));
-                sts2(tt + swz(c, tok), to_tf32(T[4 * j + 2 * i] * m0), to_tf32(T[4 * j + 2 * i + 1] * m1));
+                const float m0 = *(const float *)(st + mk_off[i][0] + 1024 * j);
+                const float m1 = *(const float *)(st + mk_off[i][1] + 1024 * j);
+                *(float2 *)(tt + tt_off[j] + 1024 * i) =
+                    make_float2(to_tf32(T[4 * j + 2 * i] * m0), to_tf32(T[4 * j + 2 * i + 1] * m1));
             }
     };
-    rg.wait(0);
-    step1(Ta, 0);
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    mask_pass(Ta, 0);
-    // Tile it: step 4 of it, with step 1 of it + 1 issued before it so that waiting for all
-    // but the latest group waits for step 1 only; then steps 2 and 3 of it + 1 run under
-    // step 4 of it (the T^T tiles alternate). T of it + 1 goes to nxt (two register sets,
-    // read only right after the wait: otherwise ptxas serializes the wgmmas, C7514).
-    auto iteration = [&](int it, float *nxt) {
-        const bool more = it + 1 < ntiles;
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 4 of it - 1: a is free
-        // Step 4's register operand: Out^T [KO, 32 tok], rows 64 mt + 16 warp + g (+ 8),
-        // k8 step kk columns (tokens) 8 kk + t (+ 4).
-        const uint32_t st = rg.stage(it);
-        float a[KO / 64][WG_BT / 8][4];
+    // One segment: ntiles tiles of components c0 .. c0 + 63, ring items r0 .. r0 + ntiles - 1,
+    // summed into acc and stored into the partial block blk [KO, 64].
+    auto segment = [&](int r0, int ntiles, float *__restrict__ blk) {
+        rg.wait(r0);
+        step1(Ta, r0);
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        mask_pass(Ta, r0, 0);
+        // Tile li: step 4 of li, with step 1 of li + 1 issued before it so that waiting for all
+        // but the latest group waits for step 1 only; then steps 2 and 3 of li + 1 run under
+        // step 4 of li (the T^T tiles alternate). T of li + 1 goes to nxt (two register sets,
+        // read only right after the wait: otherwise ptxas serializes the wgmmas, C7514).
+        auto iteration = [&](int li, float *nxt) {
+            const bool more = li + 1 < ntiles;
+            const int it = r0 + li;
+            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 4 of li - 1: a is free
+            // Step 4's register operand: Out^T [KO, 32 tok], rows 64 mt + 16 warp + g (+ 8),
+            // k8 step kk columns (tokens) 8 kk + t (+ 4). x and dout are read as TF32 by
+            // truncation here, as in step 1 (and in cuBLAS).
+            const unsigned char *st = sm + (rg.stage(it) - sm_addr);
+            float a[KO / 64][WG_BT / 8][4];
+#pragma unroll
+            for (int mt = 0; mt < KO / 64; mt++)
+#pragma unroll
+                for (int kk = 0; kk < WG_BT / 8; kk++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) a[mt][kk][q] = *(const float *)(st + a_off[mt][q] + 1024 * kk);
+            rg.release(it, lane);
+            // Step 3's stores before the tensor cores read them (async proxy), warpgroup-wide.
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            asm volatile("bar.sync %0, 128;\n" ::"r"(1 + (int)u_side) : "memory");
+            // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
+            // conditional wgmma makes ptxas serialize them all (C7514).
+            if (more) rg.wait(it + 1);
+            step1(nxt, it + 1);
+            const uint64_t t_desc = smem_desc(t_tile + (li & 1) * WG_T_BYTES);
+            asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+            for (int mt = 0; mt < KO / 64; mt++)
+#pragma unroll
+                for (int kk = 0; kk < WG_BT / 8; kk++)
+                    wgmma_m64n64k8_rs(acc[mt], a[mt][kk], t_desc + ((32 * kk) >> 4), li > 0 || kk > 0);
+            asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of li + 1
+            if (more) mask_pass(nxt, it + 1, li + 1);
+        };
+        for (int li = 0; li < ntiles; li += 2) {
+            iteration(li, Tb);
+            if (li + 1 < ntiles) iteration(li + 1, Ta);
+        }
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        // acc (rows 64 mt + cl (+ 8), columns 8 j + 2 t (+ 1)) -> blk [KO, 64].
 #pragma unroll
         for (int mt = 0; mt < KO / 64; mt++)
 #pragma unroll
-            for (int kk = 0; kk < WG_BT / 8; kk++)
+            for (int j = 0; j < WG_BC / 8; j++)
 #pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    const int r = 64 * mt + cl + 8 * (q & 1), tok = 8 * kk + t + 4 * (q >> 1);
-                    a[mt][kk][q] = to_tf32(lds(st + out_off + swz(tok, r)));
-                }
-        rg.release(it, lane);
-        // Step 3's stores before the tensor cores read them (async proxy), warpgroup-wide.
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + (int)u_side) : "memory");
-        // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
-        // conditional wgmma makes ptxas serialize them all (C7514).
-        if (more) rg.wait(it + 1);
-        step1(nxt, it + 1);
-        const uint64_t t_desc = smem_desc(t_tile + (it & 1) * WG_T_BYTES);
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-        for (int mt = 0; mt < KO / 64; mt++)
-#pragma unroll
-            for (int kk = 0; kk < WG_BT / 8; kk++)
-                wgmma_m64n64k8_rs(acc[mt], a[mt][kk], t_desc + ((32 * kk) >> 4), it > 0 || kk > 0);
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of it + 1
-        if (more) mask_pass(nxt, it + 1);
+                for (int i = 0; i < 2; i++)
+                    *(float2 *)(blk + (64 * mt + cl + 8 * i) * WG_BC + 8 * j + 2 * t) =
+                        make_float2(acc[mt][4 * j + 2 * i], acc[mt][4 * j + 2 * i + 1]);
     };
-    for (int it = 0; it < ntiles; it += 2) {
-        iteration(it, Tb);
-        if (it + 1 < ntiles) iteration(it + 1, Ta);
+    // The CTA's units u0 .. u1 - 1 (unit u: components 64 (u / tiles), tile u % tiles): a
+    // segment per block of components, stored into partial block 0, 1, ...
+    for (int u = u0, seg = 0; u < u1; seg++) {
+        const int cb = u / tiles, end = min(u1, (cb + 1) * tiles);
+        c0 = cb * WG_BC;
+        load_w();
+        segment(u - u0, end - u, part + (long long)seg * KO * WG_BC);
+        u = end;
     }
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    // acc [KO rows, 64 c] -> part: dU^T transposed into [C, KO], dV as [KO, C].
-#pragma unroll
-    for (int mt = 0; mt < KO / 64; mt++)
-#pragma unroll
-        for (int j = 0; j < WG_BC / 8; j++)
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int r = 64 * mt + cl + 8 * i, c = c0 + 8 * j + 2 * t;
-                if (c >= C) continue;  // C % 4 == 0: c + 1 < C too
-                const float v0 = acc[mt][4 * j + 2 * i], v1 = acc[mt][4 * j + 2 * i + 1];
-                if (u_side) {
-                    part[(long long)c * KO + r] = v0;
-                    part[(long long)(c + 1) * KO + r] = v1;
-                } else {
-                    *(float2 *)(part + (long long)r * C + c) = make_float2(v0, v1);
-                }
-            }
 }
 #endif
 
-// NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). Block (x: components c0 = 64 x, y: split);
-// the split's tiles are [y * tiles / splits, (y + 1) * tiles / splits). part_dU [splits, C, K2],
-// part_dV [splits, K1, C].
+// The CTAs' shares of the units (unit u: 32 tokens of one 64-component block, u = block
+// * tiles + tile): CTA b of G takes units [b U / G, (b + 1) U / G), so every SM gets the
+// same work whatever the number of component blocks.
+static __host__ __device__ __forceinline__ int unit_first(int b, int G, long long U) {
+    return (int)((long long)b * U / G);
+}
+
+// NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). One CTA per SM (grid G); partial blocks
+// part_dU [G, slots, K2, 64] and part_dV [G, slots, K1, 64] (a block per segment: per
+// component block that the CTA's units reach).
 template <int NK1, int NK2>
 static __global__ void __launch_bounds__(WG_THREADS, 1)
     masked_wgrad_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_dout,
-                        const __grid_constant__ CUtensorMap tm_mask, int C, int tiles, const float *__restrict__ V,
-                        const float *__restrict__ U, float *__restrict__ part_dU, float *__restrict__ part_dV) {
+                        const __grid_constant__ CUtensorMap tm_mask, int C, int tiles, long long units, int slots,
+                        const float *__restrict__ V, const float *__restrict__ U, float *__restrict__ part_dU,
+                        float *__restrict__ part_dV) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     const uint32_t st0 = (raw + 1023) & ~1023u, tt0 = st0 + WG_STAGES * WG_STAGE_BYTES;
     const ring rg = {st0, WG_STAGE_BYTES, tt0 + 4 * WG_T_BYTES, WG_STAGES};
-    const int splits = gridDim.y, split = blockIdx.y, c0 = blockIdx.x * WG_BC;
-    const int first = (int)((long long)split * tiles / splits), ntiles = (int)((long long)(split + 1) * tiles / splits) - first;
+    const int u0 = unit_first(blockIdx.x, gridDim.x, units), u1 = unit_first(blockIdx.x + 1, gridDim.x, units);
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB;
     if (threadIdx.x == 0) {
@@ -217,8 +242,8 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     if (warp_id >= WG_CONSUMERS / 32) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
         if (warp_id != WG_CONSUMERS / 32 || lane != 0) return;
-        for (int it = 0; it < ntiles; it++) {
-            const int tok0 = (first + it) * WG_BT;
+        for (int u = u0; u < u1; u++) {
+            const int it = u - u0, tok0 = (u % tiles) * WG_BT, c0 = (u / tiles) * WG_BC;
             const uint32_t st = rg.acquire(it, (NK1 + NK2 + 2) * WG_SUB), bar = rg.full(it);
             for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
             for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
@@ -228,23 +253,39 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     }
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
-    const long long C_ = C;
+    const long long b = blockIdx.x;
     if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true>(rg, tt0, x_off, dout_off, mask_off, V, C, c0, ntiles,
-                                           part_dU + split * C_ * (32 * NK2), lane, warp);
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, tt0, x_off, dout_off, mask_off, V, C, tiles, u0, u1,
+                                           part_dU + b * slots * (32 * NK2) * WG_BC, lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false>(rg, tt0 + 2 * WG_T_BYTES, dout_off, x_off, mask_off, U, C, c0, ntiles,
-                                            part_dV + split * C_ * (32 * NK1), lane, warp);
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, tt0 + 2 * WG_T_BYTES, dout_off, x_off, mask_off, U, C,
+                                            tiles, u0, u1, part_dV + b * slots * (32 * NK1) * WG_BC, lane, warp);
 #endif
 }
 
-// dst [n] += sum over s of part [s, n], in a fixed order (the gradients need not be
-// 16-byte aligned inside a flat parameter buffer: one float per thread).
-static __global__ void add_partials_kernel(float *dst, const float *part, int splits, long long n) {
+// The CTA whose share holds unit u.
+static __device__ int unit_owner(long long u, int G, long long U) {
+    int b = (int)(u * G / U);
+    while (b + 1 < G && unit_first(b + 1, G, U) <= u) b++;
+    while (b > 0 && unit_first(b, G, U) > u) b--;
+    return b;
+}
+
+// One output element per thread: dU [C, K2] (transposed from the blocks' [K2, 64]) or,
+// with du == false, dV [K1, C]; the partial blocks of the CTAs that covered its component
+// block added in CTA order onto it.
+static __global__ void add_partials_kernel(float *dst, const float *part, bool du, int C, int K, int tiles, int G,
+                                           long long U, int slots) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= (long long)C * K) return;
+    const int c = du ? (int)(i / K) : (int)(i % C), k = du ? (int)(i % K) : (int)(i / C);
+    const int cb = c / WG_BC;
+    const int b0 = unit_owner((long long)cb * tiles, G, U), b1 = unit_owner((long long)(cb + 1) * tiles - 1, G, U);
     float s = dst[i];
-    for (int k = 0; k < splits; k++) s += part[k * n + i];
+    for (int b = b0; b <= b1; b++) {
+        const int seg = cb - unit_first(b, G, U) / tiles;
+        s += part[(((long long)b * slots + seg) * K + k) * WG_BC + c % WG_BC];
+    }
     dst[i] = s;
 }
 
@@ -267,8 +308,8 @@ static int min_n(void) {
     return n;
 }
 
-typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, const float *,
-                                const float *, float *, float *);
+typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, long long, int,
+                                const float *, const float *, float *, float *);
 // [K1 == 128][K2 == 128]
 static const wgrad_kernel_fn kernels[4] = {masked_wgrad_kernel<2, 2>, masked_wgrad_kernel<2, 4>,
                                            masked_wgrad_kernel<4, 2>, masked_wgrad_kernel<4, 4>};
@@ -309,25 +350,26 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     const float *da = aligned16(dout) ? dout : aligned_copy(dout, (long long)N * K2);
     const float *ma = aligned16(mask) ? mask : aligned_copy(mask, (long long)N * C);
     const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
-    // One CTA per SM (shared memory), the token range split so that the grid fills them.
-    int splits = spd_cuda_sm_count() / nc;
-    if (splits > tiles) splits = tiles;
-    if (splits < 1) splits = 1;
+    const long long units = (long long)nc * tiles;
+    // One CTA per SM (shared memory), each with the same number of units.
+    const int G = (int)(units < spd_cuda_sm_count() ? units : spd_cuda_sm_count());
+    // Segments per CTA: at most one more than whole component blocks in its share.
+    const int slots = (int)(((units + G - 1) / G + tiles - 1) / tiles) + 1;
+    const long long nU = (long long)slots * G * K2 * WG_BC, nV = (long long)slots * G * K1 * WG_BC;
     float *part = NULL;
-    const long long nU = (long long)C * K2, nV = (long long)K1 * C;
-    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)splits * (nU + nV) * sizeof(float), st));
+    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(nU + nV) * sizeof(float), st));
     const CUtensorMap tm_x = tma_tensor_map(xa, N, K1, K1, WG_BT), tm_dout = tma_tensor_map(da, N, K2, K2, WG_BT),
                       tm_mask = tma_tensor_map(ma, N, C, C, WG_BT);
     const wgrad_kernel_fn kernel = kernels[(K1 == 128) * 2 + (K2 == 128)];
-    kernel<<<dim3((unsigned)nc, (unsigned)splits), WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, C, tiles,
-                                                                                  V, U, part, part + splits * nU);
+    kernel<<<G, WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, C, tiles, units, slots, V, U, part,
+                                                 part + nU);
     CUDA_CHECK_LAUNCH();
     float *dst[2] = {dU, dV};
-    const long long n[2] = {nU, nV};
     for (int k = 0; k < 2; k++) {
         if (!dst[k]) continue;
-        add_partials_kernel<<<spd_cuda_blocks(n[k], 256), 256, 0, st>>>(dst[k], part + (k ? splits * nU : 0), splits,
-                                                                        n[k]);
+        const long long n = (long long)C * (k ? K1 : K2);
+        add_partials_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(dst[k], part + (k ? nU : 0), k == 0, C,
+                                                                    k ? K1 : K2, tiles, G, units, slots);
         CUDA_CHECK_LAUNCH();
     }
     CUDA_CHECK(cudaFreeAsync(part, st));
