@@ -1,23 +1,25 @@
 // The weight-gradient kernel of masked_wgrad_sm90.h. Built for sm_90a only
 // (Makefile: *_sm90.cu).
 //
-// Design (dev/kernels/b2b_wgmma/NOTES.md, "weight gradients"): the work is units of 32
-// tokens x 64 components; one CTA per SM takes an equal run of units, ordered by
+// Design (v4, dev/kernels/b2b_wgmma/NOTES.md, "weight gradients"): the work is units of
+// 32 tokens x 64 components; one CTA per SM takes an equal run of units, ordered by
 // component block, so it sums into one or two blocks (a segment each) and writes a
 // partial block per segment; a fixed-order reduction adds the partials up. A producer
-// warp streams each unit's x [32, K1], dout [32, K2] and mask [32, 64] through the TMA
-// into a ring of stages. Two consumer warpgroups, one per gradient, do the same four
-// steps on their own operands (U side: W = V^T, In = x, Out = dout; V side: W = U,
-// In = dout, Out = x):
-//   1. T^T [64 c, 32 tok] = W_block In^T: wgmma m64n32k8, W from registers (loaded
-//      once per segment, rounded to TF32), In from the stage;
-//   2. T^T *= mask^T in registers (the mask tile read transposed: conflict-free);
-//   3. T^T stored, rounded to TF32, into one of the warpgroup's two [64, 32] tiles in
-//      the layout of a K-major wgmma operand;
-//   4. acc [K_out, 64 c] += Out^T T: wgmma m64n64k8, Out^T from registers (read
-//      transposed from the stage, truncated to TF32 like In), T^T from step 3.
-// Step 1 of the next tile is issued before step 4 of this one, and steps 2 and 3 of the
-// next run under step 4. At the end acc is dU^T (U side) or dV (V side).
+// thread streams each unit's x [32, K1], dout [32, K2], mask [32, 64] and the transposed
+// x^T [K1, 32], dout^T [K2, 32] (copies made first, below) through the TMA into a ring
+// of stages. Two consumer warpgroups, one per gradient, do the same three steps on their
+// own operands (U side: W = V^T, In = x, Out^T = dout^T, acc = dU; V side: W = U,
+// In = dout, Out^T = x^T, acc = dV^T):
+//   1. T [64 c, 32 tok] = W_block In^T: wgmma m64n32k8, W from registers (loaded once
+//      per segment, rounded to TF32), In from the stage;
+//   2. T *= mask^T in registers (the mask tile read transposed: conflict-free), rounded
+//      to TF32;
+//   3. acc [64 c, K_out] += T Out: wgmma m64nK_outk8 with T as the register operand and
+//      Out^T from the stage. The accumulator holds tokens 2t, 2t + 1 of each 8 where the
+//      register operand wants t, t + 4; the transposed copies store each 8 tokens in the
+//      order 0 2 4 6 1 3 5 7, so T goes in unshuffled (as in masked_b2b_sm90).
+// Step 1 of the next tile is issued before step 3 of this one, and step 2 of the next
+// runs under step 3. Nothing goes through shared memory but the TMA's tiles.
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +33,12 @@
 #define WG_BT 32  // tokens per tile
 #define WG_CONSUMERS 256
 #define WG_THREADS (WG_CONSUMERS + 128)  // + a producer warpgroup (one thread of it loads)
-#define WG_STAGES 4
-#define WG_SUB 4096                            // one [32 rows, 32 floats] swizzled box
-#define WG_STAGE_BYTES ((4 + 4 + 2) * WG_SUB)  // x and dout (at most 128 wide), the mask's 64 columns
-#define WG_T_BYTES (WG_BC * 128)               // step 3's tile: [64 c, 32 tok], two per warpgroup
+#define WG_STAGES 3
+#define WG_SUB 4096  // one [32 rows, 32 floats] swizzled box
+// x, dout, x^T, dout^T (each at most 128 wide: 4 boxes) and the mask's 64 columns
+#define WG_STAGE_BYTES ((4 * 4 + 2) * WG_SUB)
 #define WG_BARRIERS (2 * WG_STAGES)
-#define WG_SMEM_BYTES (WG_STAGES * WG_STAGE_BYTES + 4 * WG_T_BYTES + 1024 + 8 * WG_BARRIERS)
+#define WG_SMEM_BYTES (WG_STAGES * WG_STAGE_BYTES + 1024 + 8 * WG_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // d = a b (first: d not read, so no instruction has to zero it while other wgmmas are in
@@ -51,15 +53,26 @@ static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *
         WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a0, a1, a2, a3, b);
 }
 
-// d = a b + (accumulate ? d : 0): the first tile starts the sums without an instruction
-// zeroing d (which would serialize the wgmmas, C7515).
-static __device__ __forceinline__ void wgmma_m64n64k8_rs(float *d, const float *a, uint64_t b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 " WG_ACC32_REGS
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
-                 : WG_ACC32(d)
-                 : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
-                   "r"(__float_as_uint(a[3])), "l"(b), "r"(accumulate));
+// d [64, N] = a b + (accumulate ? d : 0), N = 64 or 128, a in the fragment order (a0, a1,
+// a2, a3): the first tile starts the sums without an instruction zeroing d (which would
+// serialize the wgmmas, C7515).
+template <int N>
+static __device__ __forceinline__ void wgmma_acc_rs(float *d, float a0, float a1, float a2, float a3, uint64_t b,
+                                                    int accumulate) {
+    const uint32_t r0 = __float_as_uint(a0), r1 = __float_as_uint(a1), r2 = __float_as_uint(a2),
+                   r3 = __float_as_uint(a3);
+    if constexpr (N == 64)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 " WG_ACC32_REGS
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+                     : WG_ACC32(d)
+                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " WG_ACC64_REGS
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+                     : WG_ACC64(d)
+                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
 }
 
 // Byte offset of element (row r, column c) in boxes of [32 rows, 32 floats] with the
@@ -69,31 +82,35 @@ static __device__ __forceinline__ uint32_t swz(int r, int c) {
 }
 
 // One consumer warpgroup. KW: width of In (and of W's rows), KO: width of Out (64 or
-// 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU^T, stored into
-// part [C, KO]; else W = U ([C, KW]), In = dout, Out = x, acc = dV, stored into
-// part [KO, C]. in_off / out_off: where In and Out start within a stage.
+// 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU; else W = U ([C, KW]),
+// In = dout, Out = x, acc = dV^T. in_off / ot_off / mask_off: where In, Out^T and the
+// mask start within a stage. The CTA's units u0 .. u1 - 1 (unit u: components
+// 64 (u / tiles), tile u % tiles), a segment per block of components, each stored
+// into its partial block part [seg, 64, KO].
 template <int KW, int KO, bool u_side>
 static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &rg,
-                                                uint32_t t_tile, uint32_t in_off, uint32_t out_off, uint32_t mask_off,
+                                                uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
                                                 const float *__restrict__ W, int C, int tiles, int u0, int u1,
                                                 float *__restrict__ part, int lane, int warp) {
     const int g = lane >> 2, t = lane & 3;
+    // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
+    // in d[4 j + 2 i + e].
+    const int cl = 16 * warp + g;
     float w[KW / 8][4];
-    int c0 = 0;
-    // Step 1's register operand: W_block [64 c, KW], rows c = c0 + 16 warp + g (+ 8), k8 step
-    // ks columns 8 ks + t (+ 4); zero past C.
-    auto load_w = [&]() {
+    // Step 1's register operand: W_block [64 c, KW], rows c = c0 + cl (+ 8), k8 step ks
+    // columns 8 ks + t (+ 4); zero past C.
+    auto load_w = [&](int c0) {
 #pragma unroll
         for (int ks = 0; ks < KW / 8; ks++)
 #pragma unroll
             for (int q = 0; q < 4; q++) {
-                const int c = c0 + 16 * warp + g + 8 * (q & 1), k = 8 * ks + t + 4 * (q >> 1);
+                const int c = c0 + cl + 8 * (q & 1), k = 8 * ks + t + 4 * (q >> 1);
                 const float v =
                     c >= C ? 0.0f : u_side ? __ldg(W + (long long)k * C + c) : __ldg(W + (long long)c * KW + k);
                 w[ks][q] = to_tf32(v);
             }
     };
-    float Ta[16], Tb[16], acc[KO / 64][32];  // first written by their wgmmas (scale-d 0)
+    float Ta[16], Tb[16], acc[KO / 2];  // first written by their wgmmas (scale-d 0)
     auto step1 = [&](float *T, int it) {
         const uint64_t in_desc = smem_desc(rg.stage(it) + in_off);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -103,106 +120,70 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
             wgmma_m64n32k8_rs<false>(T, w[ks], in_desc + ((((ks >> 2) * WG_SUB) + 32 * (ks & 3)) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
-    // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
-    // in d[4 j + 2 i + e].
-    const int cl = 16 * warp + g;
-    // Byte offsets of this thread's shared-memory accesses, computed once: moving 8 tokens
-    // (8 rows of a box) adds 1024 and keeps the swizzle, so the loops below add constants.
-    // Mask (token 2 t + e, component cl + 8 i), T^T (row cl, tokens 8 j + 2 t), Out^T's
-    // fragments (token t + 4 (q >> 1), column 64 mt + cl + 8 (q & 1)).
-    uint32_t mk_off[2][2], tt_off[WG_BT / 8], a_off[KO / 64][4];
+    // Step 2: the mask at (token 2 t + e + 8 j, component cl + 8 i); moving 8 tokens (8 rows
+    // of a box) adds 1024 bytes and keeps the swizzle.
+    uint32_t mk_off[2][2];
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
         for (int e = 0; e < 2; e++) mk_off[i][e] = mask_off + swz(2 * t + e, cl + 8 * i);
-#pragma unroll
-    for (int j = 0; j < WG_BT / 8; j++) tt_off[j] = swz(cl, 8 * j + 2 * t);
-#pragma unroll
-    for (int mt = 0; mt < KO / 64; mt++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) a_off[mt][q] = out_off + swz(t + 4 * (q >> 1), 64 * mt + cl + 8 * (q & 1));
-    // Steps 2 and 3 of ring item it (local tile li): T (in registers) times the mask into
-    // T^T tile li % 2, rounded.
-    auto mask_pass = [&](const float *T, int it, int li) {
+    auto mask_pass = [&](float *T, int it) {
         const unsigned char *st = sm + (rg.stage(it) - sm_addr);
-        unsigned char *tt = (unsigned char *)sm + (t_tile + (li & 1) * WG_T_BYTES - sm_addr);
 #pragma unroll
         for (int j = 0; j < WG_BT / 8; j++)
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const float m0 = *(const float *)(st + mk_off[i][0] + 1024 * j);
-                const float m1 = *(const float *)(st + mk_off[i][1] + 1024 * j);
-                *(float2 *)(tt + tt_off[j] + 1024 * i) =
-                    make_float2(to_tf32(T[4 * j + 2 * i] * m0), to_tf32(T[4 * j + 2 * i + 1] * m1));
-            }
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    T[4 * j + 2 * i + e] =
+                        to_tf32(T[4 * j + 2 * i + e] * *(const float *)(st + mk_off[i][e] + 1024 * j));
     };
-    // One segment: ntiles tiles of components c0 .. c0 + 63, ring items r0 .. r0 + ntiles - 1,
-    // summed into acc and stored into the partial block blk [KO, 64].
-    auto segment = [&](int r0, int ntiles, float *__restrict__ blk) {
+    // Step 3: k8 step kk is T's token block kk, register order as in the header comment.
+    auto step3 = [&](const float *T, int it, int li) {
+        const uint64_t ot_desc = smem_desc(rg.stage(it) + ot_off);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int kk = 0; kk < WG_BT / 8; kk++)
+            wgmma_acc_rs<KO>(acc, T[4 * kk], T[4 * kk + 2], T[4 * kk + 1], T[4 * kk + 3],
+                             ot_desc + ((32 * kk) >> 4), li > 0 || kk > 0);
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    };
+    for (int u = u0, seg = 0; u < u1; seg++) {
+        const int cb = u / tiles, end = min(u1, (cb + 1) * tiles), r0 = u - u0, ntiles = end - u;
+        load_w(cb * WG_BC);
         rg.wait(r0);
         step1(Ta, r0);
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        mask_pass(Ta, r0, 0);
-        // Tile li: step 4 of li, with step 1 of li + 1 issued before it so that waiting for all
-        // but the latest group waits for step 1 only; then steps 2 and 3 of li + 1 run under
-        // step 4 of li (the T^T tiles alternate). T of li + 1 goes to nxt (two register sets,
-        // read only right after the wait: otherwise ptxas serializes the wgmmas, C7514).
-        auto iteration = [&](int li, float *nxt) {
-            const bool more = li + 1 < ntiles;
+        mask_pass(Ta, r0);
+        // Tile li (ring item it): T of it, masked, in cur; step 3 of it - 1 may still be
+        // reading nxt and its stage.
+        auto iteration = [&](int li, float *cur, float *nxt) {
             const int it = r0 + li;
-            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 4 of li - 1: a is free
-            // Step 4's register operand: Out^T [KO, 32 tok], rows 64 mt + 16 warp + g (+ 8),
-            // k8 step kk columns (tokens) 8 kk + t (+ 4). x and dout are read as TF32 by
-            // truncation here, as in step 1 (and in cuBLAS).
-            const unsigned char *st = sm + (rg.stage(it) - sm_addr);
-            float a[KO / 64][WG_BT / 8][4];
-#pragma unroll
-            for (int mt = 0; mt < KO / 64; mt++)
-#pragma unroll
-                for (int kk = 0; kk < WG_BT / 8; kk++)
-#pragma unroll
-                    for (int q = 0; q < 4; q++) a[mt][kk][q] = *(const float *)(st + a_off[mt][q] + 1024 * kk);
-            rg.release(it, lane);
-            // Step 3's stores before the tensor cores read them (async proxy), warpgroup-wide.
-            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-            asm volatile("bar.sync %0, 128;\n" ::"r"(1 + (int)u_side) : "memory");
+            const bool more = li + 1 < ntiles;
+            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 3 of it - 1
+            if (li > 0) rg.release(it - 1, lane);
             // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
             // conditional wgmma makes ptxas serialize them all (C7514).
             if (more) rg.wait(it + 1);
             step1(nxt, it + 1);
-            const uint64_t t_desc = smem_desc(t_tile + (li & 1) * WG_T_BYTES);
-            asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-            for (int mt = 0; mt < KO / 64; mt++)
-#pragma unroll
-                for (int kk = 0; kk < WG_BT / 8; kk++)
-                    wgmma_m64n64k8_rs(acc[mt], a[mt][kk], t_desc + ((32 * kk) >> 4), li > 0 || kk > 0);
-            asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of li + 1
-            if (more) mask_pass(nxt, it + 1, li + 1);
+            step3(cur, it, li);
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of it + 1
+            if (more) mask_pass(nxt, it + 1);
         };
         for (int li = 0; li < ntiles; li += 2) {
-            iteration(li, Tb);
-            if (li + 1 < ntiles) iteration(li + 1, Ta);
+            iteration(li, Ta, Tb);
+            if (li + 1 < ntiles) iteration(li + 1, Tb, Ta);
         }
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        // acc (rows 64 mt + cl (+ 8), columns 8 j + 2 t (+ 1)) -> blk [KO, 64].
+        rg.release(r0 + ntiles - 1, lane);
+        // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part [seg, 64, KO].
+        float *blk = part + (long long)seg * WG_BC * KO;
 #pragma unroll
-        for (int mt = 0; mt < KO / 64; mt++)
+        for (int j = 0; j < KO / 8; j++)
 #pragma unroll
-            for (int j = 0; j < WG_BC / 8; j++)
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-                    *(float2 *)(blk + (64 * mt + cl + 8 * i) * WG_BC + 8 * j + 2 * t) =
-                        make_float2(acc[mt][4 * j + 2 * i], acc[mt][4 * j + 2 * i + 1]);
-    };
-    // The CTA's units u0 .. u1 - 1 (unit u: components 64 (u / tiles), tile u % tiles): a
-    // segment per block of components, stored into partial block 0, 1, ...
-    for (int u = u0, seg = 0; u < u1; seg++) {
-        const int cb = u / tiles, end = min(u1, (cb + 1) * tiles);
-        c0 = cb * WG_BC;
-        load_w();
-        segment(u - u0, end - u, part + (long long)seg * KO * WG_BC);
+            for (int i = 0; i < 2; i++)
+                *(float2 *)(blk + (cl + 8 * i) * KO + 8 * j + 2 * t) =
+                    make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
         u = end;
     }
 }
@@ -216,22 +197,24 @@ static __host__ __device__ __forceinline__ int unit_first(int b, int G, long lon
 }
 
 // NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). One CTA per SM (grid G); partial blocks
-// part_dU [G, slots, K2, 64] and part_dV [G, slots, K1, 64] (a block per segment: per
-// component block that the CTA's units reach).
+// part_dU [G, slots, 64, K2] and part_dV [G, slots, 64, K1] (a block per segment: per
+// component block that the CTA's units reach). xT and doutT: the transposed copies.
 template <int NK1, int NK2>
 static __global__ void __launch_bounds__(WG_THREADS, 1)
     masked_wgrad_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_dout,
-                        const __grid_constant__ CUtensorMap tm_mask, int C, int tiles, long long units, int slots,
+                        const __grid_constant__ CUtensorMap tm_mask, const __grid_constant__ CUtensorMap tm_xT,
+                        const __grid_constant__ CUtensorMap tm_doutT, int C, int tiles, long long units, int slots,
                         const float *__restrict__ V, const float *__restrict__ U, float *__restrict__ part_dU,
                         float *__restrict__ part_dV) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    const uint32_t st0 = (raw + 1023) & ~1023u, tt0 = st0 + WG_STAGES * WG_STAGE_BYTES;
-    const ring rg = {st0, WG_STAGE_BYTES, tt0 + 4 * WG_T_BYTES, WG_STAGES};
+    const uint32_t st0 = (raw + 1023) & ~1023u;
+    const ring rg = {st0, WG_STAGE_BYTES, st0 + WG_STAGES * WG_STAGE_BYTES, WG_STAGES};
     const int u0 = unit_first(blockIdx.x, gridDim.x, units), u1 = unit_first(blockIdx.x + 1, gridDim.x, units);
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB;
+    constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB,
+                       xT_off = (NK1 + NK2 + 2) * WG_SUB, doutT_off = (2 * NK1 + NK2 + 2) * WG_SUB;
     if (threadIdx.x == 0) {
         rg.init(WG_CONSUMERS / 32);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -244,10 +227,12 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
         if (warp_id != WG_CONSUMERS / 32 || lane != 0) return;
         for (int u = u0; u < u1; u++) {
             const int it = u - u0, tok0 = (u % tiles) * WG_BT, c0 = (u / tiles) * WG_BC;
-            const uint32_t st = rg.acquire(it, (NK1 + NK2 + 2) * WG_SUB), bar = rg.full(it);
+            const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
             for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
             for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
             for (int b = 0; b < 2; b++) tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
+            tma_load(st + xT_off, &tm_xT, tok0, 0, bar);
+            tma_load(st + doutT_off, &tm_doutT, tok0, 0, bar);
         }
         return;
     }
@@ -255,11 +240,11 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     const long long b = blockIdx.x;
     if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, tt0, x_off, dout_off, mask_off, V, C, tiles, u0, u1,
-                                           part_dU + b * slots * (32 * NK2) * WG_BC, lane, warp);
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, tiles, u0, u1,
+                                           part_dU + b * slots * WG_BC * (32 * NK2), lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, tt0 + 2 * WG_T_BYTES, dout_off, x_off, mask_off, U, C,
-                                            tiles, u0, u1, part_dV + b * slots * (32 * NK1) * WG_BC, lane, warp);
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, tiles, u0, u1,
+                                            part_dV + b * slots * WG_BC * (32 * NK1), lane, warp);
 #endif
 }
 
@@ -271,8 +256,8 @@ static __device__ int unit_owner(long long u, int G, long long U) {
     return b;
 }
 
-// One output element per thread: dU [C, K2] (transposed from the blocks' [K2, 64]) or,
-// with du == false, dV [K1, C]; the partial blocks of the CTAs that covered its component
+// One output element per thread: dU [C, K2] or, with du == false, dV [K1, C] (transposed
+// from the blocks' [64, K1]); the partial blocks of the CTAs that covered its component
 // block added in CTA order onto it.
 static __global__ void add_partials_kernel(float *dst, const float *part, bool du, int C, int K, int tiles, int G,
                                            long long U, int slots) {
@@ -284,9 +269,34 @@ static __global__ void add_partials_kernel(float *dst, const float *part, bool d
     float s = dst[i];
     for (int b = b0; b <= b1; b++) {
         const int seg = cb - unit_first(b, G, U) / tiles;
-        s += part[(((long long)b * slots + seg) * K + k) * WG_BC + c % WG_BC];
+        s += part[(((long long)b * slots + seg) * WG_BC + c % WG_BC) * K + k];
     }
     dst[i] = s;
+}
+
+// dst [K, ld] (ld = N rounded up to 8) = src^T for src [N, K], each 8 columns in the
+// order of tokens 0 2 4 6 1 3 5 7, zero past N. Block: a 32 x 32 tile, 32 x 8 threads.
+static __global__ void transpose_tokens_kernel(float *dst, int ld, const float *src, int N, int K) {
+    __shared__ float tile[32][33];
+    const int n0 = blockIdx.x * 32, k0 = blockIdx.y * 32, tx = threadIdx.x, ty = threadIdx.y;
+    for (int r = ty; r < 32; r += 8) {
+        const int n = n0 + r, k = k0 + tx;
+        tile[r][tx] = n < N && k < K ? src[(long long)n * K + k] : 0.0f;
+    }
+    __syncthreads();
+    const int n = n0 + tx, q = n & 7;
+    const int pos = (n & ~7) | (q >> 1) | ((q & 1) << 2);  // token 2 t -> slot t, 2 t + 1 -> t + 4
+    if (pos >= ld) return;
+    for (int r = ty; r < 32; r += 8) {
+        const int k = k0 + r;
+        if (k < K) dst[(long long)k * ld + pos] = tile[tx][r];
+    }
+}
+
+static void transpose_tokens(float *dst, int ld, const float *src, int N, int K) {
+    const dim3 grid((unsigned)((ld + 31) / 32), (unsigned)((K + 31) / 32));
+    transpose_tokens_kernel<<<grid, dim3(32, 8), 0, spd_cuda_stream()>>>(dst, ld, src, N, K);
+    CUDA_CHECK_LAUNCH();
 }
 
 // SPD_CUDA_WGRAD=0 turns it off (for A/B timing against the cuBLAS products).
@@ -308,8 +318,9 @@ static int min_n(void) {
     return n;
 }
 
-typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, long long, int,
-                                const float *, const float *, float *, float *);
+typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
+                                const CUtensorMap, int, int, long long, int, const float *, const float *, float *,
+                                float *);
 // [K1 == 128][K2 == 128]
 static const wgrad_kernel_fn kernels[4] = {masked_wgrad_kernel<2, 2>, masked_wgrad_kernel<2, 4>,
                                            masked_wgrad_kernel<4, 2>, masked_wgrad_kernel<4, 4>};
@@ -356,13 +367,19 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     // Segments per CTA: at most one more than whole component blocks in its share.
     const int slots = (int)(((units + G - 1) / G + tiles - 1) / tiles) + 1;
     const long long nU = (long long)slots * G * K2 * WG_BC, nV = (long long)slots * G * K1 * WG_BC;
+    // x^T and dout^T with the tokens of each 8 in the order of step 3's register operand.
+    const int ldt = (N + 7) & ~7;
     float *part = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(nU + nV) * sizeof(float), st));
+    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(nU + nV + (long long)(K1 + K2) * ldt) * sizeof(float), st));
+    float *xT = part + nU + nV, *doutT = xT + (long long)K1 * ldt;
+    transpose_tokens(xT, ldt, xa, N, K1);
+    transpose_tokens(doutT, ldt, da, N, K2);
     const CUtensorMap tm_x = tma_tensor_map(xa, N, K1, K1, WG_BT), tm_dout = tma_tensor_map(da, N, K2, K2, WG_BT),
-                      tm_mask = tma_tensor_map(ma, N, C, C, WG_BT);
+                      tm_mask = tma_tensor_map(ma, N, C, C, WG_BT), tm_xT = tma_tensor_map(xT, K1, ldt, ldt, K1),
+                      tm_doutT = tma_tensor_map(doutT, K2, ldt, ldt, K2);
     const wgrad_kernel_fn kernel = kernels[(K1 == 128) * 2 + (K2 == 128)];
-    kernel<<<G, WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, C, tiles, units, slots, V, U, part,
-                                                 part + nU);
+    kernel<<<G, WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, tm_xT, tm_doutT, C, tiles, units, slots, V,
+                                                 U, part, part + nU);
     CUDA_CHECK_LAUNCH();
     float *dst[2] = {dU, dV};
     for (int k = 0; k < 2; k++) {
