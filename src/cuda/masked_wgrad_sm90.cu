@@ -1,17 +1,18 @@
 // The weight-gradient kernel of masked_wgrad_sm90.h. Built for sm_90a only
 // (Makefile: *_sm90.cu).
 //
-// Design (v4, dev/kernels/b2b_wgmma/NOTES.md, "weight gradients"): the work is units of
-// 32 tokens x 64 components; one CTA per SM takes an equal run of units, ordered by
-// component block, so it sums into one or two blocks (a segment each) and writes a
-// partial block per segment; a fixed-order reduction adds the partials up. A producer
+// Design (v5, dev/kernels/b2b_wgmma/NOTES.md, "weight gradients"): one CTA per block of
+// 64 components and range of tokens, the token range split S ways so that about one CTA
+// runs per SM; the CTAs of one split walk the same tokens at about the same time, so x
+// and dout are read from L2 after the first block. Each CTA writes a partial block, and
+// a fixed-order reduction adds the S of each component block up. A producer
 // thread streams each unit's x [32, K1], dout [32, K2], mask [32, 64] and the transposed
 // x^T [K1, 32], dout^T [K2, 32] (copies made first, below) through the TMA into a ring
 // of stages. Two consumer warpgroups, one per gradient, do the same three steps on their
 // own operands (U side: W = V^T, In = x, Out^T = dout^T, acc = dU; V side: W = U,
 // In = dout, Out^T = x^T, acc = dV^T):
 //   1. T [64 c, 32 tok] = W_block In^T: wgmma m64n32k8, W from registers (loaded once
-//      per segment, rounded to TF32), In from the stage;
+//      once, rounded to TF32), In from the stage;
 //   2. T *= mask^T in registers (the mask tile read transposed: conflict-free), rounded
 //      to TF32;
 //   3. acc [64 c, K_out] += T Out: wgmma m64nK_outk8 with T as the register operand and
@@ -75,6 +76,14 @@ static __device__ __forceinline__ void wgmma_acc_rs(float *d, float a0, float a1
                      : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
 }
 
+// After a wait for the wgmmas that write r: r counts as rewritten here, so the compiler
+// cannot move a read of it above the wait (ptxas would then serialize the wgmmas, C7514).
+template <int n>
+static __device__ __forceinline__ void fence_regs(float *r) {
+#pragma unroll
+    for (int i = 0; i < n; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+
 // Byte offset of element (row r, column c) in boxes of [32 rows, 32 floats] with the
 // 128-byte swizzle, box b holding columns 32 b .. 32 b + 31.
 static __device__ __forceinline__ uint32_t swz(int r, int c) {
@@ -84,13 +93,12 @@ static __device__ __forceinline__ uint32_t swz(int r, int c) {
 // One consumer warpgroup. KW: width of In (and of W's rows), KO: width of Out (64 or
 // 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU; else W = U ([C, KW]),
 // In = dout, Out = x, acc = dV^T. in_off / ot_off / mask_off: where In, Out^T and the
-// mask start within a stage. The CTA's units u0 .. u1 - 1 (unit u: components
-// 64 (u / tiles), tile u % tiles), a segment per block of components, each stored
-// into its partial block part [seg, 64, KO].
+// mask start within a stage. The CTA's tiles: ntiles from ring item 0, of components
+// c0 .. c0 + 63; acc is stored into its partial block part [64, KO].
 template <int KW, int KO, bool u_side>
 static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &rg,
                                                 uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
-                                                const float *__restrict__ W, int C, int tiles, int u0, int u1,
+                                                const float *__restrict__ W, int C, int c0, int ntiles,
                                                 float *__restrict__ part, int lane, int warp) {
     const int g = lane >> 2, t = lane & 3;
     // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
@@ -139,71 +147,64 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
                         to_tf32(T[4 * j + 2 * i + e] * *(const float *)(st + mk_off[i][e] + 1024 * j));
     };
     // Step 3: k8 step kk is T's token block kk, register order as in the header comment.
-    auto step3 = [&](const float *T, int it, int li) {
+    auto step3 = [&](const float *T, int it) {
         const uint64_t ot_desc = smem_desc(rg.stage(it) + ot_off);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < WG_BT / 8; kk++)
             wgmma_acc_rs<KO>(acc, T[4 * kk], T[4 * kk + 2], T[4 * kk + 1], T[4 * kk + 3],
-                             ot_desc + ((32 * kk) >> 4), li > 0 || kk > 0);
+                             ot_desc + ((32 * kk) >> 4), it > 0 || kk > 0);
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
-    for (int u = u0, seg = 0; u < u1; seg++) {
-        const int cb = u / tiles, end = min(u1, (cb + 1) * tiles), r0 = u - u0, ntiles = end - u;
-        load_w(cb * WG_BC);
-        rg.wait(r0);
-        step1(Ta, r0);
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        mask_pass(Ta, r0);
-        // Tile li (ring item it): T of it, masked, in cur; step 3 of it - 1 may still be
-        // reading nxt and its stage.
-        auto iteration = [&](int li, float *cur, float *nxt) {
-            const int it = r0 + li;
-            const bool more = li + 1 < ntiles;
-            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 3 of it - 1
-            if (li > 0) rg.release(it - 1, lane);
-            // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
-            // conditional wgmma makes ptxas serialize them all (C7514).
-            if (more) rg.wait(it + 1);
-            step1(nxt, it + 1);
-            step3(cur, it, li);
-            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of it + 1
-            if (more) mask_pass(nxt, it + 1);
-        };
-        for (int li = 0; li < ntiles; li += 2) {
-            iteration(li, Ta, Tb);
-            if (li + 1 < ntiles) iteration(li + 1, Tb, Ta);
-        }
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        rg.release(r0 + ntiles - 1, lane);
-        // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part [seg, 64, KO].
-        float *blk = part + (long long)seg * WG_BC * KO;
-#pragma unroll
-        for (int j = 0; j < KO / 8; j++)
-#pragma unroll
-            for (int i = 0; i < 2; i++)
-                *(float2 *)(blk + (cl + 8 * i) * KO + 8 * j + 2 * t) =
-                    make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
-        u = end;
+    load_w(c0);
+    rg.wait(0);
+    step1(Ta, 0);
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fence_regs<16>(Ta);
+    mask_pass(Ta, 0);
+    // Tile it: T of it, masked, in cur; step 3 of it - 1 may still be reading nxt and
+    // its stage.
+    auto iteration = [&](int it, float *cur, float *nxt) {
+        const bool more = it + 1 < ntiles;
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 3 of it - 1
+        if (it > 0) rg.release(it - 1, lane);
+        // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
+        // conditional wgmma makes ptxas serialize them all (C7514).
+        if (more) rg.wait(it + 1);
+        step1(nxt, it + 1);
+        step3(cur, it);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of it + 1
+        fence_regs<16>(nxt);
+        if (more) mask_pass(nxt, it + 1);
+    };
+    for (int it = 0; it < ntiles; it += 2) {
+        iteration(it, Ta, Tb);
+        if (it + 1 < ntiles) iteration(it + 1, Tb, Ta);
     }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fence_regs<KO / 2>(acc);
+    rg.release(ntiles - 1, lane);
+    // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part [64, KO].
+#pragma unroll
+    for (int j = 0; j < KO / 8; j++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+            *(float2 *)(part + (cl + 8 * i) * KO + 8 * j + 2 * t) =
+                make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
 }
 #endif
 
-// The CTAs' shares of the units (unit u: 32 tokens of one 64-component block, u = block
-// * tiles + tile): CTA b of G takes units [b U / G, (b + 1) U / G), so every SM gets the
-// same work whatever the number of component blocks.
-static __host__ __device__ __forceinline__ int unit_first(int b, int G, long long U) {
-    return (int)((long long)b * U / G);
-}
+// Split sp of S takes tiles [sp T / S, (sp + 1) T / S) of the T token tiles.
+static __device__ __forceinline__ int split_first(int sp, int S, int T) { return (int)((long long)sp * T / S); }
 
-// NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). One CTA per SM (grid G); partial blocks
-// part_dU [G, slots, 64, K2] and part_dV [G, slots, 64, K1] (a block per segment: per
-// component block that the CTA's units reach). xT and doutT: the transposed copies.
+// NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). Grid (component blocks nc, splits S); partial
+// blocks part_dU [S, nc, 64, K2] and part_dV [S, nc, 64, K1]. xT and doutT: the
+// transposed copies.
 template <int NK1, int NK2>
 static __global__ void __launch_bounds__(WG_THREADS, 1)
     masked_wgrad_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_dout,
                         const __grid_constant__ CUtensorMap tm_mask, const __grid_constant__ CUtensorMap tm_xT,
-                        const __grid_constant__ CUtensorMap tm_doutT, int C, int tiles, long long units, int slots,
+                        const __grid_constant__ CUtensorMap tm_doutT, int C, int tiles,
                         const float *__restrict__ V, const float *__restrict__ U, float *__restrict__ part_dU,
                         float *__restrict__ part_dV) {
 #ifdef WG_HAVE_WGMMA
@@ -211,7 +212,8 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     const uint32_t st0 = (raw + 1023) & ~1023u;
     const ring rg = {st0, WG_STAGE_BYTES, st0 + WG_STAGES * WG_STAGE_BYTES, WG_STAGES};
-    const int u0 = unit_first(blockIdx.x, gridDim.x, units), u1 = unit_first(blockIdx.x + 1, gridDim.x, units);
+    const int c0 = blockIdx.x * WG_BC, t0 = split_first(blockIdx.y, gridDim.y, tiles);
+    const int ntiles = split_first(blockIdx.y + 1, gridDim.y, tiles) - t0;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB,
                        xT_off = (NK1 + NK2 + 2) * WG_SUB, doutT_off = (2 * NK1 + NK2 + 2) * WG_SUB;
@@ -225,8 +227,8 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     if (warp_id >= WG_CONSUMERS / 32) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
         if (warp_id != WG_CONSUMERS / 32 || lane != 0) return;
-        for (int u = u0; u < u1; u++) {
-            const int it = u - u0, tok0 = (u % tiles) * WG_BT, c0 = (u / tiles) * WG_BC;
+        for (int it = 0; it < ntiles; it++) {
+            const int tok0 = (t0 + it) * WG_BT;
             const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
             for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
             for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
@@ -238,39 +240,25 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     }
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
-    const long long b = blockIdx.x;
+    const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, tiles, u0, u1,
-                                           part_dU + b * slots * WG_BC * (32 * NK2), lane, warp);
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, c0, ntiles,
+                                           part_dU + b * WG_BC * (32 * NK2), lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, tiles, u0, u1,
-                                            part_dV + b * slots * WG_BC * (32 * NK1), lane, warp);
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, c0, ntiles,
+                                            part_dV + b * WG_BC * (32 * NK1), lane, warp);
 #endif
 }
 
-// The CTA whose share holds unit u.
-static __device__ int unit_owner(long long u, int G, long long U) {
-    int b = (int)(u * G / U);
-    while (b + 1 < G && unit_first(b + 1, G, U) <= u) b++;
-    while (b > 0 && unit_first(b, G, U) > u) b--;
-    return b;
-}
-
 // One output element per thread: dU [C, K2] or, with du == false, dV [K1, C] (transposed
-// from the blocks' [64, K1]); the partial blocks of the CTAs that covered its component
-// block added in CTA order onto it.
-static __global__ void add_partials_kernel(float *dst, const float *part, bool du, int C, int K, int tiles, int G,
-                                           long long U, int slots) {
+// from the blocks' [64, K1]); the S partial blocks of its component block added in
+// split order onto it.
+static __global__ void add_partials_kernel(float *dst, const float *part, bool du, int C, int K, int nc, int S) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)C * K) return;
     const int c = du ? (int)(i / K) : (int)(i % C), k = du ? (int)(i % K) : (int)(i / C);
-    const int cb = c / WG_BC;
-    const int b0 = unit_owner((long long)cb * tiles, G, U), b1 = unit_owner((long long)(cb + 1) * tiles - 1, G, U);
     float s = dst[i];
-    for (int b = b0; b <= b1; b++) {
-        const int seg = cb - unit_first(b, G, U) / tiles;
-        s += part[(((long long)b * slots + seg) * WG_BC + c % WG_BC) * K + k];
-    }
+    for (int sp = 0; sp < S; sp++) s += part[(((long long)sp * nc + c / WG_BC) * WG_BC + c % WG_BC) * K + k];
     dst[i] = s;
 }
 
@@ -319,8 +307,7 @@ static int min_n(void) {
 }
 
 typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
-                                const CUtensorMap, int, int, long long, int, const float *, const float *, float *,
-                                float *);
+                                const CUtensorMap, int, int, const float *, const float *, float *, float *);
 // [K1 == 128][K2 == 128]
 static const wgrad_kernel_fn kernels[4] = {masked_wgrad_kernel<2, 2>, masked_wgrad_kernel<2, 4>,
                                            masked_wgrad_kernel<4, 2>, masked_wgrad_kernel<4, 4>};
@@ -361,12 +348,11 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     const float *da = aligned16(dout) ? dout : aligned_copy(dout, (long long)N * K2);
     const float *ma = aligned16(mask) ? mask : aligned_copy(mask, (long long)N * C);
     const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
-    const long long units = (long long)nc * tiles;
-    // One CTA per SM (shared memory), each with the same number of units.
-    const int G = (int)(units < spd_cuda_sm_count() ? units : spd_cuda_sm_count());
-    // Segments per CTA: at most one more than whole component blocks in its share.
-    const int slots = (int)(((units + G - 1) / G + tiles - 1) / tiles) + 1;
-    const long long nU = (long long)slots * G * K2 * WG_BC, nV = (long long)slots * G * K1 * WG_BC;
+    // About one CTA per SM (shared memory): the token range split S ways.
+    int S = spd_cuda_sm_count() / nc;
+    if (S > tiles) S = tiles;
+    if (S < 1) S = 1;
+    const long long nU = (long long)S * nc * WG_BC * K2, nV = (long long)S * nc * WG_BC * K1;
     // x^T and dout^T with the tokens of each 8 in the order of step 3's register operand.
     const int ldt = (N + 7) & ~7;
     float *part = NULL;
@@ -378,15 +364,15 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
                       tm_mask = tma_tensor_map(ma, N, C, C, WG_BT), tm_xT = tma_tensor_map(xT, K1, ldt, ldt, K1),
                       tm_doutT = tma_tensor_map(doutT, K2, ldt, ldt, K2);
     const wgrad_kernel_fn kernel = kernels[(K1 == 128) * 2 + (K2 == 128)];
-    kernel<<<G, WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, tm_xT, tm_doutT, C, tiles, units, slots, V,
-                                                 U, part, part + nU);
+    kernel<<<dim3((unsigned)nc, (unsigned)S), WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, tm_xT,
+                                                                             tm_doutT, C, tiles, V, U, part, part + nU);
     CUDA_CHECK_LAUNCH();
     float *dst[2] = {dU, dV};
     for (int k = 0; k < 2; k++) {
         if (!dst[k]) continue;
         const long long n = (long long)C * (k ? K1 : K2);
         add_partials_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(dst[k], part + (k ? nU : 0), k == 0, C,
-                                                                    k ? K1 : K2, tiles, G, units, slots);
+                                                                    k ? K1 : K2, nc, S);
         CUDA_CHECK_LAUNCH();
     }
     CUDA_CHECK(cudaFreeAsync(part, st));
