@@ -36,10 +36,12 @@ for tool in memcheck racecheck; do
             --device cuda --mode $mode --tf32 --no-ceilings --batch 2 --seq 64 --d_in 96 --d_out 80 --C 112 --steps 1 --warmup 1
     done
 done
-# The back-to-back masked product in a fused TF32 step, at this small size too
-# (SPD_CUDA_B2B_MIN_M=0; by default it runs from ~one 128-row block per SM).
+# The back-to-back masked product and the weight-gradient kernel in a fused TF32 step,
+# at this small size too (SPD_CUDA_B2B_MIN_M=0, SPD_CUDA_WGRAD_MIN_N=0; by default they
+# run from ~one 128-row block per SM).
 for tool in memcheck racecheck; do
-    run "$tool: bench full --mode fused, back-to-back kernel (1 step)" env SPD_CUDA_B2B=1 SPD_CUDA_B2B_MIN_M=0 $CS \
+    run "$tool: bench full --mode fused, back-to-back and weight-gradient kernels (1 step)" env SPD_CUDA_B2B=1 \
+        SPD_CUDA_B2B_MIN_M=0 SPD_CUDA_WGRAD_MIN_N=0 $CS \
         --tool $tool --error-exitcode 9 "$SPD" bench full --device cuda --mode fused --tf32 --no-ceilings --batch 2 \
         --seq 64 --C 96 --steps 1 --warmup 1
 done

@@ -99,7 +99,7 @@ template <int KW, int KO, bool u_side>
 static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &rg,
                                                 uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
                                                 const float *__restrict__ W, int C, int c0, int ntiles,
-                                                float *__restrict__ part, int lane, int warp) {
+                                                float *__restrict__ part, int lane, int warp, uint32_t peer) {
     const int g = lane >> 2, t = lane & 3;
     // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
     // in d[4 j + 2 i + e].
@@ -167,7 +167,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     auto iteration = [&](int it, float *cur, float *nxt) {
         const bool more = it + 1 < ntiles;
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 3 of it - 1
-        if (it > 0) rg.release(it - 1, lane);
+        if (it > 0) rg.release_pair(it - 1, lane, peer);
         // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
         // conditional wgmma makes ptxas serialize them all (C7514).
         if (more) rg.wait(it + 1);
@@ -183,7 +183,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fence_regs<KO / 2>(acc);
-    rg.release(ntiles - 1, lane);
+    rg.release_pair(ntiles - 1, lane, peer);
     // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part [64, KO].
 #pragma unroll
     for (int j = 0; j < KO / 8; j++)
@@ -201,7 +201,7 @@ static __device__ __forceinline__ int split_first(int sp, int S, int T) { return
 // blocks part_dU [S, nc, 64, K2] and part_dV [S, nc, 64, K1]. xT and doutT: the
 // transposed copies.
 template <int NK1, int NK2>
-static __global__ void __launch_bounds__(WG_THREADS, 1)
+static __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(WG_THREADS, 1)
     masked_wgrad_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_dout,
                         const __grid_constant__ CUtensorMap tm_mask, const __grid_constant__ CUtensorMap tm_xT,
                         const __grid_constant__ CUtensorMap tm_doutT, int C, int tiles,
@@ -217,36 +217,47 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB,
                        xT_off = (NK1 + NK2 + 2) * WG_SUB, doutT_off = (2 * NK1 + NK2 + 2) * WG_SUB;
+    // The two CTAs of a cluster (neighbouring component blocks, same tokens) share x, dout
+    // and their transposes: each loads half of them into both (TMA multicast), so a stage
+    // is free only once the consumers of both have released it.
+    const uint32_t rank = cluster_rank(), peer = rank ^ 1;
     if (threadIdx.x == 0) {
-        rg.init(WG_CONSUMERS / 32);
+        rg.init(2 * WG_CONSUMERS / 32);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    __syncthreads();
+    cluster_sync();
 
     // Registers: the producer warpgroup gives most of its share to the consumers.
     if (warp_id >= WG_CONSUMERS / 32) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-        if (warp_id != WG_CONSUMERS / 32 || lane != 0) return;
-        for (int it = 0; it < ntiles; it++) {
-            const int tok0 = (t0 + it) * WG_BT;
-            const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
-            for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
-            for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
-            for (int b = 0; b < 2; b++) tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
-            tma_load(st + xT_off, &tm_xT, tok0, 0, bar);
-            tma_load(st + doutT_off, &tm_doutT, tok0, 0, bar);
+        if (warp_id == WG_CONSUMERS / 32 && lane == 0) {
+            for (int it = 0; it < ntiles; it++) {
+                const int tok0 = (t0 + it) * WG_BT;
+                const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
+                for (int b = 0; b < 2; b++) tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
+                if (rank == 0) {
+                    for (int s = 0; s < NK1; s++)
+                        tma_load_multicast(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar, 3);
+                    tma_load_multicast(st + xT_off, &tm_xT, tok0, 0, bar, 3);
+                } else {
+                    for (int s = 0; s < NK2; s++)
+                        tma_load_multicast(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar, 3);
+                    tma_load_multicast(st + doutT_off, &tm_doutT, tok0, 0, bar, 3);
+                }
+            }
         }
-        return;
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+        const int wg = threadIdx.x >> 7, warp = warp_id & 3;
+        const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
+        if (wg == 0)
+            consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, c0, ntiles,
+                                               part_dU + b * WG_BC * (32 * NK2), lane, warp, peer);
+        else
+            consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, c0, ntiles,
+                                                part_dV + b * WG_BC * (32 * NK1), lane, warp, peer);
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
-    const int wg = threadIdx.x >> 7, warp = warp_id & 3;
-    const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
-    if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, c0, ntiles,
-                                           part_dU + b * WG_BC * (32 * NK2), lane, warp);
-    else
-        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, c0, ntiles,
-                                            part_dV + b * WG_BC * (32 * NK1), lane, warp);
+    cluster_sync();
 #endif
 }
 
@@ -297,11 +308,14 @@ static bool env_on(void) {
     return env;
 }
 
+// The fewest tokens that run here: below the back-to-back kernel's row threshold the
+// forward stores a * mask anyway, and this kernel alone lost to the two cuBLAS products
+// on an H100 (32x256 step 7.09 against 6.78 ms; 64x256 10.94 against 11.36 with both).
 static int min_n(void) {
     static int n = -1;
     if (n < 0) {
         const char *e = getenv("SPD_CUDA_WGRAD_MIN_N");
-        n = e && *e ? atoi(e) : 1;
+        n = e && *e ? atoi(e) : 128 * (spd_cuda_sm_count() * 7 / 8);
     }
     return n;
 }
@@ -347,7 +361,8 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     const float *xa = aligned16(x) ? x : aligned_copy(x, (long long)N * K1);
     const float *da = aligned16(dout) ? dout : aligned_copy(dout, (long long)N * K2);
     const float *ma = aligned16(mask) ? mask : aligned_copy(mask, (long long)N * C);
-    const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
+    // Component blocks in pairs (the clusters; a block past C sums zeros).
+    const int nc = ((C + WG_BC - 1) / WG_BC + 1) & ~1, tiles = (N + WG_BT - 1) / WG_BT;
     // About one CTA per SM (shared memory): the token range split S ways.
     int S = spd_cuda_sm_count() / nc;
     if (S > tiles) S = tiles;

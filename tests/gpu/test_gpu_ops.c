@@ -877,10 +877,11 @@ static void test_matmul_splitk(void) {
 }
 
 int main(void) {
-    // The back-to-back kernel also on the checks' short inputs (its default skips fewer
-    // row blocks than SMs).
+    // The back-to-back and weight-gradient kernels also on the checks' short inputs (their
+    // defaults skip fewer row blocks than SMs).
     setenv("SPD_CUDA_B2B", "1", 0);
     setenv("SPD_CUDA_B2B_MIN_M", "0", 0);
+    setenv("SPD_CUDA_WGRAD_MIN_N", "0", 0);
     if (!spd_device_available()) {
         test_report(0, "test_gpu_ops", "no GPU visible");
         return 1;
