@@ -94,12 +94,12 @@ static __device__ __forceinline__ uint32_t swz(int r, int c) {
 // 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU; else W = U ([C, KW]),
 // In = dout, Out = x, acc = dV^T. in_off / ot_off / mask_off: where In, Out^T and the
 // mask start within a stage. The CTA's tiles: ntiles from ring item 0, of components
-// c0 .. c0 + 63; acc is stored into its partial block part [64, KO].
+// c0 .. c0 + 63; acc is stored into its partial block part.
 template <int KW, int KO, bool u_side>
 static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &rg,
                                                 uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
                                                 const float *__restrict__ W, int C, int c0, int ntiles,
-                                                float *__restrict__ part, int lane, int warp, uint32_t peer) {
+                                                float *__restrict__ part, int lane, int warp) {
     const int g = lane >> 2, t = lane & 3;
     // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
     // in d[4 j + 2 i + e].
@@ -167,7 +167,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     auto iteration = [&](int it, float *cur, float *nxt) {
         const bool more = it + 1 < ntiles;
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 3 of it - 1
-        if (it > 0) rg.release_pair(it - 1, lane, peer);
+        if (it > 0) rg.release(it - 1, lane);
         // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
         // conditional wgmma makes ptxas serialize them all (C7514).
         if (more) rg.wait(it + 1);
@@ -183,14 +183,21 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fence_regs<KO / 2>(acc);
-    rg.release_pair(ntiles - 1, lane, peer);
-    // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part [64, KO].
+    rg.release(ntiles - 1, lane);
+    // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part: [64, KO] on the U side (dU's
+    // layout), [KO, 64] on the V side (dV's), so that the reduction reads and writes rows.
 #pragma unroll
     for (int j = 0; j < KO / 8; j++)
 #pragma unroll
-        for (int i = 0; i < 2; i++)
-            *(float2 *)(part + (cl + 8 * i) * KO + 8 * j + 2 * t) =
-                make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
+        for (int i = 0; i < 2; i++) {
+            const int c = cl + 8 * i, k = 8 * j + 2 * t;
+            if (u_side) {
+                *(float2 *)(part + c * KO + k) = make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
+            } else {
+                part[k * WG_BC + c] = acc[4 * j + 2 * i];
+                part[(k + 1) * WG_BC + c] = acc[4 * j + 2 * i + 1];
+            }
+        }
 }
 #endif
 
@@ -198,10 +205,10 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
 static __device__ __forceinline__ int split_first(int sp, int S, int T) { return (int)((long long)sp * T / S); }
 
 // NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). Grid (component blocks nc, splits S); partial
-// blocks part_dU [S, nc, 64, K2] and part_dV [S, nc, 64, K1]. xT and doutT: the
+// blocks part_dU [S, nc, 64, K2] and part_dV [S, nc, K1, 64]. xT and doutT: the
 // transposed copies.
 template <int NK1, int NK2>
-static __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(WG_THREADS, 1)
+static __global__ void __launch_bounds__(WG_THREADS, 1)
     masked_wgrad_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_dout,
                         const __grid_constant__ CUtensorMap tm_mask, const __grid_constant__ CUtensorMap tm_xT,
                         const __grid_constant__ CUtensorMap tm_doutT, int C, int tiles,
@@ -217,59 +224,48 @@ static __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(WG_THREADS, 1
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB,
                        xT_off = (NK1 + NK2 + 2) * WG_SUB, doutT_off = (2 * NK1 + NK2 + 2) * WG_SUB;
-    // The two CTAs of a cluster (neighbouring component blocks, same tokens) share x, dout
-    // and their transposes: each loads half of them into both (TMA multicast), so a stage
-    // is free only once the consumers of both have released it.
-    const uint32_t rank = cluster_rank(), peer = rank ^ 1;
     if (threadIdx.x == 0) {
-        rg.init(2 * WG_CONSUMERS / 32);
+        rg.init(WG_CONSUMERS / 32);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    cluster_sync();
+    __syncthreads();
 
     // Registers: the producer warpgroup gives most of its share to the consumers.
     if (warp_id >= WG_CONSUMERS / 32) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-        if (warp_id == WG_CONSUMERS / 32 && lane == 0) {
-            for (int it = 0; it < ntiles; it++) {
-                const int tok0 = (t0 + it) * WG_BT;
-                const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
-                for (int b = 0; b < 2; b++) tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
-                if (rank == 0) {
-                    for (int s = 0; s < NK1; s++)
-                        tma_load_multicast(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar, 3);
-                    tma_load_multicast(st + xT_off, &tm_xT, tok0, 0, bar, 3);
-                } else {
-                    for (int s = 0; s < NK2; s++)
-                        tma_load_multicast(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar, 3);
-                    tma_load_multicast(st + doutT_off, &tm_doutT, tok0, 0, bar, 3);
-                }
-            }
+        if (warp_id != WG_CONSUMERS / 32 || lane != 0) return;
+        for (int it = 0; it < ntiles; it++) {
+            const int tok0 = (t0 + it) * WG_BT;
+            const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
+            for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
+            for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
+            for (int b = 0; b < 2; b++) tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
+            tma_load(st + xT_off, &tm_xT, tok0, 0, bar);
+            tma_load(st + doutT_off, &tm_doutT, tok0, 0, bar);
         }
-    } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
-        const int wg = threadIdx.x >> 7, warp = warp_id & 3;
-        const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
-        if (wg == 0)
-            consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, c0, ntiles,
-                                               part_dU + b * WG_BC * (32 * NK2), lane, warp, peer);
-        else
-            consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, c0, ntiles,
-                                                part_dV + b * WG_BC * (32 * NK1), lane, warp, peer);
+        return;
     }
-    cluster_sync();
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    const int wg = threadIdx.x >> 7, warp = warp_id & 3;
+    const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
+    if (wg == 0)
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, c0, ntiles,
+                                           part_dU + b * WG_BC * (32 * NK2), lane, warp);
+    else
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, c0, ntiles,
+                                            part_dV + b * WG_BC * (32 * NK1), lane, warp);
 #endif
 }
 
-// One output element per thread: dU [C, K2] or, with du == false, dV [K1, C] (transposed
-// from the blocks' [64, K1]); the S partial blocks of its component block added in
-// split order onto it.
+// One output element per thread: dU [C, K2] or, with du == false, dV [K1, C]; the S
+// partial blocks ([64, K2] or [K1, 64]) of its component block added in split order onto it.
 static __global__ void add_partials_kernel(float *dst, const float *part, bool du, int C, int K, int nc, int S) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)C * K) return;
     const int c = du ? (int)(i / K) : (int)(i % C), k = du ? (int)(i % K) : (int)(i / C);
+    const long long at = du ? (long long)(c % WG_BC) * K + k : (long long)k * WG_BC + c % WG_BC;
     float s = dst[i];
-    for (int sp = 0; sp < S; sp++) s += part[(((long long)sp * nc + c / WG_BC) * WG_BC + c % WG_BC) * K + k];
+    for (int sp = 0; sp < S; sp++) s += part[((long long)sp * nc + c / WG_BC) * WG_BC * K + at];
     dst[i] = s;
 }
 
@@ -361,8 +357,7 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     const float *xa = aligned16(x) ? x : aligned_copy(x, (long long)N * K1);
     const float *da = aligned16(dout) ? dout : aligned_copy(dout, (long long)N * K2);
     const float *ma = aligned16(mask) ? mask : aligned_copy(mask, (long long)N * C);
-    // Component blocks in pairs (the clusters; a block past C sums zeros).
-    const int nc = ((C + WG_BC - 1) / WG_BC + 1) & ~1, tiles = (N + WG_BT - 1) / WG_BT;
+    const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
     // About one CTA per SM (shared memory): the token range split S ways.
     int S = spd_cuda_sm_count() / nc;
     if (S > tiles) S = tiles;

@@ -57,39 +57,6 @@ static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap 
         : "memory");
 }
 
-// The same A box into shared memory at dst of every CTA of the cluster in cta_mask,
-// completing the barrier at offset bar in each of them.
-static __device__ __forceinline__ void tma_load_multicast(uint32_t dst, const CUtensorMap *map, int c0, int r0,
-                                                         uint32_t bar, uint16_t cta_mask) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
-        "[%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-        "l"((uint64_t)map), "r"(c0), "r"(r0), "r"(bar), "h"(cta_mask)
-        : "memory");
-}
-
-// An arrival on the barrier at offset bar in CTA `rank` of the cluster (the default
-// CTA-scope release, as in CUTLASS's cluster pipelines: a cluster-scope one makes every
-// arrival wait for the warp's outstanding stores).
-static __device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
-    asm volatile("{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\nmbarrier.arrive.shared::cluster.b64 _, [r];\n}\n" ::"r"(
-                     bar),
-                 "r"(rank)
-                 : "memory");
-}
-
-static __device__ __forceinline__ uint32_t cluster_rank(void) {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return r;
-}
-
-// Every thread of every CTA of the cluster (barrier inits before a peer uses them;
-// no CTA exits while a peer may still write into it).
-static __device__ __forceinline__ void cluster_sync(void) {
-    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-
 // A ring of shared-memory stages, each with a full barrier (one producer arrival plus
 // the TMA's bytes) and an empty one (one arrival per consumer warp), the barriers of
 // stage s at bars + 16 s and bars + 16 s + 8. Item ch (a chunk, a tile) lives in stage
@@ -116,12 +83,6 @@ struct ring {
     __device__ void release(int ch, int lane) const {
         __syncwarp();
         if (lane == 0) mbar_arrive(empty(ch));
-    }
-    // The same where two CTAs multicast into each other's stages: here and in CTA `peer`
-    // (the rings were initialized with twice the consumer warps).
-    __device__ void release_pair(int ch, int lane, uint32_t peer) const {
-        __syncwarp();
-        if (lane == 0) mbar_arrive(empty(ch)), mbar_arrive_remote(empty(ch), peer);
     }
 };
 #endif
