@@ -1,22 +1,22 @@
 // The weight-gradient kernel of masked_wgrad_sm90.h. Built for sm_90a only
 // (Makefile: *_sm90.cu).
 //
-// Design (v5, dev/kernels/b2b_wgmma/NOTES.md, "weight gradients"): one CTA per block of
+// Design (v7, dev/kernels/b2b_wgmma/NOTES.md, "Weight gradients"): one CTA per block of
 // 64 components and range of tokens, the token range split S ways so that about one CTA
 // runs per SM; the CTAs of one split walk the same tokens at about the same time, so x
 // and dout are read from L2 after the first block. Each CTA writes a partial block, and
-// a fixed-order reduction adds the S of each component block up. A producer
-// thread streams each unit's x [32, K1], dout [32, K2], mask [32, 64] and the transposed
-// x^T [K1, 32], dout^T [K2, 32] (copies made first, below) through the TMA into a ring
-// of stages. Two consumer warpgroups, one per gradient, do the same three steps on their
-// own operands (U side: W = V^T, In = x, Out^T = dout^T, acc = dU; V side: W = U,
-// In = dout, Out^T = x^T, acc = dV^T):
-//   1. T [64 c, 32 tok] = W_block In^T: wgmma m64n32k8, W from registers (loaded once
-//      once, rounded to TF32), In from the stage;
+// a fixed-order reduction adds the S of each component block up. Two producer threads
+// stream each 32-token tile through the TMA into two rings of stages: x [32, K1],
+// dout [32, K2] and the mask [32, 64] into ring A; the transposed x^T [K1, 32] and
+// dout^T [K2, 32] (copies made first, below) into ring B. Two consumer warpgroups, one
+// per gradient, do the same three steps on their own operands (U side: W = V^T, In = x,
+// Out^T = dout^T, acc = dU; V side: W = U, In = dout, Out^T = x^T, acc = dV^T):
+//   1. T [64 c, 32 tok] = W_block In^T: wgmma m64n32k8, W from registers (loaded once,
+//      rounded to TF32), In from ring A;
 //   2. T *= mask^T in registers (the mask tile read transposed: conflict-free), rounded
-//      to TF32;
+//      to TF32; the ring A stage is free after this step;
 //   3. acc [64 c, K_out] += T Out: wgmma m64nK_outk8 with T as the register operand and
-//      Out^T from the stage. The accumulator holds tokens 2t, 2t + 1 of each 8 where the
+//      Out^T from ring B. The accumulator holds tokens 2t, 2t + 1 of each 8 where the
 //      register operand wants t, t + 4; the transposed copies store each 8 tokens in the
 //      order 0 2 4 6 1 3 5 7, so T goes in unshuffled (as in masked_b2b_sm90).
 // Step 1 of the next tile is issued before step 3 of this one, and step 2 of the next
@@ -34,12 +34,14 @@
 #define WG_BT 32  // tokens per tile
 #define WG_CONSUMERS 256
 #define WG_THREADS (WG_CONSUMERS + 128)  // + a producer warpgroup (one thread of it loads)
-#define WG_STAGES 3
+#define WG_STAGES 3  // per ring
 #define WG_SUB 4096  // one [32 rows, 32 floats] swizzled box
-// x, dout, x^T, dout^T (each at most 128 wide: 4 boxes) and the mask's 64 columns
-#define WG_STAGE_BYTES ((4 * 4 + 2) * WG_SUB)
-#define WG_BARRIERS (2 * WG_STAGES)
-#define WG_SMEM_BYTES (WG_STAGES * WG_STAGE_BYTES + 1024 + 8 * WG_BARRIERS)
+// Ring A: x, dout (each at most 128 wide: 4 boxes) and the mask's 64 columns, read by
+// steps 1 and 2; ring B: x^T and dout^T, read by step 3 (an A stage is free a step earlier).
+#define WG_A_BYTES ((4 + 4 + 2) * WG_SUB)
+#define WG_B_BYTES ((4 + 4) * WG_SUB)
+#define WG_BARRIERS (4 * WG_STAGES)
+#define WG_SMEM_BYTES (WG_STAGES * (WG_A_BYTES + WG_B_BYTES) + 1024 + 8 * WG_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // d = a b (first: d not read, so no instruction has to zero it while other wgmmas are in
@@ -92,12 +94,13 @@ static __device__ __forceinline__ uint32_t swz(int r, int c) {
 
 // One consumer warpgroup. KW: width of In (and of W's rows), KO: width of Out (64 or
 // 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU; else W = U ([C, KW]),
-// In = dout, Out = x, acc = dV^T. in_off / ot_off / mask_off: where In, Out^T and the
-// mask start within a stage. The CTA's tiles: ntiles from ring item 0, of components
-// c0 .. c0 + 63; acc is stored into its partial block part.
+// In = dout, Out = x, acc = dV^T. in_off / mask_off: where In and the mask start within
+// a stage of ring A, ot_off: where Out^T starts within one of ring B. The CTA's tiles:
+// ntiles from ring item 0, of components c0 .. c0 + 63; acc is stored into its partial
+// block part.
 template <int KW, int KO, bool u_side>
-static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &rg,
-                                                uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
+static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &ra,
+                                                const ring &rb, uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
                                                 const float *__restrict__ W, int C, int c0, int ntiles,
                                                 float *__restrict__ part, int lane, int warp) {
     const int g = lane >> 2, t = lane & 3;
@@ -120,7 +123,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     };
     float Ta[16], Tb[16], acc[KO / 2];  // first written by their wgmmas (scale-d 0)
     auto step1 = [&](float *T, int it) {
-        const uint64_t in_desc = smem_desc(rg.stage(it) + in_off);
+        const uint64_t in_desc = smem_desc(ra.stage(it) + in_off);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
         wgmma_m64n32k8_rs<true>(T, w[0], in_desc);
 #pragma unroll
@@ -136,7 +139,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
 #pragma unroll
         for (int e = 0; e < 2; e++) mk_off[i][e] = mask_off + swz(2 * t + e, cl + 8 * i);
     auto mask_pass = [&](float *T, int it) {
-        const unsigned char *st = sm + (rg.stage(it) - sm_addr);
+        const unsigned char *st = sm + (ra.stage(it) - sm_addr);
 #pragma unroll
         for (int j = 0; j < WG_BT / 8; j++)
 #pragma unroll
@@ -148,7 +151,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     };
     // Step 3: k8 step kk is T's token block kk, register order as in the header comment.
     auto step3 = [&](const float *T, int it) {
-        const uint64_t ot_desc = smem_desc(rg.stage(it) + ot_off);
+        const uint64_t ot_desc = smem_desc(rb.stage(it) + ot_off);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < WG_BT / 8; kk++)
@@ -157,25 +160,30 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
     load_w(c0);
-    rg.wait(0);
+    ra.wait(0);
     step1(Ta, 0);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fence_regs<16>(Ta);
     mask_pass(Ta, 0);
+    ra.release(0, lane);
     // Tile it: T of it, masked, in cur; step 3 of it - 1 may still be reading nxt and
-    // its stage.
+    // its ring B stage.
     auto iteration = [&](int it, float *cur, float *nxt) {
         const bool more = it + 1 < ntiles;
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");  // step 3 of it - 1
-        if (it > 0) rg.release(it - 1, lane);
+        if (it > 0) rb.release(it - 1, lane);
         // Past the last tile step 1 reads a stale stage, never used: issued anyway, since a
         // conditional wgmma makes ptxas serialize them all (C7514).
-        if (more) rg.wait(it + 1);
+        if (more) ra.wait(it + 1);
         step1(nxt, it + 1);
+        rb.wait(it);
         step3(cur, it);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // step 1 of it + 1
         fence_regs<16>(nxt);
-        if (more) mask_pass(nxt, it + 1);
+        if (more) {
+            mask_pass(nxt, it + 1);
+            ra.release(it + 1, lane);
+        }
     };
     for (int it = 0; it < ntiles; it += 2) {
         iteration(it, Ta, Tb);
@@ -183,7 +191,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fence_regs<KO / 2>(acc);
-    rg.release(ntiles - 1, lane);
+    rb.release(ntiles - 1, lane);
     // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part: [64, KO] on the U side (dU's
     // layout), [KO, 64] on the V side (dV's), so that the reduction reads and writes rows.
 #pragma unroll
@@ -218,30 +226,42 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     const uint32_t st0 = (raw + 1023) & ~1023u;
-    const ring rg = {st0, WG_STAGE_BYTES, st0 + WG_STAGES * WG_STAGE_BYTES, WG_STAGES};
+    const uint32_t bars = st0 + WG_STAGES * (WG_A_BYTES + WG_B_BYTES);
+    const ring ra = {st0, WG_A_BYTES, bars, WG_STAGES};
+    const ring rb = {st0 + WG_STAGES * WG_A_BYTES, WG_B_BYTES, bars + 16 * WG_STAGES, WG_STAGES};
     const int c0 = blockIdx.x * WG_BC, t0 = split_first(blockIdx.y, gridDim.y, tiles);
     const int ntiles = split_first(blockIdx.y + 1, gridDim.y, tiles) - t0;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB,
-                       xT_off = (NK1 + NK2 + 2) * WG_SUB, doutT_off = (2 * NK1 + NK2 + 2) * WG_SUB;
+    constexpr uint32_t x_off = 0, dout_off = NK1 * WG_SUB, mask_off = (NK1 + NK2) * WG_SUB;  // ring A
+    constexpr uint32_t xT_off = 0, doutT_off = NK1 * WG_SUB;                                  // ring B
     if (threadIdx.x == 0) {
-        rg.init(WG_CONSUMERS / 32);
+        ra.init(WG_CONSUMERS / 32);
+        rb.init(WG_CONSUMERS / 32);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
-    // Registers: the producer warpgroup gives most of its share to the consumers.
+    // Registers: the producer warpgroup gives most of its share to the consumers; one
+    // thread of its first warp fills ring A, one of its second ring B.
     if (warp_id >= WG_CONSUMERS / 32) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-        if (warp_id != WG_CONSUMERS / 32 || lane != 0) return;
-        for (int it = 0; it < ntiles; it++) {
-            const int tok0 = (t0 + it) * WG_BT;
-            const uint32_t st = rg.acquire(it, (2 * NK1 + 2 * NK2 + 2) * WG_SUB), bar = rg.full(it);
-            for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
-            for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
-            for (int b = 0; b < 2; b++) tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
-            tma_load(st + xT_off, &tm_xT, tok0, 0, bar);
-            tma_load(st + doutT_off, &tm_doutT, tok0, 0, bar);
+        if (lane != 0) return;
+        if (warp_id == WG_CONSUMERS / 32) {
+            for (int it = 0; it < ntiles; it++) {
+                const int tok0 = (t0 + it) * WG_BT;
+                const uint32_t st = ra.acquire(it, (NK1 + NK2 + 2) * WG_SUB), bar = ra.full(it);
+                for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
+                for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
+                for (int b = 0; b < 2; b++)
+                    tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
+            }
+        } else if (warp_id == WG_CONSUMERS / 32 + 1) {
+            for (int it = 0; it < ntiles; it++) {
+                const int tok0 = (t0 + it) * WG_BT;
+                const uint32_t st = rb.acquire(it, (NK1 + NK2) * WG_SUB), bar = rb.full(it);
+                tma_load(st + xT_off, &tm_xT, tok0, 0, bar);
+                tma_load(st + doutT_off, &tm_doutT, tok0, 0, bar);
+            }
         }
         return;
     }
@@ -249,10 +269,10 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, rg, x_off, doutT_off, mask_off, V, C, c0, ntiles,
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, ra, rb, x_off, doutT_off, mask_off, V, C, c0, ntiles,
                                            part_dU + b * WG_BC * (32 * NK2), lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, rg, dout_off, xT_off, mask_off, U, C, c0, ntiles,
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, ra, rb, dout_off, xT_off, mask_off, U, C, c0, ntiles,
                                             part_dV + b * WG_BC * (32 * NK1), lane, warp);
 #endif
 }
