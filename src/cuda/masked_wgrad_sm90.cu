@@ -33,7 +33,7 @@
 #define WG_BC 64  // components per CTA
 #define WG_BT 32  // tokens per tile
 #define WG_CONSUMERS 256
-#define WG_THREADS (WG_CONSUMERS + 128)  // + a producer warpgroup (one thread of it loads)
+#define WG_THREADS (WG_CONSUMERS + 128)  // + a producer warpgroup (one thread in each of two warps loads)
 #define WG_STAGES 3  // per ring
 #define WG_SUB 4096  // one [32 rows, 32 floats] swizzled box
 // Ring A: x, dout (each at most 128 wide: 4 boxes) and the mask's 64 columns, read by

@@ -57,8 +57,8 @@ static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src,
     asm volatile("{\n" instr " " WG_ACC64_REGS ", {%64, %65, %66, %67}, %68, " tail ";\n}\n" : WG_ACC64(d) \
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b))
 
-// m64n32 and m64n64 with A from registers (same fragment layout as above), B from
-// shared memory: 16 and 32 accumulators.
+// m64n32 with A from registers (same fragment layout as above), B from shared memory:
+// 16 accumulators; and the operand list of 32 accumulators (m64n64).
 #define WG_ACC16_REGS "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define WG_ACC16(d)                                                                                               \
     "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),   \
@@ -73,9 +73,6 @@ static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src,
     WG_ACC16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),         \
         "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),    \
         "+f"(d[31])
-#define WG_WGMMA_M64N64_RS(instr, tail, d, a0, a1, a2, a3, b)                                         \
-    asm volatile("{\n" instr " " WG_ACC32_REGS ", {%32, %33, %34, %35}, %36, " tail ";\n}\n" : WG_ACC32(d) \
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b))
 
 #endif  // WG_HAVE_WGMMA
 #endif
