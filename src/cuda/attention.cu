@@ -656,8 +656,6 @@ static size_t dkv_smem(int nbuf, int hd) {
                             (size_t)nbuf * ATT_B + (size_t)2 * ATT_B * att_hd32(hd));
 }
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 static void check_shapes(int B, int S, int nh, int nkv, int hd) {
     SPD_ASSERT(nkv >= 1 && nh % nkv == 0 && hd >= 1);
     SPD_ASSERT(B <= 65535 && (S + ATT_B - 1) / ATT_B <= 65535);
@@ -672,8 +670,8 @@ extern "C" void attention_forward_cuda(float *out, float *att, const float *q, c
         attention_forward_tc(out, att, q, k, v, B, S, nh, nkv, hd);
         return;
     }
-    const bool vec_in = hd % 4 == 0 && aligned16(q) && aligned16(k) && aligned16(v);
-    const bool vec_att = S % 4 == 0 && aligned16(att);
+    const bool vec_in = hd % 4 == 0 && spd_aligned(q, 16) && spd_aligned(k, 16) && spd_aligned(v, 16);
+    const bool vec_att = S % 4 == 0 && spd_aligned(att, 16);
     const float scale = (float)(1.0 / sqrt((double)hd));
     const dim3 grid(nh, B, (S + ATT_B - 1) / ATT_B);
     const size_t smem_res = rows_smem(true, S, hd);
@@ -697,8 +695,9 @@ extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const f
     if (B <= 0 || S <= 0 || nh <= 0) return;
     cudaStream_t st = spd_cuda_stream();
     const float scale = (float)(1.0 / sqrt((double)hd));
-    const bool vec_in = hd % 4 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout);
-    const bool vec_att = S % 4 == 0 && aligned16(att);
+    const bool vec_in =
+        hd % 4 == 0 && spd_aligned(q, 16) && spd_aligned(k, 16) && spd_aligned(v, 16) && spd_aligned(dout, 16);
+    const bool vec_att = S % 4 == 0 && spd_aligned(att, 16);
     // D [B, nh, S] lives in the backend's workspace (no cuBLAS call runs while it is in
     // use), or in a stream-ordered temporary when it does not fit.
     const size_t d_bytes = sizeof(float) * (size_t)B * nh * S;

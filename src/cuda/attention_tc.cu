@@ -407,8 +407,6 @@ static __global__ void __launch_bounds__(TC_THREADS)
 
 // ---- launchers -----------------------------------------------------------------------------
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 extern "C" bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_ptrs) {
     static int env = -1;
     if (env < 0) {
@@ -418,7 +416,7 @@ extern "C" bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_pt
     const spd_matmul_precision p = spd_cuda_matmul_precision();
     if (!env || p == SPD_MATMUL_FP32 || (hd != 32 && hd != 64) || S % 4 != 0) return false;
     for (int i = 0; i < n_ptrs; i++)
-        if (!aligned16(ptrs[i])) return false;
+        if (!spd_aligned(ptrs[i], 16)) return false;
     return true;
 }
 

@@ -39,13 +39,11 @@ static __global__ void mul4_kernel(float4 *out, const float4 *a, const float4 *b
     out[i] = make_float4(x.x * y.x, x.y * y.y, x.z * y.z, x.w * y.w);
 }
 
-static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
-
 // Unfused mode keeps the one-float-per-thread kernel (the baseline); fused mode
 // uses four per thread where n and the pointers allow it.
 static void mul(float *out, const float *a, const float *b, long long n) {
     if (n <= 0) return;
-    if (fused_mode() && n % 4 == 0 && aligned16(out) && aligned16(a) && aligned16(b)) {
+    if (fused_mode() && n % 4 == 0 && spd_aligned(out, 16) && spd_aligned(a, 16) && spd_aligned(b, 16)) {
         mul4_kernel<<<spd_cuda_blocks(n / 4, EW_THREADS), EW_THREADS, 0, spd_cuda_stream()>>>(
             (float4 *)out, (const float4 *)a, (const float4 *)b, n / 4);
         CUDA_CHECK_LAUNCH();
@@ -102,7 +100,8 @@ static __global__ void mask_grads_kernel(float *dmask, float *h, const float *a,
 static void mask_grads(float *dmask, float *h, const float *a, const float *mask, long long n) {
     if (n <= 0) return;
     cudaStream_t st = spd_cuda_stream();
-    if (n % 4 == 0 && aligned16(h) && aligned16(a) && aligned16(mask) && (!dmask || aligned16(dmask))) {
+    if (n % 4 == 0 && spd_aligned(h, 16) && spd_aligned(a, 16) && spd_aligned(mask, 16) &&
+        (!dmask || spd_aligned(dmask, 16))) {
         mask_grads4_kernel<<<spd_cuda_blocks(n / 4, EW_THREADS), EW_THREADS, 0, st>>>(
             (float4 *)dmask, (float4 *)h, (const float4 *)a, (const float4 *)mask, n / 4);
     } else {
@@ -232,7 +231,8 @@ static bool bf16_acts(int C, const void *scratch) {
         const char *e = getenv("SPD_CUDA_BF16_ACTS");
         env = !(e && strcmp(e, "0") == 0);
     }
-    return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 && aligned16(scratch);
+    return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 &&
+           spd_aligned(scratch, 16);
 }
 
 // out16 [n] = bf16(a * b), four per thread (n % 4 == 0, a and b 16-byte aligned, out16 8-byte).
@@ -483,7 +483,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     const int Dp = pad4(d_in), Op = pad4(d_out);
     // g_a, dmask and dx in one kernel (masked_b2b_sm90.h) when it runs here: dx then needs
     // no padding, and g_a (into scratch) is written only for dV.
-    const bool b2b = reuse && mask && dx && !pout && aligned16(U) &&
+    const bool b2b = reuse && mask && dx && !pout && spd_aligned(U, 16) &&
                      masked_b2b_sm90_ok(N, C, d_out, d_in, dout, d_out, mask, dmask ? a : NULL, NULL,
                                         dV ? scratch : NULL, dmask);
     temp_arena t;

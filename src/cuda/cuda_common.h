@@ -4,6 +4,8 @@
 #ifndef SPD_CUDA_COMMON_H
 #define SPD_CUDA_COMMON_H
 
+#include <stdint.h>
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -66,5 +68,8 @@ static inline unsigned spd_cuda_blocks_capped(long long n, int threads) {
     const long long b = (n + threads - 1) / threads;
     return (unsigned)(b < 8192 ? b : 8192);
 }
+
+// Whether p is a multiple of `bytes` (vector loads, TMA bases, cuBLAS alignment).
+static inline bool spd_aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }
 
 #endif

@@ -285,8 +285,6 @@ static bool device_is_sm90(void) {
     return true;
 }
 
-static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }
-
 extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask,
                                    const float *aux, const float *o_plain, const float *o_mask, const float *o_aux) {
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
@@ -295,10 +293,10 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
     if (M <= 0 || M < min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 4 ||
         K2 > max_k2())
         return false;
-    if (!mask || !aligned(X, 16) || !aligned(mask, 16)) return false;
+    if (!mask || !spd_aligned(X, 16) || !spd_aligned(mask, 16)) return false;
     const void *mc[4] = {aux, o_plain, o_mask, o_aux};
     for (int i = 0; i < 4; i++)
-        if (mc[i] && !aligned(mc[i], 8)) return false;
+        if (mc[i] && !spd_aligned(mc[i], 8)) return false;
     return device_is_sm90();
 }
 
@@ -307,7 +305,7 @@ extern "C" int masked_b2b_ldb(int C) { return (C + 7) & ~7; }
 extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, const float *At, int lda,
                                 const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
                                 float *o_aux, float *Y, int ldy, float beta) {
-    SPD_ASSERT(lda % 4 == 0 && aligned(At, 16) && aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
+    SPD_ASSERT(lda % 4 == 0 && spd_aligned(At, 16) && spd_aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
     SPD_ASSERT(!o_aux || aux);
     const dim3 grid((unsigned)((K2 + BB_BN - 1) / BB_BN), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn kernel = kernels[(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];

@@ -240,17 +240,15 @@ static bool device_is_sm90(void) {
     return true;
 }
 
-static bool aligned(const void *p, unsigned bytes) { return (uintptr_t)p % bytes == 0; }
-
 // The checks shared by both precisions; `per_piece` elements make one 16-byte piece.
 static bool shapes_ok(spd_matmul_precision want, int per_piece, int M, int N, int K, const void *A, int lda,
                       const void *B, int ldb, const void *const mn[5], unsigned mn_align) {
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != want) return false;
     if (M <= 0 || N <= 0 || K <= 0 || K > MG_MAX_K || K % per_piece || lda % per_piece || ldb % per_piece || N % 2)
         return false;
-    if (!aligned(A, 16) || !aligned(B, 16)) return false;
+    if (!spd_aligned(A, 16) || !spd_aligned(B, 16)) return false;
     for (int i = 0; i < 5; i++)
-        if (mn[i] && !aligned(mn[i], mn_align)) return false;
+        if (mn[i] && !spd_aligned(mn[i], mn_align)) return false;
     return device_is_sm90();
 }
 
@@ -274,7 +272,7 @@ static void launch(int M, int N, int K, const T *A, int lda, const T *B, int ldb
     const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
     const void *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
     bool staged = N % 4 == 0 && staged_on();
-    for (int i = 0; i < 5; i++) staged = staged && aligned(mn[i], i == 3 ? 4 * sizeof(T) : 16);  // 4 per store
+    for (int i = 0; i < 5; i++) staged = staged && spd_aligned(mn[i], i == 3 ? 4 * sizeof(T) : 16);  // 4 per store
     if (staged)
         masked_gemm_kernel<T, true><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
             M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);

@@ -360,8 +360,6 @@ extern "C" bool masked_wgrad_sm90_ok(int N, int C, int K1, int K2) {
     return device_is_sm90();
 }
 
-static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
-
 // src [rows, cols] into a new 16-byte-aligned stream-ordered buffer (freed by the caller).
 static float *aligned_copy(const float *src, long long n) {
     float *dst = NULL;
@@ -374,9 +372,9 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
                                   const float *U, const float *mask, float *dU, float *dV) {
     if (!dU && !dV) return;
     cudaStream_t st = spd_cuda_stream();
-    const float *xa = aligned16(x) ? x : aligned_copy(x, (long long)N * K1);
-    const float *da = aligned16(dout) ? dout : aligned_copy(dout, (long long)N * K2);
-    const float *ma = aligned16(mask) ? mask : aligned_copy(mask, (long long)N * C);
+    const float *xa = spd_aligned(x, 16) ? x : aligned_copy(x, (long long)N * K1);
+    const float *da = spd_aligned(dout, 16) ? dout : aligned_copy(dout, (long long)N * K2);
+    const float *ma = spd_aligned(mask, 16) ? mask : aligned_copy(mask, (long long)N * C);
     const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
     // About one CTA per SM (shared memory): the token range split S ways.
     int S = spd_cuda_sm_count() / nc;
