@@ -256,7 +256,7 @@ static int max_k2(void) {
 // blocks than about one per SM leave SMs idle and the two-kernel path (masked_gemm_sm90
 // + cuBLAS) wins. Measured on an H100 (132 SMs): M = 8192 (64 CTAs) 6.87 against 6.76 ms
 // per 32x256 step, M = 16384 (128 CTAs) 11.36 against 12.09 ms per 64x256 step.
-static int min_m(void) {
+extern "C" int masked_b2b_sm90_min_m(void) {
     static int m = -1;
     if (m < 0) {
         const char *e = getenv("SPD_CUDA_B2B_MIN_M");
@@ -290,8 +290,8 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
         return false;
     // C % 4: the mask's rows are read by the TMA, whose row strides are multiples of 16 bytes.
-    if (M <= 0 || M < min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 || ldx % 4 || C % 4 ||
-        K2 > max_k2())
+    if (M <= 0 || M < masked_b2b_sm90_min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 ||
+        ldx % 4 || C % 4 || K2 > max_k2())
         return false;
     if (!mask || !spd_aligned(X, 16) || !spd_aligned(mask, 16)) return false;
     const void *mc[4] = {aux, o_plain, o_mask, o_aux};

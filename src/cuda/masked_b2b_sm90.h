@@ -38,6 +38,9 @@ void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, cons
                      const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
                      float *o_aux, float *Y, int ldy, float beta);
 
+// The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 128 rows for 7/8 of the SMs.
+int masked_b2b_sm90_min_m(void);
+
 // Row stride of the copy of B: C rounded up to a multiple of 8.
 int masked_b2b_ldb(int C);
 

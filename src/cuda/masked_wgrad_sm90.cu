@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "cuda/cuda_common.h"
+#include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_wgrad_sm90.h"
 #include "cuda/tma_sm90.cuh"
 #include "cuda/wgmma_sm90.cuh"
@@ -324,14 +325,14 @@ static bool env_on(void) {
     return env;
 }
 
-// The fewest tokens that run here: below the back-to-back kernel's row threshold the
+// The fewest tokens that run here: the back-to-back kernel's row threshold. Below it the
 // forward stores a * mask anyway, and this kernel alone lost to the two cuBLAS products
 // on an H100 (32x256 step 7.09 against 6.78 ms; 64x256 10.94 against 11.36 with both).
 static int min_n(void) {
     static int n = -1;
     if (n < 0) {
         const char *e = getenv("SPD_CUDA_WGRAD_MIN_N");
-        n = e && *e ? atoi(e) : 128 * (spd_cuda_sm_count() * 7 / 8);
+        n = e && *e ? atoi(e) : masked_b2b_sm90_min_m();
     }
     return n;
 }
