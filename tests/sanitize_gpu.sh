@@ -38,7 +38,7 @@ for tool in memcheck racecheck; do
 done
 # The back-to-back masked product and the weight-gradient kernel in a fused TF32 step,
 # at this small size too (SPD_CUDA_B2B_MIN_M=0, SPD_CUDA_WGRAD_MIN_N=0; by default they
-# run from ~one 128-row block per SM).
+# run from a 128-row block for ~half the SMs).
 for tool in memcheck racecheck; do
     run "$tool: bench full --mode fused, back-to-back and weight-gradient kernels (1 step)" env SPD_CUDA_B2B=1 \
         SPD_CUDA_B2B_MIN_M=0 SPD_CUDA_WGRAD_MIN_N=0 $CS \

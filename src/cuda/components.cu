@@ -456,7 +456,7 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // between its forward and backward), and one pass over h makes both dmask and g_a:
 // on an H100 with TF32 or bf16, the epilogue of the wgmma product dout @ U^T
 // (masked_gemm_sm90.h; its mma.sync predecessor lost, dev/kernels/masked_gemm/NOTES.md),
-// or, with TF32 and at least ~one 128-row block per SM, the back-to-back kernel that
+// or, with TF32 and at least a 128-row block for ~half the SMs, the back-to-back kernel that
 // also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off). With TF32 and K1, K2
 // of 64 or 128, dU and dV come from one kernel that recomputes a * mask and g_a per
 // block of components (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the

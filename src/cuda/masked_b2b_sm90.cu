@@ -252,15 +252,18 @@ static int max_k2(void) {
     return k2;
 }
 
-// The fewest rows that run here: one CTA per 128 rows walks all of C, so fewer row
-// blocks than about one per SM leave SMs idle and the two-kernel path (masked_gemm_sm90
-// + cuBLAS) wins. Measured on an H100 (132 SMs): M = 8192 (64 CTAs) 6.87 against 6.76 ms
-// per 32x256 step, M = 16384 (128 CTAs) 11.36 against 12.09 ms per 64x256 step.
+// The fewest rows that run here: one CTA per 128 rows walks all of C, so few row blocks
+// leave SMs idle and the two-kernel path (masked_gemm_sm90 + cuBLAS) wins. Alone this
+// kernel lost with 64 CTAs on an H100's 132 SMs (32x256 step, M = 8192: 6.87 against 6.76
+// ms); together with masked_wgrad_sm90, which then runs too (it takes this threshold),
+// the pair wins there: 6.47 against 6.78 ms (session 8), 64x256: 10.48 against 12.09.
+// With 32 CTAs (32x128, M = 4096) the pair lost, 4.46 against 4.22 ms. Hence a 128-row
+// block for 7/16 of the SMs (M >= 7296 on an H100).
 extern "C" int masked_b2b_sm90_min_m(void) {
     static int m = -1;
     if (m < 0) {
         const char *e = getenv("SPD_CUDA_B2B_MIN_M");
-        m = e && *e ? atoi(e) : BB_BM * (spd_cuda_sm_count() * 7 / 8);
+        m = e && *e ? atoi(e) : BB_BM * (spd_cuda_sm_count() * 7 / 16);
     }
     return m;
 }

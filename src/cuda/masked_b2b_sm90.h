@@ -25,7 +25,7 @@ extern "C" {
 // Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
 // TF32 precision, fused mode, not turned off (SPD_CUDA_B2B=0), K1 <= 128 and a multiple
 // of 4, K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
-// M >= SPD_CUDA_B2B_MIN_M (default: a 128-row block for 7/8 of the SMs; fewer leave SMs idle),
+// M >= SPD_CUDA_B2B_MIN_M (default: a 128-row block for 7/16 of the SMs; fewer leave SMs idle),
 // ldx a multiple of 4 and X 16-byte aligned, C a multiple of 4 and the mask 16-byte
 // aligned (the TMA reads it), the other [M, C] buffers 8-byte aligned.
 bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask, const float *aux,
@@ -38,7 +38,7 @@ void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, cons
                      const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
                      float *o_aux, float *Y, int ldy, float beta);
 
-// The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 128 rows for 7/8 of the SMs.
+// The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 128 rows for 7/16 of the SMs.
 int masked_b2b_sm90_min_m(void);
 
 // Row stride of the copy of B: C rounded up to a multiple of 8.

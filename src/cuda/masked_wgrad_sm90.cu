@@ -327,7 +327,8 @@ static bool env_on(void) {
 
 // The fewest tokens that run here: the back-to-back kernel's row threshold. Below it the
 // forward stores a * mask anyway, and this kernel alone lost to the two cuBLAS products
-// on an H100 (32x256 step 7.09 against 6.78 ms; 64x256 10.94 against 11.36 with both).
+// on an H100 (session 7: 32x256 step 7.09 against 6.78 ms); the two together win from
+// that threshold (masked_b2b_sm90_min_m has the measurements).
 static int min_n(void) {
     static int n = -1;
     if (n < 0) {
