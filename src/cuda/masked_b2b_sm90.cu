@@ -1,18 +1,19 @@
 // The back-to-back masked product of masked_b2b_sm90.h. Built for sm_90a only
 // (Makefile: *_sm90.cu).
 //
-// Design (v5, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and 128
-// columns of Y; two consumer warpgroups of 64 rows and three producer warps. The
+// Design (v5, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and BN = 128
+// columns of Y (BN = 176 where K2 is wider: LlamaSimple's 341, in two column tiles rather
+// than three); two consumer warpgroups of 64 rows and three producer warps. The
 // producers load through the tensor memory accelerator (TMA): the CTA's X tile
 // (K1 <= 128, kept for the whole walk over C), then per 32-wide chunk of C its At
-// [32, K1], Bt [128, 32] and mask tile [128, 32], each operand into a ring of its own
-// (At 4 stages, Bt 3, mask 3). Stages are handed over with mbarriers (full: the bytes
+// [32, K1], Bt [BN, 32] and mask tile [128, 32], each operand into a ring of its own
+// (At 4 stages, Bt 3, mask 3; 3, 3, 2 with BN = 176, whose Bt stages are larger). Stages are handed over with mbarriers (full: the bytes
 // landed; empty: all eight consumer warps are done with it), so the two warpgroups
 // never wait for each other, and an At stage is free as soon as GEMM1 is done with it.
 // Per chunk and warpgroup: S = X At_chunk^T by wgmma m64n32k8 (both operands from
 // shared memory), the mask multiply (and the optional N x C stores) on S's registers,
 // then Y += P B_chunk by wgmma m64n128k8 with P as the register operand; GEMM2 of
-// chunk c runs under the mask pass of chunk c + 1. The accumulator holds columns 2t,
+// chunk c runs under the mask pass of chunk c + 1 (m64n176k8 with BN = 176). The accumulator holds columns 2t,
 // 2t + 1 of each 8 where the register operand wants t, t + 4; the weight copy's column
 // order (0 2 4 6 1 3 5 7) absorbs that, so no shuffles. X and At are read as TF32 by
 // truncation (as cuBLAS's sm90 TF32 kernels read them); P and the weight copy are
@@ -29,25 +30,29 @@
 
 #define BB_BM 128      // rows of X per CTA (two warpgroups of 64)
 #define BB_BC 32       // C per chunk
-#define BB_BN 128      // columns of Y per CTA
+#define BB_BN 128       // columns of Y per CTA where K2 <= 128
+#define BB_BN_WIDE 176  // and where it is wider (two tiles up to 352 columns)
 #define BB_MAX_K1 128  // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
 #define BB_CONSUMERS 256
-#define BB_THREADS (BB_CONSUMERS + 96)  // + a producer warp for each ring: At, Bt, the mask
-// Stages per ring. A stage of At is free once GEMM1 of its chunk is done, one of Bt
-// only after GEMM2, an iteration later: At gets the deeper ring.
-#define BB_AT_STAGES 4
-#define BB_BT_STAGES 3
-#define BB_M_STAGES 3
+#define BB_THREADS (BB_CONSUMERS + 128)  // + a producer warpgroup: one warp for each ring (At, Bt, the mask)
 #define BB_SUB 128                            // bytes of one swizzled row: 32 floats
 #define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)    // 64 KB: 4 sub-tiles of [128 rows]
 #define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)   // 16 KB: 4 sub-tiles of [32 rows]
-#define BB_BT_BYTES (BB_BN * BB_BC * 4)       // 16 KB: [128 rows] x 1 sub-tile
 #define BB_MASK_BYTES (BB_BM * BB_BC * 4)     // 16 KB: [128 rows] x 1 sub-tile
-#define BB_BARRIERS (1 + 2 * (BB_AT_STAGES + BB_BT_STAGES + BB_M_STAGES))
-// + alignment to the 1024-byte swizzle atom, + the mbarriers
-#define BB_SMEM_BYTES                                                                                          \
-    (BB_X_BYTES + BB_AT_STAGES * BB_AT_BYTES + BB_BT_STAGES * BB_BT_BYTES + BB_M_STAGES * BB_MASK_BYTES + 1024 + \
-     8 * BB_BARRIERS)
+
+// The shared-memory plan for BN columns of Y. Stages per ring: a stage of At is free
+// once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later, so
+// At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 + 2.
+template <int BN>
+struct b2b_plan {
+    static constexpr int at_stages = BN == BB_BN ? 4 : 3, bt_stages = 3, m_stages = BN == BB_BN ? 3 : 2;
+    static constexpr int bt_bytes = BN * BB_BC * 4;  // [BN rows] x 1 sub-tile
+    static constexpr int barriers = 1 + 2 * (at_stages + bt_stages + m_stages);
+    // + alignment to the 1024-byte swizzle atom, + the mbarriers
+    static constexpr int smem_bytes = BB_X_BYTES + at_stages * BB_AT_BYTES + bt_stages * bt_bytes +
+                                      m_stages * BB_MASK_BYTES + 1024 + 8 * barriers;
+    static_assert(smem_bytes <= 227 * 1024, "the plan must fit an SM's shared memory");
+};
 
 #ifdef WG_HAVE_WGMMA
 // S [64 x 32 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
@@ -55,21 +60,26 @@ static __device__ __forceinline__ void wgmma_m64n32k8(float *d, uint64_t a, uint
     WG_WGMMA_M64N32_SS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
 }
 
-// Y [64 x 128 per warpgroup] += P (registers) @ B^T (desc b), one k8 step.
-static __device__ __forceinline__ void wgmma_m64n128k8_rs(float *d, float a0, float a1, float a2, float a3,
-                                                          uint64_t b) {
-    WG_WGMMA_M64N128_RS("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, __float_as_uint(a0),
-                        __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
+// Y [64 x BN per warpgroup] += P (registers) @ B^T (desc b), one k8 step.
+template <int BN>
+static __device__ __forceinline__ void wgmma_y_rs(float *d, float a0, float a1, float a2, float a3, uint64_t b) {
+    if constexpr (BN == BB_BN)
+        WG_WGMMA_M64N128_RS("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, __float_as_uint(a0),
+                            __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
+    else
+        WG_WGMMA_M64N176_RS("wgmma.mma_async.sync.aligned.m64n176k8.f32.tf32.tf32", "1, 1, 1", d, __float_as_uint(a0),
+                            __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
 }
 
 #endif
 
 // NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
 // product's steps unroll and its accumulators stay in place. EXTRA: o_plain or o_aux
-// may be asked for (the variant without them has the registers not to spill).
+// may be asked for (the variant without them has the registers not to spill). BN:
+// the columns of Y per CTA (BB_BN or BB_BN_WIDE).
 // The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] and
 // the mask [M, C], each in boxes of 32 columns.
-template <int NK1, bool EXTRA>
+template <int NK1, bool EXTRA, int BN>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
                       const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask, int M,
@@ -79,13 +89,14 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + BB_X_BYTES, bt0 = at0 + BB_AT_STAGES * BB_AT_BYTES;
-    const uint32_t mk0 = bt0 + BB_BT_STAGES * BB_BT_BYTES, x_full = mk0 + BB_M_STAGES * BB_MASK_BYTES;
+    using plan = b2b_plan<BN>;
+    const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + BB_X_BYTES, bt0 = at0 + plan::at_stages * BB_AT_BYTES;
+    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, x_full = mk0 + plan::m_stages * BB_MASK_BYTES;
     // The rings: chunk ch in stage ch % stages, its (ch / stages)-th use of that stage.
-    const ring at_ring = {at0, BB_AT_BYTES, x_full + 8, BB_AT_STAGES};
-    const ring bt_ring = {bt0, BB_BT_BYTES, at_ring.bars + 16 * BB_AT_STAGES, BB_BT_STAGES};
-    const ring mk_ring = {mk0, BB_MASK_BYTES, bt_ring.bars + 16 * BB_BT_STAGES, BB_M_STAGES};
-    const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BB_BN;
+    const ring at_ring = {at0, BB_AT_BYTES, x_full + 8, plan::at_stages};
+    const ring bt_ring = {bt0, plan::bt_bytes, at_ring.bars + 16 * plan::at_stages, plan::bt_stages};
+    const ring mk_ring = {mk0, BB_MASK_BYTES, bt_ring.bars + 16 * plan::bt_stages, plan::m_stages};
+    const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BN;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int nch = (C + BB_BC - 1) / BB_BC;
     if (threadIdx.x == 0) {
@@ -97,8 +108,10 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     }
     __syncthreads();
 
-    // The producers: one thread of each of the last three warps.
+    // The producers: one thread in each of the first three warps of the last warpgroup,
+    // which gives most of its registers to the consumers (BN = 176 needs 88 accumulators).
     if (warp_id >= BB_CONSUMERS / 32) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
         const int which = warp_id - BB_CONSUMERS / 32;
         if (lane != 0) return;
         if (which == 0) {  // X, then At
@@ -111,13 +124,14 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
             }
         } else if (which == 1) {
             for (int ch = 0; ch < nch; ch++)
-                tma_load(bt_ring.acquire(ch, BB_BT_BYTES), &tm_bt, ch * BB_BC, n0, bt_ring.full(ch));
-        } else {
+                tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, ch * BB_BC, n0, bt_ring.full(ch));
+        } else if (which == 2) {
             for (int ch = 0; ch < nch; ch++)
                 tma_load(mk_ring.acquire(ch, BB_MASK_BYTES), &tm_mask, ch * BB_BC, m0, mk_ring.full(ch));
         }
         return;
     }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
@@ -134,7 +148,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                    bt_desc0 = smem_desc(bt0);
     // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
     auto gemm1 = [&](float *S, int ch) {
-        const uint64_t at_desc = at_desc0 + (((ch % BB_AT_STAGES) * BB_AT_BYTES) >> 4);
+        const uint64_t at_desc = at_desc0 + (((ch % plan::at_stages) * BB_AT_BYTES) >> 4);
 #pragma unroll
         for (int i = 0; i < 16; i++) S[i] = 0.0f;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -146,17 +160,17 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                                at_desc + ((s * (BB_BC * BB_SUB) + 32 * kk) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
-    float y[64];
+    float y[BN / 2];
 #pragma unroll
-    for (int i = 0; i < 64; i++) y[i] = 0.0f;
+    for (int i = 0; i < BN / 2; i++) y[i] = 0.0f;
     // Y += P B_chunk from chunk ch's stage: k8 step kk is P's column block kk, in the register
     // order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
     auto gemm2 = [&](const float *P, int ch) {
-        const uint64_t bt_desc = bt_desc0 + (((ch % BB_BT_STAGES) * BB_BT_BYTES) >> 4);
+        const uint64_t bt_desc = bt_desc0 + (((ch % plan::bt_stages) * plan::bt_bytes) >> 4);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < BB_BC / 8; kk++)
-            wgmma_m64n128k8_rs(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
+            wgmma_y_rs<BN>(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
     // S -> P in place (after the N x C outputs that are asked for), chunk ch; then this
@@ -219,7 +233,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 
 #pragma unroll
-    for (int j = 0; j < BB_BN / 8; j++)
+    for (int j = 0; j < BN / 8; j++)
 #pragma unroll
         for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -242,15 +256,19 @@ static bool env_on(void) {
     return env;
 }
 
-// The widest Y that runs here: each 128 columns past the first recompute S (and reread the mask).
+// The widest Y that runs here: each column tile past the first recomputes S (and rereads
+// the mask). Two of 176: LlamaSimple's 341-wide MLP (gate and up forward, down's dx).
 static int max_k2(void) {
     static int k2 = -1;
     if (k2 < 0) {
         const char *e = getenv("SPD_CUDA_B2B_MAX_K2");
-        k2 = e && *e ? atoi(e) : BB_BN;
+        k2 = e && *e ? atoi(e) : 2 * BB_BN_WIDE;
     }
     return k2;
 }
+
+// Columns of Y per CTA: one tile of 128 up to 128, else tiles of 176.
+static int tile_n(int K2) { return K2 <= BB_BN ? BB_BN : BB_BN_WIDE; }
 
 // The fewest rows that run here: one CTA per 128 rows walks all of C, so few row blocks
 // leave SMs idle and the two-kernel path (masked_gemm_sm90 + cuBLAS) wins. Alone this
@@ -270,19 +288,23 @@ extern "C" int masked_b2b_sm90_min_m(void) {
 
 typedef void (*b2b_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
                               int, const float *, float *, float *, float *, float *, int, float);
-// [EXTRA][NK1 - 1]
-static const b2b_kernel_fn kernels[8] = {masked_b2b_kernel<1, false>, masked_b2b_kernel<2, false>,
-                                         masked_b2b_kernel<3, false>, masked_b2b_kernel<4, false>,
-                                         masked_b2b_kernel<1, true>,  masked_b2b_kernel<2, true>,
-                                         masked_b2b_kernel<3, true>,  masked_b2b_kernel<4, true>};
+#define B2B_KERNELS(BN)                                                                                      \
+    {masked_b2b_kernel<1, false, BN>, masked_b2b_kernel<2, false, BN>, masked_b2b_kernel<3, false, BN>,      \
+     masked_b2b_kernel<4, false, BN>, masked_b2b_kernel<1, true, BN>,  masked_b2b_kernel<2, true, BN>,       \
+     masked_b2b_kernel<3, true, BN>,  masked_b2b_kernel<4, true, BN>}
+// [BN == BB_BN_WIDE][EXTRA][NK1 - 1]
+static const b2b_kernel_fn kernels[2][8] = {B2B_KERNELS(BB_BN), B2B_KERNELS(BB_BN_WIDE)};
+static const int smem_bytes[2] = {b2b_plan<BB_BN>::smem_bytes, b2b_plan<BB_BN_WIDE>::smem_bytes};
 
 // On an sm_90 device, with the kernels' shared-memory limit raised (once).
 static bool device_is_sm90(void) {
     static bool smem_raised = false;
     if (!spd_cuda_is_sm90()) return false;
     if (!smem_raised) {
-        for (int i = 0; i < 8; i++)
-            CUDA_CHECK(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, BB_SMEM_BYTES));
+        for (int w = 0; w < 2; w++)
+            for (int i = 0; i < 8; i++)
+                CUDA_CHECK(cudaFuncSetAttribute(kernels[w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                smem_bytes[w]));
         smem_raised = true;
     }
     return true;
@@ -310,13 +332,14 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
                                 float *o_aux, float *Y, int ldy, float beta) {
     SPD_ASSERT(lda % 4 == 0 && spd_aligned(At, 16) && spd_aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
     SPD_ASSERT(!o_aux || aux);
-    const dim3 grid((unsigned)((K2 + BB_BN - 1) / BB_BN), (unsigned)((M + BB_BM - 1) / BB_BM));
-    const b2b_kernel_fn kernel = kernels[(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
+    const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
+    const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
+    const b2b_kernel_fn kernel = kernels[wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
     const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, BB_BC),
-                      tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), BB_BN),
+                      tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
-    kernel<<<grid, BB_THREADS, BB_SMEM_BYTES, spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux, o_plain,
-                                                                   o_mask, o_aux, Y, ldy, beta);
+    kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux,
+                                                                      o_plain, o_mask, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();
 }
 

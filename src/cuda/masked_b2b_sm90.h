@@ -24,7 +24,8 @@ extern "C" {
 
 // Whether the kernel can run here: an sm_90a binary on a compute-capability 9.0 GPU,
 // TF32 precision, fused mode, not turned off (SPD_CUDA_B2B=0), K1 <= 128 and a multiple
-// of 4, K2 <= SPD_CUDA_B2B_MAX_K2 (default 128; a wider Y recomputes S per 128 columns),
+// of 4, K2 <= SPD_CUDA_B2B_MAX_K2 (default 352: Y in column tiles of 128, or of 176 where
+// K2 > 128, each tile past the first recomputing S),
 // M >= SPD_CUDA_B2B_MIN_M (default: a 128-row block for 7/16 of the SMs; fewer leave SMs idle),
 // ldx a multiple of 4 and X 16-byte aligned, C a multiple of 4 and the mask 16-byte
 // aligned (the TMA reads it), the other [M, C] buffers 8-byte aligned.

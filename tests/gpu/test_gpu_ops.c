@@ -967,6 +967,11 @@ int main(void) {
     test_components(4099, 32, 1204, 96, true, true, true, 0);
     test_components(2053, 128, 1204, 128, true, true, false, 0);
     test_components(4099, 96, 1204, 64, true, false, true, 1);
+    // Its wide column tiles (176, K2 in (128, 352]): two tiles, a partial one, the delta.
+    test_components(4099, 128, 1204, 341, true, true, false, 0);
+    test_components(2053, 64, 1200, 352, true, false, false, 1);
+    test_components(4096, 96, 1202, 200, true, true, true, 2);
+    test_components(4099, 341, 1204, 128, true, false, false, 0);  // dx: K1 = 128, K2 = 341
     // The weight-gradient kernel (masked_wgrad_sm90: K1, K2 of 64 or 128, C % 4 == 0): fewer
     // tokens than a tile, fewer components than a block, delta, dx NULL, every width pair.
     test_components(5, 64, 60, 64, true, false, true, 0);
@@ -976,6 +981,8 @@ int main(void) {
     test_components_no_acts(4096, 128, 1200, 64);
     test_components_no_acts(4099, 341, 1202, 128);
     test_components_no_acts(4099, 341, 1204, 128);
+    test_components_no_acts(4099, 128, 1204, 341);
+    test_components_no_acts(2053, 64, 1200, 352);
     test_attention_tc();
     test_graph_capture();
     // bf16 operands, float32 accumulation: unfused (every operand rounded by the
