@@ -26,10 +26,9 @@
 // the ~3.7 GFLOP per layer are a few us on the tensor cores.
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cuda/attention_tc.h"
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 
 #define TC_B 64         // rows per tile
@@ -410,8 +409,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
 extern "C" bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_ptrs) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_ATT_TC");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_ATT_TC", true);
     }
     const spd_matmul_precision p = spd_cuda_matmul_precision();
     if (!env || p == SPD_MATMUL_FP32 || (hd != 32 && hd != 64) || S % 4 != 0) return false;

@@ -3,11 +3,10 @@
 // cuBLAS) with one small kernel per elementwise step in between.
 // Gradient convention (ops/components.h): dV, dU, ddelta accumulate; dx, dmask,
 // ddelta_mask are written. delta_mask NULL (with a delta) means all ones, like mask.
-#include <stdlib.h>
-#include <string.h>
 
 #include <cuda_bf16.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
 #include "cuda/masked_b2b_sm90.h"
@@ -119,8 +118,7 @@ static void mask_grads(float *dmask, float *h, const float *a, const float *mask
 static bool pad_width(int d, int N, int C) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_PAD");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_PAD", true);
     }
     // Small products (the reference checks' toy models) gain nothing from it; bf16
     // products pad their operands' rows when rounding them, and unaligned outputs
@@ -228,8 +226,7 @@ static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const 
 static bool bf16_acts(int C, const void *scratch) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_BF16_ACTS");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
     }
     return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 &&
            spd_aligned(scratch, 16);

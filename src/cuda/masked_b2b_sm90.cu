@@ -19,10 +19,10 @@
 // truncation (as cuBLAS's sm90 TF32 kernels read them); P and the weight copy are
 // rounded. Every tile arrives with the 128-byte swizzle that the wgmma descriptors
 // describe (16-byte piece c of row r at c ^ r % 8).
+#include <limits.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/tma_sm90.cuh"
@@ -250,8 +250,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 static bool env_on(void) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_B2B");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_B2B", true);
     }
     return env;
 }
@@ -261,8 +260,7 @@ static bool env_on(void) {
 static int max_k2(void) {
     static int k2 = -1;
     if (k2 < 0) {
-        const char *e = getenv("SPD_CUDA_B2B_MAX_K2");
-        k2 = e && *e ? atoi(e) : 2 * BB_BN_WIDE;
+        k2 = (int)spd_env_long_or_die("SPD_CUDA_B2B_MAX_K2", 2 * BB_BN_WIDE, 0, INT_MAX);
     }
     return k2;
 }
@@ -280,8 +278,7 @@ static int tile_n(int K2) { return K2 <= BB_BN ? BB_BN : BB_BN_WIDE; }
 extern "C" int masked_b2b_sm90_min_m(void) {
     static int m = -1;
     if (m < 0) {
-        const char *e = getenv("SPD_CUDA_B2B_MIN_M");
-        m = e && *e ? atoi(e) : BB_BM * (spd_cuda_sm_count() * 7 / 16);
+        m = (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", BB_BM * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
     }
     return m;
 }

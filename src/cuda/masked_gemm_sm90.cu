@@ -10,11 +10,10 @@
 // other's products. Operands are read as TF32 by truncation, as cuBLAS's sm90
 // TF32 kernels read them.
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <cuda_bf16.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/masked_gemm_sm90.h"
 #include "cuda/wgmma_sm90.cuh"
@@ -204,8 +203,7 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
 static bool env_on(void) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_WGMMA");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_WGMMA", true);
     }
     return env;
 }
@@ -214,8 +212,7 @@ static bool env_on(void) {
 static bool staged_on(void) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_WGMMA_STAGED");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_WGMMA_STAGED", true);
     }
     return env;
 }

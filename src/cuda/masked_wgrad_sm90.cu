@@ -21,10 +21,10 @@
 //      order 0 2 4 6 1 3 5 7, so T goes in unshuffled (as in masked_b2b_sm90).
 // Step 1 of the next tile is issued before step 3 of this one, and step 2 of the next
 // runs under step 3. Nothing goes through shared memory but the TMA's tiles.
+#include <limits.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_wgrad_sm90.h"
@@ -319,8 +319,7 @@ static void transpose_tokens(float *dst, int ld, const float *src, int N, int K)
 static bool env_on(void) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_WGRAD");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_WGRAD", true);
     }
     return env;
 }
@@ -332,8 +331,7 @@ static bool env_on(void) {
 static int min_n(void) {
     static int n = -1;
     if (n < 0) {
-        const char *e = getenv("SPD_CUDA_WGRAD_MIN_N");
-        n = e && *e ? atoi(e) : masked_b2b_sm90_min_m();
+        n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", masked_b2b_sm90_min_m(), 0, INT_MAX);
     }
     return n;
 }

@@ -20,6 +20,7 @@
 
 #include <cuda_bf16.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
 
@@ -42,18 +43,7 @@ static __global__ void scale_kernel(float *C, int M, int N, int ldc, float beta)
 // (1 to 64, default 8; 32 measured the same on the H100: dev/kernels/README.md).
 static int n_candidates(void) {
     static int n = 0;
-    if (!n) {
-        n = 8;
-        const char *e = getenv("SPD_CUDA_GEMM_CANDIDATES");
-        if (e) {
-            char *end;
-            const long v = strtol(e, &end, 10);
-            if (end == e || *end || v < 1 || v > MAX_CANDIDATES)
-                spd_die_input("SPD_CUDA_GEMM_CANDIDATES: expected an integer from 1 to %d, found \"%s\"",
-                              MAX_CANDIDATES, e);
-            n = (int)v;
-        }
-    }
+    if (!n) n = (int)spd_env_long_or_die("SPD_CUDA_GEMM_CANDIDATES", 8, 1, MAX_CANDIDATES);
     return n;
 }
 
@@ -211,8 +201,7 @@ extern "C" long long spd_cuda_splitk_count(void) { return splitk_runs; }
 static bool splitk_log(void) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_SPLITK_LOG");
-        env = e && strcmp(e, "1") == 0;
+        env = spd_env_flag_or_die("SPD_CUDA_SPLITK_LOG", false);
     }
     return env;
 }
@@ -232,8 +221,7 @@ static void algo_desc(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
 static bool splitk_env(void) {
     static int env = -1;
     if (env < 0) {
-        const char *e = getenv("SPD_CUDA_SPLITK");
-        env = !(e && strcmp(e, "0") == 0);
+        env = spd_env_flag_or_die("SPD_CUDA_SPLITK", true);
     }
     return env;
 }
