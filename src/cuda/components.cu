@@ -117,9 +117,7 @@ static void mask_grads(float *dmask, float *h, const float *a, const float *mask
 // dropped when the result is copied (or added) back. SPD_CUDA_PAD=0 turns it off.
 static bool pad_width(int d, int N, int C) {
     static int env = -1;
-    if (env < 0) {
-        env = spd_env_flag_or_die("SPD_CUDA_PAD", true);
-    }
+    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_PAD", true);
     // Small products (the reference checks' toy models) gain nothing from it; bf16
     // products pad their operands' rows when rounding them, and unaligned outputs
     // through a padded temporary (matmul.cu).
@@ -225,9 +223,7 @@ static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const 
 // product, as in unfused mode): for measuring what it buys.
 static bool bf16_acts(int C, const void *scratch) {
     static int env = -1;
-    if (env < 0) {
-        env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
-    }
+    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
     return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 &&
            spd_aligned(scratch, 16);
 }

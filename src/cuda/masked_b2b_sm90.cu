@@ -2,23 +2,23 @@
 // (Makefile: *_sm90.cu).
 //
 // Design (v5, dev/kernels/b2b_wgmma/NOTES.md): one CTA per 128 rows of X and BN = 128
-// columns of Y (BN = 176 where K2 is wider: LlamaSimple's 341, in two column tiles rather
-// than three); two consumer warpgroups of 64 rows and three producer warps. The
-// producers load through the tensor memory accelerator (TMA): the CTA's X tile
-// (K1 <= 128, kept for the whole walk over C), then per 32-wide chunk of C its At
-// [32, K1], Bt [BN, 32] and mask tile [128, 32], each operand into a ring of its own
-// (At 4 stages, Bt 3, mask 3; 3, 3, 2 with BN = 176, whose Bt stages are larger). Stages are handed over with mbarriers (full: the bytes
-// landed; empty: all eight consumer warps are done with it), so the two warpgroups
-// never wait for each other, and an At stage is free as soon as GEMM1 is done with it.
-// Per chunk and warpgroup: S = X At_chunk^T by wgmma m64n32k8 (both operands from
-// shared memory), the mask multiply (and the optional N x C stores) on S's registers,
-// then Y += P B_chunk by wgmma m64n128k8 with P as the register operand; GEMM2 of
-// chunk c runs under the mask pass of chunk c + 1 (m64n176k8 with BN = 176). The accumulator holds columns 2t,
-// 2t + 1 of each 8 where the register operand wants t, t + 4; the weight copy's column
-// order (0 2 4 6 1 3 5 7) absorbs that, so no shuffles. X and At are read as TF32 by
-// truncation (as cuBLAS's sm90 TF32 kernels read them); P and the weight copy are
-// rounded. Every tile arrives with the 128-byte swizzle that the wgmma descriptors
-// describe (16-byte piece c of row r at c ^ r % 8).
+// columns of Y (BN = 176 where K2 is wider: LlamaSimple's 341 in two column tiles, not
+// three); two consumer warpgroups of 64 rows and a producer warpgroup, three of whose
+// warps load through the tensor memory accelerator (TMA): the CTA's X tile (K1 <= 128,
+// kept for the whole walk over C), then per 32-wide chunk of C its At [32, K1], Bt
+// [BN, 32] and mask tile [128, 32], each operand into a ring of its own (At 4 stages,
+// Bt 3, mask 3; with BN = 176, whose Bt stages are larger, 3, 3, 2). Stages are handed
+// over with mbarriers (full: the bytes landed; empty: all eight consumer warps are done
+// with it), so the two warpgroups never wait for each other, and an At stage is free as
+// soon as GEMM1 is done with it. Per chunk and warpgroup: S = X At_chunk^T by wgmma
+// m64n32k8 (both operands from shared memory), the mask multiply (and the optional
+// N x C stores) on S's registers, then Y += P B_chunk by wgmma m64n128k8 (m64n176k8)
+// with P as the register operand; GEMM2 of chunk c runs under the mask pass of chunk
+// c + 1. The accumulator holds columns 2t, 2t + 1 of each 8 where the register operand
+// wants t, t + 4; the weight copy's column order (0 2 4 6 1 3 5 7) absorbs that, so no
+// shuffles. X and At are read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels read
+// them); P and the weight copy are rounded. Every tile arrives with the 128-byte swizzle
+// that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8).
 #include <limits.h>
 #include <stdint.h>
 
@@ -28,11 +28,11 @@
 #include "cuda/tma_sm90.cuh"
 #include "cuda/wgmma_sm90.cuh"
 
-#define BB_BM 128      // rows of X per CTA (two warpgroups of 64)
-#define BB_BC 32       // C per chunk
+#define BB_BM 128       // rows of X per CTA (two warpgroups of 64)
+#define BB_BC 32        // C per chunk
 #define BB_BN 128       // columns of Y per CTA where K2 <= 128
 #define BB_BN_WIDE 176  // and where it is wider (two tiles up to 352 columns)
-#define BB_MAX_K1 128  // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
+#define BB_MAX_K1 128   // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
 #define BB_CONSUMERS 256
 #define BB_THREADS (BB_CONSUMERS + 128)  // + a producer warpgroup: one warp for each ring (At, Bt, the mask)
 #define BB_SUB 128                            // bytes of one swizzled row: 32 floats
@@ -249,9 +249,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 // SPD_CUDA_B2B=0 turns it off (for A/B timing against masked_gemm_sm90 + cuBLAS).
 static bool env_on(void) {
     static int env = -1;
-    if (env < 0) {
-        env = spd_env_flag_or_die("SPD_CUDA_B2B", true);
-    }
+    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_B2B", true);
     return env;
 }
 
@@ -259,9 +257,7 @@ static bool env_on(void) {
 // the mask). Two of 176: LlamaSimple's 341-wide MLP (gate and up forward, down's dx).
 static int max_k2(void) {
     static int k2 = -1;
-    if (k2 < 0) {
-        k2 = (int)spd_env_long_or_die("SPD_CUDA_B2B_MAX_K2", 2 * BB_BN_WIDE, 0, INT_MAX);
-    }
+    if (k2 < 0) k2 = (int)spd_env_long_or_die("SPD_CUDA_B2B_MAX_K2", 2 * BB_BN_WIDE, 0, INT_MAX);
     return k2;
 }
 
@@ -277,9 +273,7 @@ static int tile_n(int K2) { return K2 <= BB_BN ? BB_BN : BB_BN_WIDE; }
 // block for 7/16 of the SMs (M >= 7296 on an H100).
 extern "C" int masked_b2b_sm90_min_m(void) {
     static int m = -1;
-    if (m < 0) {
-        m = (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", BB_BM * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
-    }
+    if (m < 0) m = (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", BB_BM * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
     return m;
 }
 

@@ -318,9 +318,7 @@ static void transpose_tokens(float *dst, int ld, const float *src, int N, int K)
 // SPD_CUDA_WGRAD=0 turns it off (for A/B timing against the cuBLAS products).
 static bool env_on(void) {
     static int env = -1;
-    if (env < 0) {
-        env = spd_env_flag_or_die("SPD_CUDA_WGRAD", true);
-    }
+    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_WGRAD", true);
     return env;
 }
 
@@ -330,9 +328,7 @@ static bool env_on(void) {
 // that threshold (masked_b2b_sm90_min_m has the measurements).
 static int min_n(void) {
     static int n = -1;
-    if (n < 0) {
-        n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", masked_b2b_sm90_min_m(), 0, INT_MAX);
-    }
+    if (n < 0) n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", masked_b2b_sm90_min_m(), 0, INT_MAX);
     return n;
 }
 

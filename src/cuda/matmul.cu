@@ -200,9 +200,7 @@ extern "C" long long spd_cuda_splitk_count(void) { return splitk_runs; }
 // untimed picks too) and per bf16 product that falls back to cublasGemmEx.
 static bool splitk_log(void) {
     static int env = -1;
-    if (env < 0) {
-        env = spd_env_flag_or_die("SPD_CUDA_SPLITK_LOG", false);
-    }
+    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_SPLITK_LOG", false);
     return env;
 }
 
@@ -220,9 +218,7 @@ static void algo_desc(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
 
 static bool splitk_env(void) {
     static int env = -1;
-    if (env < 0) {
-        env = spd_env_flag_or_die("SPD_CUDA_SPLITK", true);
-    }
+    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_SPLITK", true);
     return env;
 }
 
