@@ -407,8 +407,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
 // ---- launchers -----------------------------------------------------------------------------
 
 extern "C" bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_ptrs) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_ATT_TC", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_ATT_TC", true);
     const spd_matmul_precision p = spd_cuda_matmul_precision();
     if (!env || p == SPD_MATMUL_FP32 || (hd != 32 && hd != 64) || S % 4 != 0) return false;
     for (int i = 0; i < n_ptrs; i++)

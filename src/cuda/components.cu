@@ -116,8 +116,7 @@ static void mask_grads(float *dmask, float *h, const float *a, const float *mask
 // zero rows/columns of V or U, so every product is exact, and the padding is
 // dropped when the result is copied (or added) back. SPD_CUDA_PAD=0 turns it off.
 static bool pad_width(int d, int N, int C) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_PAD", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_PAD", true);
     // Small products (the reference checks' toy models) gain nothing from it; bf16
     // products pad their operands' rows when rounding them, and unaligned outputs
     // through a padded temporary (matmul.cu).
@@ -222,8 +221,7 @@ static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const 
 // rows). SPD_CUDA_BF16_ACTS=0 turns it off (every operand is then rounded by its
 // product, as in unfused mode): for measuring what it buys.
 static bool bf16_acts(int C, const void *scratch) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
     return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 &&
            spd_aligned(scratch, 16);
 }

@@ -111,7 +111,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // The producers: one thread in each of the first three warps of the last warpgroup,
     // which gives most of its registers to the consumers (BN = 176 needs 88 accumulators).
     if (warp_id >= BB_CONSUMERS / 32) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        producer_regs();
         const int which = warp_id - BB_CONSUMERS / 32;
         if (lane != 0) return;
         if (which == 0) {  // X, then At
@@ -131,7 +131,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    consumer_regs();
 
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
@@ -248,16 +248,14 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 
 // SPD_CUDA_B2B=0 turns it off (for A/B timing against masked_gemm_sm90 + cuBLAS).
 static bool env_on(void) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_B2B", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_B2B", true);
     return env;
 }
 
 // The widest Y that runs here: each column tile past the first recomputes S (and rereads
 // the mask). Two of 176: LlamaSimple's 341-wide MLP (gate and up forward, down's dx).
 static int max_k2(void) {
-    static int k2 = -1;
-    if (k2 < 0) k2 = (int)spd_env_long_or_die("SPD_CUDA_B2B_MAX_K2", 2 * BB_BN_WIDE, 0, INT_MAX);
+    static const int k2 = (int)spd_env_long_or_die("SPD_CUDA_B2B_MAX_K2", 2 * BB_BN_WIDE, 0, INT_MAX);
     return k2;
 }
 
@@ -272,8 +270,8 @@ static int tile_n(int K2) { return K2 <= BB_BN ? BB_BN : BB_BN_WIDE; }
 // With 32 CTAs (32x128, M = 4096) the pair lost, 4.46 against 4.22 ms. Hence a 128-row
 // block for 7/16 of the SMs (M >= 7296 on an H100).
 extern "C" int masked_b2b_sm90_min_m(void) {
-    static int m = -1;
-    if (m < 0) m = (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", BB_BM * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
+    static const int m =
+        (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", BB_BM * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
     return m;
 }
 

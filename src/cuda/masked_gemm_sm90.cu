@@ -201,15 +201,13 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
 }
 
 static bool env_on(void) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_WGMMA", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_WGMMA", true);
     return env;
 }
 
 // SPD_CUDA_WGMMA_STAGED=0: the epilogue straight from the fragments (for A/B timing).
 static bool staged_on(void) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_WGMMA_STAGED", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_WGMMA_STAGED", true);
     return env;
 }
 

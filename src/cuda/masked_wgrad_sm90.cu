@@ -245,7 +245,7 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     // Registers: the producer warpgroup gives most of its share to the consumers; one
     // thread of its first warp fills ring A, one of its second ring B.
     if (warp_id >= WG_CONSUMERS / 32) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        producer_regs();
         if (lane != 0) return;
         if (warp_id == WG_CONSUMERS / 32) {
             for (int it = 0; it < ntiles; it++) {
@@ -266,7 +266,7 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    consumer_regs();
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     if (wg == 0)
@@ -317,8 +317,7 @@ static void transpose_tokens(float *dst, int ld, const float *src, int N, int K)
 
 // SPD_CUDA_WGRAD=0 turns it off (for A/B timing against the cuBLAS products).
 static bool env_on(void) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_WGRAD", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_WGRAD", true);
     return env;
 }
 
@@ -327,8 +326,7 @@ static bool env_on(void) {
 // on an H100 (session 7: 32x256 step 7.09 against 6.78 ms); the two together win from
 // that threshold (masked_b2b_sm90_min_m has the measurements).
 static int min_n(void) {
-    static int n = -1;
-    if (n < 0) n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", masked_b2b_sm90_min_m(), 0, INT_MAX);
+    static const int n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", masked_b2b_sm90_min_m(), 0, INT_MAX);
     return n;
 }
 

@@ -42,8 +42,7 @@ static __global__ void scale_kernel(float *C, int M, int N, int ldc, float beta)
 // How many of the heuristic's candidates are timed per shape: SPD_CUDA_GEMM_CANDIDATES
 // (1 to 64, default 8; 32 measured the same on the H100: dev/kernels/README.md).
 static int n_candidates(void) {
-    static int n = 0;
-    if (!n) n = (int)spd_env_long_or_die("SPD_CUDA_GEMM_CANDIDATES", 8, 1, MAX_CANDIDATES);
+    static const int n = (int)spd_env_long_or_die("SPD_CUDA_GEMM_CANDIDATES", 8, 1, MAX_CANDIDATES);
     return n;
 }
 
@@ -199,8 +198,7 @@ extern "C" long long spd_cuda_splitk_count(void) { return splitk_runs; }
 // SPD_CUDA_SPLITK_LOG=1: one line on stderr per tuned shape (plain, each S, the choice;
 // untimed picks too) and per bf16 product that falls back to cublasGemmEx.
 static bool splitk_log(void) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_SPLITK_LOG", false);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_SPLITK_LOG", false);
     return env;
 }
 
@@ -217,8 +215,7 @@ static void algo_desc(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
 }
 
 static bool splitk_env(void) {
-    static int env = -1;
-    if (env < 0) env = spd_env_flag_or_die("SPD_CUDA_SPLITK", true);
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_SPLITK", true);
     return env;
 }
 

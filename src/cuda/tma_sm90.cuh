@@ -57,6 +57,17 @@ static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap 
         : "memory");
 }
 
+// Register split of a CTA of two consumer warpgroups and one producer warpgroup (384
+// threads, one CTA per SM): the producers, which only issue loads, keep 40 registers and
+// the consumers take 232 (2 x 128 x 232 + 128 x 40 <= 65536); each warpgroup calls its
+// side once, all of its threads together.
+static __device__ __forceinline__ void producer_regs() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+}
+static __device__ __forceinline__ void consumer_regs() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+}
+
 // A ring of shared-memory stages, each with a full barrier (one producer arrival plus
 // the TMA's bytes) and an empty one (one arrival per consumer warp), the barriers of
 // stage s at bars + 16 s and bars + 16 s + 8. Item ch (a chunk, a tile) lives in stage
