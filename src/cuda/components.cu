@@ -366,8 +366,7 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
         if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
         beta = 1;
     }
-    // No a * mask where the backward's dU recomputes it.
-    float *am = masked_wgrad_sm90_ok(N, C, d_in, d_out) || masked_wgrad_sm90_wide_ok(N, C, d_in, d_out) ? NULL : scratch;
+    float *am = masked_wgrad_sm90_ok(N, C, d_in, d_out) ? NULL : scratch;
     masked_b2b_sm90(N, C, d_in, d_out, x, d_in, Vt, d_in, Ut, mask, NULL, a, am, NULL, out, d_out, beta);
     arena_close(&t);
     return true;
@@ -452,10 +451,7 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off). With TF32 and K1, K2
 // of 64 or 128, dU and dV come from one kernel that recomputes a * mask and g_a per
 // block of components (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the
-// forward then stores no a * mask, and g_a is not stored either. Where one width is 64
-// or 128 and the other wider (up to 352: LlamaSimple's MLP), its wide variant makes the
-// gradient on the wide side (dU of gate and up, dV of down; SPD_CUDA_WGRAD_WIDE=0 turns
-// it off), and cuBLAS the other from the stored a * mask or g_a.
+// forward then stores no a * mask, and g_a is not stored either.
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -471,16 +467,6 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     if (reuse && mask && (dU || dV) && masked_wgrad_sm90_ok(N, C, d_in, d_out)) {
         masked_wgrad_sm90(N, C, d_in, d_out, x, dout, V, U, mask, dU, dV);
         dU = dV = NULL;  // done: what follows makes dx, dmask and the delta's gradients
-    }
-    // A 341-wide side: dU where d_out is wide (the forward then stored no a * mask), dV
-    // where d_in is (the back-to-back dx below then stores no g_a).
-    if (reuse && mask && dU && masked_wgrad_sm90_wide_ok(N, C, d_in, d_out)) {
-        masked_wgrad_sm90_wide(N, C, d_in, d_out, x, dout, V, mask, true, dU);
-        dU = NULL;
-    }
-    if (reuse && mask && dV && masked_wgrad_sm90_wide_ok(N, C, d_out, d_in)) {
-        masked_wgrad_sm90_wide(N, C, d_out, d_in, dout, x, U, mask, false, dV);
-        dV = NULL;
     }
     const bool need_h = dx || dV || dmask;
     // Padded operands (pad_width): dout and U when d_out needs it, x and V when d_in does.

@@ -43,13 +43,6 @@
 #define WG_B_BYTES ((4 + 4) * WG_SUB)
 #define WG_BARRIERS (4 * WG_STAGES)
 #define WG_SMEM_BYTES (WG_STAGES * (WG_A_BYTES + WG_B_BYTES) + 1024 + 8 * WG_BARRIERS)
-// The wide kernel: Out's columns per consumer warpgroup, the widest Out, and its stages
-// (ring A: In and the mask; ring B: Out^T [352 rows, 32 tokens]): 210 KB in all.
-#define WW_BN 176
-#define WW_K (2 * WW_BN)
-#define WW_A_BYTES ((4 + 2) * WG_SUB)
-#define WW_B_BYTES (WW_K * 128)
-#define WW_SMEM_BYTES (WG_STAGES * (WW_A_BYTES + WW_B_BYTES) + 1024 + 8 * WG_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // d = a b (first: d not read, so no instruction has to zero it while other wgmmas are in
@@ -64,7 +57,7 @@ static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *
         WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a0, a1, a2, a3, b);
 }
 
-// d [64, N] = a b + (accumulate ? d : 0), N = 64, 128 or 176, a in the fragment order (a0, a1,
+// d [64, N] = a b + (accumulate ? d : 0), N = 64 or 128, a in the fragment order (a0, a1,
 // a2, a3): the first tile starts the sums without an instruction zeroing d (which would
 // serialize the wgmmas, C7515).
 template <int N>
@@ -78,17 +71,11 @@ static __device__ __forceinline__ void wgmma_acc_rs(float *d, float a0, float a1
                      ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
                      : WG_ACC32(d)
                      : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
-    else if constexpr (N == 128)
+    else
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " WG_ACC64_REGS
                      ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
                      : WG_ACC64(d)
-                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
-    else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %93, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n176k8.f32.tf32.tf32 " WG_ACC88_REGS
-                     ", {%88, %89, %90, %91}, %92, p, 1, 1;\n}\n"
-                     : WG_ACC88(d)
                      : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
 }
 
@@ -106,18 +93,17 @@ static __device__ __forceinline__ uint32_t swz(int r, int c) {
     return (uint32_t)((c >> 5) * WG_SUB + r * 128 + ((((c & 31) >> 2) ^ (r & 7)) << 4) + (c & 3) * 4);
 }
 
-// One consumer warpgroup. KW: width of In (and of W's rows), KO: the columns of Out it
-// takes (64, 128, or 176 of a wider Out). u_side: W = V^T (V [KW, C]), In = x, Out = dout,
-// acc = dU; else W = U ([C, KW]), In = dout, Out = x, acc = dV^T. in_off / mask_off: where
-// In and the mask start within a stage of ring A, ot_off: where its Out^T rows start
-// within one of ring B. The CTA's tiles: ntiles from ring item 0, of components c0 ..
-// c0 + 63; acc is stored into its partial block part: [64, ldp] with rows c where
-// ROWS_C, else [KO, 64] (dV's layout).
-template <int KW, int KO, bool u_side, bool ROWS_C>
+// One consumer warpgroup. KW: width of In (and of W's rows), KO: width of Out (64 or
+// 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU; else W = U ([C, KW]),
+// In = dout, Out = x, acc = dV^T. in_off / mask_off: where In and the mask start within
+// a stage of ring A, ot_off: where Out^T starts within one of ring B. The CTA's tiles:
+// ntiles from ring item 0, of components c0 .. c0 + 63; acc is stored into its partial
+// block part.
+template <int KW, int KO, bool u_side>
 static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_t sm_addr, const ring &ra,
                                                 const ring &rb, uint32_t in_off, uint32_t ot_off, uint32_t mask_off,
                                                 const float *__restrict__ W, int C, int c0, int ntiles,
-                                                float *__restrict__ part, int ldp, int lane, int warp) {
+                                                float *__restrict__ part, int lane, int warp) {
     const int g = lane >> 2, t = lane & 3;
     // Accumulator layout of m64nN: row 16 warp + g (+ 8 for i = 1), column 8 j + 2 t + e
     // in d[4 j + 2 i + e].
@@ -207,15 +193,15 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fence_regs<KO / 2>(acc);
     rb.release(ntiles - 1, lane);
-    // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part: rows c (dU's layout), or [KO, 64]
-    // (dV's), so that the reduction reads and writes rows.
+    // acc (rows cl (+ 8), columns 8 j + 2 t (+ 1)) -> part: [64, KO] on the U side (dU's
+    // layout), [KO, 64] on the V side (dV's), so that the reduction reads and writes rows.
 #pragma unroll
     for (int j = 0; j < KO / 8; j++)
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const int c = cl + 8 * i, k = 8 * j + 2 * t;
-            if (ROWS_C) {
-                *(float2 *)(part + c * ldp + k) = make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
+            if (u_side) {
+                *(float2 *)(part + c * KO + k) = make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
             } else {
                 part[k * WG_BC + c] = acc[4 * j + 2 * i];
                 part[(k + 1) * WG_BC + c] = acc[4 * j + 2 * i + 1];
@@ -284,69 +270,11 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true, true>(smem_raw, raw, ra, rb, x_off, doutT_off, mask_off, V, C, c0, ntiles,
-                                                 part_dU + b * WG_BC * (32 * NK2), 32 * NK2, lane, warp);
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, ra, rb, x_off, doutT_off, mask_off, V, C, c0, ntiles,
+                                           part_dU + b * WG_BC * (32 * NK2), lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false, false>(smem_raw, raw, ra, rb, dout_off, xT_off, mask_off, U, C, c0,
-                                                   ntiles, part_dV + b * WG_BC * (32 * NK1), 0, lane, warp);
-#endif
-}
-
-// One side for a module whose other width is wide (WW_K: up to 352, LlamaSimple's 341):
-// dU of one whose d_out is (u_side: In = x, W = V, Out = dout), or dV of one whose d_in is
-// (In = dout, W = U, Out = x). NKI: In's width / 32 (2 or 4). Both consumer warpgroups
-// take the CTA's 64 components, each with 176 columns of Out (88 accumulators: the
-// producer warpgroup's registers make room), so each recomputes T: 128 + 176 of every
-// 304 products per warpgroup are the gradient's own. Ring A: In and the mask; ring B:
-// Out^T's 352 rows in two boxes (rows past K_out zero). Partial blocks part [S, nc, 64,
-// WW_K], rows c for either side.
-template <int NKI, bool u_side>
-static __global__ void __launch_bounds__(WG_THREADS, 1)
-    masked_wgrad_wide_kernel(const __grid_constant__ CUtensorMap tm_in, const __grid_constant__ CUtensorMap tm_mask,
-                             const __grid_constant__ CUtensorMap tm_outT, int C, int tiles,
-                             const float *__restrict__ W, float *__restrict__ part) {
-#ifdef WG_HAVE_WGMMA
-    extern __shared__ unsigned char smem_raw[];
-    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    const uint32_t st0 = (raw + 1023) & ~1023u;
-    const uint32_t bars = st0 + WG_STAGES * (WW_A_BYTES + WW_B_BYTES);
-    const ring ra = {st0, WW_A_BYTES, bars, WG_STAGES};
-    const ring rb = {st0 + WG_STAGES * WW_A_BYTES, WW_B_BYTES, bars + 16 * WG_STAGES, WG_STAGES};
-    const int c0 = blockIdx.x * WG_BC, t0 = split_first(blockIdx.y, gridDim.y, tiles);
-    const int ntiles = split_first(blockIdx.y + 1, gridDim.y, tiles) - t0;
-    const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    constexpr uint32_t in_off = 0, mask_off = NKI * WG_SUB;  // ring A
-    if (threadIdx.x == 0) {
-        ra.init(WG_CONSUMERS / 32);
-        rb.init(WG_CONSUMERS / 32);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-    if (warp_id >= WG_CONSUMERS / 32) {
-        producer_regs();
-        if (lane != 0) return;
-        if (warp_id == WG_CONSUMERS / 32) {
-            for (int it = 0; it < ntiles; it++) {
-                const int tok0 = (t0 + it) * WG_BT;
-                const uint32_t st = ra.acquire(it, (NKI + 2) * WG_SUB), bar = ra.full(it);
-                for (int s = 0; s < NKI; s++) tma_load(st + in_off + s * WG_SUB, &tm_in, 32 * s, tok0, bar);
-                for (int b = 0; b < 2; b++)
-                    tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
-            }
-        } else if (warp_id == WG_CONSUMERS / 32 + 1) {
-            for (int it = 0; it < ntiles; it++) {
-                const int tok0 = (t0 + it) * WG_BT;
-                const uint32_t st = rb.acquire(it, WW_B_BYTES), bar = rb.full(it);
-                for (int h = 0; h < 2; h++) tma_load(st + h * (WW_BN * 128), &tm_outT, tok0, WW_BN * h, bar);
-            }
-        }
-        return;
-    }
-    consumer_regs();
-    const int wg = threadIdx.x >> 7, warp = warp_id & 3;
-    const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
-    consumer<32 * NKI, WW_BN, u_side, true>(smem_raw, raw, ra, rb, in_off, wg * (WW_BN * 128), mask_off, W, C, c0,
-                                            ntiles, part + b * WG_BC * WW_K + wg * WW_BN, WW_K, lane, warp);
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, ra, rb, dout_off, xT_off, mask_off, U, C, c0, ntiles,
+                                            part_dV + b * WG_BC * (32 * NK1), lane, warp);
 #endif
 }
 
@@ -360,34 +288,6 @@ static __global__ void add_partials_kernel(float *dst, const float *part, bool d
     float s = dst[i];
     for (int sp = 0; sp < S; sp++) s += part[((long long)sp * nc + c / WG_BC) * WG_BC * K + at];
     dst[i] = s;
-}
-
-// The wide kernel's reduction: dst += the sum over the S splits of its partial blocks
-// (part [S, nc, 64, WW_K], rows c), in split order; dst is dU [C, K] (rows_c) or dV
-// [K, C]. Block: a 32 x 32 tile of (c, k) through shared memory, so that both the
-// partial blocks and dV are read and written along rows; 32 x 8 threads.
-static __global__ void add_partials_wide_kernel(float *dst, const float *part, bool rows_c, int C, int K, int nc,
-                                                int S) {
-    __shared__ float tile[32][33];
-    const int c0 = blockIdx.y * 32, k0 = blockIdx.x * 32, tx = threadIdx.x, ty = threadIdx.y;
-    for (int r = ty; r < 32; r += 8) {
-        const int c = c0 + r, k = k0 + tx;
-        float s = 0.0f;
-        if (c < C && k < K)
-            for (int sp = 0; sp < S; sp++)
-                s += part[(((long long)sp * nc + c / WG_BC) * WG_BC + c % WG_BC) * WW_K + k];
-        tile[r][tx] = s;
-    }
-    __syncthreads();
-    for (int r = ty; r < 32; r += 8) {
-        if (rows_c) {
-            const int c = c0 + r, k = k0 + tx;
-            if (c < C && k < K) dst[(long long)c * K + k] += tile[r][tx];
-        } else {
-            const int k = k0 + r, c = c0 + tx;
-            if (c < C && k < K) dst[(long long)k * C + c] += tile[tx][r];
-        }
-    }
 }
 
 // dst [K, ld] (ld = N rounded up to 8) = src^T for src [N, K], each 8 columns in the
@@ -436,46 +336,21 @@ typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUte
 static const wgrad_kernel_fn kernels[4] = {masked_wgrad_kernel<2, 2>, masked_wgrad_kernel<2, 4>,
                                            masked_wgrad_kernel<4, 2>, masked_wgrad_kernel<4, 4>};
 
-typedef void (*wgrad_wide_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
-                                     const float *, float *);
-// [u_side][K_in == 128]
-static const wgrad_wide_kernel_fn wide_kernels[4] = {masked_wgrad_wide_kernel<2, false>,
-                                                     masked_wgrad_wide_kernel<4, false>,
-                                                     masked_wgrad_wide_kernel<2, true>, masked_wgrad_wide_kernel<4, true>};
-
 static bool device_is_sm90(void) {
     static bool smem_raised = false;
     if (!spd_cuda_is_sm90()) return false;
     if (!smem_raised) {
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 4; i++)
             CUDA_CHECK(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM_BYTES));
-            CUDA_CHECK(
-                cudaFuncSetAttribute(wide_kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, WW_SMEM_BYTES));
-        }
         smem_raised = true;
     }
     return true;
-}
-
-// SPD_CUDA_WGRAD_WIDE=0 turns the wide kernel off (for A/B timing against cuBLAS).
-static bool wide_on(void) {
-    static const bool env = spd_env_flag_or_die("SPD_CUDA_WGRAD_WIDE", true);
-    return env;
 }
 
 extern "C" bool masked_wgrad_sm90_ok(int N, int C, int K1, int K2) {
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
         return false;
     if (N <= 0 || N < min_n() || C <= 0 || C % 4 || (K1 != 64 && K1 != 128) || (K2 != 64 && K2 != 128)) return false;
-    return device_is_sm90();
-}
-
-extern "C" bool masked_wgrad_sm90_wide_ok(int N, int C, int K_in, int K_out) {
-    if (!env_on() || !wide_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED ||
-        spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
-        return false;
-    if (N <= 0 || N < min_n() || C <= 0 || C % 4 || (K_in != 64 && K_in != 128) || K_out <= 128 || K_out > WW_K)
-        return false;
     return device_is_sm90();
 }
 
@@ -525,34 +400,5 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     CUDA_CHECK(cudaFreeAsync(part, st));
     if (xa != x) CUDA_CHECK(cudaFreeAsync((void *)xa, st));
     if (da != dout) CUDA_CHECK(cudaFreeAsync((void *)da, st));
-    if (ma != mask) CUDA_CHECK(cudaFreeAsync((void *)ma, st));
-}
-
-extern "C" void masked_wgrad_sm90_wide(int N, int C, int K_in, int K_out, const float *in, const float *out,
-                                       const float *W, const float *mask, bool u_side, float *dst) {
-    cudaStream_t st = spd_cuda_stream();
-    const float *ia = spd_aligned(in, 16) ? in : aligned_copy(in, (long long)N * K_in);
-    const float *ma = spd_aligned(mask, 16) ? mask : aligned_copy(mask, (long long)N * C);
-    const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
-    int S = spd_cuda_sm_count() / nc;  // about one CTA per SM, as above
-    if (S > tiles) S = tiles;
-    if (S < 1) S = 1;
-    const long long np = (long long)S * nc * WG_BC * WW_K;
-    const int ldt = (N + 7) & ~7;  // Out^T with the tokens of each 8 in step 3's register order
-    float *part = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(np + (long long)K_out * ldt) * sizeof(float), st));
-    float *outT = part + np;
-    transpose_tokens(outT, ldt, out, N, K_out);
-    const CUtensorMap tm_in = tma_tensor_map(ia, N, K_in, K_in, WG_BT), tm_mask = tma_tensor_map(ma, N, C, C, WG_BT),
-                      tm_outT = tma_tensor_map(outT, K_out, ldt, ldt, WW_BN);
-    const wgrad_wide_kernel_fn kernel = wide_kernels[2 * u_side + (K_in == 128)];
-    kernel<<<dim3((unsigned)nc, (unsigned)S), WG_THREADS, WW_SMEM_BYTES, st>>>(tm_in, tm_mask, tm_outT, C, tiles, W,
-                                                                              part);
-    CUDA_CHECK_LAUNCH();
-    const dim3 grid((unsigned)((K_out + 31) / 32), (unsigned)((C + 31) / 32));
-    add_partials_wide_kernel<<<grid, dim3(32, 8), 0, st>>>(dst, part, u_side, C, K_out, nc, S);
-    CUDA_CHECK_LAUNCH();
-    CUDA_CHECK(cudaFreeAsync(part, st));
-    if (ia != in) CUDA_CHECK(cudaFreeAsync((void *)ia, st));
     if (ma != mask) CUDA_CHECK(cudaFreeAsync((void *)ma, st));
 }

@@ -30,18 +30,6 @@ bool masked_wgrad_sm90_ok(int N, int C, int K1, int K2);
 void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, const float *dout, const float *V,
                        const float *U, const float *mask, float *dU, float *dV);
 
-// One of the two gradients where the module's other width is wide (128 < K_out <= 352,
-// LlamaSimple's 341-wide MLP; K_in 64 or 128), with the same switches and threshold
-// (SPD_CUDA_WGRAD_WIDE=0 turns only this off), S and G recomputed as above:
-//   u_side (d_out wide):  dst = dU [C, K_out] += (in W * mask)^T out,    in = x [N, K_in],
-//                         W = V [K_in, C], out = dout [N, K_out];
-//   else (d_in wide):     dst = dV [K_out, C] += out^T ((in W^T) * mask),  in = dout [N, K_in],
-//                         W = U [C, K_in], out = x [N, K_out].
-// The other gradient of such a module still needs the stored a * mask or g_a.
-bool masked_wgrad_sm90_wide_ok(int N, int C, int K_in, int K_out);
-void masked_wgrad_sm90_wide(int N, int C, int K_in, int K_out, const float *in, const float *out, const float *W,
-                            const float *mask, bool u_side, float *dst);
-
 #ifdef __cplusplus
 }
 #endif
