@@ -4,6 +4,7 @@
 #ifndef SPD_CUDA_BACKEND_H
 #define SPD_CUDA_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -25,6 +26,8 @@ typedef enum {
 // clear message when no GPU is usable.
 void spd_cuda_init(void);
 const char *spd_cuda_device_name(void);
+// Whether the device is compute capability 9.0 (H100 / H200): where the sm_90a kernels run.
+bool spd_cuda_is_sm90(void);
 void spd_cuda_set_mode(spd_cuda_mode mode);
 spd_cuda_mode spd_cuda_mode_get(void);
 void spd_cuda_set_matmul_precision(spd_matmul_precision p);

@@ -32,8 +32,6 @@ void spd_cuda_fail(const char *what, const char *detail, const char *file, int l
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
 cudaStream_t spd_cuda_stream(void);
-// Whether the device is compute capability 9.0 (H100 / H200): where the sm_90a kernels run.
-bool spd_cuda_is_sm90(void);
 // The device's streaming multiprocessors.
 int spd_cuda_sm_count(void);
 cublasHandle_t spd_cublas(void);

@@ -80,7 +80,7 @@ extern "C" const char *spd_cuda_device_name(void) {
     return backend.name;
 }
 
-bool spd_cuda_is_sm90(void) {
+extern "C" bool spd_cuda_is_sm90(void) {
     require_ready();
     return backend.sm90;
 }

@@ -15,6 +15,7 @@
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
+#include "cuda/gemm.h"
 #include "cuda/masked_gemm_sm90.h"
 #include "cuda/wgmma_sm90.cuh"
 
@@ -55,7 +56,33 @@ static __device__ __forceinline__ void load_tile(uint32_t tile, const T *src, in
         cp_async16(tile + r * 128 + ((c ^ (r & 7)) << 4), p, valid);
     }
 }
+
+// The same for a float operand whose rows need not be 16-byte aligned (any lda, K): four
+// 4-byte copies per piece.
+static __device__ __forceinline__ void load_tile4(uint32_t tile, const float *src, int ld, int row0, int rows,
+                                                  int k0, int K) {
+#pragma unroll
+    for (int i = 0; i < MG_BM * MG_ROW_BYTES / 16 / MG_THREADS; i++) {
+        const int q = threadIdx.x + i * MG_THREADS, r = q >> 3, c = q & 7, row = row0 + r;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int k = k0 + 4 * c + e;
+            const bool valid = row < rows && k < K;
+            const float *p = valid ? src + (long long)row * ld + k : src;
+            const uint32_t dst = tile + r * 128 + ((c ^ (r & 7)) << 4) + 4 * e;
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(p), "r"(valid ? 4 : 0));
+        }
+    }
+}
 #endif
+
+// The epilogues: straight from the fragments (float2 stores), staged through shared
+// memory with float4 stores (N % 4 == 0, 16-byte rows), or staged with one float per lane
+// and store, consecutive lanes on consecutive columns (o_plain only, rows at any
+// alignment: the 4019-wide logits).
+#define MG_EPI_FRAGMENTS 0
+#define MG_EPI_STAGED 1
+#define MG_EPI_SCALAR 2
 
 // The staged epilogue's tile: 128 rows of 136 floats (8 mod 32 banks: the float2 writes
 // of a fragment's 8 rows x 4 lanes fill 32 banks per half warp), in the pipeline's memory.
@@ -73,7 +100,8 @@ static __device__ __forceinline__ void store4(__nv_bfloat16 *o, float4 v) {
 }
 
 // T: the operands' type (float read as TF32, or bf16) and o_mask's.
-template <typename T, bool STAGED>
+// A4: A read by load_tile4 (float only).
+template <typename T, int EPI, bool A4>
 static __global__ void __launch_bounds__(MG_THREADS, 2)
     masked_gemm_kernel(int M, int N, int K, const T *__restrict__ A, int lda, const T *__restrict__ B, int ldb,
                        const float *__restrict__ mask, const float *__restrict__ aux, float *__restrict__ o_plain,
@@ -93,7 +121,10 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
 #pragma unroll
     for (int s = 0; s < MG_STAGES - 1; s++) {
         if (s < nk) {
-            load_tile(smem + s * MG_STAGE_BYTES, A, lda, m0, M, s * BK, K);
+            if constexpr (A4)
+                load_tile4(smem + s * MG_STAGE_BYTES, A, lda, m0, M, s * BK, K);
+            else
+                load_tile(smem + s * MG_STAGE_BYTES, A, lda, m0, M, s * BK, K);
             load_tile(smem + s * MG_STAGE_BYTES + MG_TILE_BYTES, B, ldb, n0, N, s * BK, K);
         }
         asm volatile("cp.async.commit_group;\n" ::);
@@ -106,7 +137,10 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
         const int next = kt + MG_STAGES - 1;  // its stage was read at kt - 1, finished by every warpgroup
         if (next < nk) {
             const uint32_t st = smem + (next % MG_STAGES) * MG_STAGE_BYTES;
-            load_tile(st, A, lda, m0, M, next * BK, K);
+            if constexpr (A4)
+                load_tile4(st, A, lda, m0, M, next * BK, K);
+            else
+                load_tile(st, A, lda, m0, M, next * BK, K);
             load_tile(st + MG_TILE_BYTES, B, ldb, n0, N, next * BK, K);
         }
         asm volatile("cp.async.commit_group;\n" ::);
@@ -128,7 +162,7 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
     // 16 w + 15; lane l holds rows l / 4 and l / 4 + 8, columns 8 j + 2 (l % 4) + {0, 1}
     // as d[4 j + 2 i + {0, 1}] for row half i.
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-    if (STAGED) {
+    if (EPI != MG_EPI_FRAGMENTS) {
         // Through shared memory, so that each warp reads and writes whole 512-byte row
         // pieces with float4 (the fragment layout gives 32-byte pieces of 8 rows: 4x the
         // memory instructions for the same bytes). Needs N % 4 == 0 and 16-byte rows.
@@ -144,27 +178,41 @@ static __global__ void __launch_bounds__(MG_THREADS, 2)
             }
         __syncthreads();
         const int w8 = threadIdx.x >> 5, col = n0 + 4 * lane;
+        if constexpr (EPI == MG_EPI_SCALAR) {
+            for (int r = w8; r < MG_BM; r += 8) {
+                const int row = m0 + r;
+                if (row >= M) break;
 #pragma unroll
-        for (int r0 = 0; r0 < MG_BM; r0 += 64) {  // 8 rows per warp at a time: 8 float4 loads in flight
-            float4 mv[8], av[8];
-#pragma unroll
-            for (int q = 0; q < 8; q++) {
-                const int row = m0 + r0 + w8 + 8 * q;
-                const bool in = row < M && col < N;
-                const long long o = (long long)row * N + col;
-                mv[q] = mask && in ? __ldg((const float4 *)(mask + o)) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
-                av[q] = aux && in ? __ldg((const float4 *)(aux + o)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                for (int q = 0; q < 4; q++) {
+                    const int c = n0 + 32 * q + lane;
+                    if (c < N) o_plain[(long long)row * N + c] = tile[r * MG_STAGE_LD + 32 * q + lane];
+                }
             }
+        } else {
 #pragma unroll
-            for (int q = 0; q < 8; q++) {
-                const int r = r0 + w8 + 8 * q, row = m0 + r;
-                if (row >= M || col >= N) continue;
-                const long long o = (long long)row * N + col;
-                const float4 v = *(const float4 *)(tile + r * MG_STAGE_LD + 4 * lane);
-                if (o_plain) *(float4 *)(o_plain + o) = v;
-                if (o_mask) store4(o_mask + o, make_float4(v.x * mv[q].x, v.y * mv[q].y, v.z * mv[q].z, v.w * mv[q].w));
-                if (o_aux)
-                    *(float4 *)(o_aux + o) = make_float4(v.x * av[q].x, v.y * av[q].y, v.z * av[q].z, v.w * av[q].w);
+            for (int r0 = 0; r0 < MG_BM; r0 += 64) {  // 8 rows per warp at a time: 8 float4 loads in flight
+                float4 mv[8], av[8];
+#pragma unroll
+                for (int q = 0; q < 8; q++) {
+                    const int row = m0 + r0 + w8 + 8 * q;
+                    const bool in = row < M && col < N;
+                    const long long o = (long long)row * N + col;
+                    mv[q] = mask && in ? __ldg((const float4 *)(mask + o)) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+                    av[q] = aux && in ? __ldg((const float4 *)(aux + o)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                }
+#pragma unroll
+                for (int q = 0; q < 8; q++) {
+                    const int r = r0 + w8 + 8 * q, row = m0 + r;
+                    if (row >= M || col >= N) continue;
+                    const long long o = (long long)row * N + col;
+                    const float4 v = *(const float4 *)(tile + r * MG_STAGE_LD + 4 * lane);
+                    if (o_plain) *(float4 *)(o_plain + o) = v;
+                    if (o_mask)
+                        store4(o_mask + o, make_float4(v.x * mv[q].x, v.y * mv[q].y, v.z * mv[q].z, v.w * mv[q].w));
+                    if (o_aux)
+                        *(float4 *)(o_aux + o) =
+                            make_float4(v.x * av[q].x, v.y * av[q].y, v.z * av[q].z, v.w * av[q].w);
+                }
             }
         }
         return;
@@ -211,12 +259,15 @@ static bool staged_on(void) {
     return env;
 }
 
+template <typename T, int EPI, bool A4>
+static void allow_smem_one(void) {
+    CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<T, EPI, A4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    MG_SMEM_BYTES));
+}
 template <typename T>
 static void allow_smem(void) {
-    CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    MG_SMEM_BYTES));
-    CUDA_CHECK(cudaFuncSetAttribute(masked_gemm_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    MG_SMEM_BYTES));
+    allow_smem_one<T, MG_EPI_FRAGMENTS, false>();
+    allow_smem_one<T, MG_EPI_STAGED, false>();
 }
 
 // On an sm_90 device, with the kernels' shared-memory limit raised (once).
@@ -226,6 +277,9 @@ static bool device_is_sm90(void) {
     if (!smem_raised) {
         allow_smem<float>();
         allow_smem<__nv_bfloat16>();
+        allow_smem_one<float, MG_EPI_SCALAR, false>();
+        allow_smem_one<float, MG_EPI_SCALAR, true>();
+        allow_smem_one<float, MG_EPI_STAGED, true>();
         smem_raised = true;
     }
     return true;
@@ -265,10 +319,10 @@ static void launch(int M, int N, int K, const T *A, int lda, const T *B, int ldb
     bool staged = N % 4 == 0 && staged_on();
     for (int i = 0; i < 5; i++) staged = staged && spd_aligned(mn[i], i == 3 ? 4 * sizeof(T) : 16);  // 4 per store
     if (staged)
-        masked_gemm_kernel<T, true><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+        masked_gemm_kernel<T, MG_EPI_STAGED, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
             M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     else
-        masked_gemm_kernel<T, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+        masked_gemm_kernel<T, MG_EPI_FRAGMENTS, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
             M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     CUDA_CHECK_LAUNCH();
 }
@@ -283,6 +337,59 @@ extern "C" void masked_gemm_sm90_bf16(int M, int N, int K, const void *A16, int 
                                       float *o_aux) {
     launch<__nv_bfloat16>(M, N, K, (const __nv_bfloat16 *)A16, lda, (const __nv_bfloat16 *)B16, ldb, mask, aux,
                           o_plain, (__nv_bfloat16 *)o_mask16, o_aux);
+}
+
+// ---- plain products that cuBLASLt runs only with its align1 kernels ----------------
+// C [M, N] = A [M, K] @ op(B) where A's or C's rows are not 16-byte aligned: the
+// 4019-wide logits (C, from K = 128) and their gradient (A, K = 4019), which cuBLASLt
+// ran with align1 kernels at 150-250 us each (dev/kernels/README.md, session 9).
+// SPD_CUDA_WGMMA_NT=0 leaves them to cuBLAS.
+static bool nt_on(void) {
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_WGMMA_NT", true);
+    return env;
+}
+
+extern "C" bool gemm_nt_sm90_ok(int M, int N, int K, const float *A, int lda, const float *C, int ldc) {
+    if (!env_on() || !nt_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED ||
+        spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
+        return false;
+    if (M <= 0 || N <= 0 || K <= 0 || ldc != N || (double)M * N * K < (double)(1 << 24)) return false;
+    const bool a_rows16 = lda % 4 == 0 && spd_aligned(A, 16), c_rows16 = N % 4 == 0 && spd_aligned(C, 16);
+    if (a_rows16 && c_rows16) return false;  // cuBLASLt's aligned kernels
+    return device_is_sm90();
+}
+
+extern "C" void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb, bool trans_b,
+                             float *C) {
+    cudaStream_t st = spd_cuda_stream();
+    // B as the kernel reads it: [N, K] in rows of 16 bytes, zero past K (A's columns past
+    // K load as zeros, but junk there could be a NaN): a padded or transposed copy where
+    // op(B) is not that already.
+    const float *Bk = B;
+    int ldk = ldb;
+    float *Bc = NULL;
+    if (!trans_b || ldb % 4 || K % 4 || !spd_aligned(B, 16)) {
+        ldk = (K + 3) & ~3;
+        CUDA_CHECK(cudaMallocAsync((void **)&Bc, (size_t)N * ldk * sizeof(float), st));
+        if (trans_b)
+            copy2d_cuda(Bc, ldk, N, ldk, B, ldb, N, K, 0);
+        else
+            transpose_pad_cuda(Bc, ldk, B, ldb, K, N);
+        Bk = Bc;
+    }
+    const bool a4 = lda % 4 != 0 || K % 4 != 0 || !spd_aligned(A, 16), scalar = N % 4 != 0 || !spd_aligned(C, 16);
+    const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
+    if (scalar && a4)
+        masked_gemm_kernel<float, MG_EPI_SCALAR, true>
+            <<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
+    else if (scalar)
+        masked_gemm_kernel<float, MG_EPI_SCALAR, false>
+            <<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
+    else
+        masked_gemm_kernel<float, MG_EPI_STAGED, true>
+            <<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
+    CUDA_CHECK_LAUNCH();
+    if (Bc) CUDA_CHECK(cudaFreeAsync(Bc, st));
 }
 
 // dst [c, k] = src [k, c] for k < rows, 0 for rows <= k < ldd; 32 x 32 tiles through shared memory.

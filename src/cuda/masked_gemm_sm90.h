@@ -39,6 +39,13 @@ bool masked_gemm_sm90_bf16_ok(int M, int N, int K, const void *A16, int lda, con
 void masked_gemm_sm90_bf16(int M, int N, int K, const void *A16, int lda, const void *B16, int ldb, const float *mask,
                            const float *aux, float *o_plain, void *o_mask16, float *o_aux);
 
+// C [M, N] = A [M, K] @ op(B) (op(B) = B^T for B [N, K] when trans_b, else B [K, N]), TF32,
+// fused mode, SPD_CUDA_WGMMA_NT not "0": the products cuBLASLt has only align1 kernels
+// for, A's or C's rows not 16-byte aligned (any lda, K; C's row stride must be N), and
+// M N K >= 2^24. alpha 1, beta 0; B copied to [N, K] rows of 16 bytes where it is not.
+bool gemm_nt_sm90_ok(int M, int N, int K, const float *A, int lda, const float *C, int ldc);
+void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb, bool trans_b, float *C);
+
 // dst [cols, ldd] = src [rows, cols]^T (src row stride lds), zero in dst columns rows..ldd-1.
 void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols);
 // The same rounded to bf16.

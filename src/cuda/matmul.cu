@@ -23,6 +23,7 @@
 #include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
+#include "cuda/masked_gemm_sm90.h"
 
 extern "C" {
 #include "core/real.h"
@@ -513,7 +514,8 @@ static bool matmul_lt(float *C, const void *A, const void *B, int M, int N, int 
 // (dev/kernels/README.md). Such a product runs into a padded temporary [M, ld4(N)] and is
 // copied (or added) back. (bf16 needs more: N itself a multiple of 8, below.)
 // The copy moves the output twice more, so it pays only where the product's reads
-// dominate: K >= 256 (the 4019-wide logits from K = 128 stay as they are).
+// dominate: K >= 256. (In fused TF32 mode on an H100 the wgmma kernel of gemm_nt_sm90
+// takes these products first: the 4019-wide logits from K = 128, and their gradient.)
 #define PAD_OUTPUT_MIN_K 256
 
 static bool pad_output(const float *C, int K, int ldc) {
@@ -658,6 +660,10 @@ extern "C" void matmul_cuda_ld(float *C, const float *A, const float *B, int M, 
     // Small products stay on cublasSgemm: timing candidates cannot pay there.
     if (spd_cuda_matmul_precision() == SPD_MATMUL_BF16) {
         matmul_cuda_ld_bf16(C, A, false, B, false, M, N, K, trans_a, trans_b, alpha, beta, lda, ldb, ldc);
+        return;
+    }
+    if (!trans_a && alpha == 1 && beta == 0 && gemm_nt_sm90_ok(M, N, K, A, lda, C, ldc)) {
+        gemm_nt_sm90(M, N, K, A, lda, B, ldb, trans_b, C);  // the align1 products (masked_gemm_sm90.h)
         return;
     }
     if (use_lt() && (double)M * N * K >= (double)(1 << 24)) {

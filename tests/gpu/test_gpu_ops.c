@@ -25,6 +25,7 @@
 #include "core/philox.h"
 #include "cuda/backend.h"
 #include "cuda/gemm.h"
+#include "cuda/masked_gemm_sm90.h"
 #include "ops/adamw.h"
 #include "ops/add.h"
 #include "ops/attention.h"
@@ -797,6 +798,50 @@ static void test_matmul_bf16(void) {
     }
 }
 
+// Products cuBLASLt has only align1 kernels for, which fused TF32 runs on the wgmma kernel
+// of gemm_nt_sm90 (an H100): the 4019-wide logits (C's rows unaligned), their gradient
+// (A's), K not a multiple of 4 (A read in 4-byte pieces, B's copy padded with zeros over
+// junk that would be NaN), and an A that starts off a 16-byte boundary; against the
+// float64 CPU product at the TF32 bound, after checking that the kernel is the one used.
+static void test_matmul_nt(void) {
+    static const struct {
+        int M, N, K, a_off;
+        bool tb;
+    } cases[] = {{4099, 4019, 128, 0, true}, {4099, 128, 4019, 0, false}, {300, 1001, 77, 0, true},
+                 {513, 130, 1023, 0, false}, {1030, 257, 128, 1, true}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int M = cases[c].M, N = cases[c].N, K = cases[c].K, off = cases[c].a_off;
+        const bool tb = cases[c].tb;
+        pair A = input((long)M * K + off, -1, 1), B = input((long)K * N, -1, 1), C = output((long)M * N);
+        double *A64 = hmalloc((size_t)M * K * sizeof(double)), *B64 = hmalloc((size_t)B.n * sizeof(double));
+        double *C64 = hmalloc((size_t)C.n * sizeof(double)), *g64 = hmalloc((size_t)C.n * sizeof(double));
+        for (long i = 0; i < (long)M * K; i++) A64[i] = A.h[i + off];
+        for (long i = 0; i < B.n; i++) B64[i] = B.h[i];
+        matmul_f64(C64, A64, B64, M, N, K, false, tb, 1, 0);
+        // A [N, K] B in rows of 16 bytes (which the kernel could read in place) with NaN past K.
+        const int ldb = tb ? (K + 3) & ~3 : N;
+        float *Bd = B.d;
+        if (tb) {
+            float *hb = hmalloc((size_t)N * ldb * sizeof(float));
+            for (long i = 0; i < (long)N * ldb; i++) hb[i] = NAN;
+            for (int n = 0; n < N; n++) memcpy(hb + (long)n * ldb, B.h + (long)n * K, (size_t)K * sizeof(float));
+            Bd = to_device(hb, (long)N * ldb);
+        }
+        char name[200];
+        snprintf(name, sizeof name, "matmul M=%d N=%d K=%d tb=%d A+%d runs on gemm_nt_sm90", M, N, K, tb, off);
+        test_report(!spd_cuda_is_sm90() || gemm_nt_sm90_ok(M, N, K, A.d + off, K, C.d, N), name,
+                    "not routed to the kernel");
+        matmul_cuda_ld(C.d, A.d + off, Bd, M, N, K, false, tb, 1, 0, K, ldb, N);
+        float *got = download(C.d, C.n);
+        for (long i = 0; i < C.n; i++) g64[i] = got[i];
+        const double err = test_rel_norm_err(g64, C64, C.n);
+        snprintf(name, sizeof name, "matmul TF32 vs float64 M=%d N=%d K=%d tb=%d A+%d (norm-rel err %.2e, bound %.0e)",
+                 M, N, K, tb, off, err, tol);
+        test_report(err <= tol, name, "error above bound");
+        free_all();
+    }
+}
+
 // Split-K (src/cuda/matmul.cu, fused mode): products forced over S slices of K
 // against the float64 CPU product, in fp32, TF32 and bf16 at each one's bound; K
 // not divisible by S (a remainder slice), beta != 0, every transpose, an odd N
@@ -954,6 +999,7 @@ int main(void) {
         if (!delta && dmask) continue;
         test_components(4096, 128, 1200, 64, mask, delta, dmask, 0);
     }
+    test_matmul_nt();
     test_components(4096, 128, 1200, 341, true, false, true, 0);
     test_components(4096, 341, 1200, 128, true, false, true, 0);
     test_components(4099, 96, 1202, 128, true, true, true, 1);  // partial tiles in M and N
