@@ -5,19 +5,19 @@
 // columns of Y (BN = 176 where K2 is wider: LlamaSimple's 341 in two column tiles, not
 // three); two consumer warpgroups of 64 rows and a producer warpgroup, three of whose
 // warps load through the tensor memory accelerator (TMA): the CTA's X tile (K1 <= 128,
-// kept for the whole walk over C), then per 32-wide chunk of C its At [32, K1], Bt
+// read once into the consumers' registers), then per 32-wide chunk of C its At [32, K1], Bt
 // [BN, 32] and mask tile [128, 32], each operand into a ring of its own (At 4 stages,
 // Bt 3, mask 3; with BN = 176, whose Bt stages are larger, 3, 3, 2). Stages are handed
 // over with mbarriers (full: the bytes landed; empty: all eight consumer warps are done
 // with it), so the two warpgroups never wait for each other, and an At stage is free as
 // soon as GEMM1 is done with it. Per chunk and warpgroup: S = X At_chunk^T by wgmma
-// m64n32k8 (both operands from shared memory), the mask multiply (and the optional
+// m64n32k8 (X from registers, At from shared memory), the mask multiply (and the optional
 // N x C stores) on S's registers, then Y += P B_chunk by wgmma m64n128k8 (m64n176k8)
 // with P as the register operand; GEMM2 of chunk c runs under the mask pass of chunk
 // c + 1. The accumulator holds columns 2t, 2t + 1 of each 8 where the register operand
 // wants t, t + 4; the weight copy's column order (0 2 4 6 1 3 5 7) absorbs that, so no
-// shuffles. X and At are read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels read
-// them); P and the weight copy are rounded. Every tile arrives with the 128-byte swizzle
+// shuffles. At is read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels read it);
+// X, P and the weight copy are rounded. Every tile arrives with the 128-byte swizzle
 // that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8).
 #include <limits.h>
 #include <stdint.h>
@@ -55,11 +55,6 @@ struct b2b_plan {
 };
 
 #ifdef WG_HAVE_WGMMA
-// S [64 x 32 per warpgroup] += A (desc a) @ B^T (desc b), one k8 step.
-static __device__ __forceinline__ void wgmma_m64n32k8(float *d, uint64_t a, uint64_t b) {
-    WG_WGMMA_M64N32_SS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a, b);
-}
-
 // S [64 x 32 per warpgroup] = a (registers) @ B^T (desc b) (first: S not read, so nothing
 // has to zero it while other wgmmas are in flight) or S += a @ B^T, one k8 step.
 template <bool first>
@@ -91,7 +86,7 @@ static __device__ __forceinline__ void wgmma_y_rs(float *d, float a0, float a1, 
 // the columns of Y per CTA (BB_BN or BB_BN_WIDE).
 // The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] and
 // the mask [M, C], each in boxes of 32 columns.
-template <int NK1, bool EXTRA, int BN, bool XR>
+template <int NK1, bool EXTRA, int BN>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
                       const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask, int M,
@@ -156,14 +151,14 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // Descriptors as a base plus an offset (the address field is the low 14 bits, >> 4,
     // with no carry out inside 228 KB): computed whole at each use, ptxas kept dozens of
     // them live and ran out of registers.
-    const uint64_t x_desc = smem_desc(xs + wg * (64 * BB_SUB)), at_desc0 = smem_desc(at0),
-                   bt_desc0 = smem_desc(bt0);
-    // XR: the warpgroup's 64 rows of X as GEMM1's register operand, read from the tile
-    // once and rounded to TF32 (k8 step ks: rows rl, rl + 8, columns 8 ks + t, + 4), so
-    // that GEMM1 reads only At from shared memory.
-    float xr[XR ? 4 * NK1 : 1][4];
-    if constexpr (XR) {
-        mbar_wait(x_full, 0);
+    const uint64_t at_desc0 = smem_desc(at0), bt_desc0 = smem_desc(bt0);
+    // The warpgroup's 64 rows of X as GEMM1's register operand, read from the tile once
+    // and rounded to TF32 (k8 step ks: rows rl, rl + 8, columns 8 ks + t, + 4): GEMM1 then
+    // reads only At from shared memory (with both operands from there, m64n32k8 read 3 KB
+    // per 16 tensor cycles, more than shared memory's 128 bytes per cycle).
+    float xr[4 * NK1][4];
+    mbar_wait(x_full, 0);
+    {
         const unsigned char *xt = smem_raw + (xs - raw);
 #pragma unroll
         for (int ks = 0; ks < 4 * NK1; ks++)
@@ -177,19 +172,13 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
     auto gemm1 = [&](float *S, int ch) {
         const uint64_t at_desc = at_desc0 + (((ch % plan::at_stages) * BB_AT_BYTES) >> 4);
-        if constexpr (!XR) {
-#pragma unroll
-            for (int i = 0; i < 16; i++) S[i] = 0.0f;
-        }
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int s = 0; s < NK1; s++)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
                 const uint64_t b = at_desc + ((s * (BB_BC * BB_SUB) + 32 * kk) >> 4);
-                if constexpr (!XR)
-                    wgmma_m64n32k8(S, x_desc + ((s * (BB_BM * BB_SUB) + 32 * kk) >> 4), b);
-                else if (s == 0 && kk == 0)
+                if (s == 0 && kk == 0)
                     wgmma_m64n32k8_rs<true>(S, xr[0], b);
                 else
                     wgmma_m64n32k8_rs<false>(S, xr[4 * s + kk], b);
@@ -240,7 +229,6 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     };
 
     // Prologue: S of chunk 0 and its mask pass.
-    if constexpr (!XR) mbar_wait(x_full, 0);
     float sa[16], sb[16];
     at_ring.wait(0);
     gemm1(sa, 0);
@@ -313,20 +301,12 @@ extern "C" int masked_b2b_sm90_min_m(void) {
 
 typedef void (*b2b_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
                               int, const float *, float *, float *, float *, float *, int, float);
-#define B2B_KERNELS(BN, XR)                                                                                  \
-    {masked_b2b_kernel<1, false, BN, XR>, masked_b2b_kernel<2, false, BN, XR>,                               \
-     masked_b2b_kernel<3, false, BN, XR>, masked_b2b_kernel<4, false, BN, XR>,                               \
-     masked_b2b_kernel<1, true, BN, XR>,  masked_b2b_kernel<2, true, BN, XR>,                                \
-     masked_b2b_kernel<3, true, BN, XR>,  masked_b2b_kernel<4, true, BN, XR>}
-// [XR][BN == BB_BN_WIDE][EXTRA][NK1 - 1]
-static const b2b_kernel_fn kernels[2][2][8] = {{B2B_KERNELS(BB_BN, false), B2B_KERNELS(BB_BN_WIDE, false)},
-                                               {B2B_KERNELS(BB_BN, true), B2B_KERNELS(BB_BN_WIDE, true)}};
-
-// SPD_CUDA_B2B_XREGS=0: GEMM1 with X from shared memory (A/B timing).
-static bool xregs_on(void) {
-    static const bool env = spd_env_flag_or_die("SPD_CUDA_B2B_XREGS", true);
-    return env;
-}
+#define B2B_KERNELS(BN)                                                                                      \
+    {masked_b2b_kernel<1, false, BN>, masked_b2b_kernel<2, false, BN>, masked_b2b_kernel<3, false, BN>,      \
+     masked_b2b_kernel<4, false, BN>, masked_b2b_kernel<1, true, BN>,  masked_b2b_kernel<2, true, BN>,       \
+     masked_b2b_kernel<3, true, BN>,  masked_b2b_kernel<4, true, BN>}
+// [BN == BB_BN_WIDE][EXTRA][NK1 - 1]
+static const b2b_kernel_fn kernels[2][8] = {B2B_KERNELS(BB_BN), B2B_KERNELS(BB_BN_WIDE)};
 static const int smem_bytes[2] = {b2b_plan<BB_BN>::smem_bytes, b2b_plan<BB_BN_WIDE>::smem_bytes};
 
 // On an sm_90 device, with the kernels' shared-memory limit raised (once).
@@ -334,11 +314,10 @@ static bool device_is_sm90(void) {
     static bool smem_raised = false;
     if (!spd_cuda_is_sm90()) return false;
     if (!smem_raised) {
-        for (int xr = 0; xr < 2; xr++)
-            for (int w = 0; w < 2; w++)
-                for (int i = 0; i < 8; i++)
-                    CUDA_CHECK(cudaFuncSetAttribute(kernels[xr][w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                    smem_bytes[w]));
+        for (int w = 0; w < 2; w++)
+            for (int i = 0; i < 8; i++)
+                CUDA_CHECK(cudaFuncSetAttribute(kernels[w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                smem_bytes[w]));
         smem_raised = true;
     }
     return true;
@@ -368,7 +347,7 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     SPD_ASSERT(!o_aux || aux);
     const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
     const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
-    const b2b_kernel_fn kernel = kernels[xregs_on()][wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
+    const b2b_kernel_fn kernel = kernels[wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
     const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, BB_BC),
                       tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
