@@ -41,8 +41,9 @@ void masked_gemm_sm90_bf16(int M, int N, int K, const void *A16, int lda, const 
 
 // C [M, N] = A [M, K] @ op(B) (op(B) = B^T for B [N, K] when trans_b, else B [K, N]), TF32,
 // fused mode, SPD_CUDA_WGMMA_NT not "0": the products cuBLASLt has only align1 kernels
-// for, A's or C's rows not 16-byte aligned (any lda, K; C's row stride must be N), and
-// M N K >= 2^24. alpha 1, beta 0; B copied to [N, K] rows of 16 bytes where it is not.
+// for, A's or C's rows not 16-byte aligned (any lda, K; C's row stride must be N; where
+// only A's are, at least a 128 x 128 tile for 7/8 of the SMs), and M N K >= 2^24. alpha 1,
+// beta 0; B copied to [N, K] rows of 16 bytes where it is not.
 bool gemm_nt_sm90_ok(int M, int N, int K, const float *A, int lda, const float *C, int ldc);
 void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb, bool trans_b, float *C);
 

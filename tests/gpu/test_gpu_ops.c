@@ -799,16 +799,19 @@ static void test_matmul_bf16(void) {
 }
 
 // Products cuBLASLt has only align1 kernels for, which fused TF32 runs on the wgmma kernel
-// of gemm_nt_sm90 (an H100): the 4019-wide logits (C's rows unaligned), their gradient
-// (A's), K not a multiple of 4 (A read in 4-byte pieces, B's copy padded with zeros over
-// junk that would be NaN), and an A that starts off a 16-byte boundary; against the
-// float64 CPU product at the TF32 bound, after checking that the kernel is the one used.
+// of gemm_nt_sm90 (an H100 or H200): the 4019-wide logits (C's rows unaligned), the shape of
+// their gradient (A's; routed with a 128 x 128 tile for 7/8 of the SMs, so at 16387 rows),
+// K not a multiple of 4 (A read in 4-byte pieces, B's copy padded with zeros over junk that
+// would be NaN), and an A that starts off a 16-byte boundary; against the float64 CPU
+// product at the TF32 bound, after checking that the kernel is the one used (or, for A
+// alone with few row blocks, that it is not).
 static void test_matmul_nt(void) {
     static const struct {
         int M, N, K, a_off;
-        bool tb;
-    } cases[] = {{4099, 4019, 128, 0, true}, {4099, 128, 4019, 0, false}, {300, 1001, 77, 0, true},
-                 {513, 130, 1023, 0, false}, {1030, 257, 128, 1, true}};
+        bool tb, routed;
+    } cases[] = {{4099, 4019, 128, 0, true, true}, {16387, 128, 1001, 0, false, true}, {300, 1001, 77, 0, true, true},
+                 {14800, 130, 261, 0, false, true}, {1030, 257, 128, 1, true, true},
+                 {4099, 128, 4019, 0, false, false}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int M = cases[c].M, N = cases[c].N, K = cases[c].K, off = cases[c].a_off;
         const bool tb = cases[c].tb;
@@ -828,9 +831,11 @@ static void test_matmul_nt(void) {
             Bd = to_device(hb, (long)N * ldb);
         }
         char name[200];
-        snprintf(name, sizeof name, "matmul M=%d N=%d K=%d tb=%d A+%d runs on gemm_nt_sm90", M, N, K, tb, off);
-        test_report(!spd_cuda_is_sm90() || gemm_nt_sm90_ok(M, N, K, A.d + off, K, C.d, N), name,
-                    "not routed to the kernel");
+        const bool routed = cases[c].routed;
+        snprintf(name, sizeof name, "matmul M=%d N=%d K=%d tb=%d A+%d %s gemm_nt_sm90", M, N, K, tb, off,
+                 routed ? "runs on" : "stays off");
+        test_report(!spd_cuda_is_sm90() || gemm_nt_sm90_ok(M, N, K, A.d + off, K, C.d, N) == routed, name,
+                    routed ? "not routed to the kernel" : "routed to the kernel");
         matmul_cuda_ld(C.d, A.d + off, Bd, M, N, K, false, tb, 1, 0, K, ldb, N);
         float *got = download(C.d, C.n);
         for (long i = 0; i < C.n; i++) g64[i] = got[i];
