@@ -55,18 +55,6 @@ struct b2b_plan {
 };
 
 #ifdef WG_HAVE_WGMMA
-// S [64 x 32 per warpgroup] = a (registers) @ B^T (desc b) (first: S not read, so nothing
-// has to zero it while other wgmmas are in flight) or S += a @ B^T, one k8 step.
-template <bool first>
-static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *a, uint64_t b) {
-    const uint32_t a0 = __float_as_uint(a[0]), a1 = __float_as_uint(a[1]), a2 = __float_as_uint(a[2]),
-                   a3 = __float_as_uint(a[3]);
-    if constexpr (first)
-        WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "0, 1, 1", d, a0, a1, a2, a3, b);
-    else
-        WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a0, a1, a2, a3, b);
-}
-
 // Y [64 x BN per warpgroup] += P (registers) @ B^T (desc b), one k8 step.
 template <int BN>
 static __device__ __forceinline__ void wgmma_y_rs(float *d, float a0, float a1, float a2, float a3, uint64_t b) {

@@ -383,16 +383,12 @@ extern "C" void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const
         Bk = Bc;
     }
     const bool a4 = lda % 4 != 0 || K % 4 != 0 || !spd_aligned(A, 16), scalar = N % 4 != 0 || !spd_aligned(C, 16);
+    // C aligned: A is why the product is here, so read in 4-byte pieces.
+    const auto kernel = !scalar ? masked_gemm_kernel<float, MG_EPI_STAGED, true>
+                        : a4    ? masked_gemm_kernel<float, MG_EPI_SCALAR, true>
+                                : masked_gemm_kernel<float, MG_EPI_SCALAR, false>;
     const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
-    if (scalar && a4)
-        masked_gemm_kernel<float, MG_EPI_SCALAR, true>
-            <<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
-    else if (scalar)
-        masked_gemm_kernel<float, MG_EPI_SCALAR, false>
-            <<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
-    else
-        masked_gemm_kernel<float, MG_EPI_STAGED, true>
-            <<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
+    kernel<<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
     CUDA_CHECK_LAUNCH();
     if (Bc) CUDA_CHECK(cudaFreeAsync(Bc, st));
 }

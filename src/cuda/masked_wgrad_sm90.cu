@@ -45,18 +45,6 @@
 #define WG_SMEM_BYTES (WG_STAGES * (WG_A_BYTES + WG_B_BYTES) + 1024 + 8 * WG_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
-// d = a b (first: d not read, so no instruction has to zero it while other wgmmas are in
-// flight) or d += a b.
-template <bool first>
-static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *a, uint64_t b) {
-    const uint32_t a0 = __float_as_uint(a[0]), a1 = __float_as_uint(a[1]), a2 = __float_as_uint(a[2]),
-                   a3 = __float_as_uint(a[3]);
-    if constexpr (first)
-        WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "0, 1, 1", d, a0, a1, a2, a3, b);
-    else
-        WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a0, a1, a2, a3, b);
-}
-
 // d [64, N] = a b + (accumulate ? d : 0), N = 64 or 128, a in the fragment order (a0, a1,
 // a2, a3): the first tile starts the sums without an instruction zeroing d (which would
 // serialize the wgmmas, C7515).

@@ -66,6 +66,18 @@ static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src,
 #define WG_WGMMA_M64N32_RS(instr, tail, d, a0, a1, a2, a3, b)                                         \
     asm volatile("{\n" instr " " WG_ACC16_REGS ", {%16, %17, %18, %19}, %20, " tail ";\n}\n" : WG_ACC16(d) \
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b))
+// d [64 x 32 per warpgroup] = a b (first: d not read, so nothing has to zero it while
+// other wgmmas are in flight) or d += a b, one TF32 k8 step; a: the four fragment
+// registers of the step, b: B's descriptor.
+template <bool first>
+static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *a, uint64_t b) {
+    const uint32_t a0 = __float_as_uint(a[0]), a1 = __float_as_uint(a[1]), a2 = __float_as_uint(a[2]),
+                   a3 = __float_as_uint(a[3]);
+    if constexpr (first)
+        WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "0, 1, 1", d, a0, a1, a2, a3, b);
+    else
+        WG_WGMMA_M64N32_RS("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "1, 1, 1", d, a0, a1, a2, a3, b);
+}
 #define WG_ACC32_REGS                                                                                                \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
     "%24, %25, %26, %27, %28, %29, %30, %31}"
