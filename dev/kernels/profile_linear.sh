@@ -10,7 +10,7 @@ source scripts/device-env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cat COMMIT 2>/dev/null
 t0=$SECONDS
-make -j16 "${SPD_MAKE_ARGS[@]}" spd >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+make -j16 "${SPD_MAKE_ARGS[@]}" build/spd >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 dims=("$@")
 [ ${#dims[@]} -eq 0 ] && dims=(2048 4096)
 for d in "${dims[@]}"; do
