@@ -15,8 +15,8 @@ make -j16 "${SPD_MAKE_ARGS[@]}" build/spd >"$OUT/build.log" 2>&1 || { tail -30 "
 dims=("$@")
 [ ${#dims[@]} -eq 0 ] && dims=(2048 4096)
 for d in "${dims[@]}"; do
-    IFS=: read -r di do c <<<"$d"
-    args=(--device cuda --mode fused --tf32 --batch 64 --seq 256 --d_in "$di" --d_out "${do:-$di}" --C "${c:-$di}")
+    IFS=: read -r di dout c <<<"$d"
+    args=(--device cuda --mode fused --tf32 --batch 64 --seq 256 --d_in "$di" --d_out "${dout:-$di}" --C "${c:-$di}")
     for v in 1 0 1; do
         echo "SPD_CUDA_WGMMA=$v linear d=$d"
         SPD_CUDA_WGMMA=$v ./build/spd bench linear "${args[@]}" --steps 50 --warmup 5 2>&1 | grep -E "^bench|floor"
