@@ -12,6 +12,7 @@
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_gemm_sm90.h"
 #include "cuda/masked_wgrad_sm90.h"
+#include "cuda/wgrad_stored_sm90.h"
 
 extern "C" {
 #include "core/real.h"
@@ -451,7 +452,8 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off). With TF32 and K1, K2
 // of 64 or 128, dU and dV come from one kernel that recomputes a * mask and g_a per
 // block of components (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the
-// forward then stores no a * mask, and g_a is not stored either.
+// forward then stores no a * mask, and g_a is not stored either. Other TF32 weight
+// gradients read the stored a * mask and g_a on wgrad_stored_sm90.h where it runs.
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -490,7 +492,9 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     }
     if (dU) {
         const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
-        if (pout) {
+        if (wgrad_stored_sm90_ok(N, C, d_out, am)) {
+            wgrad_stored_sm90(N, C, d_out, am, dout, d_out, dU, false, 1);
+        } else if (pout) {
             float *dU_p = arena_take(&t, (long long)C * Op);
             matmul_cuda_ld(dU_p, am, dout_p, C, Op, N, true, false, 1, 0, C, Op, Op);
             copy2d_cuda(dU, d_out, C, d_out, dU_p, Op, C, Op, 1);
@@ -520,6 +524,10 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
             matmul_cuda_ld(h, dk, Uk, N, C, K, false, true, 1, 0, K, K, C);
             if (dmask) mul(dmask, h, a, NC);
             if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
+        }
+        if (dV && wgrad_stored_sm90_ok(N, C, d_in, h)) {
+            wgrad_stored_sm90(N, C, d_in, h, x, d_in, dV, true, 1);
+            dV = NULL;
         }
         if (pin) {
             float *xd_p = arena_take(&t, (long long)N * Dp);  // x padded, then dx padded

@@ -45,42 +45,6 @@
 #define WG_SMEM_BYTES (WG_STAGES * (WG_A_BYTES + WG_B_BYTES) + 1024 + 8 * WG_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
-// d [64, N] = a b + (accumulate ? d : 0), N = 64 or 128, a in the fragment order (a0, a1,
-// a2, a3): the first tile starts the sums without an instruction zeroing d (which would
-// serialize the wgmmas, C7515).
-template <int N>
-static __device__ __forceinline__ void wgmma_acc_rs(float *d, float a0, float a1, float a2, float a3, uint64_t b,
-                                                    int accumulate) {
-    const uint32_t r0 = __float_as_uint(a0), r1 = __float_as_uint(a1), r2 = __float_as_uint(a2),
-                   r3 = __float_as_uint(a3);
-    if constexpr (N == 64)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 " WG_ACC32_REGS
-                     ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
-                     : WG_ACC32(d)
-                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
-    else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " WG_ACC64_REGS
-                     ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
-                     : WG_ACC64(d)
-                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
-}
-
-// After a wait for the wgmmas that write r: r counts as rewritten here, so the compiler
-// cannot move a read of it above the wait (ptxas would then serialize the wgmmas, C7514).
-template <int n>
-static __device__ __forceinline__ void fence_regs(float *r) {
-#pragma unroll
-    for (int i = 0; i < n; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-
-// Byte offset of element (row r, column c) in boxes of [32 rows, 32 floats] with the
-// 128-byte swizzle, box b holding columns 32 b .. 32 b + 31.
-static __device__ __forceinline__ uint32_t swz(int r, int c) {
-    return (uint32_t)((c >> 5) * WG_SUB + r * 128 + ((((c & 31) >> 2) ^ (r & 7)) << 4) + (c & 3) * 4);
-}
-
 // One consumer warpgroup. KW: width of In (and of W's rows), KO: width of Out (64 or
 // 128). u_side: W = V^T (V [KW, C]), In = x, Out = dout, acc = dU; else W = U ([C, KW]),
 // In = dout, Out = x, acc = dV^T. in_off / mask_off: where In and the mask start within
@@ -126,7 +90,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) mk_off[i][e] = mask_off + swz(2 * t + e, cl + 8 * i);
+        for (int e = 0; e < 2; e++) mk_off[i][e] = mask_off + tma_box_offset(2 * t + e, cl + 8 * i);
     auto mask_pass = [&](float *T, int it) {
         const unsigned char *st = sm + (ra.stage(it) - sm_addr);
 #pragma unroll

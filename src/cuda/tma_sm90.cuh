@@ -23,6 +23,13 @@ static __device__ __forceinline__ float to_tf32(float x) {
     return __uint_as_float(r);
 }
 
+// Byte offset of element (row r, column c) in tma_load boxes of [32 rows, 32 floats]
+// (4096 bytes each, 128-byte swizzle) laid side by side, box b holding columns 32 b ..
+// 32 b + 31.
+static __device__ __forceinline__ uint32_t tma_box_offset(int r, int c) {
+    return (uint32_t)((c >> 5) * 4096 + r * 128 + ((((c & 31) >> 2) ^ (r & 7)) << 4) + (c & 3) * 4);
+}
+
 static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
 }

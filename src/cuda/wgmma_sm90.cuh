@@ -103,6 +103,42 @@ static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *
     asm volatile("{\n" instr " " WG_ACC88_REGS ", {%88, %89, %90, %91}, %92, " tail ";\n}\n" : WG_ACC88(d) \
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b))
 
+// d [64, N] = a b + (accumulate ? d : 0), TF32, N = 64, 128 or 176, a from registers in
+// the fragment order (a0, a1, a2, a3), b B's descriptor: a first step starts the sums
+// without an instruction zeroing d (which would serialize the wgmmas, C7515).
+template <int N>
+static __device__ __forceinline__ void wgmma_acc_rs(float *d, float a0, float a1, float a2, float a3, uint64_t b,
+                                                    int accumulate) {
+    const uint32_t r0 = __float_as_uint(a0), r1 = __float_as_uint(a1), r2 = __float_as_uint(a2),
+                   r3 = __float_as_uint(a3);
+    static_assert(N == 64 || N == 128 || N == 176, "wgmma_acc_rs: N is 64, 128 or 176");
+    if constexpr (N == 64)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 " WG_ACC32_REGS
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+                     : WG_ACC32(d)
+                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
+    else if constexpr (N == 128)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " WG_ACC64_REGS
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+                     : WG_ACC64(d)
+                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %93, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n176k8.f32.tf32.tf32 " WG_ACC88_REGS
+                     ", {%88, %89, %90, %91}, %92, p, 1, 1;\n}\n"
+                     : WG_ACC88(d)
+                     : "r"(r0), "r"(r1), "r"(r2), "r"(r3), "l"(b), "r"(accumulate));
+}
+
+// After a wait for the wgmmas that write r: r counts as rewritten here, so the compiler
+// cannot move a read of it above the wait (ptxas would then serialize the wgmmas, C7514).
+template <int n>
+static __device__ __forceinline__ void fence_regs(float *r) {
+#pragma unroll
+    for (int i = 0; i < n; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+
 #endif  // WG_HAVE_WGMMA
 #endif
-

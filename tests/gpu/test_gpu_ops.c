@@ -26,6 +26,7 @@
 #include "cuda/backend.h"
 #include "cuda/gemm.h"
 #include "cuda/masked_gemm_sm90.h"
+#include "cuda/wgrad_stored_sm90.h"
 #include "ops/adamw.h"
 #include "ops/add.h"
 #include "ops/attention.h"
@@ -847,6 +848,67 @@ static void test_matmul_nt(void) {
     }
 }
 
+// The weight gradient from a stored activation (wgrad_stored_sm90.h) against the float64
+// product at the TF32 bound: both kernels (128- and 176-wide column tiles), one and two
+// column tiles, partial chunks of tokens and blocks of components, B with a row stride past
+// Q (NaN there), D overwritten (NaN before) and accumulated, dV's transposed layout; the
+// same bits on a second run (the splits are added in a fixed order).
+static void test_wgrad_stored(void) {
+    static const struct {
+        int N, C, Q, ldb;
+        bool transposed;
+        float beta;
+    } cases[] = {
+        {16384, 1200, 341, 341, false, 1},  // dU of gate, up: (a * mask)^T dout
+        {16384, 1200, 128, 128, true, 1},   // dV of gate, up: x^T g_a
+        {4099, 1204, 176, 177, true, 0},    // one wide tile, a partial chunk of tokens
+        {5000, 132, 352, 352, false, 0},    // two wide tiles, a partial block of components
+        {4096, 1200, 129, 131, false, 1},   // just past the narrow kernel's width
+        {33, 64, 1, 3, false, 1},           // fewer tokens than one chunk (called directly)
+    };
+    if (!spd_cuda_is_sm90()) {
+        printf("# wgrad_stored_sm90: not an sm_90 GPU, skipped\n");
+        return;
+    }
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int N = cases[c].N, C = cases[c].C, Q = cases[c].Q, ldb = cases[c].ldb;
+        const bool tr = cases[c].transposed;
+        const float beta = cases[c].beta;
+        pair A = input((long)N * C, -1, 1), B = input((long)N * Q, -1, 1);
+        pair D = beta == 0 ? output((long)C * Q) : input((long)C * Q, -1, 1);
+        float *hb = hmalloc((size_t)N * ldb * sizeof(float));
+        for (long i = 0; i < (long)N * ldb; i++) hb[i] = NAN;
+        for (int n = 0; n < N; n++) memcpy(hb + (long)n * ldb, B.h + (long)n * Q, (size_t)Q * sizeof(float));
+        float *Bd = to_device(hb, (long)N * ldb);
+        double *A64 = hmalloc((size_t)A.n * sizeof(double)), *B64 = hmalloc((size_t)B.n * sizeof(double));
+        double *D64 = hmalloc((size_t)D.n * sizeof(double)), *g64 = hmalloc((size_t)D.n * sizeof(double));
+        for (long i = 0; i < A.n; i++) A64[i] = A.h[i];
+        for (long i = 0; i < B.n; i++) B64[i] = B.h[i];
+        for (long i = 0; i < D.n; i++) D64[i] = beta == 0 ? 0.0 : D.h[i];
+        if (tr) matmul_f64(D64, B64, A64, Q, C, N, true, false, 1, beta);
+        else matmul_f64(D64, A64, B64, C, Q, N, true, false, 1, beta);
+        char name[200];
+        if (N >= 4096) {
+            snprintf(name, sizeof name, "wgrad_stored_sm90_ok N=%d C=%d Q=%d", N, C, Q);
+            test_report(wgrad_stored_sm90_ok(N, C, Q, A.d), name, "the kernel does not take the shape");
+        }
+        float *D0 = download(D.d, D.n);  // the start, for the second run
+        wgrad_stored_sm90(N, C, Q, A.d, Bd, ldb, D.d, tr, beta);
+        float *got = download(D.d, D.n);
+        for (long i = 0; i < D.n; i++) g64[i] = got[i];
+        const double err = test_rel_norm_err(g64, D64, D.n);
+        snprintf(name, sizeof name, "wgrad_stored N=%d C=%d Q=%d ldb=%d%s beta=%g vs float64 (norm-rel err %.2e, bound %.0e)",
+                 N, C, Q, ldb, tr ? " transposed" : "", beta, err, tol);
+        test_report(err <= tol, name, "error above bound");
+        spd_device_upload(D.d, D0, (size_t)D.n * sizeof(float));
+        wgrad_stored_sm90(N, C, Q, A.d, Bd, ldb, D.d, tr, beta);
+        float *again = download(D.d, D.n);
+        snprintf(name, sizeof name, "wgrad_stored N=%d C=%d Q=%d: the same bits on a second run", N, C, Q);
+        test_report(memcmp(got, again, (size_t)D.n * sizeof(float)) == 0, name, "the result changed");
+        free_all();
+    }
+}
+
 // Split-K (src/cuda/matmul.cu, fused mode): products forced over S slices of K
 // against the float64 CPU product, in fp32, TF32 and bf16 at each one's bound; K
 // not divisible by S (a remainder slice), beta != 0, every transpose, an odd N
@@ -1005,6 +1067,7 @@ int main(void) {
         test_components(4096, 128, 1200, 64, mask, delta, dmask, 0);
     }
     test_matmul_nt();
+    test_wgrad_stored();
     test_components(4096, 128, 1200, 341, true, false, true, 0);
     test_components(4096, 341, 1200, 128, true, false, true, 0);
     test_components(4099, 96, 1202, 128, true, true, true, 1);  // partial tiles in M and N
