@@ -994,6 +994,7 @@ int main(void) {
     setenv("SPD_CUDA_B2B", "1", 0);
     setenv("SPD_CUDA_B2B_MIN_M", "0", 0);
     setenv("SPD_CUDA_WGRAD_MIN_N", "0", 0);
+    setenv("SPD_CUDA_WGRAD_STORED_MIN_N", "0", 0);
     if (!spd_device_available()) {
         test_report(0, "test_gpu_ops", "no GPU visible");
         return 1;
