@@ -204,6 +204,7 @@ extern "C" void wgrad_stored_sm90(int N, int C, int Q, const float *A, const flo
                                   bool transposed, float beta) {
     SPD_ASSERT(C % 4 == 0 && spd_aligned(A, 16) && Q >= 1 && Q <= WS_MAX_Q && ldb >= Q);
     SPD_ASSERT(beta == 0.0f || beta == 1.0f);
+    SPD_ASSERT(device_is_sm90());  // also raises the kernels' shared-memory limit where ok() was not asked
     cudaStream_t st = spd_cuda_stream();
     const int wide = Q > 128, bq = tile_q[wide];
     const int nc = (C + WS_BC - 1) / WS_BC, nq = (Q + bq - 1) / bq, chunks = (N + WS_BT - 1) / WS_BT;
