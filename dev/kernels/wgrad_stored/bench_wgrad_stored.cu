@@ -1,12 +1,15 @@
 // Times the weight gradient from a stored activation (src/cuda/wgrad_stored_sm90.cu)
 // against the cuBLAS product it replaces (fused mode, TF32, the tuned cuBLASLt pick), on
 // LlamaSimple's MLP shapes at 64 x 256 tokens (and any N C Q given): dU = A^T B [C, Q] and
-// the transposed dV = B^T A [Q, C]. CUDA events around each call on the backend's stream,
-// 5 warm-ups, median of 30; no cache flush (A, 79 MB at N 16384, exceeds the 50 MB L2).
+// the transposed dV = B^T A [Q, C]. CUDA events around 10 calls in a row on the backend's
+// stream (so that the host's launches run ahead of the GPU, as in the step's CUDA graph),
+// 5 warm-ups, median of 30; the stream-ordered pool keeps what it frees (as a graph's memory
+// nodes do); no cache flush (A, 79 MB at N 16384, exceeds the 50 MB L2).
 // The two results are compared (norm-relative difference), so that a broken kernel is not
 // timed as a fast one; test_gpu_ops has the checks against float64.
 // Build and run (repo root, after make gpu-tests): dev/kernels/wgrad_stored/run_device.sh [N C Q]
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -46,10 +49,11 @@ static double median_ms(F f) {
     std::vector<float> ms(30);
     for (auto &m : ms) {
         CUDA_CHECK(cudaEventRecord(e0, st));
-        f();
+        for (int i = 0; i < 10; i++) f();
         CUDA_CHECK(cudaEventRecord(e1, st));
         CUDA_CHECK(cudaEventSynchronize(e1));
         CUDA_CHECK(cudaEventElapsedTime(&m, e0, e1));
+        m /= 10;
     }
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
@@ -88,6 +92,10 @@ static void run(int N, int C, int Q, bool transposed) {
 
 int main(int argc, char **argv) {
     spd_cuda_init();
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     spd_cuda_set_mode(SPD_CUDA_FUSED);
     spd_cuda_set_matmul_precision(SPD_MATMUL_TF32);
     printf("# %s\n", spd_cuda_device_name());
