@@ -471,8 +471,13 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         dU = dV = NULL;  // done: what follows makes dx, dmask and the delta's gradients
     }
     const bool need_h = dx || dV || dmask;
+    // Weight gradients on wgrad_stored_sm90 (fused mode only: from a * mask kept in scratch,
+    // or a, and from g_a, which h becomes in scratch) need no padded operands.
+    const bool dU_stored = dU && wgrad_stored_sm90_ok(N, C, d_out, mask ? scratch : a);
+    const bool dV_stored = dV && wgrad_stored_sm90_ok(N, C, d_in, scratch);
     // Padded operands (pad_width): dout and U when d_out needs it, x and V when d_in does.
-    const bool pout = pad_width(d_out, N, C) && (dU || need_h), pin = pad_width(d_in, N, C) && (dV || dx);
+    const bool pout = pad_width(d_out, N, C) && ((dU && !dU_stored) || need_h),
+               pin = pad_width(d_in, N, C) && ((dV && !dV_stored) || dx);
     const int Dp = pad4(d_in), Op = pad4(d_out);
     // g_a, dmask and dx in one kernel (masked_b2b_sm90.h) when it runs here: dx then needs
     // no padding, and g_a (into scratch) is written only for dV.
@@ -492,7 +497,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     }
     if (dU) {
         const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
-        if (wgrad_stored_sm90_ok(N, C, d_out, am)) {
+        if (dU_stored) {
             wgrad_stored_sm90(N, C, d_out, am, dout, d_out, dU, false, 1);
         } else if (pout) {
             float *dU_p = arena_take(&t, (long long)C * Op);
@@ -525,7 +530,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
             if (dmask) mul(dmask, h, a, NC);
             if (mask) mul(h, h, mask, NC);  // h becomes g_a in place
         }
-        if (dV && wgrad_stored_sm90_ok(N, C, d_in, h)) {
+        if (dV_stored) {
             wgrad_stored_sm90(N, C, d_in, h, x, d_in, dV, true, 1);
             dV = NULL;
         }
