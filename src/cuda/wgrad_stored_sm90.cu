@@ -2,10 +2,10 @@
 // (Makefile: *_sm90.cu).
 //
 // Design (dev/kernels/wgrad_stored/NOTES.md): one CTA per block of 128 components by 176
-// columns of B and range of tokens, the token range split S ways so that
-// about one CTA runs per SM (the CTAs of one split walk the same tokens at about the same
-// time, so B^T's tiles come from L2 after the first); each writes a partial block, and a
-// fixed-order reduction adds the S of each block onto D. One producer thread streams each
+// columns of B and range of tokens, the token range split S ways so that about one CTA
+// runs per SM (the CTAs of one split walk the same tokens at about the same time, so B^T's
+// tiles come from L2 after the first); each writes a partial block, and a fixed-order
+// reduction adds the S of each block onto D. One producer thread streams each
 // 32-token chunk through the TMA into a ring of stages: A [32 tokens, 128 components] as
 // four swizzled boxes, and Bt [176, 32 tokens] of the transposed copy of B (made first,
 // rounded to TF32). Two consumer warpgroups, 64 components each, read their A^T fragments
@@ -28,7 +28,7 @@
 #define WS_CONSUMERS 256
 #define WS_THREADS (WS_CONSUMERS + 128)  // + a producer warpgroup, one thread of which loads
 #define WS_STAGES 5
-#define WS_A_BYTES (4 * 4096)                            // A's chunk: four [32, 32] boxes
+#define WS_A_BYTES (4 * 4096)                      // A's chunk: four [32, 32] boxes
 #define WS_STAGE_BYTES (WS_A_BYTES + WS_BQ * 128)  // + Bt's chunk: 176 rows of 32 floats
 #define WS_SMEM_BYTES (WS_STAGES * WS_STAGE_BYTES + 1024 + 16 * WS_STAGES)
 
