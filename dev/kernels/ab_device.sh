@@ -6,13 +6,7 @@
 # root on the GPU machine; logs go to $OUT. Usage: bash dev/kernels/ab_device.sh VAR REGEX
 set -uo pipefail
 var=${1:?usage: ab_device.sh VAR REGEX} regex=${2:?usage: ab_device.sh VAR REGEX}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-source scripts/device-env.sh
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-cat COMMIT 2>/dev/null
-t0=$SECONDS
-make -j16 "${SPD_MAKE_ARGS[@]}" gpu-tests >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+source dev/kernels/device_prelude.sh gpu-tests
 env "$var=1" ./build/tests/gpu/test_gpu_ops >"$OUT/gpu_ops.log" 2>&1
 echo "$var=1 test_gpu_ops rc $? ok $(grep -c '^ok' "$OUT/gpu_ops.log")" \
     "not ok $(grep -c '^not ok' "$OUT/gpu_ops.log") ($((SECONDS - t0)) s)"

@@ -5,13 +5,7 @@
 # the repository root on the GPU machine; logs go to $OUT.
 # Usage: bash dev/kernels/profile_linear.sh [SHAPE ...]   (default 2048 4096)
 set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-source scripts/device-env.sh
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-cat COMMIT 2>/dev/null
-t0=$SECONDS
-make -j16 "${SPD_MAKE_ARGS[@]}" build/spd >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+source dev/kernels/device_prelude.sh build/spd
 dims=("$@")
 [ ${#dims[@]} -eq 0 ] && dims=(2048 4096)
 for d in "${dims[@]}"; do

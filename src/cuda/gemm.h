@@ -35,6 +35,11 @@ void copy2d_cuda(float *dst, int ldd, int rows, int cols, const float *src, int 
 // of K (fewer when K is short), 1 never splits, 0 (the default) lets the tuner
 // choose. spd_cuda_splitk_count: split products run so far.
 void spd_cuda_splitk_force(int S);
+// C [M, N] (row stride ldc) = alpha * sum over s < S of P_s + beta * C (beta == 0 does not
+// read C), P_s [M, N] with row stride ldp at P + s * slice, added in a fixed order (the same
+// bits every run): the reduction of split-K products and of other kernels' split partials.
+void spd_cuda_splitk_reduce(float *C, int ldc, const float *P, int ldp, long long slice, int S, int M, int N,
+                            float alpha, float beta);
 long long spd_cuda_splitk_count(void);
 
 #ifdef __cplusplus

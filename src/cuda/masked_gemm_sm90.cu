@@ -394,13 +394,20 @@ extern "C" void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const
 }
 
 // dst [c, k] = src [k, c] for k < rows, 0 for rows <= k < ldd; 32 x 32 tiles through shared memory.
-template <typename T>
+// tf32: each value rounded to TF32 first.
+template <typename T, bool tf32>
 static __global__ void transpose_pad_kernel(T *dst, int ldd, const float *src, int lds, int rows, int cols) {
     __shared__ float t[32][33];
     const int k0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
         const int k = k0 + i, c = c0 + threadIdx.x;
-        t[i][threadIdx.x] = k < rows && c < cols ? src[(long long)k * lds + c] : 0.0f;
+        float v = k < rows && c < cols ? src[(long long)k * lds + c] : 0.0f;
+        if constexpr (tf32) {
+            uint32_t r;
+            asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+            v = __uint_as_float(r);
+        }
+        t[i][threadIdx.x] = v;
     }
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
@@ -409,16 +416,20 @@ static __global__ void transpose_pad_kernel(T *dst, int ldd, const float *src, i
     }
 }
 
-template <typename T>
+template <typename T, bool tf32 = false>
 static void transpose_pad(T *dst, int ldd, const float *src, int lds, int rows, int cols) {
     if (cols <= 0 || ldd <= 0) return;
     const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((ldd + 31) / 32)), block(32, 8);
-    transpose_pad_kernel<T><<<grid, block, 0, spd_cuda_stream()>>>(dst, ldd, src, lds, rows, cols);
+    transpose_pad_kernel<T, tf32><<<grid, block, 0, spd_cuda_stream()>>>(dst, ldd, src, lds, rows, cols);
     CUDA_CHECK_LAUNCH();
 }
 
 extern "C" void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
     transpose_pad<float>(dst, ldd, src, lds, rows, cols);
+}
+
+extern "C" void transpose_pad_tf32_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    transpose_pad<float, true>(dst, ldd, src, lds, rows, cols);
 }
 
 extern "C" void transpose_pad_bf16_cuda(void *dst16, int ldd, const float *src, int lds, int rows, int cols) {

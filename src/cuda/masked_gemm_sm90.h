@@ -49,8 +49,9 @@ void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const float *B, 
 
 // dst [cols, ldd] = src [rows, cols]^T (src row stride lds), zero in dst columns rows..ldd-1.
 void transpose_pad_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols);
-// The same rounded to bf16.
+// The same rounded to bf16, or to TF32 (nearest, as the tensor cores then read it exactly).
 void transpose_pad_bf16_cuda(void *dst16, int ldd, const float *src, int lds, int rows, int cols);
+void transpose_pad_tf32_cuda(float *dst, int ldd, const float *src, int lds, int rows, int cols);
 
 #ifdef __cplusplus
 }

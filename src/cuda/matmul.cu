@@ -260,12 +260,12 @@ static float *splitk_scratch(size_t n, bool may_grow) {
 }
 
 // C [M, N] (ldc) = alpha * sum_s P_s + beta * C (beta == 0 does not read C); P_s [M, N]
-// with row stride ldp at P + s * M * ldp. Fixed order of the sum: deterministic.
-static __global__ void splitk_reduce_kernel(float *C, int ldc, const float *P, int ldp, int S, int M, int N,
-                                            float alpha, float beta) {
+// with row stride ldp at P + s * slice. Fixed order of the sum: deterministic.
+static __global__ void splitk_reduce_kernel(float *C, int ldc, const float *P, int ldp, long long slice, int S, int M,
+                                            int N, float alpha, float beta) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)M * N) return;
-    const long long r = i / N, c = i % N, slice = (long long)M * ldp;
+    const long long r = i / N, c = i % N;
     const float *p = P + r * ldp + c;
     float acc = 0;
     for (int s = 0; s < S; s++) acc += p[s * slice];
@@ -273,12 +273,13 @@ static __global__ void splitk_reduce_kernel(float *C, int ldc, const float *P, i
     *o = beta == 0.0f ? alpha * acc : alpha * acc + beta * *o;
 }
 
-// The same four columns per thread (N % 4 == 0, ldc % 4 == 0, C 16-byte aligned).
-static __global__ void splitk_reduce4_kernel(float *C, int ldc, const float *P, int ldp, int S, int M, int N4,
-                                             float alpha, float beta) {
+// The same four columns per thread (N % 4 == 0, ldc % 4 == 0, ldp % 4 == 0, slice % 4 == 0,
+// C and P 16-byte aligned).
+static __global__ void splitk_reduce4_kernel(float *C, int ldc, const float *P, int ldp, long long slice, int S,
+                                             int M, int N4, float alpha, float beta) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)M * N4) return;
-    const long long r = i / N4, c = (i % N4) * 4, slice = (long long)M * ldp;
+    const long long r = i / N4, c = (i % N4) * 4;
     const float *p = P + r * ldp + c;
     float4 acc = make_float4(0, 0, 0, 0);
     for (int s = 0; s < S; s++) {
@@ -294,14 +295,16 @@ static __global__ void splitk_reduce4_kernel(float *C, int ldc, const float *P, 
     *o = out;
 }
 
-static void splitk_reduce(float *C, int ldc, const float *P, int ldp, int S, int M, int N, float alpha, float beta) {
+extern "C" void spd_cuda_splitk_reduce(float *C, int ldc, const float *P, int ldp, long long slice, int S, int M,
+                                       int N, float alpha, float beta) {
     cudaStream_t st = spd_cuda_stream();
-    if (N % 4 == 0 && ldc % 4 == 0 && (uintptr_t)C % 16 == 0) {
+    if (N % 4 == 0 && ldc % 4 == 0 && ldp % 4 == 0 && slice % 4 == 0 && spd_aligned(C, 16) && spd_aligned(P, 16)) {
         const long long n = (long long)M * (N / 4);
-        splitk_reduce4_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(C, ldc, P, ldp, S, M, N / 4, alpha, beta);
+        splitk_reduce4_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(C, ldc, P, ldp, slice, S, M, N / 4, alpha,
+                                                                      beta);
     } else {
         const long long n = (long long)M * N;
-        splitk_reduce_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(C, ldc, P, ldp, S, M, N, alpha, beta);
+        splitk_reduce_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(C, ldc, P, ldp, slice, S, M, N, alpha, beta);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -358,7 +361,8 @@ static void splitk_run(const splitk_call *s) {
             spd_die("matmul.cu: cuBLASLt has no algorithm for the split-K remainder [%d, %d] x %d", s->M, s->N,
                     s->g.rem);
     }
-    splitk_reduce(s->C, s->ldc, s->P, ldp, splitk_slices(s->g), s->M, s->N, s->alpha, s->beta);
+    spd_cuda_splitk_reduce(s->C, s->ldc, s->P, ldp, (long long)s->M * ldp, splitk_slices(s->g), s->M, s->N, s->alpha,
+                           s->beta);
     splitk_runs++;
 }
 

@@ -17,6 +17,8 @@
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
+#include "cuda/gemm.h"
+#include "cuda/masked_gemm_sm90.h"
 #include "cuda/tma_sm90.cuh"
 #include "cuda/wgmma_sm90.cuh"
 #include "cuda/wgrad_stored_sm90.h"
@@ -106,10 +108,8 @@ static __global__ void __launch_bounds__(WS_THREADS, 1)
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
         r.release(it, lane);
     };
-    if (nt > 0) {
-        r.wait(0);
-        load_frags(fa, 0);
-    }
+    r.wait(0);  // every split has a chunk (S <= chunks)
+    load_frags(fa, 0);
     for (int it = 0; it < nt; it += 2) {
         iteration(it, fa, fb);
         if (it + 1 < nt) iteration(it + 1, fb, fa);
@@ -123,7 +123,7 @@ static __global__ void __launch_bounds__(WS_THREADS, 1)
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const long long c = c0 + cl + 8 * i, q = q0 + 8 * j + 2 * t;
-            const float v0 = nt > 0 ? acc[4 * j + 2 * i] : 0.0f, v1 = nt > 0 ? acc[4 * j + 2 * i + 1] : 0.0f;
+            const float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
             if (transposed) {
                 blk[q * pc + c] = v0;
                 blk[(q + 1) * pc + c] = v1;
@@ -132,38 +132,6 @@ static __global__ void __launch_bounds__(WS_THREADS, 1)
             }
         }
 #endif
-}
-
-// D [rows, cols] = beta * D + the S partial blocks ([S, prow, pcol], padded) in split order;
-// one element per thread.
-static __global__ void add_splits_kernel(float *D, const float *part, int rows, int cols, long long prow,
-                                         long long pcol, int S, float beta) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)rows * cols) return;
-    const long long rr = i / cols, cc = i % cols;
-    float s = beta == 0.0f ? 0.0f : D[i];
-    for (int sp = 0; sp < S; sp++) s += part[(sp * prow + rr) * pcol + cc];
-    D[i] = s;
-}
-
-// Bt [Q, ldt] = B^T rounded to TF32, for B [N, Q] with row stride ldb; zero in columns
-// N .. ldt - 1. Block: a 32 x 32 tile, 32 x 8 threads.
-static __global__ void transpose_tf32_kernel(float *Bt, int ldt, const float *B, int ldb, int N, int Q) {
-    __shared__ float tile[32][33];
-    const int n0 = blockIdx.x * 32, q0 = blockIdx.y * 32, tx = threadIdx.x, ty = threadIdx.y;
-    for (int rr = ty; rr < 32; rr += 8) {
-        const int n = n0 + rr, q = q0 + tx;
-        uint32_t v = 0;
-        if (n < N && q < Q) asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(v) : "f"(B[(long long)n * ldb + q]));
-        tile[rr][tx] = __uint_as_float(v);
-    }
-    __syncthreads();
-    const int n = n0 + tx;
-    if (n >= ldt) return;
-    for (int rr = ty; rr < 32; rr += 8) {
-        const int q = q0 + rr;
-        if (q < Q) Bt[(long long)q * ldt + n] = tile[tx][rr];
-    }
 }
 
 // SPD_CUDA_WGRAD_STORED=0 turns it off (for A/B timing against cuBLAS).
@@ -212,17 +180,13 @@ extern "C" void wgrad_stored_sm90(int N, int C, int Q, const float *A, const flo
     float *part = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(S * pc * pq + (long long)Q * ldt) * sizeof(float), st));
     float *Bt = part + S * pc * pq;
-    const dim3 tgrid((unsigned)((ldt + 31) / 32), (unsigned)((Q + 31) / 32));
-    transpose_tf32_kernel<<<tgrid, dim3(32, 8), 0, st>>>(Bt, ldt, B, ldb, N, Q);
-    CUDA_CHECK_LAUNCH();
+    transpose_pad_tf32_cuda(Bt, ldt, B, ldb, N, Q);
     const CUtensorMap tm_a = tma_tensor_map(A, N, C, C, WS_BT), tm_bt = tma_tensor_map(Bt, Q, ldt, ldt, WS_BQ);
     wgrad_stored_kernel<<<dim3((unsigned)nc, (unsigned)nq, (unsigned)S), WS_THREADS, WS_SMEM_BYTES, st>>>(
         tm_a, tm_bt, chunks, part, transposed);
     CUDA_CHECK_LAUNCH();
+    // D's rows in the partial blocks: [S, pc, pq], or [S, pq, pc] when transposed.
     const int rows = transposed ? Q : C, cols = transposed ? C : Q;
-    const long long n = (long long)rows * cols;
-    add_splits_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(D, part, rows, cols, transposed ? pq : pc,
-                                                              transposed ? pc : pq, S, beta);
-    CUDA_CHECK_LAUNCH();
+    spd_cuda_splitk_reduce(D, cols, part, (int)(transposed ? pc : pq), pc * pq, S, rows, cols, 1, beta);
     CUDA_CHECK(cudaFreeAsync(part, st));
 }
