@@ -5,6 +5,7 @@
 // ddelta_mask are written. delta_mask NULL (with a delta) means all ones, like mask.
 
 #include <cuda_bf16.h>
+#include <limits.h>
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
@@ -12,6 +13,7 @@
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_gemm_sm90.h"
 #include "cuda/masked_wgrad_sm90.h"
+#include "cuda/mul_transpose.h"
 #include "cuda/wgrad_stored_sm90.h"
 
 extern "C" {
@@ -373,16 +375,89 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
     return true;
 }
 
+// --mode fused, TF32, both widths past masked_gemm's K (512): a weight gradient sums over
+// the tokens, and with both operands stored tokens-slow ([N, C] and [N, d]) cuBLAS runs it
+// at ~260 TFLOP/s against 360-400 for the other products (dev/kernels/kmajor/NOTES.md).
+// So the mask passes write a * mask and g_a transposed ([C, N], into scratch), which gives
+// every product at least one operand with the reduced index fastest. Forward and backward
+// must agree on it (scratch's layout): a function of the shapes and the environment alone.
+// SPD_CUDA_KMAJOR=0 turns it off; SPD_CUDA_KMAJOR_MIN_D (513) and _MIN_N (4096) are the
+// smallest widths and token count it takes.
+static bool kmajor_route(int N, int C, int d_in, int d_out, const float *mask, const float *scratch) {
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_KMAJOR", true);
+    static const long min_d = spd_env_long_or_die("SPD_CUDA_KMAJOR_MIN_D", 513, 0, INT_MAX);
+    static const long min_n = spd_env_long_or_die("SPD_CUDA_KMAJOR_MIN_N", 4096, 0, INT_MAX);
+    return env && mask && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_TF32 && N >= min_n &&
+           d_in >= min_d && d_out >= min_d && d_in % 4 == 0 && d_out % 4 == 0 &&
+           mul_transpose_ok(N, C, scratch, scratch, mask, NULL, NULL);
+}
+
+// The forward on that route: a = x @ V (into a, or a temporary), scratch [C, N] =
+// (a * mask)^T, out = scratch^T @ U with U read through a transposed copy (the product
+// with both operands reduced-index-slow is the slow one).
+static void components_forward_kmajor(float *out, float *a, const float *x, const float *V, const float *U,
+                                      const float *mask, const float *delta, const float *delta_mask, int N,
+                                      int d_in, int C, int d_out, float *scratch) {
+    const bool in_a = a && spd_aligned(a, 16);  // the pass reads 16 bytes at a time
+    temp_arena t;
+    arena_open(&t, (in_a ? 0 : arena_bytes((long long)N * C)) + arena_bytes((long long)d_out * C));
+    float *acts = in_a ? a : arena_take(&t, (long long)N * C), *Ut = arena_take(&t, (long long)d_out * C);
+    matmul_cuda_ld(acts, x, V, N, C, d_in, false, false, 1, 0, d_in, C, C);
+    mul_transpose_cuda(scratch, acts, mask, NULL, NULL, N, C);
+    if (a && !in_a)
+        CUDA_CHECK(cudaMemcpyAsync(a, acts, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
+    transpose_pad_cuda(Ut, C, U, d_out, C, d_out);
+    float beta = 0;
+    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
+        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
+        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
+        beta = 1;
+    }
+    matmul_cuda_ld(out, scratch, Ut, N, d_out, C, true, true, 1, beta, N, C, d_out);
+    arena_close(&t);
+}
+
+// The backward on that route, from scratch = (a * mask)^T: dU += scratch @ dout; h = dout @ U^T
+// (a temporary); dmask = h * a and scratch = g_a^T in one pass; dV += x^T @ g_a and
+// dx = g_a @ V^T, both reading g_a^T.
+static void components_backward_kmajor(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
+                                       float *ddelta_mask, const float *dout, const float *x, const float *a,
+                                       const float *V, const float *U, const float *mask, const float *delta,
+                                       const float *delta_mask, int N, int d_in, int C, int d_out,
+                                       float *scratch) {
+    if (dU) matmul_cuda_ld(dU, scratch, dout, C, d_out, N, false, false, 1, 1, N, d_out, d_out);
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
+    if (!dx && !dV && !dmask) return;
+    temp_arena t;
+    arena_open(&t, arena_bytes((long long)N * C));
+    float *h = arena_take(&t, (long long)N * C);
+    matmul_cuda_ld(h, dout, U, N, C, d_out, false, true, 1, 0, d_out, d_out, C);
+    if (dx || dV) {
+        const bool aux = dmask && spd_aligned(a, 16) && spd_aligned(dmask, 16);
+        mul_transpose_cuda(scratch, h, mask, aux ? a : NULL, aux ? dmask : NULL, N, C);
+        if (dmask && !aux) mul(dmask, h, a, (long long)N * C);
+        if (dV) matmul_cuda_ld(dV, x, scratch, d_in, C, N, true, true, 1, 1, d_in, N, C);
+        if (dx) matmul_cuda_ld(dx, scratch, V, N, d_in, C, true, true, 1, dx_beta, N, C, d_in);
+    } else {
+        mul(dmask, h, a, (long long)N * C);
+    }
+    arena_close(&t);
+}
+
 // x [N, d_in], V [d_in, C], U [C, d_out], mask [N, C], delta [d_out, d_in], delta_mask [N]
 // -> a = x @ V [N, C], out = (a * mask) @ U + delta_mask * (x @ delta^T) [N, d_out]
 // Leaves scratch = a * mask (or a when mask is NULL: then scratch is not written),
-// which the fused-mode backward reuses.
+// which the fused-mode backward reuses; transposed ([C, N]) on kmajor_route.
 extern "C" void components_forward_cuda(float *out, float *a, const float *x, const float *V, const float *U,
                                         const float *mask, const float *delta, const float *delta_mask, int N,
                                         int d_in, int C, int d_out, float *scratch) {
     SPD_ASSERT(a || (mask && fused_mode()));
     if (bf16_acts(C, scratch)) {
         components_forward_bf16(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch);
+        return;
+    }
+    if (kmajor_route(N, C, d_in, d_out, mask, scratch)) {
+        components_forward_kmajor(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch);
         return;
     }
     if (components_forward_b2b(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch)) return;
@@ -453,7 +528,8 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // of 64 or 128, dU and dV come from one kernel that recomputes a * mask and g_a per
 // block of components (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the
 // forward then stores no a * mask, and g_a is not stored either. Other TF32 weight
-// gradients read the stored a * mask and g_a on wgrad_stored_sm90.h where it runs.
+// gradients read the stored a * mask and g_a on wgrad_stored_sm90.h where it runs. With both
+// widths past 512, the mask passes write a * mask and g_a transposed (kmajor_route).
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
@@ -462,6 +538,11 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     if (bf16_acts(C, scratch)) {
         components_backward_bf16(dx, dV, dU, ddelta, dmask, ddelta_mask, dout, x, a, V, U, mask, delta, delta_mask, N,
                                  d_in, C, d_out, scratch);
+        return;
+    }
+    if (kmajor_route(N, C, d_in, d_out, mask, scratch)) {
+        components_backward_kmajor(dx, dV, dU, ddelta, dmask, ddelta_mask, dout, x, a, V, U, mask, delta, delta_mask,
+                                   N, d_in, C, d_out, scratch);
         return;
     }
     const long long NC = (long long)N * C;

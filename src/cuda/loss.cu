@@ -90,3 +90,50 @@ extern "C" void mse_loss_backward_cuda(float *dy, const float *y, const float *t
     mse_backward_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(dy, y, target, 2.0 / (double)n, n);
     CUDA_CHECK_LAUNCH();
 }
+
+// The MSE's value and gradient in one pass (the isolated op's loss reads y and target
+// once instead of twice): partial[blockIdx.x] = this block's share of sum (y - target)^2,
+// dy = s (y - target), both in float64 as the separate passes; four floats per load
+// when vec4 (n % 4 == 0, all three 16-byte aligned).
+template <bool vec4>
+static __global__ void mse_fused_kernel(double *partial, float *dy, const float *y, const float *target, double s,
+                                        long long n) {
+    double acc = 0;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    if (vec4) {
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n / 4; i += stride) {
+            const float4 a = ((const float4 *)y)[i], b = ((const float4 *)target)[i];
+            const double e0 = (double)a.x - b.x, e1 = (double)a.y - b.y, e2 = (double)a.z - b.z, e3 = (double)a.w - b.w;
+            acc += e0 * e0 + e1 * e1 + e2 * e2 + e3 * e3;
+            ((float4 *)dy)[i] = make_float4((float)(s * e0), (float)(s * e1), (float)(s * e2), (float)(s * e3));
+        }
+    } else {
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+            const double e = (double)y[i] - (double)target[i];
+            acc += e * e;
+            dy[i] = (float)(s * e);
+        }
+    }
+    const double sum = block_sum(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+extern "C" void mse_loss_forward_backward_cuda(float *loss, float *dy, const float *y, const float *target, int64_t n) {
+    SPD_ASSERT(n > 0 && target != NULL);
+    const bool vec4 = n % 4 == 0 && spd_aligned(y, 16) && spd_aligned(target, 16) && spd_aligned(dy, 16);
+    const long long work = vec4 ? n / 4 : n;
+    int blocks = (int)((work + LOSS_THREADS * 4 - 1) / (LOSS_THREADS * 4));
+    if (blocks > LOSS_MAX_BLOCKS) blocks = LOSS_MAX_BLOCKS;
+    size_t ws_bytes = 0;
+    double *partial = (double *)spd_cuda_workspace(&ws_bytes);
+    SPD_ASSERT(ws_bytes >= LOSS_MAX_BLOCKS * sizeof(double));
+    cudaStream_t st = spd_cuda_stream();
+    const double s = 2.0 / (double)n;
+    if (vec4)
+        mse_fused_kernel<true><<<blocks, LOSS_THREADS, 0, st>>>(partial, dy, y, target, s, n);
+    else
+        mse_fused_kernel<false><<<blocks, LOSS_THREADS, 0, st>>>(partial, dy, y, target, s, n);
+    CUDA_CHECK_LAUNCH();
+    loss_final_kernel<<<1, LOSS_THREADS, 0, st>>>(loss, partial, blocks, n);
+    CUDA_CHECK_LAUNCH();
+}

@@ -29,3 +29,15 @@ void RFN(mse_loss_backward)(real *dy, const real *y, const real *target, int64_t
     double s = 2.0 / (double)n;
     for (int64_t i = 0; i < n; i++) dy[i] = (real)(s * ((double)y[i] - (double)target[i]));
 }
+
+// loss [1] = mean((y - target)^2) and dy [n] = 2 (y - target) / n in one pass.
+void RFN(mse_loss_forward_backward)(real *loss, real *dy, const real *y, const real *target, int64_t n) {
+    const double s = 2.0 / (double)n;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)y[i] - (double)target[i];
+        sum += e * e;
+        dy[i] = (real)(s * e);
+    }
+    loss[0] = (real)(sum / (double)n);
+}

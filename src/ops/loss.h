@@ -17,5 +17,7 @@ void RFN(mean_loss_backward)(real *dlogits, int64_t n);
 void RFN(mse_loss_forward)(real *loss, const real *y, const real *target, int64_t n);
 // dy = 2 (y - target) / n (written).
 void RFN(mse_loss_backward)(real *dy, const real *y, const real *target, int64_t n);
+// Both of the above from one pass over y and target (the same values).
+void RFN(mse_loss_forward_backward)(real *loss, real *dy, const real *y, const real *target, int64_t n);
 
 #endif

@@ -137,8 +137,7 @@ static void linear_body(void *p) {
 #endif
     RFN(components_forward)(c->y, a, c->x, c->V, c->U, c->mask, NULL, NULL, c->N, c->din, c->C, c->dout,
                             c->scratch);
-    RFN(mse_loss_forward)(c->loss, c->y, c->target, (int64_t)c->N * c->dout);
-    RFN(mse_loss_backward)(c->dy, c->y, c->target, (int64_t)c->N * c->dout);
+    RFN(mse_loss_forward_backward)(c->loss, c->dy, c->y, c->target, (int64_t)c->N * c->dout);
     RFN(components_backward)(c->dx, c->dV, c->dU, NULL, NULL, NULL, c->dy, c->x, c->a, c->V, c->U, c->mask, NULL,
                              NULL, c->N, c->din, c->C, c->dout, c->scratch);
 }

@@ -91,6 +91,7 @@ void mean_loss_forward_f32(float *loss, const float *logits, int64_t n);
 void mean_loss_backward_f32(float *dlogits, int64_t n);
 void mse_loss_forward_f32(float *loss, const float *y, const float *target, int64_t n);
 void mse_loss_backward_f32(float *dy, const float *y, const float *target, int64_t n);
+void mse_loss_forward_backward_f32(float *loss, float *dy, const float *y, const float *target, int64_t n);
 void adamw_step_f32(float *param, const float *grad, float *m, float *v, size_t n, const spd_adamw_config *cfg,
                     int64_t t);
 void add_f32(float *out, const float *a, const float *b, int64_t n);
@@ -624,6 +625,14 @@ static void test_losses(void) {
         mse_loss_backward_cuda(g.d, y.d, t.d, n);
         snprintf(name, sizeof name, "mse_loss_backward n=%ld", n);
         check(name, g);
+        poison(loss);
+        poison(g);
+        mse_loss_forward_backward_f32(loss.h, g.h, y.h, t.h, n);
+        mse_loss_forward_backward_cuda(loss.d, g.d, y.d, t.d, n);
+        snprintf(name, sizeof name, "mse_loss_forward_backward loss n=%ld", n);
+        check(name, loss);
+        snprintf(name, sizeof name, "mse_loss_forward_backward dy n=%ld", n);
+        check(name, g);
         free_all();
     }
 }
@@ -1099,6 +1108,15 @@ int main(void) {
     test_components_no_acts(4099, 341, 1204, 128);
     test_components_no_acts(4099, 128, 1204, 341);
     test_components_no_acts(2053, 64, 1200, 352);
+    // Both widths past 512 with at least 4096 tokens (kmajor_route): a * mask and g_a written
+    // transposed; partial 64 x 64 tiles (N, C not multiples of 64), dmask from the same pass,
+    // the delta, dx NULL, and a not saved. N % 4 != 0 takes the other path.
+    test_components(4100, 516, 1204, 644, true, false, false, 0);
+    test_components(4100, 516, 1204, 644, true, true, true, 0);
+    test_components(4096, 576, 1200, 520, true, true, true, 1);
+    test_components(4096, 576, 1200, 520, true, false, true, 2);
+    test_components(4099, 516, 1204, 644, true, false, true, 0);
+    test_components_no_acts(4096, 1024, 1024, 1024);
     test_attention_tc();
     test_graph_capture();
     // bf16 operands, float32 accumulation: unfused (every operand rounded by the
