@@ -13,7 +13,7 @@ echo "test_gpu_ops rc $? ok $(grep -c '^ok' "$OUT/gpu_ops.log") not ok $(grep -c
     "($((SECONDS - t0)) s)"
 grep "^not ok" "$OUT/gpu_ops.log" | head -8
 grep -E "mse_loss_forward_backward|d_in=5(16|76)|d_in=1024" "$OUT/gpu_ops.log" | head -40
-for r in tests/refs/*.safetensors shared/refs/*.safetensors; do
+for r in tests/refs/*.safetensors ${SHARED_DIR:-.debs/shared}/refs/*.safetensors; do
     [ -f "$r" ] || continue
     SPD_CUDA_KMAJOR_MIN_D=0 SPD_CUDA_KMAJOR_MIN_N=0 ./build/spd check --device cuda --mode fused --tf32 "$r" \
         >"$OUT/check.log" 2>&1
