@@ -402,11 +402,14 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
     temp_arena t;
     arena_open(&t, (in_a ? 0 : arena_bytes((long long)N * C)) + arena_bytes((long long)d_out * C));
     float *acts = in_a ? a : arena_take(&t, (long long)N * C), *Ut = arena_take(&t, (long long)d_out * C);
+    spd_cuda_side_begin();  // U's copy beside the first product
+    transpose_pad_cuda(Ut, C, U, d_out, C, d_out);
+    spd_cuda_side_end();
     matmul_cuda_ld(acts, x, V, N, C, d_in, false, false, 1, 0, d_in, C, C);
     mul_transpose_cuda(scratch, acts, mask, NULL, NULL, N, C);
     if (a && !in_a)
         CUDA_CHECK(cudaMemcpyAsync(a, acts, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
-    transpose_pad_cuda(Ut, C, U, d_out, C, d_out);
+    spd_cuda_side_join();
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
         matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
@@ -417,30 +420,35 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
     arena_close(&t);
 }
 
-// The backward on that route, from scratch = (a * mask)^T: dU += scratch @ dout; h = dout @ U^T
-// (a temporary); dmask = h * a and scratch = g_a^T in one pass; dV += x^T @ g_a and
-// dx = g_a @ V^T, both reading g_a^T.
+// The backward on that route, from scratch = (a * mask)^T: dU += scratch @ dout on the side
+// stream, beside the rest (its memory-bound pass hides under the product); h = dout @ U^T;
+// dmask = h * a and g_a^T in one pass; dV += x^T @ g_a and dx = g_a @ V^T, both reading g_a^T
+// (h and g_a^T are temporaries: scratch is still being read for dU).
 static void components_backward_kmajor(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                        float *ddelta_mask, const float *dout, const float *x, const float *a,
                                        const float *V, const float *U, const float *mask, const float *delta,
                                        const float *delta_mask, int N, int d_in, int C, int d_out,
                                        float *scratch) {
-    if (dU) matmul_cuda_ld(dU, scratch, dout, C, d_out, N, false, false, 1, 1, N, d_out, d_out);
-    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
-    if (!dx && !dV && !dmask) return;
+    const long long NC = (long long)N * C;
+    const bool need_g = dx || dV, need_h = need_g || dmask;
     temp_arena t;
-    arena_open(&t, arena_bytes((long long)N * C));
-    float *h = arena_take(&t, (long long)N * C);
-    matmul_cuda_ld(h, dout, U, N, C, d_out, false, true, 1, 0, d_out, d_out, C);
-    if (dx || dV) {
+    arena_open(&t, (need_h ? arena_bytes(NC) : 0) + (need_g ? arena_bytes(NC) : 0));
+    float *h = need_h ? arena_take(&t, NC) : NULL, *gT = need_g ? arena_take(&t, NC) : NULL;
+    spd_cuda_side_begin();
+    if (dU) matmul_cuda_ld(dU, scratch, dout, C, d_out, N, false, false, 1, 1, N, d_out, d_out);
+    spd_cuda_side_end();
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
+    if (need_h) matmul_cuda_ld(h, dout, U, N, C, d_out, false, true, 1, 0, d_out, d_out, C);
+    if (need_g) {
         const bool aux = dmask && spd_aligned(a, 16) && spd_aligned(dmask, 16);
-        mul_transpose_cuda(scratch, h, mask, aux ? a : NULL, aux ? dmask : NULL, N, C);
-        if (dmask && !aux) mul(dmask, h, a, (long long)N * C);
-        if (dV) matmul_cuda_ld(dV, x, scratch, d_in, C, N, true, true, 1, 1, d_in, N, C);
-        if (dx) matmul_cuda_ld(dx, scratch, V, N, d_in, C, true, true, 1, dx_beta, N, C, d_in);
-    } else {
-        mul(dmask, h, a, (long long)N * C);
+        mul_transpose_cuda(gT, h, mask, aux ? a : NULL, aux ? dmask : NULL, N, C);
+        if (dmask && !aux) mul(dmask, h, a, NC);
+        if (dV) matmul_cuda_ld(dV, x, gT, d_in, C, N, true, true, 1, 1, d_in, N, C);
+        if (dx) matmul_cuda_ld(dx, gT, V, N, d_in, C, true, true, 1, dx_beta, N, C, d_in);
+    } else if (dmask) {
+        mul(dmask, h, a, NC);
     }
+    spd_cuda_side_join();
     arena_close(&t);
 }
 

@@ -36,8 +36,21 @@ cudaStream_t spd_cuda_stream(void);
 int spd_cuda_sm_count(void);
 cublasHandle_t spd_cublas(void);
 cublasLtHandle_t spd_cublaslt(void);
-// A workspace for cuBLASLt (and anything else that needs scratch during a step).
+// A workspace for cuBLASLt (and anything else that needs scratch during a step);
+// the side stream has its own.
 void *spd_cuda_workspace(size_t *bytes);
+
+// A second stream, for a product that does not depend on what the main stream does
+// next, so that the two overlap (the backward's dU beside h, g_a, dV and dx):
+// spd_cuda_side_begin makes the side stream wait for the main stream's work so far and
+// makes it current (spd_cuda_stream, spd_cuda_workspace, cuBLAS); spd_cuda_side_end
+// makes the main stream current again; spd_cuda_side_join makes the main stream wait for
+// the side's work. In graph capture these are a fork and a join. One side region at a
+// time; SPD_CUDA_SIDE_STREAM=0 keeps everything on the main stream.
+void spd_cuda_side_begin(void);
+void spd_cuda_side_end(void);
+void spd_cuda_side_join(void);
+bool spd_cuda_on_side(void);
 
 // Deterministic float64 sums read back to the host (they synchronize the
 // stream): a fixed grid of per-block partials, then one block in a fixed order

@@ -5,6 +5,7 @@
 
 #include <cuda_profiler_api.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 
 extern "C" {
@@ -28,6 +29,11 @@ static struct {
     cublasLtHandle_t cublaslt;
     void *workspace;
     size_t workspace_bytes;
+    // The side stream (spd_cuda_side_begin): its own cuBLAS workspace, the fork and join events.
+    cudaStream_t side_stream;
+    void *side_workspace;
+    cudaEvent_t fork, join;
+    bool on_side, side_pending;
     spd_cuda_mode mode;
     spd_matmul_precision precision;
     size_t live_bytes, peak_bytes;
@@ -66,6 +72,10 @@ extern "C" void spd_cuda_init(void) {
     CUDA_CHECK(cudaMalloc(&backend.workspace, backend.workspace_bytes));
     // A fixed workspace keeps cuBLAS from allocating during graph capture.
     CUBLAS_CHECK(cublasSetWorkspace(backend.cublas, backend.workspace, backend.workspace_bytes));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&backend.side_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaMalloc(&backend.side_workspace, backend.workspace_bytes));
+    CUDA_CHECK(cudaEventCreateWithFlags(&backend.fork, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&backend.join, cudaEventDisableTiming));
     backend.mode = SPD_CUDA_UNFUSED;
     backend.precision = SPD_MATMUL_FP32;
     backend.ready = true;
@@ -92,7 +102,7 @@ int spd_cuda_sm_count(void) {
 
 cudaStream_t spd_cuda_stream(void) {
     require_ready();
-    return backend.stream;
+    return backend.on_side ? backend.side_stream : backend.stream;
 }
 
 cublasHandle_t spd_cublas(void) {
@@ -108,8 +118,50 @@ cublasLtHandle_t spd_cublaslt(void) {
 void *spd_cuda_workspace(size_t *bytes) {
     require_ready();
     *bytes = backend.workspace_bytes;
-    return backend.workspace;
+    return backend.on_side ? backend.side_workspace : backend.workspace;
 }
+
+// ---- the side stream -----------------------------------------------------------------
+
+static bool side_enabled(void) {
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_SIDE_STREAM", true);
+    return env;
+}
+
+// Makes `side` the current stream (and its workspace cuBLAS's).
+static void set_current(bool side) {
+    backend.on_side = side;
+    CUBLAS_CHECK(cublasSetStream(backend.cublas, spd_cuda_stream()));
+    size_t bytes = 0;
+    void *ws = spd_cuda_workspace(&bytes);
+    CUBLAS_CHECK(cublasSetWorkspace(backend.cublas, ws, bytes));
+}
+
+void spd_cuda_side_begin(void) {
+    require_ready();
+    if (!side_enabled()) return;
+    SPD_ASSERT(!backend.on_side && !backend.side_pending);
+    CUDA_CHECK(cudaEventRecord(backend.fork, backend.stream));
+    CUDA_CHECK(cudaStreamWaitEvent(backend.side_stream, backend.fork, 0));
+    set_current(true);
+    backend.side_pending = true;
+}
+
+void spd_cuda_side_end(void) {
+    if (!side_enabled()) return;
+    SPD_ASSERT(backend.on_side);
+    set_current(false);
+}
+
+void spd_cuda_side_join(void) {
+    if (!side_enabled()) return;
+    SPD_ASSERT(!backend.on_side && backend.side_pending);
+    CUDA_CHECK(cudaEventRecord(backend.join, backend.side_stream));
+    CUDA_CHECK(cudaStreamWaitEvent(backend.stream, backend.join, 0));
+    backend.side_pending = false;
+}
+
+bool spd_cuda_on_side(void) { return backend.on_side; }
 
 extern "C" void spd_cuda_set_mode(spd_cuda_mode mode) {
     require_ready();
@@ -196,7 +248,10 @@ extern "C" void spd_device_download(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaStreamSynchronize(spd_cuda_stream()));
 }
 
-extern "C" void spd_device_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(spd_cuda_stream())); }
+extern "C" void spd_device_synchronize(void) {
+    SPD_ASSERT(!backend.side_pending);  // the side stream's work is joined into the main stream's
+    CUDA_CHECK(cudaStreamSynchronize(spd_cuda_stream()));
+}
 
 extern "C" void spd_cuda_profiler_start(void) { CUDA_CHECK(cudaProfilerStart()); }
 
@@ -205,6 +260,7 @@ extern "C" void spd_cuda_graph_begin(void) {
 }
 
 extern "C" void spd_cuda_graph_end(void) {
+    SPD_ASSERT(!backend.side_pending);
     spd_cuda_graph_destroy();
     CUDA_CHECK(cudaStreamEndCapture(spd_cuda_stream(), &backend.graph));
     CUDA_CHECK(cudaGraphInstantiate(&backend.graph_exec, backend.graph, 0));

@@ -247,16 +247,17 @@ static int splitk_slices(splitk_geom g) { return g.n_full + (g.rem > 0); }
 
 // The slices' scratch. Grown only outside graph capture, and an outgrown buffer is
 // kept (never freed): a captured graph may still point into it.
-static float *splitk_buf;
-static size_t splitk_cap;  // floats
+static float *splitk_buf[2];  // [1]: the side stream's (spd_cuda_side_begin), which may run beside [0]'s user
+static size_t splitk_cap[2];  // floats
 
 static float *splitk_scratch(size_t n, bool may_grow) {
-    if (n <= splitk_cap) return splitk_buf;
+    const int i = spd_cuda_on_side();
+    if (n <= splitk_cap[i]) return splitk_buf[i];
     if (!may_grow) return NULL;
-    const size_t want = n > 2 * splitk_cap ? n : 2 * splitk_cap;
-    CUDA_CHECK(cudaMalloc((void **)&splitk_buf, want * sizeof(float)));
-    splitk_cap = want;
-    return splitk_buf;
+    const size_t want = n > 2 * splitk_cap[i] ? n : 2 * splitk_cap[i];
+    CUDA_CHECK(cudaMalloc((void **)&splitk_buf[i], want * sizeof(float)));
+    splitk_cap[i] = want;
+    return splitk_buf[i];
 }
 
 // C [M, N] (ldc) = alpha * sum_s P_s + beta * C (beta == 0 does not read C); P_s [M, N]

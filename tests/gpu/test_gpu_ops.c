@@ -771,6 +771,48 @@ static void test_graph_capture(void) {
     free_all();
 }
 
+// The transposed mask passes (kmajor_route) with the side stream: a captured graph replayed
+// twice gives the eager run's bits (the fork and join of the side stream in capture; the
+// weight gradients zeroed inside the region, so that they compare too).
+static void test_graph_capture_kmajor(void) {
+    const int N = 4096, d_in = 516, C = 1204, d_out = 520;
+    pair x = input((long)N * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
+    pair U = input((long)C * d_out, -0.1f, 0.1f), mask = input((long)N * C, 0, 1), dout = input((long)N * d_out, -1, 1);
+    pair out = output((long)N * d_out), a = output((long)N * C), scratch = output((long)N * C);
+    pair dx = output((long)N * d_in), dmask = output((long)N * C);
+    pair dV = output((long)d_in * C), dU = output((long)C * d_out);
+    const pair results[] = {out, a, dx, dmask, dV, dU};
+    const int n_results = 6;
+    float *eager[6];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            for (int i = 0; i < n_results; i++) poison(results[i]);
+            spd_cuda_graph_begin();
+        }
+        spd_device_memset_zero(dV.d, (size_t)dV.n * sizeof(float));
+        spd_device_memset_zero(dU.d, (size_t)dU.n * sizeof(float));
+        components_forward_cuda(out.d, a.d, x.d, V.d, U.d, mask.d, NULL, NULL, N, d_in, C, d_out, scratch.d);
+        components_backward_cuda(dx.d, dV.d, dU.d, NULL, dmask.d, NULL, dout.d, x.d, a.d, V.d, U.d, mask.d, NULL, NULL,
+                                 N, d_in, C, d_out, scratch.d);
+        if (pass == 1) {
+            spd_cuda_graph_end();
+            spd_cuda_graph_launch();
+            spd_cuda_graph_launch();
+        }
+        spd_device_synchronize();
+        for (int i = 0; i < n_results && pass == 0; i++) eager[i] = download(results[i].d, results[i].n);
+    }
+    long diff = 0;
+    for (int i = 0; i < n_results; i++) {
+        float *got = download(results[i].d, results[i].n);
+        diff += memcmp(got, eager[i], (size_t)results[i].n * sizeof(float)) != 0;
+    }
+    test_report(diff == 0, "CUDA graph capture and replay of the transposed-mask-pass components (fused TF32)",
+                "%ld of %d outputs differ", diff, n_results);
+    spd_cuda_graph_destroy();
+    free_all();
+}
+
 // bf16 products (SPD's autocast_bf16) against the float64 CPU product of the same
 // float32 inputs, at the bf16 bound; and proof that the operands really are rounded
 // to bf16 (an error far above float32's), so the option cannot silently run fp32.
@@ -1117,6 +1159,7 @@ int main(void) {
     test_components(4096, 576, 1200, 520, true, false, true, 2);
     test_components(4099, 516, 1204, 644, true, false, true, 0);
     test_components_no_acts(4096, 1024, 1024, 1024);
+    test_graph_capture_kmajor();
     test_attention_tc();
     test_graph_capture();
     // bf16 operands, float32 accumulation: unfused (every operand rounded by the
