@@ -399,16 +399,24 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
                                       const float *mask, const float *delta, const float *delta_mask, int N,
                                       int d_in, int C, int d_out, float *scratch) {
     const bool in_a = a && spd_aligned(a, 16);  // the pass reads 16 bytes at a time
+    static const bool at_env = spd_env_flag_or_die("SPD_CUDA_KMAJOR_AT", true);
+    const bool at = at_env && (!a || in_a);
     temp_arena t;
-    arena_open(&t, (in_a ? 0 : arena_bytes((long long)N * C)) + arena_bytes((long long)d_out * C));
-    float *acts = in_a ? a : arena_take(&t, (long long)N * C), *Ut = arena_take(&t, (long long)d_out * C);
+    arena_open(&t, (in_a || at ? 0 : arena_bytes((long long)N * C)) + arena_bytes((long long)d_out * C));
+    float *acts = in_a || at ? a : arena_take(&t, (long long)N * C), *Ut = arena_take(&t, (long long)d_out * C);
     spd_cuda_side_begin();  // U's copy beside the first product
     transpose_pad_cuda(Ut, C, U, d_out, C, d_out);
     spd_cuda_side_end();
-    matmul_cuda_ld(acts, x, V, N, C, d_in, false, false, 1, 0, d_in, C, C);
-    mul_transpose_cuda(scratch, acts, mask, NULL, NULL, N, C);
-    if (a && !in_a)
-        CUDA_CHECK(cudaMemcpyAsync(a, acts, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
+    if (at) {
+        matmul_cuda_ld(scratch, V, x, C, N, d_in, true, true, 1, 0, C, d_in, N);
+        mask_transposed_cuda(scratch, mask, a, N, C);
+    } else {
+        matmul_cuda_ld(acts, x, V, N, C, d_in, false, false, 1, 0, d_in, C, C);
+        mul_transpose_cuda(scratch, acts, mask, NULL, NULL, N, C);
+        if (a && !in_a)
+            CUDA_CHECK(cudaMemcpyAsync(a, acts, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice,
+                                       spd_cuda_stream()));
+    }
     spd_cuda_side_join();
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it

@@ -20,6 +20,9 @@ bool mul_transpose_ok(int rows, int cols, const float *dst, const float *src, co
                       const float *o_aux);
 void mul_transpose_cuda(float *dst, const float *src, const float *mask, const float *aux, float *o_aux, int rows,
                         int cols);
+// t [cols, rows] (row stride rows) *= mask^T in place, mask [rows, cols]; o_t [rows, cols] =
+// t^T before the multiply (when o_t). The same conditions (t as dst and src, o_t as aux and o_aux).
+void mask_transposed_cuda(float *t, const float *mask, float *o_t, int rows, int cols);
 
 #ifdef __cplusplus
 }

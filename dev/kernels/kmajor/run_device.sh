@@ -2,7 +2,7 @@
 # One device call for the transposed mask passes (kmajor_route, src/cuda/components.cu): build,
 # the GPU op checks, `spd check --device cuda --mode fused --tf32` with the route forced onto
 # the references' small shapes, `spd bench linear` at d = C = 2048 and 4096 with the route on
-# on, with the side stream off, and off, alternating; ncu's kernel map of one step with it on;
+# on, with the side stream off, and off (or the settings in ARMS), alternating; ncu's kernel map of one step with it on;
 # SANITIZE=1: tests/sanitize_gpu.sh. From the repository root
 # on the GPU machine; logs go to $OUT. Usage: bash dev/kernels/kmajor/run_device.sh [D ...]
 set -uo pipefail
@@ -22,12 +22,12 @@ for r in tests/refs/*.safetensors ${SHARED_DIR:-.debs/shared}/refs/*.safetensors
 done
 bench() { ./build/spd bench linear --device cuda --mode fused --tf32 --no-ceilings --batch 64 --seq 256 "$@" 2>&1 |
     grep -E "^bench .*mean"; }
-arms=("SPD_CUDA_KMAJOR=1" "SPD_CUDA_SIDE_STREAM=0" "SPD_CUDA_KMAJOR=0")
+read -r -a arms <<<"${ARMS:-SPD_CUDA_KMAJOR=1 SPD_CUDA_SIDE_STREAM=0 SPD_CUDA_KMAJOR=0}"
 for d in "${dims[@]}"; do
     for rep in 1 2; do
         for arm in "${arms[@]}"; do
             echo "$arm linear d=C=$d"
-            env "$arm" bash -c "$(declare -f bench); bench --d_in $d --d_out $d --C $d --steps 50 --warmup 5"
+            env ${arm//,/ } bash -c "$(declare -f bench); bench --d_in $d --d_out $d --C $d --steps 50 --warmup 5"
         done
     done
 done 2>&1 | tee "$OUT/ab.txt"
