@@ -378,8 +378,8 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
 // --mode fused, TF32, both widths past masked_gemm's K (512): a weight gradient sums over
 // the tokens, and with both operands stored tokens-slow ([N, C] and [N, d]) cuBLAS runs it
 // at ~260 TFLOP/s against 360-400 for the other products (dev/kernels/kmajor/NOTES.md).
-// So the mask passes write a * mask and g_a transposed ([C, N], into scratch), which gives
-// every product at least one operand with the reduced index fastest. Forward and backward
+// So the mask passes write a * mask and g_a transposed ([C, N]; a * mask into scratch), which
+// gives every product at least one operand with the reduced index fastest. Forward and backward
 // must agree on it (scratch's layout): a function of the shapes and the environment alone.
 // SPD_CUDA_KMAJOR=0 turns it off; SPD_CUDA_KMAJOR_MIN_D (513) and _MIN_N (4096) are the
 // smallest widths and token count it takes.
@@ -392,31 +392,25 @@ static bool kmajor_route(int N, int C, int d_in, int d_out, const float *mask, c
            mul_transpose_ok(N, C, scratch, scratch, mask, NULL, NULL);
 }
 
-// The forward on that route: a = x @ V (into a, or a temporary), scratch [C, N] =
-// (a * mask)^T, out = scratch^T @ U with U read through a transposed copy (the product
-// with both operands reduced-index-slow is the slow one).
+// The forward on that route: scratch [C, N] = a^T = V^T x^T (the product whose operands'
+// layout cuBLAS runs fastest here, 350 against 390 us at d = C = 2048, 16384 tokens), then
+// scratch *= mask^T in place, writing a itself on the way (when saved); out = scratch^T @ U,
+// with U read through a transposed copy made beside the first product (the product with
+// both operands reduced-index-slow is the slow one).
 static void components_forward_kmajor(float *out, float *a, const float *x, const float *V, const float *U,
                                       const float *mask, const float *delta, const float *delta_mask, int N,
                                       int d_in, int C, int d_out, float *scratch) {
-    const bool in_a = a && spd_aligned(a, 16);  // the pass reads 16 bytes at a time
-    static const bool at_env = spd_env_flag_or_die("SPD_CUDA_KMAJOR_AT", true);
-    const bool at = at_env && (!a || in_a);
+    const bool a_tmp = a && !spd_aligned(a, 16);  // the pass writes 16 bytes at a time
     temp_arena t;
-    arena_open(&t, (in_a || at ? 0 : arena_bytes((long long)N * C)) + arena_bytes((long long)d_out * C));
-    float *acts = in_a || at ? a : arena_take(&t, (long long)N * C), *Ut = arena_take(&t, (long long)d_out * C);
-    spd_cuda_side_begin();  // U's copy beside the first product
+    arena_open(&t, (a_tmp ? arena_bytes((long long)N * C) : 0) + arena_bytes((long long)d_out * C));
+    float *a_out = a_tmp ? arena_take(&t, (long long)N * C) : a, *Ut = arena_take(&t, (long long)d_out * C);
+    spd_cuda_side_begin();
     transpose_pad_cuda(Ut, C, U, d_out, C, d_out);
     spd_cuda_side_end();
-    if (at) {
-        matmul_cuda_ld(scratch, V, x, C, N, d_in, true, true, 1, 0, C, d_in, N);
-        mask_transposed_cuda(scratch, mask, a, N, C);
-    } else {
-        matmul_cuda_ld(acts, x, V, N, C, d_in, false, false, 1, 0, d_in, C, C);
-        mul_transpose_cuda(scratch, acts, mask, NULL, NULL, N, C);
-        if (a && !in_a)
-            CUDA_CHECK(cudaMemcpyAsync(a, acts, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice,
-                                       spd_cuda_stream()));
-    }
+    matmul_cuda_ld(scratch, V, x, C, N, d_in, true, true, 1, 0, C, d_in, N);
+    mask_transposed_cuda(scratch, mask, a_out, N, C);
+    if (a_tmp)
+        CUDA_CHECK(cudaMemcpyAsync(a, a_out, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
     spd_cuda_side_join();
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
@@ -429,7 +423,7 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
 }
 
 // The backward on that route, from scratch = (a * mask)^T: dU += scratch @ dout on the side
-// stream, beside the rest (its memory-bound pass hides under the product); h = dout @ U^T;
+// stream, so that it may overlap the rest (0.02-0.08 ms per step at d = C = 2048 and 4096); h = dout @ U^T;
 // dmask = h * a and g_a^T in one pass; dV += x^T @ g_a and dx = g_a @ V^T, both reading g_a^T
 // (h and g_a^T are temporaries: scratch is still being read for dU).
 static void components_backward_kmajor(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
