@@ -3,7 +3,8 @@
 # reference file, over a few benchmark steps in both GPU modes and over 3 GPU training
 # steps (small shapes:
 # the sanitizer slows kernels down 10-100x). Needs a GPU and `make gpu-tests`.
-# Prints "ok - ..." / "not ok - ..." lines and "N passed, N failed".
+# Prints "ok - ..." / "not ok - ..." lines and "N passed, N failed". SANITIZE_ONLY=REGEX runs
+# only the checks whose names match.
 set -u
 cd "$(dirname "$0")/.."
 SPD=${SPD_BIN:-$PWD/build/spd}
@@ -11,9 +12,10 @@ CS=${COMPUTE_SANITIZER:-compute-sanitizer}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 passed=0 failed=0
-run() {  # name, then the command
+run() {  # name, then the command (skipped when SANITIZE_ONLY, a regex, does not match the name)
     local name=$1
     shift
+    [[ -n ${SANITIZE_ONLY:-} && ! $name =~ $SANITIZE_ONLY ]] && return
     "$@" >"$log" 2>&1
     local status=$?
     # memcheck ends "ERROR SUMMARY: 0 errors", racecheck "RACECHECK SUMMARY: 0 hazards displayed (0 errors, ...)"
