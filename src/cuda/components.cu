@@ -409,8 +409,10 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
     spd_cuda_side_end();
     matmul_cuda_ld(scratch, V, x, C, N, d_in, true, true, 1, 0, C, d_in, N);
     mask_transposed_cuda(scratch, mask, a_out, N, C);
-    if (a_tmp)
-        CUDA_CHECK(cudaMemcpyAsync(a, a_out, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice, spd_cuda_stream()));
+    if (a_tmp) {
+        const size_t bytes = (size_t)N * C * sizeof(float);
+        CUDA_CHECK(cudaMemcpyAsync(a, a_out, bytes, cudaMemcpyDeviceToDevice, spd_cuda_stream()));
+    }
     spd_cuda_side_join();
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
@@ -423,9 +425,9 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
 }
 
 // The backward on that route, from scratch = (a * mask)^T: dU += scratch @ dout on the side
-// stream, so that it may overlap the rest (0.02-0.08 ms per step at d = C = 2048 and 4096); h = dout @ U^T;
-// dmask = h * a and g_a^T in one pass; dV += x^T @ g_a and dx = g_a @ V^T, both reading g_a^T
-// (h and g_a^T are temporaries: scratch is still being read for dU).
+// stream, so that it may overlap the rest (0.02-0.08 ms per step at d = C = 2048 and 4096);
+// h = dout @ U^T; dmask = h * a and g_a^T in one pass; dV += x^T @ g_a and dx = g_a @ V^T,
+// both reading g_a^T (h and g_a^T are temporaries: scratch is still being read for dU).
 static void components_backward_kmajor(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                        float *ddelta_mask, const float *dout, const float *x, const float *a,
                                        const float *V, const float *U, const float *mask, const float *delta,

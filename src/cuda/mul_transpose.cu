@@ -9,8 +9,9 @@
 #define MT_QUADS (MT_TILE / 4)             // float4 per tile row
 #define MT_ROWS (MT_THREADS / MT_QUADS)    // tile rows one pass of the block covers
 
-// Block (bx, by) = rows bx*64.., cols by*64.. (rows, the token count, on x: no 65535 limit); thread t reads float4 column t % 16 of
-// rows t / 16 + 16 i, and writes float4 column t % 16 of dst rows t / 16 + 16 i.
+// Block (bx, by) = rows bx*64.., cols by*64.. (rows, the token count, on x: no 65535
+// limit); thread t reads float4 column t % 16 of rows t / 16 + 16 i, and writes float4
+// column t % 16 of dst rows t / 16 + 16 i.
 static __global__ void __launch_bounds__(MT_THREADS)
     mul_transpose_kernel(float *dst, const float *src, const float *mask, const float *aux, float *o_aux, int rows,
                          int cols) {
