@@ -535,6 +535,12 @@ static void test_losses(void) {
     double *dy = filled(c.n, NAN);
     mse_loss_backward_f64(dy, c.y, c.target, c.n);
     check_fd("mse loss: dy", mse_loss, &c, c.y, dy, c.n);
+    // The one-pass value and gradient (the isolated benchmark's loss) give the same numbers.
+    double *dy1 = filled(c.n, NAN), loss1;
+    mse_loss_forward_backward_f64(&loss1, dy1, c.y, c.target, c.n);
+    test_report(loss1 == mse_loss(&c), "mse loss: one pass, the forward's value bit for bit", "differs");
+    test_report(memcmp(dy1, dy, (size_t)c.n * sizeof *dy) == 0, "mse loss: one pass, the backward's dy bit for bit",
+                "differs");
     mean_loss_backward_f64(dy, c.n);
     check_fd("mean loss: dlogits", mean_loss, &c, c.y, dy, c.n);
     free_all();
