@@ -443,15 +443,12 @@ static void components_backward_kmajor(float *dx, float *dV, float *dU, float *d
     spd_cuda_side_end();
     const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
     if (need_h) matmul_cuda_ld(h, dout, U, N, C, d_out, false, true, 1, 0, d_out, d_out, C);
-    if (need_g) {
-        const bool aux = dmask && spd_aligned(a, 16) && spd_aligned(dmask, 16);
-        mul_transpose_cuda(gT, h, mask, aux ? a : NULL, aux ? dmask : NULL, N, C);
-        if (dmask && !aux) mul(dmask, h, a, NC);
-        if (dV) matmul_cuda_ld(dV, x, gT, d_in, C, N, true, true, 1, 1, d_in, N, C);
-        if (dx) matmul_cuda_ld(dx, gT, V, N, d_in, C, true, true, 1, dx_beta, N, C, d_in);
-    } else if (dmask) {
-        mul(dmask, h, a, NC);
-    }
+    // dmask from the transposing pass's read of h where its alignment allows, else on its own.
+    const bool aux = need_g && dmask && spd_aligned(a, 16) && spd_aligned(dmask, 16);
+    if (need_g) mul_transpose_cuda(gT, h, mask, aux ? a : NULL, aux ? dmask : NULL, N, C);
+    if (dmask && !aux) mul(dmask, h, a, NC);
+    if (dV) matmul_cuda_ld(dV, x, gT, d_in, C, N, true, true, 1, 1, d_in, N, C);
+    if (dx) matmul_cuda_ld(dx, gT, V, N, d_in, C, true, true, 1, dx_beta, N, C, d_in);
     spd_cuda_side_join();
     arena_close(&t);
 }

@@ -49,14 +49,22 @@ static __global__ void loss_final_kernel(float *loss, const double *partial, int
     if (threadIdx.x == 0) loss[0] = (float)(s / (double)n);
 }
 
-static void mean_of(float *loss, const float *y, const float *target, int64_t n) {
-    SPD_ASSERT(n > 0);
-    int blocks = (int)((n + LOSS_THREADS * 4 - 1) / (LOSS_THREADS * 4));
-    if (blocks > LOSS_MAX_BLOCKS) blocks = LOSS_MAX_BLOCKS;
-    // The workspace is free between cuBLAS calls (all work is on one stream).
+// The fixed grid for `work` items (a function of it alone: the sums are deterministic) and
+// its per-block partials, in the backend's workspace (free between cuBLAS calls: each
+// stream has its own, and a stream runs one thing at a time).
+static double *partials_for(long long work, int *blocks) {
+    long long b = (work + LOSS_THREADS * 4 - 1) / (LOSS_THREADS * 4);
+    *blocks = (int)(b < LOSS_MAX_BLOCKS ? b : LOSS_MAX_BLOCKS);
     size_t ws_bytes = 0;
     double *partial = (double *)spd_cuda_workspace(&ws_bytes);
     SPD_ASSERT(ws_bytes >= LOSS_MAX_BLOCKS * sizeof(double));
+    return partial;
+}
+
+static void mean_of(float *loss, const float *y, const float *target, int64_t n) {
+    SPD_ASSERT(n > 0);
+    int blocks;
+    double *partial = partials_for(n, &blocks);
     cudaStream_t st = spd_cuda_stream();
     loss_partial_kernel<<<blocks, LOSS_THREADS, 0, st>>>(partial, y, target, n);
     CUDA_CHECK_LAUNCH();
@@ -121,12 +129,8 @@ static __global__ void mse_fused_kernel(double *partial, float *dy, const float 
 extern "C" void mse_loss_forward_backward_cuda(float *loss, float *dy, const float *y, const float *target, int64_t n) {
     SPD_ASSERT(n > 0 && target != NULL);
     const bool vec4 = n % 4 == 0 && spd_aligned(y, 16) && spd_aligned(target, 16) && spd_aligned(dy, 16);
-    const long long work = vec4 ? n / 4 : n;
-    int blocks = (int)((work + LOSS_THREADS * 4 - 1) / (LOSS_THREADS * 4));
-    if (blocks > LOSS_MAX_BLOCKS) blocks = LOSS_MAX_BLOCKS;
-    size_t ws_bytes = 0;
-    double *partial = (double *)spd_cuda_workspace(&ws_bytes);
-    SPD_ASSERT(ws_bytes >= LOSS_MAX_BLOCKS * sizeof(double));
+    int blocks;
+    double *partial = partials_for(vec4 ? n / 4 : n, &blocks);
     cudaStream_t st = spd_cuda_stream();
     const double s = 2.0 / (double)n;
     if (vec4)

@@ -724,6 +724,36 @@ static void test_fill_transfer(void) {
 // Captures ops that use the stream-ordered temporary (components_backward with dx NULL
 // and the delta path), the workspace (attention backward, losses) and cuBLAS, replays
 // the graph, and requires the replay to reproduce the eager results bit for bit.
+// Graph-capture checks: run the same ops eagerly (pass 0), then captured and replayed twice
+// (pass 1, outputs poisoned first; the second replay frees and reallocates the temporaries);
+// capture_pass_begin/end bracket the ops, capture_pass_end also saves pass 0's outputs, and
+// capture_diffs counts the outputs whose replayed bits differ from the eager ones.
+static void capture_pass_begin(int pass, const pair *results, int n) {
+    if (pass != 1) return;
+    for (int i = 0; i < n; i++) poison(results[i]);
+    spd_cuda_graph_begin();
+}
+
+static void capture_pass_end(int pass, const pair *results, int n, float **eager) {
+    if (pass == 1) {
+        spd_cuda_graph_end();
+        spd_cuda_graph_launch();
+        spd_cuda_graph_launch();
+    }
+    spd_device_synchronize();
+    for (int i = 0; i < n && pass == 0; i++) eager[i] = download(results[i].d, results[i].n);
+}
+
+static long capture_diffs(const pair *results, int n, float *const *eager) {
+    long diff = 0;
+    for (int i = 0; i < n; i++) {
+        float *got = download(results[i].d, results[i].n);
+        diff += memcmp(got, eager[i], (size_t)results[i].n * sizeof(float)) != 0;
+    }
+    spd_cuda_graph_destroy();
+    return diff;
+}
+
 static void test_graph_capture(void) {
     const int N = 512, d_in = 341, C = 1200, d_out = 257, B = 4, S = 64, nh = 4, nkv = 2, hd = 32;
     pair x = input((long)N * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
@@ -739,35 +769,21 @@ static void test_graph_capture(void) {
     const int n_results = 10;
     float *eager[10];
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            for (int i = 0; i < n_results; i++) poison(results[i]);
-            spd_cuda_graph_begin();
-        }
+        capture_pass_begin(pass, results, n_results);
         components_forward_cuda(out.d, a.d, x.d, V.d, U.d, mask.d, delta.d, dm.d, N, d_in, C, d_out, scratch.d);
         components_backward_cuda(NULL, NULL, NULL, NULL, dmask.d, ddm.d, dout.d, x.d, a.d, V.d, U.d, mask.d, delta.d,
                                  dm.d, N, d_in, C, d_out, scratch.d);
         attention_forward_cuda(ao.d, att.d, q.d, k.d, v.d, B, S, nh, nkv, hd);
         attention_backward_cuda(dq.d, dk.d, dv.d, g.d, q.d, k.d, v.d, att.d, B, S, nh, nkv, hd);
         mse_loss_forward_cuda(loss.d, ao.d, q.d, nq);
-        if (pass == 1) {
-            spd_cuda_graph_end();
-            spd_cuda_graph_launch();
-            spd_cuda_graph_launch();  // a second replay frees and reallocates the temporaries
-        }
-        spd_device_synchronize();
-        for (int i = 0; i < n_results && pass == 0; i++) eager[i] = download(results[i].d, results[i].n);
+        capture_pass_end(pass, results, n_results, eager);
     }
-    long diff = 0;
-    for (int i = 0; i < n_results; i++) {
-        float *got = download(results[i].d, results[i].n);
-        diff += memcmp(got, eager[i], (size_t)results[i].n * sizeof(float)) != 0;
-    }
+    const long diff = capture_diffs(results, n_results, eager);
     test_report(diff == 0,
                 spd_cuda_mode_get() == SPD_CUDA_FUSED
                     ? "CUDA graph capture and replay of components, attention, loss reproduce eager bits (fused)"
                     : "CUDA graph capture and replay of components, attention, loss reproduce eager bits",
                 "%ld of %d outputs differ", diff, n_results);
-    spd_cuda_graph_destroy();
     free_all();
 }
 
@@ -785,31 +801,17 @@ static void test_graph_capture_kmajor(void) {
     const int n_results = 6;
     float *eager[6];
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            for (int i = 0; i < n_results; i++) poison(results[i]);
-            spd_cuda_graph_begin();
-        }
+        capture_pass_begin(pass, results, n_results);
         spd_device_memset_zero(dV.d, (size_t)dV.n * sizeof(float));
         spd_device_memset_zero(dU.d, (size_t)dU.n * sizeof(float));
         components_forward_cuda(out.d, a.d, x.d, V.d, U.d, mask.d, NULL, NULL, N, d_in, C, d_out, scratch.d);
         components_backward_cuda(dx.d, dV.d, dU.d, NULL, dmask.d, NULL, dout.d, x.d, a.d, V.d, U.d, mask.d, NULL, NULL,
                                  N, d_in, C, d_out, scratch.d);
-        if (pass == 1) {
-            spd_cuda_graph_end();
-            spd_cuda_graph_launch();
-            spd_cuda_graph_launch();
-        }
-        spd_device_synchronize();
-        for (int i = 0; i < n_results && pass == 0; i++) eager[i] = download(results[i].d, results[i].n);
+        capture_pass_end(pass, results, n_results, eager);
     }
-    long diff = 0;
-    for (int i = 0; i < n_results; i++) {
-        float *got = download(results[i].d, results[i].n);
-        diff += memcmp(got, eager[i], (size_t)results[i].n * sizeof(float)) != 0;
-    }
+    const long diff = capture_diffs(results, n_results, eager);
     test_report(diff == 0, "CUDA graph capture and replay of the transposed-mask-pass components (fused TF32)",
                 "%ld of %d outputs differ", diff, n_results);
-    spd_cuda_graph_destroy();
     free_all();
 }
 

@@ -5,24 +5,15 @@ g_a (gT [C, N]) would allow. cuBLAS through torch.mm (its heuristic's first pick
 "MN" = the reduced index is an operand's slow one; TF32 wgmma reads only K-major tiles.
 Usage (device machine): python3 product_layouts.py
 """
+import os
+import sys
+
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from torch_timing import ms  # noqa: E402
+
 torch.backends.cuda.matmul.allow_tf32 = True
-
-
-def ms(f, reps=20):
-    f()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        e0.record()
-        f()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main():

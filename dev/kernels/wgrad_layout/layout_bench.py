@@ -8,24 +8,15 @@ operands stored transposed (At [P, M], Bt [Q, M]: "K-major", dW = At Bt^T), and 
 the transposes themselves. torch.mm calls cuBLAS with its heuristic's first choice.
 Usage (device machine): python3 layout_bench.py
 """
+import os
+import sys
+
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from torch_timing import ms  # noqa: E402
+
 torch.backends.cuda.matmul.allow_tf32 = True
-
-
-def ms(f, reps=20):
-    f()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        e0.record()
-        f()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main():
