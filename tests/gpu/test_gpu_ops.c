@@ -586,18 +586,29 @@ static void test_attention_tc(void) {
     time_attention(64, 256, 4, 2, 32);
 }
 
+// The outputs from element o on (what the kernels wrote).
+static pair from(pair p, int o) { return (pair){p.h + o, p.d + o, NULL, p.n - o}; }
+
+// Offset 0: 16-byte accesses with a scalar tail (n % 4 = 3); offset 1: pointers off the
+// 16-byte grid, the scalar kernels.
 static void test_swiglu(void) {
     const long n = 1000003;
-    pair gate = input(n, -6, 6), up = input(n, -2, 2), out = output(n);
-    swiglu_forward_f32(out.h, gate.h, up.h, n);
-    swiglu_forward_cuda(out.d, gate.d, up.d, n);
-    check("swiglu_forward n=1000003", out);
-    pair dout = input(n, -1, 1), dgate = output(n), dup = output(n);
-    swiglu_backward_f32(dgate.h, dup.h, dout.h, gate.h, up.h, n);
-    swiglu_backward_cuda(dgate.d, dup.d, dout.d, gate.d, up.d, n);
-    check("swiglu_backward dgate n=1000003", dgate);
-    check("swiglu_backward dup n=1000003", dup);
-    free_all();
+    for (int o = 0; o < 2; o++) {
+        pair gate = input(n, -6, 6), up = input(n, -2, 2), out = output(n);
+        swiglu_forward_f32(out.h + o, gate.h + o, up.h + o, n - o);
+        swiglu_forward_cuda(out.d + o, gate.d + o, up.d + o, n - o);
+        char name[96];
+        snprintf(name, sizeof name, "swiglu_forward n=%ld offset %d", n - o, o);
+        check(name, from(out, o));
+        pair dout = input(n, -1, 1), dgate = output(n), dup = output(n);
+        swiglu_backward_f32(dgate.h + o, dup.h + o, dout.h + o, gate.h + o, up.h + o, n - o);
+        swiglu_backward_cuda(dgate.d + o, dup.d + o, dout.d + o, gate.d + o, up.d + o, n - o);
+        snprintf(name, sizeof name, "swiglu_backward dgate n=%ld offset %d", n - o, o);
+        check(name, from(dgate, o));
+        snprintf(name, sizeof name, "swiglu_backward dup n=%ld offset %d", n - o, o);
+        check(name, from(dup, o));
+        free_all();
+    }
 }
 
 static void test_losses(void) {
