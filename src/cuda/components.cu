@@ -470,21 +470,15 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
         return;
     }
     if (components_forward_b2b(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch)) return;
-    bool pin = pad_width(d_in, N, C);
-    const bool pout = pad_width(d_out, N, C);
+    const bool pin = pad_width(d_in, N, C), pout = pad_width(d_out, N, C);
     const int Dp = pad4(d_in), Op = pad4(d_out);
-    // The masked product (wgmma): a and a * mask from one pass, V read transposed ([C, Dp],
-    // zero past d_in). It reads an unaligned x in place (4-byte loads): no padded copy.
-    const bool wg_direct =
-        pin && mask && masked_gemm_sm90_ok(N, C, d_in, x, d_in, NULL, Dp, mask, NULL, a, scratch, NULL);
-    pin = pin && !wg_direct;
-    const int K = pin ? Dp : d_in, ldv = wg_direct ? Dp : K;
-    const bool wg =
-        wg_direct || (mask && masked_gemm_sm90_ok(N, C, K, pin ? NULL : x, K, NULL, K, mask, NULL, a, scratch, NULL));
+    const int K = pin ? Dp : d_in;
+    // The masked product (wgmma): a and a * mask from one pass, V read transposed.
+    const bool wg = mask && masked_gemm_sm90_ok(N, C, K, pin ? NULL : x, K, NULL, K, mask, NULL, a, scratch, NULL);
     temp_arena t;
     arena_open(&t, (pin ? arena_bytes((long long)N * Dp) + arena_bytes((long long)Dp * C) : 0) +
                        (pout ? arena_bytes((long long)N * Op) + arena_bytes((long long)C * Op) : 0) +
-                       (wg ? arena_bytes((long long)C * ldv) : 0));
+                       (wg ? arena_bytes((long long)C * K) : 0));
     // The first product's operands: x [N, K] (row stride K) and V [K, C], padded or as given.
     const float *xk = x, *Vk = V;
     if (pin) {
@@ -499,9 +493,9 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     }
     const float *am;
     if (wg) {
-        float *Vt = arena_take(&t, (long long)C * ldv);  // [C, ldv], zero beyond d_in
-        transpose_pad_cuda(Vt, ldv, V, C, d_in, C);
-        masked_gemm_sm90(N, C, K, xk, K, Vt, ldv, mask, NULL, a, scratch, NULL);
+        float *Vt = arena_take(&t, (long long)C * K);  // [C, K], zero beyond d_in
+        transpose_pad_cuda(Vt, K, V, C, d_in, C);
+        masked_gemm_sm90(N, C, K, xk, K, Vt, K, mask, NULL, a, scratch, NULL);
         am = scratch;
     } else if (a) {
         matmul_cuda_ld(a, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
@@ -580,25 +574,16 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     const bool b2b = reuse && mask && dx && !pout && spd_aligned(U, 16) &&
                      masked_b2b_sm90_ok(N, C, d_out, d_in, dout, d_out, mask, dmask ? a : NULL, NULL,
                                         dV ? scratch : NULL, dmask);
-    // g_a from the masked product reading an unaligned dout in place (4-byte loads) against
-    // U's padded copy: then only a dU on cuBLAS needs dout's padded copy.
-    const bool h_direct = pout && need_h && reuse && mask &&
-                          masked_gemm_sm90_ok(N, C, d_out, dout, d_out, NULL, Op, mask, dmask ? a : NULL, NULL,
-                                              scratch, dmask);
-    const bool pad_dout = pout && (!h_direct || (dU && !dU_stored));
     temp_arena t;
-    arena_open(&t, (pad_dout ? arena_bytes((long long)N * Op) : 0) +
-                       (pout ? 2 * arena_bytes((long long)C * Op) : 0) +
+    arena_open(&t, (pout ? arena_bytes((long long)N * Op) + 2 * arena_bytes((long long)C * Op) : 0) +
                        (pin ? arena_bytes((long long)N * Dp) + 2 * arena_bytes((long long)Dp * C) : 0) +
                        (b2b ? arena_bytes((long long)d_in * masked_b2b_ldb(C)) : 0));
     float *dout_p = NULL, *U_p = NULL;
     if (pout) {
-        U_p = arena_take(&t, (long long)C * Op);
-        copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
-    }
-    if (pad_dout) {
         dout_p = arena_take(&t, (long long)N * Op);
+        U_p = arena_take(&t, (long long)C * Op);
         copy2d_cuda(dout_p, Op, N, Op, dout, d_out, N, d_out, 0);
+        copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
     }
     if (dU) {
         const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
@@ -615,12 +600,10 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
     if (need_h) {
         // h = dout @ U^T with dout [N, K] (row stride K) and U [C, K], padded or as given.
-        const float *dk = pout && !h_direct ? dout_p : dout, *Uk = pout ? U_p : U;
-        const int K = pout && !h_direct ? Op : d_out;
+        const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;
+        const int K = pout ? Op : d_out;
         float *h = scratch;
-        if (h_direct) {
-            masked_gemm_sm90(N, C, d_out, dout, d_out, U_p, Op, mask, dmask ? a : NULL, NULL, h, dmask);
-        } else if (b2b) {
+        if (b2b) {
             float *Vp = arena_take(&t, (long long)d_in * masked_b2b_ldb(C));
             masked_b2b_weight_cuda(Vp, V, C, C, d_in, false);
             masked_b2b_sm90(N, C, d_out, d_in, dout, d_out, U, d_out, Vp, mask, dmask ? a : NULL, NULL, dV ? h : NULL,

@@ -280,32 +280,18 @@ static bool device_is_sm90(void) {
         allow_smem_one<float, MG_EPI_SCALAR, false>();
         allow_smem_one<float, MG_EPI_SCALAR, true>();
         allow_smem_one<float, MG_EPI_STAGED, true>();
-        allow_smem_one<float, MG_EPI_FRAGMENTS, true>();
         smem_raised = true;
     }
     return true;
 }
 
-// SPD_CUDA_WGMMA_A4=0: float A operands only in 16-byte rows (for A/B timing of the
-// 4-byte loads against a padded copy).
-static bool a4_on(void) {
-    static const bool env = spd_env_flag_or_die("SPD_CUDA_WGMMA_A4", true);
-    return env;
-}
-
-// A float A operand that load_tile4 reads: rows, K or the pointer not 16-byte aligned.
-static bool needs_a4(int K, const float *A, int lda) { return K % 4 || lda % 4 || !spd_aligned(A, 16); }
-
 // The checks shared by both precisions; `per_piece` elements make one 16-byte piece.
-// A float A may have any alignment (read in 4-byte pieces); B's rows are then read
-// up to K rounded to a piece.
 static bool shapes_ok(spd_matmul_precision want, int per_piece, int M, int N, int K, const void *A, int lda,
                       const void *B, int ldb, const void *const mn[5], unsigned mn_align) {
     if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != want) return false;
-    const bool a4 = want == SPD_MATMUL_TF32 && a4_on() && needs_a4(K, (const float *)A, lda);
-    if (M <= 0 || N <= 0 || K <= 0 || K > MG_MAX_K || ldb % per_piece || N % 2) return false;
-    if (a4 ? ldb < (K + per_piece - 1) / per_piece * per_piece : K % per_piece || lda % per_piece) return false;
-    if (!(a4 || spd_aligned(A, 16)) || !spd_aligned(B, 16)) return false;
+    if (M <= 0 || N <= 0 || K <= 0 || K > MG_MAX_K || K % per_piece || lda % per_piece || ldb % per_piece || N % 2)
+        return false;
+    if (!spd_aligned(A, 16) || !spd_aligned(B, 16)) return false;
     for (int i = 0; i < 5; i++)
         if (mn[i] && !spd_aligned(mn[i], mn_align)) return false;
     return device_is_sm90();
@@ -332,16 +318,12 @@ static void launch(int M, int N, int K, const T *A, int lda, const T *B, int ldb
     const void *mn[5] = {mask, aux, o_plain, o_mask, o_aux};
     bool staged = N % 4 == 0 && staged_on();
     for (int i = 0; i < 5; i++) staged = staged && spd_aligned(mn[i], i == 3 ? 4 * sizeof(T) : 16);  // 4 per store
-    using kernel_fn = void (*)(int, int, int, const T *, int, const T *, int, const float *, const float *, float *,
-                               T *, float *);
-    kernel_fn kernel =
-        staged ? masked_gemm_kernel<T, MG_EPI_STAGED, false> : masked_gemm_kernel<T, MG_EPI_FRAGMENTS, false>;
-    if constexpr (sizeof(T) == 4)
-        if (needs_a4(K, A, lda))
-            kernel =
-                staged ? masked_gemm_kernel<T, MG_EPI_STAGED, true> : masked_gemm_kernel<T, MG_EPI_FRAGMENTS, true>;
-    kernel<<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask,
-                                                                   o_aux);
+    if (staged)
+        masked_gemm_kernel<T, MG_EPI_STAGED, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
+    else
+        masked_gemm_kernel<T, MG_EPI_FRAGMENTS, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
+            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -20,11 +20,8 @@ extern "C" {
 
 // Whether the product can run here: an sm_90a binary on a compute-capability 9.0
 // GPU, TF32 precision, fused mode, SPD_CUDA_WGMMA not "0", K <= 512 (above that the
-// product is compute-bound and cuBLAS's kernels win), ldb a multiple of 4, N even, B
-// 16-byte aligned, the [M, N] buffers 8-byte aligned. A is read in 16-byte pieces where
-// K and lda are multiples of 4 and A is 16-byte aligned, else (SPD_CUDA_WGMMA_A4 not "0")
-// in 4-byte pieces: B's rows are then read up to K rounded up to a multiple of 4, and
-// must hold finite values (zeros) there.
+// product is compute-bound and cuBLAS's kernels win), K, lda, ldb multiples of 4
+// and N even, A and B 16-byte aligned, the [M, N] buffers 8-byte aligned.
 bool masked_gemm_sm90_ok(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *mask,
                          const float *aux, const float *o_plain, const float *o_mask, const float *o_aux);
 
