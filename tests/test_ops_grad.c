@@ -316,10 +316,18 @@ static void test_rmsnorm(void) {
     }
     report_err("rmsnorm: forward vs loops", max_rel_err(c.out, want, n), 1e-14);
     double *dx = filled(n, NAN), *dw0 = normal(c.d, 1), *dw = copy(dw0, c.d);
-    rmsnorm_backward_f64(dx, dw, c.R, c.x, c.w, c.rstd, c.N, c.d);
+    rmsnorm_backward_f64(dx, dw, c.R, c.x, c.w, c.rstd, c.N, c.d, false);
     subtract(dw, dw0, c.d);
     check_fd("rmsnorm: dx", rms_loss, &c, c.x, dx, n);
     check_fd("rmsnorm: dw", rms_loss, &c, c.w, dw, c.d);
+    // add_dx: the same gradient added onto what dx held, as a separate add would give it.
+    double *dx0 = normal(n, 1), *dx_add = copy(dx0, n);
+    rmsnorm_backward_f64(dx_add, NULL, c.R, c.x, c.w, c.rstd, c.N, c.d, true);
+    long bad = -1;
+    for (long i = 0; i < n && bad < 0; i++)
+        if (dx_add[i] != dx0[i] + dx[i]) bad = i;
+    if (bad < 0) test_report(1, "rmsnorm: add_dx adds the written dx, bit for bit", NULL);
+    else test_report(0, "rmsnorm: add_dx adds the written dx, bit for bit", "first difference at %ld", bad);
     free_all();
 }
 

@@ -32,9 +32,10 @@ static __global__ void rmsnorm_forward_kernel(float *out, float *rstd, const flo
     for (int i = lane; i < d; i += 32) out[n * d + i] = w[i] * (xn[i] * r);
 }
 
-// dout [N, d] -> dx [N, d] = r * (w*dout - x * r^2 * mean(w*dout*x)) in float64 (written).
+// dout [N, d] -> dx [N, d] = r * (w*dout - x * r^2 * mean(w*dout*x)) in float64 (written,
+// or added to where add_dx).
 static __global__ void rmsnorm_backward_dx_kernel(float *dx, const float *dout, const float *x, const float *w,
-                                                  const float *rstd, int N, int d) {
+                                                  const float *rstd, int N, int d, bool add_dx) {
     const long long n = (long long)blockIdx.x * RMS_ROWS + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (n >= N) return;
@@ -43,7 +44,10 @@ static __global__ void rmsnorm_backward_dx_kernel(float *dx, const float *dout, 
     for (int i = lane; i < d; i += 32) dot += (double)w[i] * gn[i] * xn[i];
     dot = warp_sum(dot);
     const double r = rstd[n], c = r * r * dot / d;
-    for (int i = lane; i < d; i += 32) dx[n * d + i] = (float)(r * ((double)w[i] * gn[i] - (double)xn[i] * c));
+    for (int i = lane; i < d; i += 32) {
+        const float v = (float)(r * ((double)w[i] * gn[i] - (double)xn[i] * c));
+        dx[n * d + i] = add_dx ? dx[n * d + i] + v : v;
+    }
 }
 
 // dw [d] += sum_n dout[n] * x[n] * rstd[n], in float64 and in a fixed order (deterministic).
@@ -74,10 +78,10 @@ extern "C" void rmsnorm_forward_cuda(float *out, float *rstd, const float *x, co
 }
 
 extern "C" void rmsnorm_backward_cuda(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                                      const float *rstd, int N, int d) {
+                                      const float *rstd, int N, int d, bool add_dx) {
     if (N <= 0 || d <= 0) return;
     rmsnorm_backward_dx_kernel<<<spd_cuda_blocks(N, RMS_ROWS), RMS_THREADS, 0, spd_cuda_stream()>>>(dx, dout, x, w, rstd,
-                                                                                                    N, d);
+                                                                                                    N, d, add_dx);
     CUDA_CHECK_LAUNCH();
     if (!dw) return;
     rmsnorm_backward_dw_kernel<<<(d + 31) / 32, dim3(32, 32), 0, spd_cuda_stream()>>>(dw, dout, x, rstd, N, d);

@@ -215,7 +215,7 @@ void RFN(llama_backward)(llama_model *m) {
     const int64_t Nd = (int64_t)N * d;
     // dres holds dL/d(residual stream) as we walk back through the blocks.
     RFN(site_backward)(m->lm_head_site, m->dln, m->dlogits, m->lnf, NULL, N);
-    RFN(rmsnorm_backward)(m->dres, NULL, m->dln, m->resid, m->ln_f, m->rstdf, N, d);
+    RFN(rmsnorm_backward)(m->dres, NULL, m->dln, m->resid, m->ln_f, m->rstdf, N, d, false);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         llama_layer *ly = &m->layers[l];
         linear_site **s = ly->sites;
@@ -225,8 +225,7 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(site_backward)(s[LLAMA_GATE], m->dln, m->dgate, ly->ln2, NULL, N);
         RFN(site_backward)(s[LLAMA_UP], m->dtmp, m->dup, ly->ln2, NULL, N);
         RFN(add_inplace)(m->dln, m->dtmp, Nd);
-        RFN(rmsnorm_backward)(m->dtmp, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d);
-        RFN(add_inplace)(m->dres, m->dtmp, Nd);  // now dL/d(mid)
+        RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d, true);  // now dL/d(mid)
         // Attention: mid = x_in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
         RFN(site_backward)(s[LLAMA_O], m->datty, m->dres, ly->atty, NULL, N);
         RFN(attention_backward)(m->dq, m->dk, m->dv, m->datty, ly->q, ly->k, ly->v, ly->att, m->B, m->S, c->n_head,
@@ -240,8 +239,7 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(add_inplace)(m->dln, m->dtmp, Nd);
         RFN(site_backward)(s[LLAMA_V], m->dtmp, m->dv, ly->ln1, NULL, N);
         RFN(add_inplace)(m->dln, m->dtmp, Nd);
-        RFN(rmsnorm_backward)(m->dtmp, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d);
-        RFN(add_inplace)(m->dres, m->dtmp, Nd);  // now dL/d(x_in)
+        RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d, true);  // now dL/d(x_in)
     }
     RFN(site_backward)(m->wte_site, NULL, m->dres, NULL, m->tokens, N);
 }

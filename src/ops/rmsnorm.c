@@ -20,17 +20,21 @@ void RFN(rmsnorm_forward)(real *out, real *rstd, const real *x, const real *w, i
     }
 }
 
-// dout [N, d] -> dx [N, d] = rstd * (w*dout - x * rstd^2 * mean(w*dout*x)) (written),
+// dout [N, d] -> dx [N, d] = rstd * (w*dout - x * rstd^2 * mean(w*dout*x)) (written, or
+// added to where add_dx; rounded before the add, as a separate add would see it),
 // dw [d] += sum_n dout * x * rstd (accumulated in float64; NULL when w is frozen).
 void RFN(rmsnorm_backward)(real *dx, real *dw, const real *dout, const real *x, const real *w, const real *rstd,
-                           int N, int d) {
+                           int N, int d, bool add_dx) {
     double *dw_acc = dw ? spd_calloc((size_t)d, sizeof(double)) : NULL;
     for (long n = 0; n < N; n++) {
         const real *xn = x + n * d, *gn = dout + n * d;
         double r = rstd[n], dot = 0;
         for (int i = 0; i < d; i++) dot += (double)w[i] * gn[i] * xn[i];
         double c = r * r * dot / d;
-        for (int i = 0; i < d; i++) dx[n * d + i] = (real)(r * ((double)w[i] * gn[i] - (double)xn[i] * c));
+        for (int i = 0; i < d; i++) {
+            const real v = (real)(r * ((double)w[i] * gn[i] - (double)xn[i] * c));
+            dx[n * d + i] = add_dx ? dx[n * d + i] + v : v;
+        }
         if (dw_acc)
             for (int i = 0; i < d; i++) dw_acc[i] += (double)gn[i] * xn[i] * r;
     }

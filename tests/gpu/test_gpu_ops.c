@@ -74,7 +74,7 @@ void embedding_weight_delta_backward_f32(float *dV, float *dU, const float *ddel
                                          int vocab, int C, int d);
 void rmsnorm_forward_f32(float *out, float *rstd, const float *x, const float *w, int N, int d, double eps);
 void rmsnorm_backward_f32(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                          const float *rstd, int N, int d);
+                          const float *rstd, int N, int d, bool add_dx);
 void rope_tables_f32(float *cos_t, float *sin_t, int n_ctx, int hd, double base, bool adjacent_pairs);
 void rope_forward_f32(float *x, const float *cos_t, const float *sin_t, int B, int S, int n_heads, int hd,
                       int n_ctx, bool adjacent_pairs);
@@ -471,11 +471,13 @@ static void test_rmsnorm(void) {
         check(name, out);
         snprintf(name, sizeof name, "rmsnorm_forward rstd N=%d d=%d", N, d);
         check(name, rstd);
-        for (int with_dw = 0; with_dw < 2; with_dw++) {
-            pair dout = input((long)N * d, -1, 1), dx = output((long)N * d), dw = with_dw ? accum(d) : none;
-            rmsnorm_backward_f32(dx.h, H(dw), dout.h, x.h, w.h, rstd.h, N, d);
-            rmsnorm_backward_cuda(dx.d, D(dw), dout.d, x.d, w.d, rstd.d, N, d);
-            snprintf(name, sizeof name, "rmsnorm_backward dx N=%d d=%d dw=%d", N, d, with_dw);
+        for (int v = 0; v < 3; v++) {  // dx written, written with dw, added to
+            const bool with_dw = v == 1, add_dx = v == 2;
+            pair dout = input((long)N * d, -1, 1), dx = add_dx ? accum((long)N * d) : output((long)N * d);
+            pair dw = with_dw ? accum(d) : none;
+            rmsnorm_backward_f32(dx.h, H(dw), dout.h, x.h, w.h, rstd.h, N, d, add_dx);
+            rmsnorm_backward_cuda(dx.d, D(dw), dout.d, x.d, w.d, rstd.d, N, d, add_dx);
+            snprintf(name, sizeof name, "rmsnorm_backward dx N=%d d=%d dw=%d add_dx=%d", N, d, with_dw, add_dx);
             check(name, dx);
             if (with_dw) {
                 snprintf(name, sizeof name, "rmsnorm_backward dw N=%d d=%d", N, d);
