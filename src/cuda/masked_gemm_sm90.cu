@@ -105,25 +105,11 @@ template <typename T, int EPI, bool A4>
 static __global__ void __launch_bounds__(MG_THREADS, 2)
     masked_gemm_kernel(int M, int N, int K, const T *__restrict__ A, int lda, const T *__restrict__ B, int ldb,
                        const float *__restrict__ mask, const float *__restrict__ aux, float *__restrict__ o_plain,
-                       T *__restrict__ o_mask, float *__restrict__ o_aux, bool prefetch) {
+                       T *__restrict__ o_mask, float *__restrict__ o_aux) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t smem = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
     const int m0 = blockIdx.y * MG_BM, n0 = blockIdx.x * MG_BN;
-    // The epilogue's mask and aux tiles into L2 now, so that their reads (most of the
-    // kernel's DRAM bytes) overlap the products: 128 rows x four 128-byte lines, two lines
-    // per thread.
-    if (prefetch) {
-        const int row = m0 + (threadIdx.x >> 1), col = n0 + 64 * (threadIdx.x & 1);
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const int c = col + 32 * e;
-            if (row >= M || c >= N) continue;
-            const long long o = (long long)row * N + c;
-            if (mask) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(mask + o));
-            if (aux) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(aux + o));
-        }
-    }
     const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg .. 64 wg + 63 of the tile
     constexpr int BK = MG_ROW_BYTES / (int)sizeof(T);  // K per chunk
     const int nk = (K + BK - 1) / BK;
@@ -267,12 +253,6 @@ static bool env_on(void) {
     return env;
 }
 
-// SPD_CUDA_MG_PREFETCH=0: no L2 prefetch of the epilogue's mask (for A/B timing).
-static bool prefetch_on(void) {
-    static const bool env = spd_env_flag_or_die("SPD_CUDA_MG_PREFETCH", true);
-    return env;
-}
-
 // SPD_CUDA_WGMMA_STAGED=0: the epilogue straight from the fragments (for A/B timing).
 static bool staged_on(void) {
     static const bool env = spd_env_flag_or_die("SPD_CUDA_WGMMA_STAGED", true);
@@ -340,10 +320,10 @@ static void launch(int M, int N, int K, const T *A, int lda, const T *B, int ldb
     for (int i = 0; i < 5; i++) staged = staged && spd_aligned(mn[i], i == 3 ? 4 * sizeof(T) : 16);  // 4 per store
     if (staged)
         masked_gemm_kernel<T, MG_EPI_STAGED, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
-            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux, prefetch_on());
+            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     else
         masked_gemm_kernel<T, MG_EPI_FRAGMENTS, false><<<grid, MG_THREADS, MG_SMEM_BYTES, spd_cuda_stream()>>>(
-            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux, prefetch_on());
+            M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -408,7 +388,7 @@ extern "C" void gemm_nt_sm90(int M, int N, int K, const float *A, int lda, const
                         : a4    ? masked_gemm_kernel<float, MG_EPI_SCALAR, true>
                                 : masked_gemm_kernel<float, MG_EPI_SCALAR, false>;
     const dim3 grid((unsigned)((N + MG_BN - 1) / MG_BN), (unsigned)((M + MG_BM - 1) / MG_BM));
-    kernel<<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL, false);
+    kernel<<<grid, MG_THREADS, MG_SMEM_BYTES, st>>>(M, N, K, A, lda, Bk, ldk, NULL, NULL, C, NULL, NULL);
     CUDA_CHECK_LAUNCH();
     if (Bc) CUDA_CHECK(cudaFreeAsync(Bc, st));
 }
