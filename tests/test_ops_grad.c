@@ -43,7 +43,7 @@ void components_forward_f32(float *out, float *a, const float *x, const float *V
 void components_backward_f32(float *dx, float *dV, float *dU, float *ddelta, float *dmask, float *ddelta_mask,
                              const float *dout, const float *x, const float *a, const float *V, const float *U,
                              const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
-                             int C, int d_out, float *scratch);
+                             int C, int d_out, float *scratch, bool add_dx);
 void adamw_step_f32(float *param, const float *grad, float *m, float *v, size_t n, const spd_adamw_config *cfg,
                     int64_t t);
 
@@ -154,7 +154,7 @@ static void test_components(const char *tag, bool use_mask, bool use_delta) {
     double *dmask = use_mask ? filled((long)N * C, NAN) : NULL;
     double *ddelta_mask = use_delta ? filled(N, NAN) : NULL;
     components_backward_f64(dx, dV, dU, ddelta, dmask, ddelta_mask, c.R, c.x, c.a, c.V, c.U, c.mask, c.delta,
-                            c.delta_mask, N, d_in, C, d_out, c.scratch);
+                            c.delta_mask, N, d_in, C, d_out, c.scratch, false);
     subtract(dV, dV0, (long)d_in * C);
     subtract(dU, dU0, (long)C * d_out);
     snprintf(name, sizeof name, "components %s: dx", tag);
@@ -167,6 +167,18 @@ static void test_components(const char *tag, bool use_mask, bool use_delta) {
         snprintf(name, sizeof name, "components %s: dmask", tag);
         check_fd(name, comp_loss, &c, c.mask, dmask, (long)N * C);
     }
+    {  // add_dx: the same dx added onto what dx held (the delta path then needs its own workspace)
+        const long nx = (long)N * d_in;
+        double *dx0 = normal(nx, 1), *dx_add = copy(dx0, nx), *want_add = copy(dx0, nx);
+        for (long i = 0; i < nx; i++) want_add[i] += dx[i];
+        double *ddm_add = use_delta ? filled(N, NAN) : NULL;
+        components_backward_f64(dx_add, NULL, NULL, NULL, NULL, ddm_add, c.R, c.x, c.a, c.V, c.U, c.mask, c.delta,
+                                c.delta_mask, N, d_in, C, d_out, c.scratch, true);
+        double e = max_rel_err(dx_add, want_add, nx);
+        if (use_delta) e = fmax(e, max_rel_err(ddm_add, ddelta_mask, N));
+        snprintf(name, sizeof name, "components %s: add_dx adds the written dx", tag);
+        report_err(name, e, 1e-14);
+    }
     if (use_delta) {
         subtract(ddelta, ddelta0, (long)d_out * d_in);
         snprintf(name, sizeof name, "components %s: ddelta", tag);
@@ -176,7 +188,7 @@ static void test_components(const char *tag, bool use_mask, bool use_delta) {
         // Without dx the delta path runs in a temporary: same ddelta, ddelta_mask.
         double *ddelta2 = copy(ddelta0, (long)d_out * d_in), *ddm2 = filled(N, NAN);
         components_backward_f64(NULL, NULL, NULL, ddelta2, NULL, ddm2, c.R, c.x, c.a, c.V, c.U, c.mask, c.delta,
-                                c.delta_mask, N, d_in, C, d_out, c.scratch);
+                                c.delta_mask, N, d_in, C, d_out, c.scratch, false);
         subtract(ddelta2, ddelta0, (long)d_out * d_in);
         double e = fmax(max_rel_err(ddelta2, ddelta, (long)d_out * d_in), max_rel_err(ddm2, ddelta_mask, N));
         snprintf(name, sizeof name, "components %s: dx NULL gives the same delta grads", tag);
@@ -201,7 +213,7 @@ static void test_weight_delta_chain(void) {
     double *dx = filled((long)N * d_in, NAN), *dV = filled((long)d_in * C, 0), *dU = filled((long)C * d_out, 0);
     double *ddelta = filled((long)d_out * d_in, 0);
     components_backward_f64(dx, dV, dU, ddelta, NULL, NULL, c.R, c.x, c.a, c.V, c.U, c.mask, c.delta, c.delta_mask,
-                            N, d_in, C, d_out, c.scratch);
+                            N, d_in, C, d_out, c.scratch, false);
     weight_delta_backward_f64(dV, dU, ddelta, c.V, c.U, d_in, C, d_out);
     check_fd("weight_delta chain: total dV", comp_loss, &c, c.V, dV, (long)d_in * C);
     check_fd("weight_delta chain: total dU", comp_loss, &c, c.U, dU, (long)C * d_out);
@@ -603,7 +615,8 @@ static void test_components_f32(void) {
     double *dx = tmalloc(nx * sizeof(double)), *dV = filled(nV, 0), *dU = filled(nU, 0), *dd = filled(nd, 0);
     double *dmask = tmalloc(nm * sizeof(double)), *ddm = tmalloc(N * sizeof(double));
     components_forward_f64(out, a, x, V, U, mask, delta, dm, N, d_in, C, d_out, scr);
-    components_backward_f64(dx, dV, dU, dd, dmask, ddm, g, x, a, V, U, mask, delta, dm, N, d_in, C, d_out, scr);
+    components_backward_f64(dx, dV, dU, dd, dmask, ddm, g, x, a, V, U, mask, delta, dm, N, d_in, C, d_out, scr,
+                            false);
     float *xf = to_f32(x, nx), *Vf = to_f32(V, nV), *Uf = to_f32(U, nU), *maskf = to_f32(mask, nm);
     float *deltaf = to_f32(delta, nd), *dmf = to_f32(dm, N), *gf = to_f32(g, no);
     float *outf = tmalloc(no * sizeof(float)), *af = tmalloc(nm * sizeof(float)), *scrf = tmalloc(nm * sizeof(float));
@@ -611,7 +624,7 @@ static void test_components_f32(void) {
     float *ddf = to_f32(filled(nd, 0), nd), *dmaskf = tmalloc(nm * sizeof(float)), *ddmf = tmalloc(N * sizeof(float));
     components_forward_f32(outf, af, xf, Vf, Uf, maskf, deltaf, dmf, N, d_in, C, d_out, scrf);
     components_backward_f32(dxf, dVf, dUf, ddf, dmaskf, ddmf, gf, xf, af, Vf, Uf, maskf, deltaf, dmf, N, d_in, C,
-                            d_out, scrf);
+                            d_out, scrf, false);
     report_f32("components f32 vs f64 (mask, delta): out", outf, out, no);
     report_f32("components f32 vs f64: dx", dxf, dx, nx);
     report_f32("components f32 vs f64: dV", dVf, dV, nV);

@@ -18,6 +18,7 @@
 
 extern "C" {
 #include "core/real.h"
+#include "ops/add.h"
 #include "ops/components.h"
 #include "ops/matmul.h"
 }
@@ -189,14 +190,15 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
 }
 
 // The weight delta's share of the backward: ddelta += (delta_mask * dout)^T x;
-// dx = delta_mask * (dout @ delta) (written); ddelta_mask[n] = x[n] . (dout[n] @ delta).
-// Returns the beta with which the components' dx must add onto dx (1 when written here).
+// dx = delta_mask * (dout @ delta) (written; added onto dx with add_dx);
+// ddelta_mask[n] = x[n] . (dout[n] @ delta). Returns the beta with which the components'
+// dx must add onto dx (1 when written here, or when adding).
 static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const float *dout, const float *x,
-                            const float *delta, const float *delta_mask, int N, int d_in, int d_out) {
-    if (!delta || !(dx || ddelta || ddelta_mask)) return 0;
+                            const float *delta, const float *delta_mask, int N, int d_in, int d_out, bool add_dx) {
+    if (!delta || !(dx || ddelta || ddelta_mask)) return add_dx ? 1 : 0;
     cudaStream_t st = spd_cuda_stream();
-    float dx_beta = 0;
-    float *tmp = dx;
+    float dx_beta = add_dx ? 1 : 0;
+    float *tmp = add_dx ? NULL : dx;  // dx is the workspace unless its values are kept
     if (!tmp) CUDA_CHECK(cudaMallocAsync((void **)&tmp, (size_t)N * d_in * sizeof(float) + 1, st));
     if (ddelta) {  // (delta_mask * dout)^T x = dout^T (delta_mask * x)
         scale_rows(tmp, x, delta_mask, N, d_in);
@@ -208,6 +210,7 @@ static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const 
             row_dot_then_scale_kernel<<<N, ROW_THREADS, 0, st>>>(ddelta_mask, tmp, x, delta_mask, d_in);
             CUDA_CHECK_LAUNCH();
         }
+        if (dx && tmp != dx) add_inplace_cuda(dx, tmp, (int64_t)N * d_in);
         dx_beta = 1;
     }
     if (tmp != dx) CUDA_CHECK(cudaFreeAsync(tmp, st));
@@ -297,7 +300,8 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
 static void components_backward_bf16(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                      float *ddelta_mask, const float *dout, const float *x, const float *a,
                                      const float *V, const float *U, const float *mask, const float *delta,
-                                     const float *delta_mask, int N, int d_in, int C, int d_out, float *scratch) {
+                                     const float *delta_mask, int N, int d_in, int C, int d_out, float *scratch,
+                                     bool add_dx) {
     const long long NC = (long long)N * C;
     cudaStream_t st = spd_cuda_stream();
     const bool need_h = dx || dV || dmask;
@@ -314,7 +318,7 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
         const void *am = mask ? (const void *)scratch : (const void *)a;
         matmul_cuda_ld_bf16(dU, am, mask != NULL, dout16, true, C, d_out, N, true, false, 1, 1, C, ldo, d_out);
     }
-    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out, add_dx);
     if (need_h) {
         float *h = scratch;  // overwrites a * mask: the dU product above has read it
         const void *ga = h;
@@ -432,7 +436,7 @@ static void components_backward_kmajor(float *dx, float *dV, float *dU, float *d
                                        float *ddelta_mask, const float *dout, const float *x, const float *a,
                                        const float *V, const float *U, const float *mask, const float *delta,
                                        const float *delta_mask, int N, int d_in, int C, int d_out,
-                                       float *scratch) {
+                                       float *scratch, bool add_dx) {
     const long long NC = (long long)N * C;
     const bool need_g = dx || dV, need_h = need_g || dmask;
     temp_arena t;
@@ -441,7 +445,7 @@ static void components_backward_kmajor(float *dx, float *dV, float *dU, float *d
     spd_cuda_side_begin();
     if (dU) matmul_cuda_ld(dU, scratch, dout, C, d_out, N, false, false, 1, 1, N, d_out, d_out);
     spd_cuda_side_end();
-    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out, add_dx);
     if (need_h) matmul_cuda_ld(h, dout, U, N, C, d_out, false, true, 1, 0, d_out, d_out, C);
     // dmask from the transposing pass's read of h where its alignment allows, else on its own.
     const bool aux = need_g && dmask && spd_aligned(a, 16) && spd_aligned(dmask, 16);
@@ -543,15 +547,15 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
                                          const float *delta_mask, int N, int d_in, int C, int d_out,
-                                         float *scratch) {
+                                         float *scratch, bool add_dx) {
     if (bf16_acts(C, scratch)) {
         components_backward_bf16(dx, dV, dU, ddelta, dmask, ddelta_mask, dout, x, a, V, U, mask, delta, delta_mask, N,
-                                 d_in, C, d_out, scratch);
+                                 d_in, C, d_out, scratch, add_dx);
         return;
     }
     if (kmajor_route(N, C, d_in, d_out, mask, scratch)) {
         components_backward_kmajor(dx, dV, dU, ddelta, dmask, ddelta_mask, dout, x, a, V, U, mask, delta, delta_mask,
-                                   N, d_in, C, d_out, scratch);
+                                   N, d_in, C, d_out, scratch, add_dx);
         return;
     }
     const long long NC = (long long)N * C;
@@ -597,7 +601,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
             matmul_cuda(dU, am, dout, C, d_out, N, true, false, 1, 1);
         }
     }
-    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out);
+    const float dx_beta = delta_backward(dx, ddelta, ddelta_mask, dout, x, delta, delta_mask, N, d_in, d_out, add_dx);
     if (need_h) {
         // h = dout @ U^T with dout [N, K] (row stride K) and U [C, K], padded or as given.
         const float *dk = pout ? dout_p : dout, *Uk = pout ? U_p : U;

@@ -10,6 +10,7 @@
 #include "ops/embedding.h"
 #include "ops/fill.h"
 #include "ops/linear.h"
+#include "ops/matmul.h"
 #include "ops/transfer.h"
 #include "ops/routing.h"
 #if SPD_REAL_ON_DEVICE
@@ -45,12 +46,14 @@ static void target_out(linear_site *s, real *y, const real *x, const int32_t *to
         RFN(linear_forward)(y, x, s->W, NULL, N, s->d_in, s->d_out);
 }
 
-// dx [N, d_in] = dy through the target weight (linear or identity sites).
-static void target_dx(linear_site *s, real *dx, const real *dy, int N) {
-    if (s->kind == SITE_IDENTITY)
+// dx [N, d_in] = dy through the target weight (linear or identity sites); with add, dx +=.
+static void target_dx(linear_site *s, real *dx, const real *dy, int N, bool add) {
+    if (s->kind == SITE_IDENTITY && add)
+        RFN(add_inplace)(dx, dy, (int64_t)N * s->d_in);
+    else if (s->kind == SITE_IDENTITY)
         RFN(copy)(dx, dy, (int64_t)N * s->d_in);
-    else
-        RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out);
+    else  // linear_backward's product, with beta
+        RFN(matmul)(dx, dy, s->W, N, s->d_in, s->d_out, false, false, 1, add ? 1 : 0);
 }
 
 void RFN(site_init)(linear_site *s, const char *path, site_kind kind, int d_in, int d_out) {
@@ -98,20 +101,32 @@ void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *to
     }
 }
 
-static void own_backward(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N);
+static void own_backward(linear_site *s, real *dx, bool add_dx, const real *dy, const real *x,
+                         const int32_t *tokens, int N);
 
-void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
+static void backward(linear_site *s, real *dx, bool add_dx, const real *dy, const real *x, const int32_t *tokens,
+                     int N) {
     if (!s->pre) {
-        own_backward(s, dx, dy, x, tokens, N);
+        own_backward(s, dx, add_dx, dy, x, tokens, N);
         return;
     }
     // Through this site onto the identity's output, then through the identity
     // (whose components need their gradients even when the caller wants no dx).
-    own_backward(s, s->pre_dout, dy, s->pre_out, tokens, N);
-    RFN(site_backward)(s->pre, dx, s->pre_dout, x, NULL, N);
+    own_backward(s, s->pre_dout, false, dy, s->pre_out, tokens, N);
+    backward(s->pre, dx, add_dx, s->pre_dout, x, NULL, N);
 }
 
-static void own_backward(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
+void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N) {
+    backward(s, dx, false, dy, x, tokens, N);
+}
+
+void RFN(site_backward_add)(linear_site *s, real *dx, const real *dy, const real *x, int N) {
+    SPD_ASSERT(s->kind != SITE_EMBEDDING);
+    backward(s, dx, true, dy, x, NULL, N);
+}
+
+static void own_backward(linear_site *s, real *dx, bool add_dx, const real *dy, const real *x,
+                         const int32_t *tokens, int N) {
     component_module *c = s->comp && s->comp->replaced ? s->comp : NULL;
     const real *dx_extra = s->comp ? s->comp->dx_extra : NULL;
     const real *delta = c && c->delta_mask ? c->delta : NULL;
@@ -130,13 +145,13 @@ static void own_backward(linear_site *s, real *dx, const real *dy, const real *x
         return;
     }
     if (!c) {
-        if (dx) target_dx(s, dx, dy, N);
+        if (dx) target_dx(s, dx, dy, N, add_dx);
     } else {
         RFN(components_backward)(dx, pg ? c->dV : NULL, pg ? c->dU : NULL, delta && pg ? c->ddelta : NULL, c->dmask, c->ddelta_mask, dy_comp, x,
                                  c->a, c->V, c->U, c->mask, delta, c->delta_mask, N, s->d_in, c->C, s->d_out,
-                                 c->scratch);
+                                 c->scratch, add_dx);
         if (c->routing && dx) {  // the target branch's input gradient at unrouted positions
-            target_dx(s, c->route_dx, c->route_y, N);
+            target_dx(s, c->route_dx, c->route_y, N, false);
             RFN(add_inplace)(dx, c->route_dx, (int64_t)N * s->d_in);
         }
     }

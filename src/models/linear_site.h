@@ -79,5 +79,8 @@ void RFN(site_forward)(linear_site *s, real *y, const real *x, const int32_t *to
 // dy [N, d_out] -> dx [N, d_in] (written; linear only, NULL to skip), plus the
 // component gradients (accumulated) when a component module is attached.
 void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x, const int32_t *tokens, int N);
+// The same for a linear site whose input feeds other sites too: dx += (the components'
+// backward adds in place, with no separate add pass).
+void RFN(site_backward_add)(linear_site *s, real *dx, const real *dy, const real *x, int N);
 
 #endif

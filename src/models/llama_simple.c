@@ -102,8 +102,8 @@ void RFN(llama_declare)(llama_model *m, spd_spec *spec, const llama_config *cfg,
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(1), "act.loss");
     // Backward buffers.
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, V), "grad.logits");
-    const char *dnames[] = {"grad.res", "grad.tmp", "grad.ln", "grad.q", "grad.atty"};
-    for (int i = 0; i < 5; i++) add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "%s", dnames[i]);
+    const char *dnames[] = {"grad.res", "grad.ln", "grad.q", "grad.atty"};
+    for (int i = 0; i < 4; i++) add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, d), "%s", dnames[i]);
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, kvd), "grad.k");
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, kvd), "grad.v");
     add(spec, SPD_ROLE_ACT, SPD_INIT_ZERO, 0, SPD_SHAPE(N, I), "grad.gate");
@@ -166,7 +166,6 @@ void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
     m->loss = get(spec, "act.loss");
     m->dlogits = get(spec, "grad.logits");
     m->dres = get(spec, "grad.res");
-    m->dtmp = get(spec, "grad.tmp");
     m->dln = get(spec, "grad.ln");
     m->dq = get(spec, "grad.q");
     m->datty = get(spec, "grad.atty");
@@ -212,7 +211,6 @@ void RFN(llama_forward)(llama_model *m) {
 void RFN(llama_backward)(llama_model *m) {
     const llama_config *c = &m->cfg;
     const int N = m->N, d = c->n_embd, hd = d / c->n_head;
-    const int64_t Nd = (int64_t)N * d;
     // dres holds dL/d(residual stream) as we walk back through the blocks.
     RFN(site_backward)(m->lm_head_site, m->dln, m->dlogits, m->lnf, NULL, N);
     RFN(rmsnorm_backward)(m->dres, NULL, m->dln, m->resid, m->ln_f, m->rstdf, N, d, false);
@@ -223,8 +221,7 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(site_backward)(s[LLAMA_DOWN], m->dhidden, m->dres, ly->hidden, NULL, N);
         RFN(swiglu_backward)(m->dgate, m->dup, m->dhidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
         RFN(site_backward)(s[LLAMA_GATE], m->dln, m->dgate, ly->ln2, NULL, N);
-        RFN(site_backward)(s[LLAMA_UP], m->dtmp, m->dup, ly->ln2, NULL, N);
-        RFN(add_inplace)(m->dln, m->dtmp, Nd);
+        RFN(site_backward_add)(s[LLAMA_UP], m->dln, m->dup, ly->ln2, N);
         RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d, true);  // now dL/d(mid)
         // Attention: mid = x_in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
         RFN(site_backward)(s[LLAMA_O], m->datty, m->dres, ly->atty, NULL, N);
@@ -235,10 +232,8 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(rope_backward)(m->dk, m->rope_cos, m->rope_sin, m->B, m->S, c->n_kv_heads, hd, c->n_ctx,
                            c->rotary_adjacent_pairs);
         RFN(site_backward)(s[LLAMA_Q], m->dln, m->dq, ly->ln1, NULL, N);
-        RFN(site_backward)(s[LLAMA_K], m->dtmp, m->dk, ly->ln1, NULL, N);
-        RFN(add_inplace)(m->dln, m->dtmp, Nd);
-        RFN(site_backward)(s[LLAMA_V], m->dtmp, m->dv, ly->ln1, NULL, N);
-        RFN(add_inplace)(m->dln, m->dtmp, Nd);
+        RFN(site_backward_add)(s[LLAMA_K], m->dln, m->dk, ly->ln1, N);
+        RFN(site_backward_add)(s[LLAMA_V], m->dln, m->dv, ly->ln1, N);
         RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d, true);  // now dL/d(x_in)
     }
     RFN(site_backward)(m->wte_site, NULL, m->dres, NULL, m->tokens, N);

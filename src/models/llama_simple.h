@@ -48,7 +48,7 @@ typedef struct {
     real *logits;               // [N, vocab]
     real *loss;                 // [1] written by the loss op
     // Backward buffers.
-    real *dlogits, *dres, *dtmp, *dln, *dq, *dk, *dv, *datty, *dgate, *dup, *dhidden;
+    real *dlogits, *dres, *dln, *dq, *dk, *dv, *datty, *dgate, *dup, *dhidden;
 } llama_model;
 
 // Adds the model's tensors to spec (target weights as "target_model.*" FROZEN,

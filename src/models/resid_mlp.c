@@ -107,7 +107,6 @@ void RFN(resid_mlp_declare)(resid_mlp_model *m, spd_spec *spec, const resid_mlp_
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.out");
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, F), "grad.x");
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, D), "grad.resid");
-    add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, D), "grad.tmp");
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "grad.mid");
     add(spec, SPD_ROLE_ACT, SPD_SHAPE(B, M), "grad.pre");
 }
@@ -151,7 +150,6 @@ void RFN(resid_mlp_bind)(resid_mlp_model *m, const spd_spec *spec) {
     m->dout = (real *)get(spec, "grad.out")->data;
     m->dx = (real *)get(spec, "grad.x")->data;
     m->dres = (real *)get(spec, "grad.resid")->data;
-    m->dtmp = (real *)get(spec, "grad.tmp")->data;
     m->dmid = (real *)get(spec, "grad.mid")->data;
     m->dpre = (real *)get(spec, "grad.pre")->data;
     RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
@@ -254,8 +252,7 @@ void RFN(resid_mlp_backward)(resid_mlp_model *m) {
             RFN(relu_backward)(m->dpre, m->dmid, m->pre[i], nm);
         bias_grad(m->db_in[i], m->dpre, B, M);
         weight_grad(m->dW[RESID_MLP_IN(i)], m->dpre, m->resid[i], B, D, M);
-        RFN(site_backward)(&m->sites[RESID_MLP_IN(i)], m->dtmp, m->dpre, m->resid[i], NULL, B);
-        RFN(add_inplace)(m->dres, m->dtmp, (int64_t)B * D);  // now dL/dr_i
+        RFN(site_backward_add)(&m->sites[RESID_MLP_IN(i)], m->dres, m->dpre, m->resid[i], B);  // now dL/dr_i
     }
     // r_0 = x W_E
     RFN(matmul)(m->dx, m->dres, m->W_E, B, F, D, false, true, 1, 0);

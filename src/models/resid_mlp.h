@@ -93,7 +93,7 @@ typedef struct {
         T *out;             /* [B, n_features] */                                         \
         /* Backward: dout is filled by the caller (the loss), the rest written. */        \
         T *dout, *dx;       /* [B, n_features] */                                         \
-        T *dres, *dtmp;     /* [B, d_embed] */                                            \
+        T *dres;            /* [B, d_embed] */                                            \
         T *dmid, *dpre;     /* [B, d_mlp] */                                              \
     } NAME;
 SPD_RESID_MLP_DEFINE(float, resid_mlp_model_f32)

@@ -40,19 +40,20 @@ void RFN(components_forward)(real *out, real *a, const real *x, const real *V, c
 // dout [N, d_out] -> dU += (a*mask)^T dout; h = dout @ U^T; dmask = h * a; g_a = h * mask;
 // dV += x^T g_a; dx = g_a @ V^T + delta_mask * (dout @ delta);
 // ddelta += (delta_mask * dout)^T x; ddelta_mask[n] = dout[n] . (x[n] @ delta^T) = x[n] . (dout[n] @ delta).
-// dx doubles as the [N, d_in] workspace of the delta path (a temporary when dx is NULL).
+// dx doubles as the [N, d_in] workspace of the delta path (a temporary when dx is NULL
+// or added onto).
 void RFN(components_backward)(real *dx, real *dV, real *dU, real *ddelta, real *dmask, real *ddelta_mask,
                               const real *dout, const real *x, const real *a, const real *V, const real *U,
                               const real *mask, const real *delta, const real *delta_mask, int N, int d_in,
-                              int C, int d_out, real *scratch) {
+                              int C, int d_out, real *scratch, bool add_dx) {
     const long NC = (long)N * C;
     if (dU) {
         const real *am = masked_acts(scratch, a, mask, NC);
         RFN(matmul)(dU, am, dout, C, d_out, N, true, false, 1, 1);
     }
-    real dx_beta = 0;
+    real dx_beta = add_dx ? 1 : 0;
     if (delta && (dx || ddelta || ddelta_mask)) {
-        real *tmp = dx ? dx : spd_malloc((size_t)N * d_in * sizeof(real));
+        real *tmp = dx && !add_dx ? dx : spd_malloc((size_t)N * d_in * sizeof(real));
         if (ddelta) {  // (delta_mask * dout)^T x = dout^T (delta_mask * x)
             for (long n = 0; n < N; n++)
                 for (int i = 0; i < d_in; i++) tmp[n * d_in + i] = delta_mask_at(delta_mask, n) * x[n * d_in + i];
@@ -70,6 +71,8 @@ void RFN(components_backward)(real *dx, real *dV, real *dU, real *ddelta, real *
                 real g = delta_mask_at(delta_mask, n);
                 for (int i = 0; i < d_in; i++) tn[i] *= g;
             }
+            if (dx && tmp != dx)
+                for (long i = 0; i < (long)N * d_in; i++) dx[i] += tmp[i];
             dx_beta = 1;
         }
         if (tmp != dx) free(tmp);

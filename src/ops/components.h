@@ -6,6 +6,7 @@
 #ifndef SPD_OPS_COMPONENTS_H
 #define SPD_OPS_COMPONENTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/real.h"
@@ -21,14 +22,15 @@ void RFN(components_forward)(real *out, real *a, const real *x, const real *V, c
                              const real *delta, const real *delta_mask, int N, int d_in, int C, int d_out,
                              real *scratch);
 
-// dout [N, d_out] -> dx [N, d_in] (written), dV [d_in, C], dU [C, d_out] (accumulated),
+// dout [N, d_out] -> dx [N, d_in] (written; added onto what dx holds with add_dx, for
+// modules that share an input), dV [d_in, C], dU [C, d_out] (accumulated),
 // ddelta [d_out, d_in] (accumulated; with delta), dmask [N, C] and ddelta_mask [N] (written).
 // scratch [N, C]. dV and dU get only the direct path; the path through delta is
 // chained once per step by weight_delta_backward.
 void RFN(components_backward)(real *dx, real *dV, real *dU, real *ddelta, real *dmask, real *ddelta_mask,
                               const real *dout, const real *x, const real *a, const real *V, const real *U,
                               const real *mask, const real *delta, const real *delta_mask, int N, int d_in,
-                              int C, int d_out, real *scratch);
+                              int C, int d_out, real *scratch, bool add_dx);
 
 // delta = W - (V @ U)^T; W [d_out, d_in], V [d_in, C], U [C, d_out] -> delta [d_out, d_in].
 void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,

@@ -139,7 +139,7 @@ static void linear_body(void *p) {
                             c->scratch);
     RFN(mse_loss_forward_backward)(c->loss, c->dy, c->y, c->target, (int64_t)c->N * c->dout);
     RFN(components_backward)(c->dx, c->dV, c->dU, NULL, NULL, NULL, c->dy, c->x, c->a, c->V, c->U, c->mask, NULL,
-                             NULL, c->N, c->din, c->C, c->dout, c->scratch);
+                             NULL, c->N, c->din, c->C, c->dout, c->scratch, false);
 }
 
 static void run_linear(const bench_options *o, bench_result *res, FILE *log) {

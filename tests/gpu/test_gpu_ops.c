@@ -56,7 +56,7 @@ void components_forward_f32(float *out, float *a, const float *x, const float *V
 void components_backward_f32(float *dx, float *dV, float *dU, float *ddelta, float *dmask, float *ddelta_mask,
                              const float *dout, const float *x, const float *a, const float *V, const float *U,
                              const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
-                             int C, int d_out, float *scratch);
+                             int C, int d_out, float *scratch, bool add_dx);
 void weight_delta_forward_f32(float *delta, const float *W, const float *V, const float *U, int d_in, int C,
                               int d_out);
 void weight_delta_backward_f32(float *dV, float *dU, const float *ddelta, const float *V, const float *U, int d_in,
@@ -318,7 +318,8 @@ static void test_embedding(void) {
 // ---- components ----------------------------------------------------------------
 
 // mask / delta / delta_mask: which optional inputs are given; bwd: 0 all outputs,
-// 1 dx NULL (delta path needs its own temporary), 2 parameter gradients only.
+// 1 dx NULL (delta path needs its own temporary), 2 parameter gradients only, 3 all
+// outputs with dx added onto random values (add_dx).
 static void test_components(int N, int d_in, int C, int d_out, bool use_mask, bool use_delta, bool use_dmask,
                             int bwd) {
     char tag[160], name[256];
@@ -339,17 +340,17 @@ static void test_components(int N, int d_in, int C, int d_out, bool use_mask, bo
     check(name, a);
 
     pair dout = input((long)N * d_out, -1, 1);
-    pair dx = bwd == 0 ? output((long)N * d_in) : none;
+    pair dx = bwd == 0 ? output((long)N * d_in) : bwd == 3 ? accum((long)N * d_in) : none;
     pair dV = accum((long)d_in * C), dU = accum((long)C * d_out);
     pair ddelta = use_delta ? accum((long)d_out * d_in) : none;
     pair dmask = bwd != 2 ? output((long)N * C) : none;
     pair ddm = use_delta && bwd != 2 ? output(N) : none;
     if (!fused) poison(scratch);  // fused mode reads a * mask back from the forward's scratch
     components_backward_f32(H(dx), dV.h, dU.h, H(ddelta), H(dmask), H(ddm), dout.h, x.h, a.h, V.h, U.h, H(mask),
-                            H(delta), H(dm), N, d_in, C, d_out, scratch.h);
+                            H(delta), H(dm), N, d_in, C, d_out, scratch.h, bwd == 3);
     // The GPU reads its own saved activations a.
     components_backward_cuda(D(dx), dV.d, dU.d, D(ddelta), D(dmask), D(ddm), dout.d, x.d, a.d, V.d, U.d, D(mask),
-                             D(delta), D(dm), N, d_in, C, d_out, scratch.d);
+                             D(delta), D(dm), N, d_in, C, d_out, scratch.d, bwd == 3);
     const pair outs[] = {dx, dV, dU, ddelta, dmask, ddm};
     const char *names[] = {"dx", "dV", "dU", "ddelta", "dmask", "ddelta_mask"};
     for (int i = 0; i < 6; i++) {
@@ -376,9 +377,9 @@ static void test_components_no_acts(int N, int d_in, int C, int d_out) {
     pair dout = input((long)N * d_out, -1, 1), dx = output((long)N * d_in);
     pair dV = accum((long)d_in * C), dU = accum((long)C * d_out);
     components_backward_f32(dx.h, dV.h, dU.h, NULL, NULL, NULL, dout.h, x.h, a.h, V.h, U.h, mask.h, NULL, NULL, N,
-                            d_in, C, d_out, scratch.h);
+                            d_in, C, d_out, scratch.h, false);
     components_backward_cuda(dx.d, dV.d, dU.d, NULL, NULL, NULL, dout.d, x.d, NULL, V.d, U.d, mask.d, NULL, NULL, N,
-                             d_in, C, d_out, scratch.d);
+                             d_in, C, d_out, scratch.d, false);
     const pair outs[] = {dx, dV, dU};
     const char *names[] = {"dx", "dV", "dU"};
     for (int i = 0; i < 3; i++) {
@@ -785,7 +786,7 @@ static void test_graph_capture(void) {
         capture_pass_begin(pass, results, n_results);
         components_forward_cuda(out.d, a.d, x.d, V.d, U.d, mask.d, delta.d, dm.d, N, d_in, C, d_out, scratch.d);
         components_backward_cuda(NULL, NULL, NULL, NULL, dmask.d, ddm.d, dout.d, x.d, a.d, V.d, U.d, mask.d, delta.d,
-                                 dm.d, N, d_in, C, d_out, scratch.d);
+                                 dm.d, N, d_in, C, d_out, scratch.d, false);
         attention_forward_cuda(ao.d, att.d, q.d, k.d, v.d, B, S, nh, nkv, hd);
         attention_backward_cuda(dq.d, dk.d, dv.d, g.d, q.d, k.d, v.d, att.d, B, S, nh, nkv, hd);
         mse_loss_forward_cuda(loss.d, ao.d, q.d, nq);
@@ -819,7 +820,7 @@ static void test_graph_capture_kmajor(void) {
         spd_device_memset_zero(dU.d, (size_t)dU.n * sizeof(float));
         components_forward_cuda(out.d, a.d, x.d, V.d, U.d, mask.d, NULL, NULL, N, d_in, C, d_out, scratch.d);
         components_backward_cuda(dx.d, dV.d, dU.d, NULL, dmask.d, NULL, dout.d, x.d, a.d, V.d, U.d, mask.d, NULL, NULL,
-                                 N, d_in, C, d_out, scratch.d);
+                                 N, d_in, C, d_out, scratch.d, false);
         capture_pass_end(pass, results, n_results, eager);
     }
     const long diff = capture_diffs(results, n_results, eager);
@@ -1080,6 +1081,7 @@ int main(void) {
     test_components(4096, 341, 1200, 257, true, true, false, 2);
     test_components(7, 5, 3, 11, true, true, true, 0);
     test_components(1, 1, 1, 1, false, true, false, 1);
+    test_components(4096, 341, 1200, 257, true, true, true, 3);
     test_weight_delta();
     for (int variant = 0; variant < 8; variant++) {
         const bool mask = variant & 1, delta = variant & 2, dmask = variant & 4;
@@ -1122,6 +1124,8 @@ int main(void) {
     test_components(1024, 128, 1200, 341, true, false, false, 0);
     test_components(7, 5, 3, 11, true, true, true, 0);
     test_components(1, 1, 1, 1, false, true, false, 1);
+    test_components(4096, 341, 1200, 257, true, true, true, 3);  // padded operands, delta, added dx
+    test_components(1024, 128, 1200, 341, true, false, false, 3);
     test_components_no_acts(4096, 341, 1200, 257);
     test_graph_capture();
     // TF32 in fused mode (cuBLASLt TF32 with tuned algorithms, padded 341-wide
@@ -1154,6 +1158,10 @@ int main(void) {
     test_components(2053, 64, 1200, 352, true, false, false, 1);
     test_components(4096, 96, 1202, 200, true, true, true, 2);
     test_components(4099, 341, 1204, 128, true, false, false, 0);  // dx: K1 = 128, K2 = 341
+    // dx added onto its values (add_dx): back-to-back at 128 and 176 wide, with the delta.
+    test_components(2053, 128, 1204, 128, true, true, true, 3);
+    test_components(4099, 341, 1204, 128, true, false, true, 3);
+    test_components(4099, 128, 1204, 341, true, true, false, 3);
     // The weight-gradient kernel (masked_wgrad_sm90: K1, K2 of 64 or 128, C % 4 == 0): fewer
     // tokens than a tile, fewer components than a block, delta, dx NULL, every width pair.
     test_components(5, 64, 60, 64, true, false, true, 0);
@@ -1173,6 +1181,7 @@ int main(void) {
     test_components(4096, 576, 1200, 520, true, true, true, 1);
     test_components(4096, 576, 1200, 520, true, false, true, 2);
     test_components(4099, 516, 1204, 644, true, false, true, 0);
+    test_components(4096, 576, 1200, 520, true, true, true, 3);
     test_components_no_acts(4096, 1024, 1024, 1024);
     test_graph_capture_kmajor();
     test_attention_tc();
@@ -1195,6 +1204,7 @@ int main(void) {
         test_components(4096, 341, 1200, 257, true, true, false, 2);
         test_components(1024, 128, 1200, 341, true, false, false, 0);
         test_components(4099, 96, 1202, 128, true, true, true, 1);  // C % 8 != 0: rounded by the products
+        test_components(4096, 341, 1200, 257, true, true, true, 3);
         test_components(7, 5, 3, 11, true, true, true, 0);
         if (fused) test_components_no_acts(4096, 341, 1200, 128);
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
