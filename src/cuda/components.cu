@@ -365,8 +365,7 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
     temp_arena t;
     arena_open(&t, arena_bytes((long long)C * d_in) + arena_bytes((long long)d_out * ldb));
     float *Vt = arena_take(&t, (long long)C * d_in), *Ut = arena_take(&t, (long long)d_out * ldb);
-    transpose_pad_cuda(Vt, d_in, V, C, d_in, C);
-    masked_b2b_weight_cuda(Ut, U, d_out, C, d_out, true);
+    masked_b2b_weights_cuda(Vt, V, d_in, Ut, U, d_out, C, d_out, true);
     float beta = 0;
     if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
         matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);

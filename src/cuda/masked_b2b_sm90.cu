@@ -244,17 +244,41 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 
+    // Y's two columns per fragment as one 8-byte access where the rows allow it; with
+    // beta, every old value is loaded before the first store (one round trip, not 88).
+    const bool pairs = (ldy & 1) == 0 && ((uintptr_t)Y & 7) == 0;
+    if (beta != 0.0f) {
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int row = row_a + 8 * i, col = n0 + 8 * j + col_a;
+                if (row >= M) continue;
+                const float *o = Y + (long long)row * ldy + col;
+                if (pairs && col + 1 < K2) {
+                    const float2 old = *(const float2 *)o;
+                    y[4 * j + 2 * i] += beta * old.x;
+                    y[4 * j + 2 * i + 1] += beta * old.y;
+                } else {
+                    if (col < K2) y[4 * j + 2 * i] += beta * o[0];
+                    if (col + 1 < K2) y[4 * j + 2 * i + 1] += beta * o[1];
+                }
+            }
+    }
 #pragma unroll
     for (int j = 0; j < BN / 8; j++)
 #pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int row = row_a + 8 * i, col = n0 + 8 * j + col_a + e;
-                if (row >= M || col >= K2) continue;
-                float *o = Y + (long long)row * ldy + col;
-                *o = beta == 0.0f ? y[4 * j + 2 * i + e] : beta * *o + y[4 * j + 2 * i + e];
+        for (int i = 0; i < 2; i++) {
+            const int row = row_a + 8 * i, col = n0 + 8 * j + col_a;
+            if (row >= M) continue;
+            float *o = Y + (long long)row * ldy + col;
+            if (pairs && col + 1 < K2) {
+                *(float2 *)o = make_float2(y[4 * j + 2 * i], y[4 * j + 2 * i + 1]);
+            } else {
+                if (col < K2) o[0] = y[4 * j + 2 * i];
+                if (col + 1 < K2) o[1] = y[4 * j + 2 * i + 1];
             }
+        }
 #endif
 }
 
@@ -345,8 +369,17 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
 }
 
 // Bt [n, q] for q < ldb: B [c, n] with c = the column that slot q % 8 of its group holds.
-static __global__ void b2b_weight_kernel(float *Bt, int ldb, const float *src, int lds, int C, int K2, int c_major) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+// The first n_at threads instead copy At [c, k] = V [k, c] for At [C, K1] (the forward's
+// other operand, in the same launch: each copy alone is mostly a launch's fixed cost).
+static __global__ void b2b_weight_kernel(float *Bt, int ldb, const float *src, int lds, int C, int K2, int c_major,
+                                         float *At, const float *V, int K1) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long n_at = At ? (long long)C * K1 : 0;
+    if (i < n_at) {
+        At[i] = V[(i % K1) * C + i / K1];
+        return;
+    }
+    i -= n_at;
     if (i >= (long long)K2 * ldb) return;
     const int n = (int)(i / ldb), q = (int)(i % ldb), t = q & 7;
     const int c = (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
@@ -356,10 +389,20 @@ static __global__ void b2b_weight_kernel(float *Bt, int ldb, const float *src, i
     Bt[i] = __uint_as_float(r);
 }
 
-extern "C" void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major) {
-    const long long n = (long long)K2 * masked_b2b_ldb(C);
+static void b2b_weights(float *Bt, const float *src, int lds, int C, int K2, bool c_major, float *At, const float *V,
+                        int K1) {
+    const long long n = (long long)K2 * masked_b2b_ldb(C) + (At ? (long long)C * K1 : 0);
     if (n <= 0) return;
     b2b_weight_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(Bt, masked_b2b_ldb(C), src, lds, C, K2,
-                                                                             c_major);
+                                                                             c_major, At, V, K1);
     CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major) {
+    b2b_weights(Bt, src, lds, C, K2, c_major, NULL, NULL, 0);
+}
+
+extern "C" void masked_b2b_weights_cuda(float *At, const float *V, int K1, float *Bt, const float *src, int lds, int C,
+                                        int K2, bool c_major) {
+    b2b_weights(Bt, src, lds, C, K2, c_major, At, V, K1);
 }

@@ -50,6 +50,10 @@ int masked_b2b_ldb(int C);
 // (0 2 4 6 1 3 5 7), so that they serve as the second product's operand unshuffled.
 // B [c, n] is src[c * lds + n] when c_major, else src[n * lds + c] (B = V^T from V).
 void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major);
+// The same, and At [C, K1] = V^T for V [K1, C] (row stride K1), in one launch: the
+// forward's two operand copies.
+void masked_b2b_weights_cuda(float *At, const float *V, int K1, float *Bt, const float *src, int lds, int C, int K2,
+                             bool c_major);
 
 #ifdef __cplusplus
 }
