@@ -230,11 +230,19 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
 #endif
 }
 
-// One output element per thread: dU [C, K2] or, with du == false, dV [K1, C]; the S
-// partial blocks ([64, K2] or [K1, 64]) of its component block added in split order onto it.
-static __global__ void add_partials_kernel(float *dst, const float *part, bool du, int C, int K, int nc, int S) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)C * K) return;
+// One output element per thread, both gradients in one launch (each is ~1 us of bytes
+// and a launch's worth of fixed cost): first dU [C, K2], then dV [K1, C] (either may be
+// NULL); the S partial blocks ([64, K2] or [K1, 64]) of its component block added in
+// split order onto it.
+static __global__ void add_partials_kernel(float *dU, float *dV, const float *part_dU, const float *part_dV, int C,
+                                           int K1, int K2, int nc, int S) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool du = i < (long long)C * K2;
+    if (!du) i -= (long long)C * K2;
+    const int K = du ? K2 : K1;
+    float *dst = du ? dU : dV;
+    const float *part = du ? part_dU : part_dV;
+    if (!dst || i >= (long long)C * K) return;
     const int c = du ? (int)(i / K) : (int)(i % C), k = du ? (int)(i % K) : (int)(i / C);
     const long long at = du ? (long long)(c % WG_BC) * K + k : (long long)k * WG_BC + c % WG_BC;
     float s = dst[i];
@@ -243,10 +251,16 @@ static __global__ void add_partials_kernel(float *dst, const float *part, bool d
 }
 
 // dst [K, ld] (ld = N rounded up to 8) = src^T for src [N, K], each 8 columns in the
-// order of tokens 0 2 4 6 1 3 5 7, zero past N. Block: a 32 x 32 tile, 32 x 8 threads.
-static __global__ void transpose_tokens_kernel(float *dst, int ld, const float *src, int N, int K) {
+// order of tokens 0 2 4 6 1 3 5 7, zero past N; blockIdx.z picks the pair (x and dout in
+// one launch). Block: a 32 x 32 tile, 32 x 8 threads.
+static __global__ void transpose_tokens_kernel(float *dst0, const float *src0, int K0, float *dst1,
+                                               const float *src1, int K1, int ld, int N) {
     __shared__ float tile[32][33];
+    float *dst = blockIdx.z ? dst1 : dst0;
+    const float *src = blockIdx.z ? src1 : src0;
+    const int K = blockIdx.z ? K1 : K0;
     const int n0 = blockIdx.x * 32, k0 = blockIdx.y * 32, tx = threadIdx.x, ty = threadIdx.y;
+    if (k0 >= K) return;
     for (int r = ty; r < 32; r += 8) {
         const int n = n0 + r, k = k0 + tx;
         tile[r][tx] = n < N && k < K ? src[(long long)n * K + k] : 0.0f;
@@ -261,9 +275,12 @@ static __global__ void transpose_tokens_kernel(float *dst, int ld, const float *
     }
 }
 
-static void transpose_tokens(float *dst, int ld, const float *src, int N, int K) {
-    const dim3 grid((unsigned)((ld + 31) / 32), (unsigned)((K + 31) / 32));
-    transpose_tokens_kernel<<<grid, dim3(32, 8), 0, spd_cuda_stream()>>>(dst, ld, src, N, K);
+// xT [K1, ld] and doutT [K2, ld] from x [N, K1] and dout [N, K2].
+static void transpose_tokens(float *xT, const float *x, int K1, float *doutT, const float *dout, int K2, int ld,
+                             int N) {
+    const int K = K1 > K2 ? K1 : K2;
+    const dim3 grid((unsigned)((ld + 31) / 32), (unsigned)((K + 31) / 32), 2);
+    transpose_tokens_kernel<<<grid, dim3(32, 8), 0, spd_cuda_stream()>>>(xT, x, K1, doutT, dout, K2, ld, N);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -332,8 +349,7 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     float *part = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(nU + nV + (long long)(K1 + K2) * ldt) * sizeof(float), st));
     float *xT = part + nU + nV, *doutT = xT + (long long)K1 * ldt;
-    transpose_tokens(xT, ldt, xa, N, K1);
-    transpose_tokens(doutT, ldt, da, N, K2);
+    transpose_tokens(xT, xa, K1, doutT, da, K2, ldt, N);
     const CUtensorMap tm_x = tma_tensor_map(xa, N, K1, K1, WG_BT), tm_dout = tma_tensor_map(da, N, K2, K2, WG_BT),
                       tm_mask = tma_tensor_map(ma, N, C, C, WG_BT), tm_xT = tma_tensor_map(xT, K1, ldt, ldt, K1),
                       tm_doutT = tma_tensor_map(doutT, K2, ldt, ldt, K2);
@@ -341,14 +357,9 @@ extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, 
     kernel<<<dim3((unsigned)nc, (unsigned)S), WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, tm_xT,
                                                                              tm_doutT, C, tiles, V, U, part, part + nU);
     CUDA_CHECK_LAUNCH();
-    float *dst[2] = {dU, dV};
-    for (int k = 0; k < 2; k++) {
-        if (!dst[k]) continue;
-        const long long n = (long long)C * (k ? K1 : K2);
-        add_partials_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(dst[k], part + (k ? nU : 0), k == 0, C,
-                                                                    k ? K1 : K2, nc, S);
-        CUDA_CHECK_LAUNCH();
-    }
+    const long long n = (long long)C * (K1 + K2);
+    add_partials_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(dU, dV, part, part + nU, C, K1, K2, nc, S);
+    CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaFreeAsync(part, st));
     if (xa != x) CUDA_CHECK(cudaFreeAsync((void *)xa, st));
     if (da != dout) CUDA_CHECK(cudaFreeAsync((void *)da, st));
