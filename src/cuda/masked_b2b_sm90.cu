@@ -244,9 +244,9 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 
-    // Y's two columns per fragment as one 8-byte access where the rows allow it; with
-    // beta, every old value is loaded before the first store (one round trip, not 88).
-    const bool pairs = (ldy & 1) == 0 && ((uintptr_t)Y & 7) == 0;
+    // Y's two columns per fragment (an even column) as one 8-byte access where the address
+    // allows it (with an odd ldy, every other row); with beta, every old value is loaded
+    // before the first store (one round trip, not 88).
     if (beta != 0.0f) {
 #pragma unroll
         for (int j = 0; j < BN / 8; j++)
@@ -255,7 +255,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 const int row = row_a + 8 * i, col = n0 + 8 * j + col_a;
                 if (row >= M) continue;
                 const float *o = Y + (long long)row * ldy + col;
-                if (pairs && col + 1 < K2) {
+                if (col + 1 < K2 && ((uintptr_t)o & 7) == 0) {
                     const float2 old = *(const float2 *)o;
                     y[4 * j + 2 * i] += beta * old.x;
                     y[4 * j + 2 * i + 1] += beta * old.y;
@@ -272,7 +272,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
             const int row = row_a + 8 * i, col = n0 + 8 * j + col_a;
             if (row >= M) continue;
             float *o = Y + (long long)row * ldy + col;
-            if (pairs && col + 1 < K2) {
+            if (col + 1 < K2 && ((uintptr_t)o & 7) == 0) {
                 *(float2 *)o = make_float2(y[4 * j + 2 * i], y[4 * j + 2 * i + 1]);
             } else {
                 if (col < K2) o[0] = y[4 * j + 2 * i];
