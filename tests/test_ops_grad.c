@@ -522,8 +522,12 @@ static void test_linear(void) {
         }
     report_err("linear: forward with bias vs loops", max_rel_err(c.out, want, no), 1e-14);
     double *dx = filled(nx, NAN);
-    linear_backward_f64(dx, c.R, c.W, c.N, c.d_in, c.d_out);
+    linear_backward_f64(dx, c.R, c.W, c.N, c.d_in, c.d_out, false);
     check_fd("linear: dx", linear_loss, &c, c.x, dx, nx);
+    double *dx0 = normal(nx, 1), *dx_add = copy(dx0, nx), *want_add = copy(dx0, nx);
+    for (long i = 0; i < nx; i++) want_add[i] += dx[i];
+    linear_backward_f64(dx_add, c.R, c.W, c.N, c.d_in, c.d_out, true);
+    report_err("linear: add_dx adds the written dx", max_rel_err(dx_add, want_add, nx), 1e-14);
     free_all();
 }
 

@@ -23,7 +23,8 @@ extern "C" void linear_forward_cuda(float *out, const float *x, const float *W, 
     CUDA_CHECK_LAUNCH();
 }
 
-// dout [N, d_out], W [d_out, d_in] -> dx [N, d_in] = dout @ W (written)
-extern "C" void linear_backward_cuda(float *dx, const float *dout, const float *W, int N, int d_in, int d_out) {
-    matmul_cuda(dx, dout, W, N, d_in, d_out, false, false, 1.0f, 0.0f);
+// dout [N, d_out], W [d_out, d_in] -> dx [N, d_in] = dout @ W (written; added onto dx with add_dx)
+extern "C" void linear_backward_cuda(float *dx, const float *dout, const float *W, int N, int d_in, int d_out,
+                                     bool add_dx) {
+    matmul_cuda(dx, dout, W, N, d_in, d_out, false, false, 1.0f, add_dx ? 1.0f : 0.0f);
 }

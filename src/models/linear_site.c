@@ -10,7 +10,6 @@
 #include "ops/embedding.h"
 #include "ops/fill.h"
 #include "ops/linear.h"
-#include "ops/matmul.h"
 #include "ops/transfer.h"
 #include "ops/routing.h"
 #if SPD_REAL_ON_DEVICE
@@ -52,8 +51,8 @@ static void target_dx(linear_site *s, real *dx, const real *dy, int N, bool add)
         RFN(add_inplace)(dx, dy, (int64_t)N * s->d_in);
     else if (s->kind == SITE_IDENTITY)
         RFN(copy)(dx, dy, (int64_t)N * s->d_in);
-    else  // linear_backward's product, with beta
-        RFN(matmul)(dx, dy, s->W, N, s->d_in, s->d_out, false, false, 1, add ? 1 : 0);
+    else
+        RFN(linear_backward)(dx, dy, s->W, N, s->d_in, s->d_out, add);
 }
 
 void RFN(site_init)(linear_site *s, const char *path, site_kind kind, int d_in, int d_out) {

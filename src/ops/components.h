@@ -2,7 +2,7 @@
 //
 // Gradient convention, used by every op in spd.c: parameter gradients (dV, dU,
 // ddelta) ACCUMULATE (+=); activation gradients (dx, dmask, ddelta_mask) are
-// WRITTEN (=), except where an op takes add_dx (components_backward, rmsnorm_backward:
+// WRITTEN (=), except where an op takes add_dx (components_, linear_, rmsnorm_backward:
 // dx +=, for inputs that feed several branches). Optional outputs and inputs are NULL when
 // unused.
 #ifndef SPD_OPS_COMPONENTS_H

@@ -48,7 +48,7 @@ void matmul_f32(float *C, const float *A, const float *B, int M, int N, int K, b
 void matmul_f64(double *C, const double *A, const double *B, int M, int N, int K, bool trans_a, bool trans_b,
                 double alpha, double beta);
 void linear_forward_f32(float *out, const float *x, const float *W, const float *bias, int N, int d_in, int d_out);
-void linear_backward_f32(float *dx, const float *dout, const float *W, int N, int d_in, int d_out);
+void linear_backward_f32(float *dx, const float *dout, const float *W, int N, int d_in, int d_out, bool add_dx);
 void embedding_forward_f32(float *out, const int32_t *tokens, const float *wte, int N, int d);
 void components_forward_f32(float *out, float *a, const float *x, const float *V, const float *U,
                             const float *mask, const float *delta, const float *delta_mask, int N, int d_in, int C,
@@ -293,14 +293,16 @@ static void test_linear(void) {
             check(name, out);
             free_all();
         }
-        pair dout = input((long)N * d_out, -1, 1), W = input((long)d_out * d_in, -0.1f, 0.1f);
-        pair dx = output((long)N * d_in);
-        linear_backward_f32(dx.h, dout.h, W.h, N, d_in, d_out);
-        linear_backward_cuda(dx.d, dout.d, W.d, N, d_in, d_out);
-        char name[160];
-        snprintf(name, sizeof name, "linear_backward N=%d d_in=%d d_out=%d", N, d_in, d_out);
-        check(name, dx);
-        free_all();
+        for (int add = 0; add < 2; add++) {  // dx written, or added onto random values (add_dx)
+            pair dout = input((long)N * d_out, -1, 1), W = input((long)d_out * d_in, -0.1f, 0.1f);
+            pair dx = add ? accum((long)N * d_in) : output((long)N * d_in);
+            linear_backward_f32(dx.h, dout.h, W.h, N, d_in, d_out, add);
+            linear_backward_cuda(dx.d, dout.d, W.d, N, d_in, d_out, add);
+            char name[160];
+            snprintf(name, sizeof name, "linear_backward N=%d d_in=%d d_out=%d add_dx=%d", N, d_in, d_out, add);
+            check(name, dx);
+            free_all();
+        }
     }
 }
 
