@@ -47,10 +47,52 @@ static __device__ __forceinline__ void n32(float *s, const float *a, uint64_t b,
         wgmma_m64n32k8_rs<false>(s, a, b);
 }
 
-// S = X At^T, 16 k8 steps (K1 = 128), one chain.
-static __device__ __forceinline__ void gemm1_n32(float *s, const float (*xr)[4], uint64_t b) {
+// S [64, BC] = X At^T over K1 = 128: one chain of 16 k8 steps (m64n32k8 or m64n64k8).
+template <int BC>
+static __device__ __forceinline__ void gemm1(float *s, const float (*xr)[4], uint64_t b) {
 #pragma unroll
-    for (int k = 0; k < 16; k++) n32(s, xr[k], b + 2 * k, k == 0);
+    for (int k = 0; k < 16; k++) {
+        if constexpr (BC == 32)
+            n32(s, xr[k], b + 2 * k, k == 0);
+        else
+            wgmma_acc_rs<64>(s, xr[k][0], xr[k][1], xr[k][2], xr[k][3], b + 2 * k, k);
+    }
+}
+
+// The back-to-back kernel's loop over chunks of BC components, with no loads: GEMM1 of
+// chunk c + 1, GEMM2 of chunk c (BC / 8 m64n128k8 with P from registers), a wait for
+// GEMM1, then the mask pass on its S (a multiply and a TF32 rounding per value).
+template <int BC>
+static __device__ __forceinline__ void b2b_loop(float *sa, float *sb, float *y, const float (*xr)[4], uint64_t b0) {
+    fence();
+    gemm1<BC>(sa, xr, b0);
+    commit();
+    wait<0>();
+    fence_regs<BC / 2>(sa);
+    for (int it = 0; it < ITERS; it += 2) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float *cur = h ? sb : sa, *nxt = h ? sa : sb;
+            fence();
+            gemm1<BC>(nxt, xr, b0 + 64);
+            commit();
+            fence();
+#pragma unroll
+            for (int k = 0; k < BC / 8; k++)
+                wgmma_acc_rs<128>(y, cur[4 * k], cur[4 * k + 2], cur[4 * k + 1], cur[4 * k + 3], b0 + 512 + 2 * k, 1);
+            commit();
+            wait<1>();
+            fence_regs<BC / 2>(nxt);
+#pragma unroll
+            for (int i = 0; i < BC / 2; i++) {
+                uint32_t r;
+                asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(nxt[i] * 0.5f));
+                nxt[i] = __uint_as_float(r);
+            }
+        }
+    }
+    wait<0>();
+    fence_regs<64>(y);
 }
 #endif
 
@@ -81,7 +123,7 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(int wgs, long long *cycles
     case CHAIN_N32_16:
         for (int it = 0; it < ITERS; it++) {
             fence();
-            gemm1_n32(sa, xr, b0);
+            gemm1<32>(sa, xr, b0);
             commit();
             wait<0>();
             fence_regs<16>(sa);
@@ -132,75 +174,12 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(int wgs, long long *cycles
             fence_regs<88>(y);
         }
         break;
-    case LOOP_B2B128: {
-        // Prologue: S of chunk 0.
-        fence();
-        gemm1_n32(sa, xr, b0);
-        commit();
-        wait<0>();
-        fence_regs<16>(sa);
-        for (int it = 0; it < ITERS; it += 2) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                float *cur = h ? sb : sa, *nxt = h ? sa : sb;
-                fence();
-                gemm1_n32(nxt, xr, b0 + 64);
-                commit();
-                fence();
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    wgmma_acc_rs<128>(y, cur[4 * k], cur[4 * k + 2], cur[4 * k + 1], cur[4 * k + 3], b0 + 512 + 2 * k, 1);
-                commit();
-                wait<1>();
-                fence_regs<16>(nxt);
-                // the mask pass: a multiply and a TF32 rounding per value
-#pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    uint32_t r;
-                    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(nxt[i] * 0.5f));
-                    nxt[i] = __uint_as_float(r);
-                }
-            }
-        }
-        wait<0>();
-        fence_regs<64>(y);
+    case LOOP_B2B128:
+        b2b_loop<32>(sa, sb, y, xr, b0);
         break;
-    }
-    case LOOP_B2B128_BC64: {
-        fence();
-#pragma unroll
-        for (int k = 0; k < 16; k++) wgmma_acc_rs<64>(sa, xr[k][0], xr[k][1], xr[k][2], xr[k][3], b0 + 2 * k, k);
-        commit();
-        wait<0>();
-        fence_regs<32>(sa);
-        for (int it = 0; it < ITERS; it += 2) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                float *cur = h ? sb : sa, *nxt = h ? sa : sb;
-                fence();
-#pragma unroll
-                for (int k = 0; k < 16; k++)
-                    wgmma_acc_rs<64>(nxt, xr[k][0], xr[k][1], xr[k][2], xr[k][3], b0 + 64 + 2 * k, k);
-                commit();
-                fence();
-#pragma unroll
-                for (int k = 0; k < 8; k++)
-                    wgmma_acc_rs<128>(y, cur[4 * k], cur[4 * k + 2], cur[4 * k + 1], cur[4 * k + 3], b0 + 512 + 2 * k, 1);
-                commit();
-                wait<1>();
-                fence_regs<32>(nxt);
-#pragma unroll
-                for (int i = 0; i < 32; i++) {
-                    uint32_t r;
-                    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(nxt[i] * 0.5f));
-                    nxt[i] = __uint_as_float(r);
-                }
-            }
-        }
-        wait<0>();
-        fence_regs<64>(y);
+    case LOOP_B2B128_BC64:
+        b2b_loop<64>(sa, sb, y, xr, b0);
         break;
-    }
     }
     const long long t1 = clock64();
     if (threadIdx.x % 128 == 0) cycles[blockIdx.x * 2 + wg] = t1 - t0;
