@@ -7,8 +7,7 @@
 // warps load through the tensor memory accelerator (TMA): the CTA's X tile (K1 <= 128,
 // read once into the consumers' registers), then per 32-wide chunk of C its At [32, K1], Bt
 // [BN, 32] and mask tile [128, 32], each operand into a ring of its own (At 4 stages,
-// Bt 3, mask 3 + 4; with BN = 176, whose Bt stages are larger, 3, 3, 2 + 4: the mask's
-// last four stages are X's memory, free once X is in registers). Stages are handed
+// Bt 3, mask 3; with BN = 176, whose Bt stages are larger, 3, 3, 2). Stages are handed
 // over with mbarriers (full: the bytes landed; empty: all eight consumer warps are done
 // with it), so the two warpgroups never wait for each other, and an At stage is free as
 // soon as GEMM1 is done with it. Per chunk and warpgroup: S = X At_chunk^T by wgmma
@@ -44,18 +43,14 @@
 // The shared-memory plan for BN columns of Y. Stages per ring: a stage of At is free
 // once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later, so
 // At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 + 2.
-// The mask, the one operand from DRAM, has m_own stages of its own and then X's 64 KB as
-// x_stages more (X sits right after them): after the first m_own chunks its producer
-// waits until every consumer warp has X in registers.
 template <int BN>
 struct b2b_plan {
-    static constexpr int at_stages = BN == BB_BN ? 4 : 3, bt_stages = 3, m_own = BN == BB_BN ? 3 : 2;
-    static constexpr int x_stages = BB_X_BYTES / BB_MASK_BYTES, m_stages = m_own + x_stages;
+    static constexpr int at_stages = BN == BB_BN ? 4 : 3, bt_stages = 3, m_stages = BN == BB_BN ? 3 : 2;
     static constexpr int bt_bytes = BN * BB_BC * 4;  // [BN rows] x 1 sub-tile
-    static constexpr int barriers = 2 + 2 * (at_stages + bt_stages + m_stages);
+    static constexpr int barriers = 1 + 2 * (at_stages + bt_stages + m_stages);
     // + alignment to the 1024-byte swizzle atom, + the mbarriers
-    static constexpr int smem_bytes = at_stages * BB_AT_BYTES + bt_stages * bt_bytes + m_own * BB_MASK_BYTES +
-                                      BB_X_BYTES + 1024 + 8 * barriers;
+    static constexpr int smem_bytes = BB_X_BYTES + at_stages * BB_AT_BYTES + bt_stages * bt_bytes +
+                                      m_stages * BB_MASK_BYTES + 1024 + 8 * barriers;
     static_assert(smem_bytes <= 227 * 1024, "the plan must fit an SM's shared memory");
 };
 
@@ -90,10 +85,8 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     using plan = b2b_plan<BN>;
-    const uint32_t at0 = (raw + 1023) & ~1023u, bt0 = at0 + plan::at_stages * BB_AT_BYTES;
-    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, xs = mk0 + plan::m_own * BB_MASK_BYTES;
-    const uint32_t x_full = xs + BB_X_BYTES, x_free = x_full + 16 * (plan::at_stages + plan::bt_stages +
-                                                                     plan::m_stages) + 8;
+    const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + BB_X_BYTES, bt0 = at0 + plan::at_stages * BB_AT_BYTES;
+    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, x_full = mk0 + plan::m_stages * BB_MASK_BYTES;
     // The rings: chunk ch in stage ch % stages, its (ch / stages)-th use of that stage.
     const ring at_ring = {at0, BB_AT_BYTES, x_full + 8, plan::at_stages};
     const ring bt_ring = {bt0, plan::bt_bytes, at_ring.bars + 16 * plan::at_stages, plan::bt_stages};
@@ -103,7 +96,6 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     const int nch = (C + BB_BC - 1) / BB_BC;
     if (threadIdx.x == 0) {
         mbar_init(x_full, 1);
-        mbar_init(x_free, BB_CONSUMERS / 32);
         at_ring.init(BB_CONSUMERS / 32);
         bt_ring.init(BB_CONSUMERS / 32);
         mk_ring.init(BB_CONSUMERS / 32);
@@ -129,10 +121,8 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
             for (int ch = 0; ch < nch; ch++)
                 tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, ch * BB_BC, n0, bt_ring.full(ch));
         } else if (which == 2) {
-            for (int ch = 0; ch < nch; ch++) {
-                if (ch == plan::m_own) mbar_wait(x_free, 0);  // the next stages are X's
+            for (int ch = 0; ch < nch; ch++)
                 tma_load(mk_ring.acquire(ch, BB_MASK_BYTES), &tm_mask, ch * BB_BC, m0, mk_ring.full(ch));
-            }
         }
         return;
     }
@@ -166,8 +156,6 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 xr[ks][q] = to_tf32(*(const float *)(xt + (k >> 5) * (BB_BM * BB_SUB) + r * BB_SUB +
                                                      (((cc >> 2) ^ (r & 7)) << 4) + 4 * (cc & 3)));
             }
-        __syncwarp();
-        if (lane == 0) mbar_arrive(x_free);  // X's memory becomes mask stages
     }
     // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
     auto gemm1 = [&](float *S, int ch) {
