@@ -36,7 +36,7 @@ void matmul_f32(float *C, const float *A, const float *B, int M, int N, int K, b
 void attention_forward_f32(float *out, float *att, const float *q, const float *k, const float *v, int B, int S,
                            int nh, int nkv, int hd);
 void attention_backward_f32(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                            const float *v, const float *att, int B, int S, int nh, int nkv, int hd);
+                            const float *v, const float *out, const float *att, int B, int S, int nh, int nkv, int hd);
 void components_forward_f32(float *out, float *a, const float *x, const float *V, const float *U,
                             const float *mask, const float *delta, const float *delta_mask, int N, int d_in, int C,
                             int d_out, float *scratch);
@@ -459,7 +459,7 @@ static void test_attention(int nh, int nkv) {
     report_err(name, e, 1e-13);
 
     double *dq = filled(nq, NAN), *dk = filled(nk, NAN), *dv = filled(nk, NAN);
-    attention_backward_f64(dq, dk, dv, c.R, c.q, c.k, c.v, c.att, c.B, c.S, nh, nkv, c.hd);
+    attention_backward_f64(dq, dk, dv, c.R, c.q, c.k, c.v, c.out, c.att, c.B, c.S, nh, nkv, c.hd);
     snprintf(name, sizeof name, "attention nh=%d nkv=%d: dq", nh, nkv);
     check_fd(name, att_loss, &c, c.q, dq, nq);
     snprintf(name, sizeof name, "attention nh=%d nkv=%d: dk", nh, nkv);
@@ -593,12 +593,12 @@ static void test_attention_f32(void) {
     double *out = tmalloc(nq * sizeof(double)), *att = tmalloc(na * sizeof(double));
     double *dq = tmalloc(nq * sizeof(double)), *dk = tmalloc(nk * sizeof(double)), *dv = tmalloc(nk * sizeof(double));
     attention_forward_f64(out, att, q, k, v, B, S, nh, nkv, hd);
-    attention_backward_f64(dq, dk, dv, g, q, k, v, att, B, S, nh, nkv, hd);
+    attention_backward_f64(dq, dk, dv, g, q, k, v, out, att, B, S, nh, nkv, hd);
     float *qf = to_f32(q, nq), *kf = to_f32(k, nk), *vf = to_f32(v, nk), *gf = to_f32(g, nq);
     float *outf = tmalloc(nq * sizeof(float)), *attf = tmalloc(na * sizeof(float));
     float *dqf = tmalloc(nq * sizeof(float)), *dkf = tmalloc(nk * sizeof(float)), *dvf = tmalloc(nk * sizeof(float));
     attention_forward_f32(outf, attf, qf, kf, vf, B, S, nh, nkv, hd);
-    attention_backward_f32(dqf, dkf, dvf, gf, qf, kf, vf, attf, B, S, nh, nkv, hd);
+    attention_backward_f32(dqf, dkf, dvf, gf, qf, kf, vf, outf, attf, B, S, nh, nkv, hd);
     report_f32("attention f32 vs f64 (B=2 S=128 nh=4 nkv=2 hd=32): out", outf, out, nq);
     report_f32("attention f32 vs f64: att", attf, att, na);
     report_f32("attention f32 vs f64: dq", dqf, dq, nq);

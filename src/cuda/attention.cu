@@ -689,8 +689,8 @@ extern "C" void attention_forward_cuda(float *out, float *att, const float *q, c
 }
 
 extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                        const float *k, const float *v, const float *att, int B, int S, int nh,
-                                        int nkv, int hd) {
+                                        const float *k, const float *v, const float *out, const float *att, int B,
+                                        int S, int nh, int nkv, int hd) {
     check_shapes(B, S, nh, nkv, hd);
     if (B <= 0 || S <= 0 || nh <= 0) return;
     cudaStream_t st = spd_cuda_stream();
@@ -705,9 +705,13 @@ extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const f
     float *D = (float *)spd_cuda_workspace(&ws_bytes);
     const bool own = d_bytes > ws_bytes;
     if (own) CUDA_CHECK(cudaMallocAsync((void **)&D, d_bytes, st));
-    const void *ptrs[] = {dq, dk, dv, dout, q, k, v, att};
-    if (attention_tc_ok(S, hd, ptrs, 8)) {
-        attention_backward_tc(dq, dk, dv, D, dout, q, k, v, att, B, S, nh, nkv, hd);
+    const void *ptrs[] = {q, k, v, out, att, dq, dk, dv, dout};
+    // The forward saved only row statistics where it ran lean (its five buffers aligned):
+    // then the tensor-core kernels must take the backward too.
+    if (attention_tc_lean(S, hd) && attention_tc_ok(S, hd, ptrs, 5) && !attention_tc_ok(S, hd, ptrs, 9))
+        spd_die("attention backward: dq, dk, dv and dout must be 16-byte aligned after the memory-lean forward");
+    if (attention_tc_ok(S, hd, ptrs, 9)) {
+        attention_backward_tc(dq, dk, dv, D, dout, q, k, v, out, att, B, S, nh, nkv, hd);
         if (own) CUDA_CHECK(cudaFreeAsync(D, st));
         return;
     }

@@ -94,9 +94,10 @@ static __device__ __forceinline__ void row_frags(uint32_t a[HD / 8][4], const fl
 
 // acc[j] (j < 8: columns 8j..8j+7 of a [16, 64] tile) = A T^T, T [64, HD] staged with
 // row stride HD + 4 (T's rows are the tile's columns).
-template <int HD>
+// SCALED: T's values times mul first (the lean key-side kernel's q * scale * log2 e).
+template <int HD, bool SCALED = false>
 static __device__ __forceinline__ void frags_times_tile_t(float acc[8][4], const uint32_t a[HD / 8][4],
-                                                          const float *T) {
+                                                          const float *T, float mul = 1.0f) {
     const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
 #pragma unroll
     for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
@@ -105,8 +106,36 @@ static __device__ __forceinline__ void frags_times_tile_t(float acc[8][4], const
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const float *r = T + (j * 8 + g) * (HD + 4) + ks * 8 + t;
-            mma_tf32(acc[j], a[ks], tf32(r[0]), tf32(r[4]));
+            if constexpr (SCALED)
+                mma_tf32(acc[j], a[ks], tf32(r[0] * mul), tf32(r[4] * mul));
+            else
+                mma_tf32(acc[j], a[ks], tf32(r[0]), tf32(r[4]));
         }
+}
+
+// Scores s (accumulator layout: rows ra, rb, columns of key tile kt) to -inf above the
+// diagonal.
+static __device__ __forceinline__ void causal_mask(float s[8][4], int kt, int ra, int rb) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int key = kt * TC_B + j * 8 + 2 * t;
+        if (key > ra) s[j][0] = -INFINITY;
+        if (key + 1 > ra) s[j][1] = -INFINITY;
+        if (key > rb) s[j][2] = -INFINITY;
+        if (key + 1 > rb) s[j][3] = -INFINITY;
+    }
+}
+
+// Max (MAX) or sum over the four lanes that hold one row.
+template <bool MAX>
+static __device__ __forceinline__ float quad_reduce(float x) {
+#pragma unroll
+    for (int o = 1; o < 4; o *= 2) {
+        const float y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = MAX ? fmaxf(x, y) : x + y;
+    }
+    return x;
 }
 
 // out[n] (n < HD/8: columns 8n.. of a [16, HD] result) += X T, X [16, 64] in the accumulator
@@ -174,15 +203,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
     // Scores of tile kt (log2 units), -inf above the diagonal.
     auto scores = [&](float s[8][4], int kt, const float *K) {
         frags_times_tile_t<HD>(s, qa, K);
-        if (kt == qb)
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const int key = kt * TC_B + j * 8 + 2 * t;
-                if (key > ra) s[j][0] = -INFINITY;
-                if (key + 1 > ra) s[j][1] = -INFINITY;
-                if (key > rb) s[j][2] = -INFINITY;
-                if (key + 1 > rb) s[j][3] = -INFINITY;
-            }
+        if (kt == qb) causal_mask(s, kt, ra, rb);
     };
 
     // Pass 1: running max and sum of exp2 over this thread's columns, merged over the quad.
@@ -404,6 +425,225 @@ static __global__ void __launch_bounds__(TC_THREADS)
     store_acc<HD>(dv + o, kstride, dva, row0, S);
 }
 
+// ---- memory-lean variants (--mode fused) ---------------------------------------------------
+// No P in memory: the forward keeps each row's log2-sum-exp2 L (scores in log2 units) in
+// lse [B, nh, S], and the backward recomputes P = exp2(s - L) from q and k; D = dout . out
+// per row, from the forward's output. att's 67 MB per layer at the benchmark's shape (written
+// once, read three times) become 0.26 MB.
+
+// Grid (nh, B, ceil(S/64)), heaviest query blocks first. One pass, online softmax: per key
+// tile the running max moves to the tile's, O and the sums are rescaled, O += exp2(s - max) V.
+template <int HD>
+static __global__ void __launch_bounds__(TC_THREADS)
+    attention_forward_lean_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int S,
+                                  int nh, int nkv, float qmul) {
+    constexpr int LD = HD + 4, TILE = TC_B * LD;
+    extern __shared__ float4 smem4[];
+    float *Kb = (float *)smem4, *Vb = Kb + 2 * TILE;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int hq = blockIdx.x, b = blockIdx.y, qb = gridDim.z - 1 - blockIdx.z, hk = hq / (nh / nkv);
+    const int q0 = qb * TC_B, nkt = qb + 1, row0 = q0 + warp * 16, ra = row0 + g, rb = ra + 8;
+    const long long bh = (long long)b * nh + hq, qstride = (long long)nh * HD, kstride = (long long)nkv * HD;
+    const float *ksrc = k + ((long long)b * S * nkv + hk) * HD, *vsrc = v + ((long long)b * S * nkv + hk) * HD;
+
+    uint32_t qa[HD / 8][4];
+    row_frags<HD>(qa, q + ((long long)b * S * nh + hq) * HD, qstride, row0, S, qmul);
+    // Every row's max is finite from the first tile on (key 0 is in every row), so no
+    // -inf - -inf below.
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+    float o[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
+    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
+    cp_commit();
+    for (int kt = 0; kt < nkt; kt++) {
+        cp_wait_all();
+        __syncthreads();
+        if (kt + 1 < nkt) {
+            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
+            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
+        }
+        cp_commit();
+        float p[8][4];
+        frags_times_tile_t<HD>(p, qa, Kb + (kt & 1) * TILE);
+        if (kt == qb) causal_mask(p, kt, ra, rb);
+        float ta = ma, tb = mb;
+#pragma unroll
+        for (int j = 0; j < 8; j++) ta = fmaxf(ta, fmaxf(p[j][0], p[j][1])), tb = fmaxf(tb, fmaxf(p[j][2], p[j][3]));
+        ta = quad_reduce<true>(ta), tb = quad_reduce<true>(tb);
+        const float ca = exp2f(ma - ta), cb = exp2f(mb - tb);  // 0 at the first tile
+        la *= ca, lb *= cb;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) o[n][0] *= ca, o[n][1] *= ca, o[n][2] *= cb, o[n][3] *= cb;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            p[j][0] = exp2f(p[j][0] - ta), p[j][1] = exp2f(p[j][1] - ta);
+            p[j][2] = exp2f(p[j][2] - tb), p[j][3] = exp2f(p[j][3] - tb);
+            la += p[j][0] + p[j][1], lb += p[j][2] + p[j][3];
+        }
+        ma = ta, mb = tb;
+        acc_times_tile<HD>(o, p, Vb + (kt & 1) * TILE);
+    }
+    la = quad_reduce<false>(la), lb = quad_reduce<false>(lb);  // >= 1: the max's own term
+    const float inva = 1.0f / la, invb = 1.0f / lb;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] *= inva, o[n][1] *= inva, o[n][2] *= invb, o[n][3] *= invb;
+    store_acc<HD>(out + ((long long)b * S * nh + hq) * HD, qstride, o, row0, S);
+    if (t == 0) {
+        if (ra < S) lse[bh * S + ra] = ma + log2f(la);
+        if (rb < S) lse[bh * S + rb] = mb + log2f(lb);
+    }
+}
+
+// dout . out of rows ra, rb (zero past S), summed over the quad: each lane takes HD / 4
+// consecutive features.
+template <int HD>
+static __device__ __forceinline__ void row_dots(float &Da, float &Db, const float *dout, const float *out,
+                                                long long stride, int ra, int rb, int S) {
+    const int t = threadIdx.x & 3;
+    Da = Db = 0.0f;
+#pragma unroll
+    for (int c = t * (HD / 4); c < (t + 1) * (HD / 4); c += 4) {
+        if (ra < S) {
+            const float4 x = *(const float4 *)(dout + ra * stride + c), y = *(const float4 *)(out + ra * stride + c);
+            Da += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+        }
+        if (rb < S) {
+            const float4 x = *(const float4 *)(dout + rb * stride + c), y = *(const float4 *)(out + rb * stride + c);
+            Db += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+        }
+    }
+    Da = quad_reduce<false>(Da), Db = quad_reduce<false>(Db);
+}
+
+// Grid (nh, B, ceil(S/64)): dq of 64 queries, and D [B, nh, S] for the key side. One pass:
+// per key tile, P = exp2(q K^T - L), dP = dO V^T, dq += P (dP - D) scale K.
+template <int HD>
+static __global__ void __launch_bounds__(TC_THREADS)
+    attention_dq_lean_kernel(float *dq, float *Dg, const float *dout, const float *out, const float *q,
+                             const float *k, const float *v, const float *lse, int S, int nh, int nkv, float qmul,
+                             float scale) {
+    constexpr int LD = HD + 4, TILE = TC_B * LD;
+    extern __shared__ float4 smem4[];
+    float *Kb = (float *)smem4, *Vb = Kb + 2 * TILE;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int hq = blockIdx.x, b = blockIdx.y, qb = gridDim.z - 1 - blockIdx.z, hk = hq / (nh / nkv);
+    const int q0 = qb * TC_B, nkt = qb + 1, row0 = q0 + warp * 16, ra = row0 + g, rb = ra + 8;
+    const long long bh = (long long)b * nh + hq, qstride = (long long)nh * HD, kstride = (long long)nkv * HD;
+    const long long qoff = ((long long)b * S * nh + hq) * HD;
+    const float *ksrc = k + ((long long)b * S * nkv + hk) * HD, *vsrc = v + ((long long)b * S * nkv + hk) * HD;
+
+    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
+    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
+    cp_commit();
+    uint32_t qa[HD / 8][4], ga[HD / 8][4];
+    row_frags<HD>(qa, q + qoff, qstride, row0, S, qmul);
+    row_frags<HD>(ga, dout + qoff, qstride, row0, S, 1.0f);
+    const float La = ra < S ? lse[bh * S + ra] : 0.0f, Lb = rb < S ? lse[bh * S + rb] : 0.0f;
+    float Da, Db;
+    row_dots<HD>(Da, Db, dout + qoff, out + qoff, qstride, ra, rb, S);
+    if (t == 0) {
+        if (ra < S) Dg[bh * S + ra] = Da;
+        if (rb < S) Dg[bh * S + rb] = Db;
+    }
+
+    float acc[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int kt = 0; kt < nkt; kt++) {
+        cp_wait_all();
+        __syncthreads();
+        if (kt + 1 < nkt) {
+            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
+            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
+        }
+        cp_commit();
+        float p[8][4], dp[8][4];
+        frags_times_tile_t<HD>(p, qa, Kb + (kt & 1) * TILE);
+        if (kt == qb) causal_mask(p, kt, ra, rb);
+        frags_times_tile_t<HD>(dp, ga, Vb + (kt & 1) * TILE);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            dp[j][0] = exp2f(p[j][0] - La) * (dp[j][0] - Da) * scale;
+            dp[j][1] = exp2f(p[j][1] - La) * (dp[j][1] - Da) * scale;
+            dp[j][2] = exp2f(p[j][2] - Lb) * (dp[j][2] - Db) * scale;
+            dp[j][3] = exp2f(p[j][3] - Lb) * (dp[j][3] - Db) * scale;
+        }
+        acc_times_tile<HD>(acc, dp, Kb + (kt & 1) * TILE);
+    }
+    store_acc<HD>(dq + qoff, qstride, acc, row0, S);
+}
+
+// Grid (nkv, B, ceil(S/64)), heaviest key blocks first: dk, dv of 64 keys, iterating as
+// attention_dkv_tc_kernel does; each stage holds the query tile's q and dout rows, its L and
+// D. P^T = exp2(K (q scale log2 e)^T - L), zero where the key is after the query or the
+// query is past S.
+template <int HD>
+static __global__ void __launch_bounds__(TC_THREADS)
+    attention_dkv_lean_kernel(float *dk, float *dv, const float *Dg, const float *lse, const float *dout,
+                              const float *q, const float *k, const float *v, int S, int nh, int nkv, float qmul,
+                              float scale) {
+    constexpr int LD = HD + 4, TILE = TC_B * LD, STAGE = 2 * TILE + 2 * TC_B;
+    extern __shared__ float4 smem4[];
+    float *smem = (float *)smem4;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int hk = blockIdx.x, b = blockIdx.y, kb = blockIdx.z, rep = nh / nkv;
+    const int k0 = kb * TC_B, nqt = (S + TC_B - 1) / TC_B, nqk = nqt - kb, n_it = rep * nqk;
+    const int row0 = k0 + warp * 16, ka_row = row0 + g, kb_row = ka_row + 8;  // this lane's two keys
+    const long long qstride = (long long)nh * HD, kstride = (long long)nkv * HD;
+    const long long kvoff = ((long long)b * S * nkv + hk) * HD;
+
+    auto stage = [&](int it, int buf) {
+        float *Qs = smem + buf * STAGE, *Gs = Qs + TILE, *Ls = Gs + TILE, *Ds = Ls + TC_B;
+        const int hq = hk * rep + it / nqk, q0 = (kb + it % nqk) * TC_B, nq = min(TC_B, S - q0);
+        const long long bh = (long long)b * nh + hq;
+        stage_rows<HD, LD>(Qs, q + ((long long)b * S * nh + hq) * HD + (long long)q0 * qstride, qstride, nq);
+        stage_rows<HD, LD>(Gs, dout + ((long long)b * S * nh + hq) * HD + (long long)q0 * qstride, qstride, nq);
+        for (int r = threadIdx.x; r < TC_B; r += TC_THREADS) {
+            Ls[r] = r < nq ? lse[bh * S + q0 + r] : 0.0f;
+            Ds[r] = r < nq ? Dg[bh * S + q0 + r] : 0.0f;
+        }
+    };
+    stage(0, 0);
+    cp_commit();
+    uint32_t kfr[HD / 8][4], va[HD / 8][4];
+    row_frags<HD>(kfr, k + kvoff, kstride, row0, S, 1.0f);
+    row_frags<HD>(va, v + kvoff, kstride, row0, S, 1.0f);
+
+    float dka[HD / 8][4], dva[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) dka[n][i] = dva[n][i] = 0.0f;
+    for (int it = 0; it < n_it; it++) {
+        cp_wait_all();
+        __syncthreads();
+        if (it + 1 < n_it) stage(it + 1, (it + 1) & 1);
+        cp_commit();
+        const float *Qs = smem + (it & 1) * STAGE, *Gs = Qs + TILE, *Ls = Gs + TILE, *Ds = Ls + TC_B;
+        const int q0 = (kb + it % nqk) * TC_B;
+        float pt[8][4], dpt[8][4];  // rows = this warp's keys, columns = the tile's queries
+        frags_times_tile_t<HD, true>(pt, kfr, Qs, qmul);
+        frags_times_tile_t<HD>(dpt, va, Gs);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int ql = j * 8 + 2 * t, qg = q0 + ql;  // query (tile-local, global)
+            const float L0 = Ls[ql], L1 = Ls[ql + 1], d0 = Ds[ql], d1 = Ds[ql + 1];
+            pt[j][0] = ka_row <= qg && qg < S ? exp2f(pt[j][0] - L0) : 0.0f;
+            pt[j][1] = ka_row <= qg + 1 && qg + 1 < S ? exp2f(pt[j][1] - L1) : 0.0f;
+            pt[j][2] = kb_row <= qg && qg < S ? exp2f(pt[j][2] - L0) : 0.0f;
+            pt[j][3] = kb_row <= qg + 1 && qg + 1 < S ? exp2f(pt[j][3] - L1) : 0.0f;
+            dpt[j][0] = pt[j][0] * (dpt[j][0] - d0) * scale, dpt[j][1] = pt[j][1] * (dpt[j][1] - d1) * scale;
+            dpt[j][2] = pt[j][2] * (dpt[j][2] - d0) * scale, dpt[j][3] = pt[j][3] * (dpt[j][3] - d1) * scale;
+        }
+        acc_times_tile<HD>(dva, pt, Gs);
+        acc_times_tile<HD>(dka, dpt, Qs);
+    }
+    store_acc<HD>(dk + kvoff, kstride, dka, row0, S);
+    store_acc<HD>(dv + kvoff, kstride, dva, row0, S);
+}
+
 // ---- launchers -----------------------------------------------------------------------------
 
 extern "C" bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_ptrs) {
@@ -417,6 +657,14 @@ extern "C" bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_pt
 
 static size_t fwd_smem(int hd) { return sizeof(float) * 4 * TC_B * (hd + 4); }
 static size_t dkv_smem(int hd) { return sizeof(float) * 2 * (2 * TC_B * (hd + 4) + TC_B * TC_LDA + TC_B); }
+static size_t dkv_lean_smem(int hd) { return sizeof(float) * 2 * (2 * TC_B * (hd + 4) + 2 * TC_B); }
+
+// --mode fused, SPD_CUDA_ATT_LEAN not "0": the memory-lean kernels (att holds L only).
+extern "C" bool attention_tc_lean(int S, int hd) {
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_ATT_LEAN", true);
+    const void *none[1] = {NULL};
+    return env && spd_cuda_mode_get() == SPD_CUDA_FUSED && attention_tc_ok(S, hd, none, 0);
+}
 
 // Dynamic shared memory above 48 KiB is opted into once per kernel (before any capture).
 static void opt_in(const void *kernel, size_t bytes) {
@@ -430,6 +678,9 @@ static void setup_once(void) {
     opt_in((const void *)attention_forward_tc_kernel<HD>, fwd_smem(HD));
     opt_in((const void *)attention_dq_tc_kernel<HD>, fwd_smem(HD));
     opt_in((const void *)attention_dkv_tc_kernel<HD>, dkv_smem(HD));
+    opt_in((const void *)attention_forward_lean_kernel<HD>, fwd_smem(HD));
+    opt_in((const void *)attention_dq_lean_kernel<HD>, fwd_smem(HD));
+    opt_in((const void *)attention_dkv_lean_kernel<HD>, dkv_lean_smem(HD));
     done = true;
 }
 
@@ -439,18 +690,32 @@ static void forward(float *out, float *att, const float *q, const float *k, cons
     setup_once<HD>();
     const float qmul = (float)(1.4426950408889634 / sqrt((double)HD));  // scale * log2(e)
     const dim3 grid(nh, B, (S + TC_B - 1) / TC_B);
-    attention_forward_tc_kernel<HD><<<grid, TC_THREADS, fwd_smem(HD), spd_cuda_stream()>>>(out, att, q, k, v, S, nh,
-                                                                                          nkv, qmul);
+    if (attention_tc_lean(S, HD))
+        attention_forward_lean_kernel<HD><<<grid, TC_THREADS, fwd_smem(HD), spd_cuda_stream()>>>(out, att, q, k, v, S,
+                                                                                                nh, nkv, qmul);
+    else
+        attention_forward_tc_kernel<HD><<<grid, TC_THREADS, fwd_smem(HD), spd_cuda_stream()>>>(out, att, q, k, v, S,
+                                                                                              nh, nkv, qmul);
     CUDA_CHECK_LAUNCH();
 }
 
 template <int HD>
 static void backward(float *dq, float *dk, float *dv, float *D, const float *dout, const float *q, const float *k,
-                     const float *v, const float *att, int B, int S, int nh, int nkv) {
+                     const float *v, const float *out, const float *att, int B, int S, int nh, int nkv) {
     setup_once<HD>();
     const float scale = (float)(1.0 / sqrt((double)HD));
     cudaStream_t st = spd_cuda_stream();
     const dim3 grid_q(nh, B, (S + TC_B - 1) / TC_B), grid_k(nkv, B, (S + TC_B - 1) / TC_B);
+    if (attention_tc_lean(S, HD)) {
+        const float qmul = (float)(1.4426950408889634 / sqrt((double)HD));  // as the forward's
+        attention_dq_lean_kernel<HD><<<grid_q, TC_THREADS, fwd_smem(HD), st>>>(dq, D, dout, out, q, k, v, att, S, nh,
+                                                                               nkv, qmul, scale);
+        CUDA_CHECK_LAUNCH();
+        attention_dkv_lean_kernel<HD><<<grid_k, TC_THREADS, dkv_lean_smem(HD), st>>>(dk, dv, D, att, dout, q, k, v, S,
+                                                                                     nh, nkv, qmul, scale);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     attention_dq_tc_kernel<HD><<<grid_q, TC_THREADS, fwd_smem(HD), st>>>(dq, D, dout, k, v, att, S, nh, nkv, scale);
     CUDA_CHECK_LAUNCH();
     attention_dkv_tc_kernel<HD><<<grid_k, TC_THREADS, dkv_smem(HD), st>>>(dk, dv, D, dout, q, v, att, S, nh, nkv,
@@ -465,8 +730,8 @@ extern "C" void attention_forward_tc(float *out, float *att, const float *q, con
 }
 
 extern "C" void attention_backward_tc(float *dq, float *dk, float *dv, float *D, const float *dout, const float *q,
-                                      const float *k, const float *v, const float *att, int B, int S, int nh, int nkv,
-                                      int hd) {
-    if (hd == 32) backward<32>(dq, dk, dv, D, dout, q, k, v, att, B, S, nh, nkv);
-    else backward<64>(dq, dk, dv, D, dout, q, k, v, att, B, S, nh, nkv);
+                                      const float *k, const float *v, const float *out, const float *att, int B,
+                                      int S, int nh, int nkv, int hd) {
+    if (hd == 32) backward<32>(dq, dk, dv, D, dout, q, k, v, out, att, B, S, nh, nkv);
+    else backward<64>(dq, dk, dv, D, dout, q, k, v, out, att, B, S, nh, nkv);
 }

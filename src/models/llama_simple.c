@@ -225,8 +225,8 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d, true);  // now dL/d(mid)
         // Attention: mid = x_in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
         RFN(site_backward)(s[LLAMA_O], m->datty, m->dres, ly->atty, NULL, N);
-        RFN(attention_backward)(m->dq, m->dk, m->dv, m->datty, ly->q, ly->k, ly->v, ly->att, m->B, m->S, c->n_head,
-                                c->n_kv_heads, hd);
+        RFN(attention_backward)(m->dq, m->dk, m->dv, m->datty, ly->q, ly->k, ly->v, ly->atty, ly->att, m->B, m->S,
+                                c->n_head, c->n_kv_heads, hd);
         RFN(rope_backward)(m->dq, m->rope_cos, m->rope_sin, m->B, m->S, c->n_head, hd, c->n_ctx,
                            c->rotary_adjacent_pairs);
         RFN(rope_backward)(m->dk, m->rope_cos, m->rope_sin, m->B, m->S, c->n_kv_heads, hd, c->n_ctx,

@@ -60,7 +60,8 @@ void RFN(attention_forward)(real *out, real *att, const real *q, const real *k, 
 // dq = scale * dS @ k; dk += scale * dS^T q; dv += P^T dout (summed over the
 // query heads that share a kv head).
 void RFN(attention_backward)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
-                             const real *v, const real *att, int B, int S, int nh, int nkv, int hd) {
+                             const real *v, const real *out, const real *att, int B, int S, int nh, int nkv, int hd) {
+    (void)out;  // the reference sums D from P and dP, by its definition
     SPD_ASSERT(nkv >= 1 && nh % nkv == 0);
     const int rep = nh / nkv;
     const double scale = 1.0 / sqrt((double)hd);

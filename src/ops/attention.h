@@ -7,11 +7,14 @@
 #include "core/real.h"
 
 // q [B, S, nh*hd], k, v [B, S, nkv*hd] -> out [B, S, nh*hd],
-// att [B, nh, S, S] (softmax probabilities, saved; zero above the diagonal).
+// att [B, nh, S, S] (softmax probabilities, saved; zero above the diagonal). The GPU's
+// memory-lean path (attention_cuda_att_is_stats, cuda/backend.h) saves only each row's
+// log2-sum-exp2 there, in the first B*nh*S floats, and its backward recomputes P.
 void RFN(attention_forward)(real *out, real *att, const real *q, const real *k, const real *v, int B, int S,
                             int nh, int nkv, int hd);
-// dout [B, S, nh*hd] -> dq [B, S, nh*hd], dk, dv [B, S, nkv*hd] (written).
+// dout [B, S, nh*hd] -> dq [B, S, nh*hd], dk, dv [B, S, nkv*hd] (written); out and att are
+// the forward's (the lean path's row sums D = dout . out read out; the others, P from att).
 void RFN(attention_backward)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
-                             const real *v, const real *att, int B, int S, int nh, int nkv, int hd);
+                             const real *v, const real *out, const real *att, int B, int S, int nh, int nkv, int hd);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "core/device.h"
 #include "core/philox.h"
+#include "cuda/attention_tc.h"
 #include "cuda/backend.h"
 #include "cuda/gemm.h"
 #include "cuda/masked_gemm_sm90.h"
@@ -83,7 +84,7 @@ void rope_backward_f32(float *dx, const float *cos_t, const float *sin_t, int B,
 void attention_forward_f32(float *out, float *att, const float *q, const float *k, const float *v, int B, int S,
                            int nh, int nkv, int hd);
 void attention_backward_f32(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                            const float *v, const float *att, int B, int S, int nh, int nkv, int hd);
+                            const float *v, const float *out, const float *att, int B, int S, int nh, int nkv, int hd);
 void swiglu_forward_f32(float *out, const float *gate, const float *up, int64_t n);
 void swiglu_backward_f32(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                          int64_t n);
@@ -521,10 +522,13 @@ static void test_rope(void) {
         }
 }
 
-// Returns the forward output's error (test_attention_tc reads it).
+// Returns the forward output's error (test_attention_tc reads it). Where the kernels run
+// memory-lean (att holds row statistics, not P) att is not compared; the backward's results
+// depend on it.
 static double test_attention(int B, int S, int nh, int nkv, int hd) {
     char tag[128], name[256];
-    snprintf(tag, sizeof tag, "B=%d S=%d nh=%d nkv=%d hd=%d", B, S, nh, nkv, hd);
+    const bool lean = attention_tc_lean(S, hd);
+    snprintf(tag, sizeof tag, "B=%d S=%d nh=%d nkv=%d hd=%d%s", B, S, nh, nkv, hd, lean ? " lean" : "");
     const long nq = (long)B * S * nh * hd, nk = (long)B * S * nkv * hd;
     pair q = input(nq, -1, 1), k = input(nk, -1, 1), v = input(nk, -1, 1);
     pair out = output(nq), att = output((long)B * nh * S * S);
@@ -532,11 +536,13 @@ static double test_attention(int B, int S, int nh, int nkv, int hd) {
     attention_forward_cuda(out.d, att.d, q.d, k.d, v.d, B, S, nh, nkv, hd);
     snprintf(name, sizeof name, "attention_forward out %s", tag);
     const double err = check(name, out);
-    snprintf(name, sizeof name, "attention_forward att %s", tag);
-    check(name, att);
+    if (!lean) {
+        snprintf(name, sizeof name, "attention_forward att %s", tag);
+        check(name, att);
+    }
     pair dout = input(nq, -1, 1), dq = output(nq), dk = output(nk), dv = output(nk);
-    attention_backward_f32(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, att.h, B, S, nh, nkv, hd);
-    attention_backward_cuda(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, att.d, B, S, nh, nkv, hd);
+    attention_backward_f32(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, out.h, att.h, B, S, nh, nkv, hd);
+    attention_backward_cuda(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, att.d, B, S, nh, nkv, hd);
     snprintf(name, sizeof name, "attention_backward dq %s", tag);
     check(name, dq);
     snprintf(name, sizeof name, "attention_backward dk %s", tag);
@@ -561,14 +567,14 @@ static void time_attention(int B, int S, int nh, int nkv, int hd) {
         spd_device_synchronize();
         double t1 = now_ms();
         for (int r = 0; r < reps; r++)
-            attention_backward_cuda(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, att.d, B, S, nh, nkv, hd);
+            attention_backward_cuda(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, att.d, B, S, nh, nkv, hd);
         spd_device_synchronize();
         double t2 = now_ms();
         fwd = (t1 - t0) / reps;
         bwd = (t2 - t1) / reps;
     }
-    printf("# attention B=%d S=%d nh=%d nkv=%d hd=%d: forward %.3f ms, backward %.3f ms (mean of %d, host clock)\n",
-           B, S, nh, nkv, hd, fwd, bwd, reps);
+    printf("# attention B=%d S=%d nh=%d nkv=%d hd=%d%s: forward %.3f ms, backward %.3f ms (mean of %d, host clock)\n",
+           B, S, nh, nkv, hd, attention_tc_lean(S, hd) ? " lean" : "", fwd, bwd, reps);
     free_all();
 }
 
@@ -577,18 +583,25 @@ static void time_attention(int B, int S, int nh, int nkv, int hd) {
 // 260), groups of 1, 2 and 4 query heads per kv head, and the benchmark's shape. The error
 // must also show TF32 rounding (> 1e-6), so that a silent fall back to the float32 kernels
 // cannot pass for the tensor-core path.
+// Both modes: unfused saves P in att, fused runs the memory-lean kernels.
 static void test_attention_tc(void) {
     static const int shapes[][5] = {{64, 256, 4, 2, 32}, {3, 40, 4, 4, 32}, {2, 132, 4, 2, 64}, {1, 260, 4, 1, 32}};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const int *s = shapes[i];
-        const double err = test_attention(s[0], s[1], s[2], s[3], s[4]);
-        char name[160];
-        snprintf(name, sizeof name, "attention B=%d S=%d nh=%d nkv=%d hd=%d %s ran on the tensor cores (err %.2e > 1e-6)",
-                 s[0], s[1], s[2], s[3], s[4], spd_cuda_matmul_precision_name(), err);
-        test_report(err > 1e-6, name, "error too small for TF32 products");
+    const spd_cuda_mode mode = spd_cuda_mode_get();
+    for (int fused = 0; fused < 2; fused++) {
+        spd_cuda_set_mode(fused ? SPD_CUDA_FUSED : SPD_CUDA_UNFUSED);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const int *s = shapes[i];
+            const double err = test_attention(s[0], s[1], s[2], s[3], s[4]);
+            char name[160];
+            snprintf(name, sizeof name,
+                     "attention B=%d S=%d nh=%d nkv=%d hd=%d %s%s ran on the tensor cores (err %.2e > 1e-6)", s[0],
+                     s[1], s[2], s[3], s[4], spd_cuda_matmul_precision_name(), fused ? " fused" : "", err);
+            test_report(err > 1e-6, name, "error too small for TF32 products");
+        }
+        time_attention(64, 256, 4, 2, 32);
     }
+    spd_cuda_set_mode(mode);
     test_attention(2, 67, 6, 2, 34);  // hd 34, S odd: the float32 kernels
-    time_attention(64, 256, 4, 2, 32);
 }
 
 // The outputs from element o on (what the kernels wrote).
@@ -790,7 +803,7 @@ static void test_graph_capture(void) {
         components_backward_cuda(NULL, NULL, NULL, NULL, dmask.d, ddm.d, dout.d, x.d, a.d, V.d, U.d, mask.d, delta.d,
                                  dm.d, N, d_in, C, d_out, scratch.d, false);
         attention_forward_cuda(ao.d, att.d, q.d, k.d, v.d, B, S, nh, nkv, hd);
-        attention_backward_cuda(dq.d, dk.d, dv.d, g.d, q.d, k.d, v.d, att.d, B, S, nh, nkv, hd);
+        attention_backward_cuda(dq.d, dk.d, dv.d, g.d, q.d, k.d, v.d, ao.d, att.d, B, S, nh, nkv, hd);
         mse_loss_forward_cuda(loss.d, ao.d, q.d, nq);
         capture_pass_end(pass, results, n_results, eager);
     }
