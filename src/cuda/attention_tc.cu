@@ -7,7 +7,9 @@
 // Every kernel is a block of 4 warps over a tile of 64 rows (queries or keys), 16 rows
 // per warp; the warp's own 16 rows of q, dout or v stay in registers as mma A operands
 // (rounded once), and the 64-row tiles of the other side stream through shared memory
-// (cp.async, double-buffered, row stride hd + 4: conflict-free for both fragment reads).
+// (cp.async, double-buffered, row stride hd + 4: conflict-free for both fragment reads), read
+// as TF32 by truncation (as cuBLAS reads its operands; a cvt per use was ~a third of the
+// key-side kernel's instructions).
 // A probability tile P (or dS) comes out of one mma in the accumulator layout (row g,
 // columns 2t, 2t+1 of each 8, g = lane / 4, t = lane % 4) and goes into the next as the
 // A operand unshuffled: its 8 columns are taken in the order 0 2 4 6 1 3 5 7, so the B
@@ -76,19 +78,21 @@ static __device__ __forceinline__ void stage_tile(float *bufs, const float *src,
 }
 
 // The A fragments of this warp's 16 rows (row0 = first of them) of a [rows, HD] matrix with
-// row stride `stride`, times mul, rounded; rows >= S read as zero.
-template <int HD>
+// row stride `stride`, times mul, rounded (ROUND) or as they are (then truncated by the mma,
+// like a staged tile's values); rows >= S read as zero.
+template <int HD, bool ROUND = true>
 static __device__ __forceinline__ void row_frags(uint32_t a[HD / 8][4], const float *base, long long stride, int row0,
                                                  int S, float mul) {
     const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     const int ra = row0 + g, rb = ra + 8;
+    auto cv = [](float x) { return ROUND ? tf32(x) : __float_as_uint(x); };
 #pragma unroll
     for (int ks = 0; ks < HD / 8; ks++) {
         const int c = ks * 8 + t;
-        a[ks][0] = tf32(ra < S ? base[ra * stride + c] * mul : 0.0f);
-        a[ks][1] = tf32(rb < S ? base[rb * stride + c] * mul : 0.0f);
-        a[ks][2] = tf32(ra < S ? base[ra * stride + c + 4] * mul : 0.0f);
-        a[ks][3] = tf32(rb < S ? base[rb * stride + c + 4] * mul : 0.0f);
+        a[ks][0] = cv(ra < S ? base[ra * stride + c] * mul : 0.0f);
+        a[ks][1] = cv(rb < S ? base[rb * stride + c] * mul : 0.0f);
+        a[ks][2] = cv(ra < S ? base[ra * stride + c + 4] * mul : 0.0f);
+        a[ks][3] = cv(rb < S ? base[rb * stride + c + 4] * mul : 0.0f);
     }
 }
 
@@ -108,8 +112,8 @@ static __device__ __forceinline__ void frags_times_tile_t(float acc[8][4], const
             const float *r = T + (j * 8 + g) * (HD + 4) + ks * 8 + t;
             if constexpr (SCALED)
                 mma_tf32(acc[j], a[ks], tf32(r[0] * mul), tf32(r[4] * mul));
-            else
-                mma_tf32(acc[j], a[ks], tf32(r[0]), tf32(r[4]));
+            else  // read as TF32 by truncation, as cuBLAS's TF32 kernels read their operands
+                mma_tf32(acc[j], a[ks], __float_as_uint(r[0]), __float_as_uint(r[4]));
         }
 }
 
@@ -149,7 +153,8 @@ static __device__ __forceinline__ void acc_times_tile(float out[HD / 8][4], cons
         const uint32_t a[4] = {tf32(x[j][0]), tf32(x[j][2]), tf32(x[j][1]), tf32(x[j][3])};
         const float *r = T + (j * 8 + 2 * t) * (HD + 4) + g;
 #pragma unroll
-        for (int n = 0; n < HD / 8; n++) mma_tf32(out[n], a, tf32(r[n * 8]), tf32(r[n * 8 + HD + 4]));
+        for (int n = 0; n < HD / 8; n++)  // T read by truncation, as frags_times_tile_t reads it
+            mma_tf32(out[n], a, __float_as_uint(r[n * 8]), __float_as_uint(r[n * 8 + HD + 4]));
     }
 }
 
@@ -519,8 +524,9 @@ static __device__ __forceinline__ void row_dots(float &Da, float &Db, const floa
 
 // Grid (nh, B, ceil(S/64)): dq of 64 queries, and D [B, nh, S] for the key side. One pass:
 // per key tile, P = exp2(q K^T - L), dP = dO V^T, dq += P (dP - D) scale K.
+// At hd 32 in 128 registers without spills: 4 blocks per SM rather than 3.
 template <int HD>
-static __global__ void __launch_bounds__(TC_THREADS)
+static __global__ void __launch_bounds__(TC_THREADS, HD == 32 ? 4 : 1)
     attention_dq_lean_kernel(float *dq, float *Dg, const float *dout, const float *out, const float *q,
                              const float *k, const float *v, const float *lse, int S, int nh, int nkv, float qmul,
                              float scale) {
@@ -608,7 +614,9 @@ static __global__ void __launch_bounds__(TC_THREADS)
     stage(0, 0);
     cp_commit();
     uint32_t kfr[HD / 8][4], va[HD / 8][4];
-    row_frags<HD>(kfr, k + kvoff, kstride, row0, S, 1.0f);
+    // K as the forward's scores read it (a staged tile, truncated), and q * qmul rounded
+    // (frags_times_tile_t<HD, true>), so that P^T has the forward's operands.
+    row_frags<HD, false>(kfr, k + kvoff, kstride, row0, S, 1.0f);
     row_frags<HD>(va, v + kvoff, kstride, row0, S, 1.0f);
 
     float dka[HD / 8][4], dva[HD / 8][4];
