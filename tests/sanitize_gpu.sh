@@ -51,6 +51,13 @@ for tool in memcheck racecheck; do
         --tool $tool --error-exitcode 9 "$SPD" bench linear --device cuda --mode fused --tf32 --no-ceilings \
         --batch 2 --seq 67 --d_in 96 --d_out 200 --C 132 --steps 1 --warmup 1
 done
+# The memory-lean attention of fused mode over partial 64-row tiles (S = 132: three query and
+# key tiles, the last of 4 rows) with two query heads per kv head.
+for tool in memcheck racecheck; do
+    run "$tool: bench full --mode fused, memory-lean attention on partial tiles (1 step)" $CS --tool $tool \
+        --error-exitcode 9 "$SPD" bench full --device cuda --mode fused --tf32 --no-ceilings --batch 1 --seq 132 \
+        --C 96 --steps 1 --warmup 1
+done
 # The transposed mask passes and the side stream (kmajor_route: both widths past 512), forced
 # onto a short step: partial 64 x 64 tiles (12 tokens, 1028 components), captured as a graph
 # (products this small stay on cublasSgemm: no tuning runs under the sanitizer).
