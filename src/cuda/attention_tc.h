@@ -15,7 +15,8 @@ bool attention_tc_ok(int S, int hd, const void *const *ptrs, int n_ptrs);
 // Whether those kernels run memory-lean at this S and hd (with 16-byte aligned buffers):
 // --mode fused and SPD_CUDA_ATT_LEAN not "0". Then the forward writes only each row's
 // log2-sum-exp2 of the scores (scale * log2 e units) into att [B, nh, S] (its first
-// B*nh*S floats; no probabilities), and the backward recomputes P from it.
+// B*nh*S floats; no probabilities), and the backward recomputes P from it: a forward and
+// its backward must run in the same mode.
 bool attention_tc_lean(int S, int hd);
 // The contract of attention_forward_cuda / attention_backward_cuda; D: a [B, nh, S]
 // float buffer for the backward's row sums.

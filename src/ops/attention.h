@@ -8,7 +8,7 @@
 
 // q [B, S, nh*hd], k, v [B, S, nkv*hd] -> out [B, S, nh*hd],
 // att [B, nh, S, S] (softmax probabilities, saved; zero above the diagonal). The GPU's
-// memory-lean path (attention_cuda_att_is_stats, cuda/backend.h) saves only each row's
+// memory-lean path (attention_tc_lean, cuda/attention_tc.h) saves only each row's
 // log2-sum-exp2 there, in the first B*nh*S floats, and its backward recomputes P.
 void RFN(attention_forward)(real *out, real *att, const real *q, const real *k, const real *v, int B, int S,
                             int nh, int nkv, int hd);

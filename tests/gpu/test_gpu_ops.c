@@ -582,8 +582,8 @@ static void time_attention(int B, int S, int nh, int nkv, int hd) {
 // kernels (attention_tc.cu): checked at the products' bound, on partial tiles (S = 40, 132,
 // 260), groups of 1, 2 and 4 query heads per kv head, and the benchmark's shape. The error
 // must also show TF32 rounding (> 1e-6), so that a silent fall back to the float32 kernels
-// cannot pass for the tensor-core path.
-// Both modes: unfused saves P in att, fused runs the memory-lean kernels.
+// cannot pass for the tensor-core path. In both modes: unfused saves P in att, fused runs
+// the memory-lean kernels.
 static void test_attention_tc(void) {
     static const int shapes[][5] = {{64, 256, 4, 2, 32}, {3, 40, 4, 4, 32}, {2, 132, 4, 2, 64}, {1, 260, 4, 1, 32}};
     const spd_cuda_mode mode = spd_cuda_mode_get();
