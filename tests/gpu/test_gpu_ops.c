@@ -1177,6 +1177,9 @@ int main(void) {
     test_components(2053, 128, 1204, 128, true, true, true, 3);
     test_components(4099, 341, 1204, 128, true, false, true, 3);
     test_components(4099, 128, 1204, 341, true, true, false, 3);
+    // A partial last row block: 176 wide with dmask, the delta and add_dx; 96 wide, C % 8 != 0.
+    test_components(4000, 128, 1204, 341, true, true, true, 3);
+    test_components(4000, 96, 1202, 128, true, false, true, 0);
     // The weight-gradient kernel (masked_wgrad_sm90: K1, K2 of 64 or 128, C % 4 == 0): fewer
     // tokens than a tile, fewer components than a block, delta, dx NULL, every width pair.
     test_components(5, 64, 60, 64, true, false, true, 0);
