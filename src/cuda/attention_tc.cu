@@ -25,7 +25,8 @@
 //    shared memory and read transposed), dv += P^T dO, dk += dS^T Q. No atomics.
 // Floor at the benchmark's shape (B 64, S 256, nh 4, nkv 2, hd 32; H100): att is 67 MB
 // written once and its causal half read twice in the backward, ~22 + 2 x 11 us at 3 TB/s;
-// the ~3.7 GFLOP per layer are a few us on the tensor cores.
+// the ~3.7 GFLOP per layer are a few us on the tensor cores. Hence, in fused mode, the
+// memory-lean variants further down: no P in memory at all, recomputed in the backward.
 #include <math.h>
 #include <stdint.h>
 
