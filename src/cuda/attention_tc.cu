@@ -78,6 +78,25 @@ static __device__ __forceinline__ void stage_tile(float *bufs, const float *src,
                            min(TC_B, S - kt * TC_B));
 }
 
+// Key tile kt of both K and V (same row stride) into their buffers kt % 2.
+template <int HD>
+static __device__ __forceinline__ void stage_kv(float *Kb, float *Vb, const float *ksrc, const float *vsrc, int kt,
+                                                long long stride, int S) {
+    stage_tile<HD>(Kb, ksrc, kt, stride, S);
+    stage_tile<HD>(Vb, vsrc, kt, stride, S);
+}
+
+// The top of iteration it of every double-buffered loop here (n iterations, stage(i) filling
+// buffer i % 2, stage(0) committed before the loop): item it has landed and every warp is
+// done with item it - 1, whose buffer then receives item it + 1.
+template <typename F>
+static __device__ __forceinline__ void next_stage(int it, int n, F &&stage) {
+    cp_wait_all();
+    __syncthreads();
+    if (it + 1 < n) stage(it + 1);
+    cp_commit();
+}
+
 // The A fragments of this warp's 16 rows (row0 = first of them) of a [rows, HD] matrix with
 // row stride `stride`, times mul, rounded (ROUND) or as they are (then truncated by the mma,
 // like a staged tile's values); rows >= S read as zero.
@@ -217,10 +236,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
     stage_tile<HD>(Kb, ksrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
-        cp_wait_all();
-        __syncthreads();
-        if (kt + 1 < nkt) stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
-        cp_commit();
+        next_stage(kt, nkt, [&](int i) { stage_tile<HD>(Kb, ksrc, i, kstride, S); });
         float s[8][4];
         scores(s, kt, Kb + (kt & 1) * TILE);
         float ta = ma, tb = mb;
@@ -248,17 +264,10 @@ static __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     __syncthreads();  // pass 1's last tile is read by every warp before buffer 0 is refilled
-    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
-    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
+    stage_kv<HD>(Kb, Vb, ksrc, vsrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
-        cp_wait_all();
-        __syncthreads();
-        if (kt + 1 < nkt) {
-            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
-            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
-        }
-        cp_commit();
+        next_stage(kt, nkt, [&](int i) { stage_kv<HD>(Kb, Vb, ksrc, vsrc, i, kstride, S); });
         float p[8][4];
         scores(p, kt, Kb + (kt & 1) * TILE);
 #pragma unroll
@@ -312,10 +321,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
     for (int kt = 0; kt < nkt; kt++) {
         float p[8][4];
         load_p(p, att_bh, ra, rb, kt, S);
-        cp_wait_all();
-        __syncthreads();
-        if (kt + 1 < nkt) stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
-        cp_commit();
+        next_stage(kt, nkt, [&](int i) { stage_tile<HD>(Vb, vsrc, i, kstride, S); });
         float dp[8][4];
         frags_times_tile_t<HD>(dp, ga, Vb + (kt & 1) * TILE);
 #pragma unroll
@@ -336,19 +342,12 @@ static __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     __syncthreads();
-    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
-    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
+    stage_kv<HD>(Kb, Vb, ksrc, vsrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
         float p[8][4];
         load_p(p, att_bh, ra, rb, kt, S);
-        cp_wait_all();
-        __syncthreads();
-        if (kt + 1 < nkt) {
-            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
-            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
-        }
-        cp_commit();
+        next_stage(kt, nkt, [&](int i) { stage_kv<HD>(Kb, Vb, ksrc, vsrc, i, kstride, S); });
         float dp[8][4];
         frags_times_tile_t<HD>(dp, ga, Vb + (kt & 1) * TILE);
 #pragma unroll
@@ -406,10 +405,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
     stage(0, 0);
     cp_commit();
     for (int it = 0; it < n_it; it++) {
-        cp_wait_all();
-        __syncthreads();
-        if (it + 1 < n_it) stage(it + 1, (it + 1) & 1);
-        cp_commit();
+        next_stage(it, n_it, [&](int i) { stage(i, i & 1); });
         const float *Qs = smem + (it & 1) * STAGE, *Gs = Qs + TILE, *As = Gs + TILE, *Ds = As + TC_B * TC_LDA;
         float dpt[8][4];  // dP^T = V dO^T: rows = this warp's keys, columns = the tile's queries
         frags_times_tile_t<HD>(dpt, va, Gs);
@@ -460,17 +456,10 @@ static __global__ void __launch_bounds__(TC_THREADS)
     float o[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
-    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
+    stage_kv<HD>(Kb, Vb, ksrc, vsrc, 0, kstride, S);
     cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
-        cp_wait_all();
-        __syncthreads();
-        if (kt + 1 < nkt) {
-            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
-            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
-        }
-        cp_commit();
+        next_stage(kt, nkt, [&](int i) { stage_kv<HD>(Kb, Vb, ksrc, vsrc, i, kstride, S); });
         float p[8][4];
         frags_times_tile_t<HD>(p, qa, Kb + (kt & 1) * TILE);
         if (kt == qb) causal_mask(p, kt, ra, rb);
@@ -541,8 +530,7 @@ static __global__ void __launch_bounds__(TC_THREADS, HD == 32 ? 4 : 1)
     const long long qoff = ((long long)b * S * nh + hq) * HD;
     const float *ksrc = k + ((long long)b * S * nkv + hk) * HD, *vsrc = v + ((long long)b * S * nkv + hk) * HD;
 
-    stage_tile<HD>(Kb, ksrc, 0, kstride, S);
-    stage_tile<HD>(Vb, vsrc, 0, kstride, S);
+    stage_kv<HD>(Kb, Vb, ksrc, vsrc, 0, kstride, S);
     cp_commit();
     uint32_t qa[HD / 8][4], ga[HD / 8][4];
     row_frags<HD>(qa, q + qoff, qstride, row0, S, qmul);
@@ -559,13 +547,7 @@ static __global__ void __launch_bounds__(TC_THREADS, HD == 32 ? 4 : 1)
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     for (int kt = 0; kt < nkt; kt++) {
-        cp_wait_all();
-        __syncthreads();
-        if (kt + 1 < nkt) {
-            stage_tile<HD>(Kb, ksrc, kt + 1, kstride, S);
-            stage_tile<HD>(Vb, vsrc, kt + 1, kstride, S);
-        }
-        cp_commit();
+        next_stage(kt, nkt, [&](int i) { stage_kv<HD>(Kb, Vb, ksrc, vsrc, i, kstride, S); });
         float p[8][4], dp[8][4];
         frags_times_tile_t<HD>(p, qa, Kb + (kt & 1) * TILE);
         if (kt == qb) causal_mask(p, kt, ra, rb);
@@ -626,10 +608,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
         for (int i = 0; i < 4; i++) dka[n][i] = dva[n][i] = 0.0f;
     for (int it = 0; it < n_it; it++) {
-        cp_wait_all();
-        __syncthreads();
-        if (it + 1 < n_it) stage(it + 1, (it + 1) & 1);
-        cp_commit();
+        next_stage(it, n_it, [&](int i) { stage(i, i & 1); });
         const float *Qs = smem + (it & 1) * STAGE, *Gs = Qs + TILE, *Ls = Gs + TILE, *Ds = Ls + TC_B;
         const int q0 = (kb + it % nqk) * TC_B;
         float pt[8][4], dpt[8][4];  // rows = this warp's keys, columns = the tile's queries

@@ -94,6 +94,19 @@ static __device__ __forceinline__ void b2b_loop(float *sa, float *sb, float *y, 
     wait<0>();
     fence_regs<64>(y);
 }
+
+// GEMM2 alone: a chain of four m64nNk8 into Y (N / 2 accumulators), P from registers.
+template <int N>
+static __device__ __forceinline__ void chain_y(float *y, const float *sa, uint64_t b0) {
+    for (int it = 0; it < ITERS; it++) {
+        fence();
+#pragma unroll
+        for (int k = 0; k < 4; k++) wgmma_acc_rs<N>(y, sa[4 * k], sa[4 * k + 1], sa[4 * k + 2], sa[4 * k + 3], b0 + 2 * k, 1);
+        commit();
+        wait<0>();
+        fence_regs<N / 2>(y);
+    }
+}
 #endif
 
 template <int pat>
@@ -154,25 +167,10 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(int wgs, long long *cycles
         }
         break;
     case CHAIN_N128_4:
-        for (int it = 0; it < ITERS; it++) {
-            fence();
-#pragma unroll
-            for (int k = 0; k < 4; k++) wgmma_acc_rs<128>(y, sa[4 * k], sa[4 * k + 1], sa[4 * k + 2], sa[4 * k + 3], b0 + 2 * k, 1);
-            commit();
-            wait<0>();
-            fence_regs<64>(y);
-        }
+        chain_y<128>(y, sa, b0);
         break;
     case CHAIN_N176_4:
-        if constexpr (ny == 88)
-        for (int it = 0; it < ITERS; it++) {
-            fence();
-#pragma unroll
-            for (int k = 0; k < 4; k++) wgmma_acc_rs<176>(y, sa[4 * k], sa[4 * k + 1], sa[4 * k + 2], sa[4 * k + 3], b0 + 2 * k, 1);
-            commit();
-            wait<0>();
-            fence_regs<88>(y);
-        }
+        if constexpr (ny == 88) chain_y<176>(y, sa, b0);
         break;
     case LOOP_B2B128:
         b2b_loop<32>(sa, sb, y, xr, b0);
