@@ -27,14 +27,14 @@
 #define MT_BM 128
 #define MT_BN 128
 #define MT_BK 32  // floats of K per stage: one 128-byte swizzle row per tile row
-#define MT_STAGES 4
+#define MT_STAGES 3
 #define MT_CONSUMERS 256
 #define MT_THREADS (MT_CONSUMERS + 128)
 #define MT_BOX_BYTES (128 * 128)                    // [128 rows, 32 floats]
 #define MT_STAGE_BYTES (2 * MT_BOX_BYTES)           // A's box, then B's
 #define MT_MASK_BYTES (4 * MT_BOX_BYTES)            // the mask tile: four boxes of 32 columns
-#define MT_BARRIERS (2 * MT_STAGES + 2)             // the ring's full / empty pairs, the mask's pair
-#define MT_SMEM_BYTES (MT_STAGES * MT_STAGE_BYTES + MT_MASK_BYTES + 1024 + 8 * MT_BARRIERS)
+#define MT_BARRIERS (2 * MT_STAGES + 4)             // full / empty pairs: the A / B ring's, the two mask stages'
+#define MT_SMEM_BYTES (MT_STAGES * MT_STAGE_BYTES + 2 * MT_MASK_BYTES + 1024 + 8 * MT_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
 // d [64 x 128 per warpgroup] = A (desc a) @ B^T (desc b) + (accumulate ? d : 0), one
@@ -59,14 +59,16 @@ static __global__ void __launch_bounds__(MT_THREADS, 1)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     const uint32_t st0 = (raw + 1023) & ~1023u, mk0 = st0 + MT_STAGES * MT_STAGE_BYTES;
-    const ring ab = {st0, MT_STAGE_BYTES, mk0 + MT_MASK_BYTES, MT_STAGES};
-    const ring mk = {mk0, MT_MASK_BYTES, ab.bars + 16 * MT_STAGES, 1};
+    // Item it of the A / B ring is chunk it % nk of this CTA's tile it / nk; the mask ring's
+    // item j is tile j, whose stage j % 2 belongs to consumer warpgroup j % 2.
+    const ring ab = {st0, MT_STAGE_BYTES, mk0 + 2 * MT_MASK_BYTES, MT_STAGES};
+    const ring mk = {mk0, MT_MASK_BYTES, ab.bars + 16 * MT_STAGES, 2};
     const int tiles_n = (N + MT_BN - 1) / MT_BN, tiles = ((M + MT_BM - 1) / MT_BM) * tiles_n;
     const int nk = (K + MT_BK - 1) / MT_BK;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (threadIdx.x == 0) {
-        ab.init(MT_CONSUMERS / 32);
-        mk.init(MT_CONSUMERS / 32);
+        ab.init(4);  // each item is one warpgroup's
+        mk.init(4);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -75,7 +77,7 @@ static __global__ void __launch_bounds__(MT_THREADS, 1)
         producer_regs();
         const int which = warp_id - MT_CONSUMERS / 32;
         if (lane != 0) return;
-        if (which == 0) {  // A and B: chunk `it` counts on across this CTA's tiles
+        if (which == 0) {  // A and B
             int it = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
                 const int m0 = (t / tiles_n) * MT_BM, n0 = (t % tiles_n) * MT_BN;
@@ -97,52 +99,60 @@ static __global__ void __launch_bounds__(MT_THREADS, 1)
     }
     consumer_regs();
 
+    // Ping-pong: warpgroup wg takes every other tile of the CTA, all 128 rows of it (two
+    // m64 halves), so that one warpgroup's epilogue runs under the other's products.
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
-    // Accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
-    // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
-    // d[4 j + 2 i + {0, 1}].
-    const int rl = 64 * wg + 16 * warp + (lane >> 2), cl = 2 * (lane & 3);
-    const unsigned char *mask_tile = smem_raw + (mk0 - raw);
-    float d[64];
-    int it = 0, j = 0;
-    for (int t = blockIdx.x; t < tiles; t += gridDim.x, j++) {
+    // Accumulator layout of m64n128: warp w holds rows 16 w .. 16 w + 15 of the half; lane
+    // l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as d[4 j + 2 i + {0, 1}].
+    const int rl = 16 * warp + (lane >> 2), cl = 2 * (lane & 3);
+    float d0[64], d1[64];  // rows 0..63 and 64..127 of the tile
+    for (int j = wg, t = blockIdx.x + wg * gridDim.x; t < tiles; j += 2, t += 2 * gridDim.x) {
         const int m0 = (t / tiles_n) * MT_BM, n0 = (t % tiles_n) * MT_BN;
-        for (int kc = 0; kc < nk; kc++, it++) {
+        for (int kc = 0; kc < nk; kc++) {
+            const int it = j * nk + kc;
             ab.wait(it);
-            const uint32_t a_tile = ab.stage(it) + wg * (64 * 128), b_tile = ab.stage(it) + MT_BOX_BYTES;
+            const uint32_t a_tile = ab.stage(it), b_tile = ab.stage(it) + MT_BOX_BYTES;
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                wgmma_m64n128k8_ss(d, smem_desc(a_tile + 32 * kk), smem_desc(b_tile + 32 * kk), kc > 0 || kk > 0);
+            for (int kk = 0; kk < 4; kk++) {
+                const uint64_t b = smem_desc(b_tile + 32 * kk);
+                wgmma_m64n128k8_ss(d0, smem_desc(a_tile + 32 * kk), b, kc > 0 || kk > 0);
+                wgmma_m64n128k8_ss(d1, smem_desc(a_tile + 64 * 128 + 32 * kk), b, kc > 0 || kk > 0);
+            }
             asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-            // The group of chunk it - 1 is done: its stage goes back to the producer.
+            // The group of the previous chunk is done: its stage goes back to the producer.
             asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
             if (kc > 0) ab.release(it - 1, lane);
         }
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        fence_regs<64>(d);
-        ab.release(it - 1, lane);
+        fence_regs<64>(d0);
+        fence_regs<64>(d1);
+        ab.release(j * nk + nk - 1, lane);
 
         if (has_mask) mk.wait(j);
+        const unsigned char *mask_tile = smem_raw + (mk.stage(j) - raw);
 #pragma unroll
-        for (int jn = 0; jn < MT_BN / 8; jn++)
+        for (int h = 0; h < 2; h++)
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int r = rl + 8 * i, c = 8 * jn + cl, row = m0 + r, col = n0 + c;
-                float2 v = make_float2(d[4 * jn + 2 * i], d[4 * jn + 2 * i + 1]);
-                float2 m = make_float2(1.0f, 1.0f);
-                if (has_mask)  // box c / 32, row r, 16-byte piece (c % 32) / 4 at piece ^ r % 8
-                    m = *(const float2 *)(mask_tile + (c >> 5) * MT_BOX_BYTES + r * 128 +
-                                          ((((c & 31) >> 2) ^ (r & 7)) << 4) + 4 * (c & 3));
-                if (row >= M || col >= N) continue;  // N even: col + 1 < N too
-                const long long o = (long long)row * N + col;
-                if (o_plain) *(float2 *)(o_plain + o) = v;
-                if (o_mask) *(float2 *)(o_mask + o) = make_float2(v.x * m.x, v.y * m.y);
-                if (o_aux) {
-                    const float2 g = __ldg((const float2 *)(aux + o));
-                    *(float2 *)(o_aux + o) = make_float2(v.x * g.x, v.y * g.y);
+            for (int jn = 0; jn < MT_BN / 8; jn++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int r = 64 * h + rl + 8 * i, c = 8 * jn + cl, row = m0 + r, col = n0 + c;
+                    const float *d = h ? d1 : d0;
+                    float2 v = make_float2(d[4 * jn + 2 * i], d[4 * jn + 2 * i + 1]);
+                    float2 m = make_float2(1.0f, 1.0f);
+                    if (has_mask)  // box c / 32, row r, 16-byte piece (c % 32) / 4 at piece ^ r % 8
+                        m = *(const float2 *)(mask_tile + (c >> 5) * MT_BOX_BYTES + r * 128 +
+                                              ((((c & 31) >> 2) ^ (r & 7)) << 4) + 4 * (c & 3));
+                    if (row >= M || col >= N) continue;  // N even: col + 1 < N too
+                    const long long o = (long long)row * N + col;
+                    if (o_plain) *(float2 *)(o_plain + o) = v;
+                    if (o_mask) *(float2 *)(o_mask + o) = make_float2(v.x * m.x, v.y * m.y);
+                    if (o_aux) {
+                        const float2 g = __ldg((const float2 *)(aux + o));
+                        *(float2 *)(o_aux + o) = make_float2(v.x * g.x, v.y * g.y);
+                    }
                 }
-            }
         if (has_mask) mk.release(j, lane);
     }
 #endif
