@@ -33,7 +33,7 @@
 #define MT_BOX_BYTES (128 * 128)                    // [128 rows, 32 floats]
 #define MT_STAGE_BYTES (2 * MT_BOX_BYTES)           // A's box, then B's
 #define MT_MASK_BYTES (4 * MT_BOX_BYTES)            // the mask tile: four boxes of 32 columns
-#define MT_BARRIERS (2 * MT_STAGES + 4)             // full / empty pairs: the A / B ring's, the two mask stages'
+#define MT_BARRIERS (2 * MT_STAGES + 6)             // the rings' full / empty pairs, the two turn barriers
 #define MT_SMEM_BYTES (MT_STAGES * MT_STAGE_BYTES + 2 * MT_MASK_BYTES + 1024 + 8 * MT_BARRIERS)
 
 #ifdef WG_HAVE_WGMMA
@@ -63,12 +63,16 @@ static __global__ void __launch_bounds__(MT_THREADS, 1)
     // item j is tile j, whose stage j % 2 belongs to consumer warpgroup j % 2.
     const ring ab = {st0, MT_STAGE_BYTES, mk0 + 2 * MT_MASK_BYTES, MT_STAGES};
     const ring mk = {mk0, MT_MASK_BYTES, ab.bars + 16 * MT_STAGES, 2};
+    // turn[w]: the other warpgroup is done waiting for its tile's chunks, and w may start on its next.
+    const uint32_t turn0 = mk.bars + 32;
     const int tiles_n = (N + MT_BN - 1) / MT_BN, tiles = ((M + MT_BM - 1) / MT_BM) * tiles_n;
     const int nk = (K + MT_BK - 1) / MT_BK;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (threadIdx.x == 0) {
         ab.init(4);  // each item is one warpgroup's
         mk.init(4);
+        mbar_init(turn0, 4);
+        mbar_init(turn0 + 8, 4);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -106,8 +110,11 @@ static __global__ void __launch_bounds__(MT_THREADS, 1)
     // l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as d[4 j + 2 i + {0, 1}].
     const int rl = 16 * warp + (lane >> 2), cl = 2 * (lane & 3);
     float d0[64], d1[64];  // rows 0..63 and 64..127 of the tile
+    // The warpgroups take turns at their tiles' chunks (as the producer loads them): a wait on
+    // a full barrier may then be at most one phase ahead of it, which its parity can tell.
     for (int j = wg, t = blockIdx.x + wg * gridDim.x; t < tiles; j += 2, t += 2 * gridDim.x) {
         const int m0 = (t / tiles_n) * MT_BM, n0 = (t % tiles_n) * MT_BN;
+        if (j > 0) mbar_wait(turn0 + 8 * wg, (uint32_t)((j - 1) / 2) & 1);  // tile j - 1's turn is over
         for (int kc = 0; kc < nk; kc++) {
             const int it = j * nk + kc;
             ab.wait(it);
@@ -124,6 +131,8 @@ static __global__ void __launch_bounds__(MT_THREADS, 1)
             asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
             if (kc > 0) ab.release(it - 1, lane);
         }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(turn0 + 8 * (wg ^ 1));
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
         fence_regs<64>(d0);
         fence_regs<64>(d1);
