@@ -17,7 +17,6 @@
 #include "cuda/cuda_common.h"
 #include "cuda/gemm.h"
 #include "cuda/masked_gemm_sm90.h"
-#include "cuda/masked_gemm_tma_sm90.h"
 #include "cuda/wgmma_sm90.cuh"
 
 #define MG_BM 128
@@ -330,10 +329,6 @@ static void launch(int M, int N, int K, const T *A, int lda, const T *B, int ldb
 
 extern "C" void masked_gemm_sm90(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                                  const float *mask, const float *aux, float *o_plain, float *o_mask, float *o_aux) {
-    if (masked_gemm_tma_ok(M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux)) {
-        masked_gemm_tma(M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
-        return;
-    }
     launch<float>(M, N, K, A, lda, B, ldb, mask, aux, o_plain, o_mask, o_aux);
 }
 

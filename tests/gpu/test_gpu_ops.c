@@ -27,7 +27,6 @@
 #include "cuda/backend.h"
 #include "cuda/gemm.h"
 #include "cuda/masked_gemm_sm90.h"
-#include "cuda/masked_gemm_tma_sm90.h"
 #include "cuda/wgrad_stored_sm90.h"
 #include "ops/adamw.h"
 #include "ops/add.h"
@@ -931,61 +930,6 @@ static void test_matmul_nt(void) {
     }
 }
 
-// The masked product's persistent TMA kernel (masked_gemm_tma_sm90.h) against the float64
-// product at the TF32 bound: o_plain = A B^T, o_mask = that * mask, o_aux = that * aux (each
-// output NaN before, so a missed element fails). The first case goes through
-// masked_gemm_sm90 (enough tiles to be routed there; A's row stride past K holds NaN), the
-// others call the kernel directly: partial tiles in M and N, K of one partial chunk, fewer
-// tiles than SMs, no mask (o_mask = the product).
-static void test_masked_gemm_tma(void) {
-    if (!spd_cuda_is_sm90()) return;
-    static const struct {
-        int M, N, K, lda;
-        bool mask, plain, aux, routed;
-    } cases[] = {{16387, 1204, 344, 348, true, true, true, true}, {300, 136, 36, 36, true, false, false, false},
-                 {4099, 1200, 128, 128, false, false, false, false}, {131, 260, 8, 12, true, true, true, false}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const int M = cases[c].M, N = cases[c].N, K = cases[c].K, lda = cases[c].lda;
-        pair A = input((long)M * lda, -1, 1), B = input((long)N * K, -1, 1);
-        pair mask = cases[c].mask ? input((long)M * N, 0, 1) : none, aux = cases[c].aux ? input((long)M * N, -1, 1) : none;
-        pair plain = cases[c].plain ? output((long)M * N) : none, om = output((long)M * N);
-        pair oa = cases[c].aux ? output((long)M * N) : none;
-        for (int m = 0; m < M; m++)
-            for (int k = K; k < lda; k++) A.h[(long)m * lda + k] = NAN;
-        spd_device_upload(A.d, A.h, (size_t)A.n * sizeof(float));
-        double *A64 = hmalloc((size_t)M * K * sizeof(double)), *B64 = hmalloc((size_t)N * K * sizeof(double));
-        double *P64 = hmalloc((size_t)M * N * sizeof(double)), *R64 = hmalloc((size_t)M * N * sizeof(double));
-        double *g64 = hmalloc((size_t)M * N * sizeof(double));
-        for (int m = 0; m < M; m++)
-            for (int k = 0; k < K; k++) A64[(long)m * K + k] = A.h[(long)m * lda + k];
-        for (long i = 0; i < B.n; i++) B64[i] = B.h[i];
-        matmul_f64(P64, A64, B64, M, N, K, false, true, 1, 0);
-        char name[200];
-        if (cases[c].routed) {
-            snprintf(name, sizeof name, "masked_gemm M=%d N=%d K=%d runs on the TMA kernel", M, N, K);
-            test_report(masked_gemm_tma_ok(M, N, K, A.d, lda, B.d, K, D(mask), D(aux), D(plain), om.d, D(oa)), name,
-                        "not routed to the kernel");
-            masked_gemm_sm90(M, N, K, A.d, lda, B.d, K, D(mask), D(aux), D(plain), om.d, D(oa));
-        } else {
-            masked_gemm_tma(M, N, K, A.d, lda, B.d, K, D(mask), D(aux), D(plain), om.d, D(oa));
-        }
-        const pair outs[] = {plain, om, oa};
-        const float *scale[] = {NULL, H(mask), H(aux)};
-        const char *names[] = {"o_plain", "o_mask", "o_aux"};
-        for (int o = 0; o < 3; o++) {
-            if (!outs[o].n) continue;
-            for (long i = 0; i < outs[o].n; i++) R64[i] = P64[i] * (scale[o] ? scale[o][i] : 1.0);
-            float *got = download(outs[o].d, outs[o].n);
-            for (long i = 0; i < outs[o].n; i++) g64[i] = got[i];
-            const double err = test_rel_norm_err(g64, R64, outs[o].n);
-            snprintf(name, sizeof name, "masked_gemm_tma %s M=%d N=%d K=%d lda=%d mask=%d (norm-rel err %.2e, bound %.0e)",
-                     names[o], M, N, K, lda, cases[c].mask, err, tol);
-            test_report(err <= tol, name, "error above bound");
-        }
-        free_all();
-    }
-}
-
 // The weight gradient from a stored activation (wgrad_stored_sm90.h) against the float64
 // product at the TF32 bound: one and two column tiles (one partial), widths it is not
 // routed (called directly), partial chunks of tokens and blocks of components, B with a
@@ -1210,7 +1154,6 @@ int main(void) {
         test_components(4096, 128, 1200, 64, mask, delta, dmask, 0);
     }
     test_matmul_nt();
-    test_masked_gemm_tma();
     test_wgrad_stored();
     test_components(4096, 128, 1200, 341, true, false, true, 0);
     test_components(4096, 341, 1200, 128, true, false, true, 0);
