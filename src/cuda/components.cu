@@ -152,6 +152,10 @@ static float *arena_take(temp_arena *t, long long n) {
     return p;
 }
 
+// The same for n bf16 values.
+static size_t arena_bytes_bf16(long long n) { return arena_bytes((n + 1) / 2); }
+static void *arena_take_bf16(temp_arena *t, long long n) { return arena_take(t, (n + 1) / 2); }
+
 static void arena_close(temp_arena *t) {
     if (t->base) CUDA_CHECK(cudaFreeAsync(t->base, spd_cuda_stream()));
     t->base = NULL;
@@ -225,7 +229,9 @@ static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const 
 // products). dout is rounded once for its two products. Everything not a product
 // operand (a, h, dmask, the outputs) stays float32. Needs C % 8 == 0 (16-byte bf16
 // rows). SPD_CUDA_BF16_ACTS=0 turns it off (every operand is then rounded by its
-// product, as in unfused mode): for measuring what it buys.
+// product, as in unfused mode): for measuring what it buys. Where the back-to-back
+// kernel runs (K1 <= 128, enough rows; SPD_CUDA_B2B=0 turns it off), the forward's two
+// products and the backward's g_a and dx are one kernel each, as with TF32.
 static bool bf16_acts(int C, const void *scratch) {
     static const bool env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
     return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 &&
@@ -255,9 +261,36 @@ static __global__ void mask_grads_bf16_kernel(float4 *dmask, __nv_bfloat162 *g16
     g16[2 * i + 1] = __floats2bfloat162_rn(g.z * m.z, g.w * m.w);
 }
 
+// The back-to-back kernel with bf16 operands (masked_b2b_sm90.h) for the forward: out =
+// (x V * mask) U in one pass, a * mask written as bf16 into scratch for the dU product (and
+// a itself when saved). False where it cannot run.
+static bool components_forward_b2b_bf16(float *out, float *a, const float *x, const float *V, const float *U,
+                                        const float *mask, const float *delta, const float *delta_mask, int N,
+                                        int d_in, int C, int d_out, float *scratch) {
+    const int K16 = spd_bf16_ld(d_in), ldb = masked_b2b_ldb(C);
+    if (!mask || !masked_b2b_sm90_bf16_ok(N, C, d_in, d_out, K16, mask, NULL, a, NULL)) return false;
+    temp_arena t;
+    arena_open(&t, arena_bytes_bf16((long long)N * K16) + arena_bytes_bf16((long long)C * K16) +
+                       arena_bytes_bf16((long long)d_out * ldb));
+    void *x16 = arena_take_bf16(&t, (long long)N * K16), *Vt16 = arena_take_bf16(&t, (long long)C * K16),
+         *Ut16 = arena_take_bf16(&t, (long long)d_out * ldb);
+    spd_to_bf16(x16, K16, x, d_in, N, d_in);
+    masked_b2b_weights_bf16_cuda(Vt16, K16, V, d_in, Ut16, U, d_out, C, d_out, true);
+    float beta = 0;
+    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
+        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
+        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
+        beta = 1;
+    }
+    masked_b2b_sm90_bf16(N, C, d_in, d_out, x16, K16, Vt16, K16, Ut16, mask, NULL, a, scratch, NULL, out, d_out, beta);
+    arena_close(&t);
+    return true;
+}
+
 static void components_forward_bf16(float *out, float *a, const float *x, const float *V, const float *U,
                                     const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
                                     int C, int d_out, float *scratch) {
+    if (components_forward_b2b_bf16(out, a, x, V, U, mask, delta, delta_mask, N, d_in, C, d_out, scratch)) return;
     const long long NC = (long long)N * C;
     cudaStream_t st = spd_cuda_stream();
     // The masked product (wgmma): bf16(a * mask) into scratch and a (when saved) in one pass.
@@ -307,8 +340,10 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     const bool need_h = dx || dV || dmask;
     void *dout16 = NULL, *g16 = NULL;
     const int ldo = spd_bf16_ld(d_out);
-    // The masked product (wgmma) for g_a (and dmask): h = dout @ U^T never stored.
-    const bool wg = need_h && mask && (dV || dx) &&
+    // g_a (for dV), dmask and dx from the back-to-back kernel (h never stored, dx not a
+    // product of its own), or else g_a and dmask from the masked product (wgmma).
+    const bool b2b = mask && dx && masked_b2b_sm90_bf16_ok(N, C, d_out, d_in, ldo, mask, dmask ? a : NULL, NULL, dmask);
+    const bool wg = !b2b && need_h && mask && (dV || dx) &&
                     masked_gemm_sm90_bf16_ok(N, C, ldo, NULL, ldo, NULL, ldo, mask, dmask ? a : NULL, NULL, NULL, dmask);
     if (dU || need_h) {
         CUDA_CHECK(cudaMallocAsync(&dout16, (size_t)N * ldo * 2 + 16, st));
@@ -322,7 +357,19 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     if (need_h) {
         float *h = scratch;  // overwrites a * mask: the dU product above has read it
         const void *ga = h;
-        if (wg) {
+        if (b2b) {
+            void *U16 = NULL, *Vt16 = NULL;
+            CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
+            CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)d_in * masked_b2b_ldb(C) * 2 + 16, st));
+            if (dV) CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
+            spd_to_bf16(U16, ldo, U, d_out, C, d_out);
+            masked_b2b_weight_bf16_cuda(Vt16, V, C, C, d_in, false);
+            masked_b2b_sm90_bf16(N, C, d_out, d_in, dout16, ldo, U16, ldo, Vt16, mask, dmask ? a : NULL, NULL, g16,
+                                 dmask, dx, d_in, dx_beta);
+            CUDA_CHECK(cudaFreeAsync(Vt16, st));
+            CUDA_CHECK(cudaFreeAsync(U16, st));
+            ga = g16;
+        } else if (wg) {
             void *U16 = NULL;
             CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
             CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
@@ -347,7 +394,7 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
         }
         const bool ga16 = g16 != NULL;
         if (dV) matmul_cuda_ld_bf16(dV, x, false, ga, ga16, d_in, C, N, true, false, 1, 1, d_in, C, C);
-        if (dx) matmul_cuda_ld_bf16(dx, ga, ga16, V, false, N, d_in, C, false, true, 1, dx_beta, C, C, d_in);
+        if (dx && !b2b) matmul_cuda_ld_bf16(dx, ga, ga16, V, false, N, d_in, C, false, true, 1, dx_beta, C, C, d_in);
     }
     if (g16) CUDA_CHECK(cudaFreeAsync(g16, st));
     if (dout16) CUDA_CHECK(cudaFreeAsync(dout16, st));

@@ -19,8 +19,16 @@
 // shuffles. At is read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels read it);
 // X, P and the weight copy are rounded. Every tile arrives with the 128-byte swizzle
 // that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8).
+//
+// With bf16 operands (X, At and Bt stored as bf16; the mask, S and Y float32) the same
+// kernel takes chunks of 64 components, so that a Bt stage row is again 128 bytes: GEMM1
+// is m64n64k16, GEMM2 m64nBNk16, and P goes into GEMM2 as bf16 pairs packed from S's
+// registers, whose layout is already the k16 register operand's (no column order to
+// absorb: the bf16 weight copy is plain B^T).
 #include <limits.h>
 #include <stdint.h>
+
+#include <cuda_bf16.h>
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
@@ -29,71 +37,107 @@
 #include "cuda/wgmma_sm90.cuh"
 
 #define BB_BM 128       // rows of X per CTA (two warpgroups of 64)
-#define BB_BC 32        // C per chunk
 #define BB_BN 128       // columns of Y per CTA where K2 <= 128
 #define BB_BN_WIDE 176  // and where it is wider (two tiles up to 352 columns)
-#define BB_MAX_K1 128   // the X tile and the At chunk hold K1 <= 128: four 128-byte swizzle rows
+#define BB_MAX_K1 128   // the X tile and the At chunk hold K1 <= 128
 #define BB_CONSUMERS 256
 #define BB_THREADS (BB_CONSUMERS + 128)  // + a producer warpgroup: one warp for each ring (At, Bt, the mask)
-#define BB_SUB 128                            // bytes of one swizzled row: 32 floats
-#define BB_X_BYTES (BB_BM * BB_MAX_K1 * 4)    // 64 KB: 4 sub-tiles of [128 rows]
-#define BB_AT_BYTES (BB_BC * BB_MAX_K1 * 4)   // 16 KB: 4 sub-tiles of [32 rows]
-#define BB_MASK_BYTES (BB_BM * BB_BC * 4)     // 16 KB: [128 rows] x 1 sub-tile
+#define BB_SUB 128                       // bytes of one swizzled row: 32 floats or 64 bf16
 
-// The shared-memory plan for BN columns of Y. Stages per ring: a stage of At is free
-// once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later, so
-// At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 + 2.
-template <int BN>
+// The shared-memory plan for element type T and BN columns of Y. A chunk of C is one
+// swizzled row of a Bt stage (32 floats, 64 bf16). Stages per ring: a stage of At is
+// free once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later,
+// so At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 +
+// 2. bf16's mask stages hold 64 components (32 KB): two of them.
+template <typename T, int BN>
 struct b2b_plan {
-    static constexpr int at_stages = BN == BB_BN ? 4 : 3, bt_stages = 3, m_stages = BN == BB_BN ? 3 : 2;
-    static constexpr int bt_bytes = BN * BB_BC * 4;  // [BN rows] x 1 sub-tile
+    static constexpr bool bf16 = sizeof(T) == 2;
+    static constexpr int bc = BB_SUB / (int)sizeof(T);          // C per chunk
+    static constexpr int x_bytes = BB_BM * BB_MAX_K1 * (int)sizeof(T);   // [128 rows] sub-tiles
+    static constexpr int at_bytes = bc * BB_MAX_K1 * (int)sizeof(T);     // 16 KB: [bc rows] sub-tiles
+    static constexpr int mask_bytes = BB_BM * bc * 4;                   // [128 rows] x bc / 32 sub-tiles
+    static constexpr int at_stages = bf16 ? 3 : BN == BB_BN ? 4 : 3, bt_stages = 3;
+    static constexpr int m_stages = bf16 ? 2 : BN == BB_BN ? 3 : 2;
+    static constexpr int bt_bytes = BN * BB_SUB;  // [BN rows] x 1 sub-tile
     static constexpr int barriers = 1 + 2 * (at_stages + bt_stages + m_stages);
     // + alignment to the 1024-byte swizzle atom, + the mbarriers
-    static constexpr int smem_bytes = BB_X_BYTES + at_stages * BB_AT_BYTES + bt_stages * bt_bytes +
-                                      m_stages * BB_MASK_BYTES + 1024 + 8 * barriers;
+    static constexpr int smem_bytes = x_bytes + at_stages * at_bytes + bt_stages * bt_bytes + m_stages * mask_bytes +
+                                      1024 + 8 * barriers;
     static_assert(smem_bytes <= 227 * 1024, "the plan must fit an SM's shared memory");
 };
 
 #ifdef WG_HAVE_WGMMA
-// Y [64 x BN per warpgroup] += P (registers) @ B^T (desc b), one k8 step.
-template <int BN>
+// Y [64 x BN per warpgroup] += P (registers) @ B^T (desc b), one k step (TF32 k8, bf16 k16).
+template <typename T, int BN>
 static __device__ __forceinline__ void wgmma_y_rs(float *d, float a0, float a1, float a2, float a3, uint64_t b) {
-    if constexpr (BN == BB_BN)
-        WG_WGMMA_M64N128_RS("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, __float_as_uint(a0),
-                            __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
+    const uint32_t r0 = __float_as_uint(a0), r1 = __float_as_uint(a1), r2 = __float_as_uint(a2),
+                   r3 = __float_as_uint(a3);
+    if constexpr (sizeof(T) == 4 && BN == BB_BN)
+        WG_WGMMA_M64N128_RS("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "1, 1, 1", d, r0, r1, r2, r3, b);
+    else if constexpr (sizeof(T) == 4)
+        WG_WGMMA_M64N176_RS("wgmma.mma_async.sync.aligned.m64n176k8.f32.tf32.tf32", "1, 1, 1", d, r0, r1, r2, r3, b);
+    else if constexpr (BN == BB_BN)
+        WG_WGMMA_M64N128_RS("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "1, 1, 1, 0", d, r0, r1, r2, r3,
+                            b);
     else
-        WG_WGMMA_M64N176_RS("wgmma.mma_async.sync.aligned.m64n176k8.f32.tf32.tf32", "1, 1, 1", d, __float_as_uint(a0),
-                            __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), b);
+        WG_WGMMA_M64N176_RS("wgmma.mma_async.sync.aligned.m64n176k16.f32.bf16.bf16", "1, 1, 1, 0", d, r0, r1, r2, r3,
+                            b);
 }
 
+// S [64 x bc per warpgroup] = a b (first) or += a b: GEMM1's k step, a the four fragment
+// registers (bit patterns), b At's descriptor. TF32: m64n32k8; bf16: m64n64k16.
+template <typename T, bool first>
+static __device__ __forceinline__ void wgmma_s_rs(float *d, const float *a, uint64_t b) {
+    if constexpr (sizeof(T) == 4) {
+        wgmma_m64n32k8_rs<first>(d, a, b);
+    } else {
+        const uint32_t r0 = __float_as_uint(a[0]), r1 = __float_as_uint(a[1]), r2 = __float_as_uint(a[2]),
+                       r3 = __float_as_uint(a[3]);
+        if constexpr (first)
+            WG_WGMMA_M64N64_RS("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16", "0, 1, 1, 0", d, r0, r1, r2, r3,
+                               b);
+        else
+            WG_WGMMA_M64N64_RS("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16", "1, 1, 1, 0", d, r0, r1, r2, r3,
+                               b);
+    }
+}
+
+// Two floats as the bit pattern of a bf16 pair (x in the low half: the lower column).
+static __device__ __forceinline__ float pack_bf16x2(float x, float y) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return __uint_as_float(*(const uint32_t *)&h);
+}
 #endif
 
-// NK1: K1's 32-float sub-tiles (1 to 4), fixed at compile time so that the first
-// product's steps unroll and its accumulators stay in place. EXTRA: o_plain or o_aux
-// may be asked for (the variant without them has the registers not to spill). BN:
-// the columns of Y per CTA (BB_BN or BB_BN_WIDE).
-// The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] and
-// the mask [M, C], each in boxes of 32 columns.
-template <int NK1, bool EXTRA, int BN>
+// T: the operands' type in memory (float: read as TF32; __nv_bfloat16). NK1: K1's
+// 128-byte sub-tiles (1 to 4 of 32 floats, 1 or 2 of 64 bf16), fixed at compile time so
+// that the first product's steps unroll and its accumulators stay in place. EXTRA:
+// o_plain or o_aux may be asked for (the variant without them has the registers not to
+// spill). BN: the columns of Y per CTA (BB_BN or BB_BN_WIDE).
+// The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] (each
+// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats).
+template <typename T, int NK1, bool EXTRA, int BN>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
                       const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask, int M,
                       int C, int K2, const float *__restrict__ aux, float *__restrict__ o_plain,
-                      float *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy,
+                      T *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy,
                       float beta) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    using plan = b2b_plan<BN>;
-    const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + BB_X_BYTES, bt0 = at0 + plan::at_stages * BB_AT_BYTES;
-    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, x_full = mk0 + plan::m_stages * BB_MASK_BYTES;
+    using plan = b2b_plan<T, BN>;
+    constexpr bool bf16 = plan::bf16;
+    constexpr int BC = plan::bc;  // components per chunk; also the elements of a 128-byte row
+    const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + plan::x_bytes, bt0 = at0 + plan::at_stages * plan::at_bytes;
+    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, x_full = mk0 + plan::m_stages * plan::mask_bytes;
     // The rings: chunk ch in stage ch % stages, its (ch / stages)-th use of that stage.
-    const ring at_ring = {at0, BB_AT_BYTES, x_full + 8, plan::at_stages};
+    const ring at_ring = {at0, plan::at_bytes, x_full + 8, plan::at_stages};
     const ring bt_ring = {bt0, plan::bt_bytes, at_ring.bars + 16 * plan::at_stages, plan::bt_stages};
-    const ring mk_ring = {mk0, BB_MASK_BYTES, bt_ring.bars + 16 * plan::bt_stages, plan::m_stages};
+    const ring mk_ring = {mk0, plan::mask_bytes, bt_ring.bars + 16 * plan::bt_stages, plan::m_stages};
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BN;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nch = (C + BB_BC - 1) / BB_BC;
+    const int nch = (C + BC - 1) / BC;
     if (threadIdx.x == 0) {
         mbar_init(x_full, 1);
         at_ring.init(BB_CONSUMERS / 32);
@@ -111,18 +155,21 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         if (lane != 0) return;
         if (which == 0) {  // X, then At
             mbar_expect(x_full, NK1 * BB_BM * BB_SUB);
-            for (int s = 0; s < NK1; s++) tma_load(xs + s * (BB_BM * BB_SUB), &tm_x, 32 * s, m0, x_full);
+            for (int s = 0; s < NK1; s++) tma_load(xs + s * (BB_BM * BB_SUB), &tm_x, BC * s, m0, x_full);
             for (int ch = 0; ch < nch; ch++) {
-                const uint32_t st = at_ring.acquire(ch, NK1 * BB_BC * BB_SUB);
+                const uint32_t st = at_ring.acquire(ch, NK1 * BC * BB_SUB);
                 for (int s = 0; s < NK1; s++)
-                    tma_load(st + s * (BB_BC * BB_SUB), &tm_at, 32 * s, ch * BB_BC, at_ring.full(ch));
+                    tma_load(st + s * (BC * BB_SUB), &tm_at, BC * s, ch * BC, at_ring.full(ch));
             }
         } else if (which == 1) {
             for (int ch = 0; ch < nch; ch++)
-                tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, ch * BB_BC, n0, bt_ring.full(ch));
-        } else if (which == 2) {
-            for (int ch = 0; ch < nch; ch++)
-                tma_load(mk_ring.acquire(ch, BB_MASK_BYTES), &tm_mask, ch * BB_BC, m0, mk_ring.full(ch));
+                tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, ch * BC, n0, bt_ring.full(ch));
+        } else if (which == 2) {  // the mask's chunk in boxes of 32 floats
+            for (int ch = 0; ch < nch; ch++) {
+                const uint32_t st = mk_ring.acquire(ch, plan::mask_bytes);
+                for (int s = 0; s < BC / 32; s++)
+                    tma_load(st + s * (BB_BM * BB_SUB), &tm_mask, ch * BC + 32 * s, m0, mk_ring.full(ch));
+            }
         }
         return;
     }
@@ -130,7 +177,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
-    if (blockIdx.x != 0) o_plain = o_mask = o_aux = NULL;
+    if (blockIdx.x != 0) o_plain = o_aux = NULL, o_mask = NULL;
     // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
     // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
     // d[4 j + 2 i + {0, 1}].
@@ -141,9 +188,10 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // them live and ran out of registers.
     const uint64_t at_desc0 = smem_desc(at0), bt_desc0 = smem_desc(bt0);
     // The warpgroup's 64 rows of X as GEMM1's register operand, read from the tile once
-    // and rounded to TF32 (k8 step ks: rows rl, rl + 8, columns 8 ks + t, + 4): GEMM1 then
-    // reads only At from shared memory (with both operands from there, m64n32k8 read 3 KB
-    // per 16 tensor cycles, more than shared memory's 128 bytes per cycle).
+    // (k step ks, fragment register q: row rl + 8 (q & 1); TF32 k8: column 8 ks + l % 4 +
+    // 4 (q >> 1), rounded; bf16 k16: the pair at column 16 ks + 2 (l % 4) + 8 (q >> 1)):
+    // GEMM1 then reads only At from shared memory (with both operands from there,
+    // m64n32k8 read 3 KB per 16 tensor cycles, more than shared memory's 128 bytes per cycle).
     float xr[4 * NK1][4];
     mbar_wait(x_full, 0);
     {
@@ -152,38 +200,50 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         for (int ks = 0; ks < 4 * NK1; ks++)
 #pragma unroll
             for (int q = 0; q < 4; q++) {
-                const int r = rl + 8 * (q & 1), k = 8 * ks + (lane & 3) + 4 * (q >> 1), cc = k & 31;
-                xr[ks][q] = to_tf32(*(const float *)(xt + (k >> 5) * (BB_BM * BB_SUB) + r * BB_SUB +
-                                                     (((cc >> 2) ^ (r & 7)) << 4) + 4 * (cc & 3)));
+                const int r = rl + 8 * (q & 1);
+                if constexpr (bf16) {
+                    const int k = 16 * ks + 2 * (lane & 3) + 8 * (q >> 1), cc = k & 63;
+                    xr[ks][q] = *(const float *)(xt + (k >> 6) * (BB_BM * BB_SUB) + r * BB_SUB +
+                                                 (((cc >> 3) ^ (r & 7)) << 4) + 2 * (cc & 7));
+                } else {
+                    const int k = 8 * ks + (lane & 3) + 4 * (q >> 1), cc = k & 31;
+                    xr[ks][q] = to_tf32(*(const float *)(xt + (k >> 5) * (BB_BM * BB_SUB) + r * BB_SUB +
+                                                         (((cc >> 2) ^ (r & 7)) << 4) + 4 * (cc & 3)));
+                }
             }
     }
     // S = X At_chunk^T from chunk ch's stage (issued and committed, not waited for).
     auto gemm1 = [&](float *S, int ch) {
-        const uint64_t at_desc = at_desc0 + (((ch % plan::at_stages) * BB_AT_BYTES) >> 4);
+        const uint64_t at_desc = at_desc0 + (((ch % plan::at_stages) * plan::at_bytes) >> 4);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int s = 0; s < NK1; s++)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
-                const uint64_t b = at_desc + ((s * (BB_BC * BB_SUB) + 32 * kk) >> 4);
+                const uint64_t b = at_desc + ((s * (BC * BB_SUB) + 32 * kk) >> 4);
                 if (s == 0 && kk == 0)
-                    wgmma_m64n32k8_rs<true>(S, xr[0], b);
+                    wgmma_s_rs<T, true>(S, xr[0], b);
                 else
-                    wgmma_m64n32k8_rs<false>(S, xr[4 * s + kk], b);
+                    wgmma_s_rs<T, false>(S, xr[4 * s + kk], b);
             }
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
     float y[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) y[i] = 0.0f;
-    // Y += P B_chunk from chunk ch's stage: k8 step kk is P's column block kk, in the register
-    // order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot l%4 + 4) = column 2 (l%4) + 1.
+    // Y += P B_chunk from chunk ch's stage, four k steps. TF32: k8 step kk is P's column
+    // block kk, in the register order (row l/4, slot l%4) = column 2 (l%4), (row l/4, slot
+    // l%4 + 4) = column 2 (l%4) + 1. bf16: P arrives packed, step kk's pairs in P[4 kk ..].
     auto gemm2 = [&](const float *P, int ch) {
         const uint64_t bt_desc = bt_desc0 + (((ch % plan::bt_stages) * plan::bt_bytes) >> 4);
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-        for (int kk = 0; kk < BB_BC / 8; kk++)
-            wgmma_y_rs<BN>(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
+        for (int kk = 0; kk < 4; kk++) {
+            if constexpr (bf16)
+                wgmma_y_rs<T, BN>(y, P[4 * kk], P[4 * kk + 1], P[4 * kk + 2], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
+            else
+                wgmma_y_rs<T, BN>(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
+        }
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
     // S -> P in place (after the N x C outputs that are asked for), chunk ch; then this
@@ -192,13 +252,15 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         mk_ring.wait(ch);
         const unsigned char *mk = smem_raw + (mk_ring.stage(ch) - raw) + rl * BB_SUB;
 #pragma unroll
-        for (int j = 0; j < BB_BC / 8; j++)
+        for (int j = 0; j < BC / 8; j++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 float *v = S + 4 * j + 2 * i;
-                const int row = row_a + 8 * i, cc = 8 * j + col_a, col = ch * BB_BC + cc;
-                // row rl + 8 i: the same row % 8 as rl
-                const float2 m = *(const float2 *)(mk + 8 * i * BB_SUB + (((cc >> 2) ^ (rl & 7)) << 4) + 4 * (cc & 3));
+                const int row = row_a + 8 * i, cc = 8 * j + col_a, col = ch * BC + cc;
+                // row rl + 8 i: the same row % 8 as rl; column cc in the mask's box cc / 32
+                const int box = BC == 32 ? 0 : cc >> 5, cb = BC == 32 ? cc : cc & 31;
+                const float2 m = *(const float2 *)(mk + box * (BB_BM * BB_SUB) + 8 * i * BB_SUB +
+                                                   (((cb >> 2) ^ (rl & 7)) << 4) + 4 * (cb & 3));
                 if ((o_mask || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
                     if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
@@ -206,18 +268,33 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                         const float2 g = __ldg((const float2 *)(aux + o));
                         *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
                     }
-                    if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * m.x, v[1] * m.y);
+                    if constexpr (bf16) {
+                        if (o_mask) *(__nv_bfloat162 *)(o_mask + o) = __floats2bfloat162_rn(v[0] * m.x, v[1] * m.y);
+                    } else {
+                        if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * m.x, v[1] * m.y);
+                    }
                 }
-                // P rounded to TF32 (not truncated: a truncated operand is biased towards
-                // zero, and the bias adds up in the gradients' sums over tokens).
-                v[0] = to_tf32(v[0] * m.x);
-                v[1] = to_tf32(v[1] * m.y);
+                if constexpr (bf16) {
+                    v[0] *= m.x;
+                    v[1] *= m.y;
+                } else {
+                    // P rounded to TF32 (not truncated: a truncated operand is biased towards
+                    // zero, and the bias adds up in the gradients' sums over tokens).
+                    v[0] = to_tf32(v[0] * m.x);
+                    v[1] = to_tf32(v[1] * m.y);
+                }
             }
+        // bf16: the pairs (2 q, 2 q + 1) into S[q], in the order GEMM2 reads them (each
+        // write is below the reads that follow it).
+        if constexpr (bf16) {
+#pragma unroll
+            for (int q = 0; q < BC / 4; q++) S[q] = pack_bf16x2(S[2 * q], S[2 * q + 1]);
+        }
         mk_ring.release(ch, lane);
     };
 
     // Prologue: S of chunk 0 and its mask pass.
-    float sa[16], sb[16];
+    float sa[BC / 2], sb[BC / 2];
     at_ring.wait(0);
     gemm1(sa, 0);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
@@ -311,42 +388,73 @@ extern "C" int masked_b2b_sm90_min_m(void) {
     return m;
 }
 
-typedef void (*b2b_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
-                              int, const float *, float *, float *, float *, float *, int, float);
-#define B2B_KERNELS(BN)                                                                                      \
-    {masked_b2b_kernel<1, false, BN>, masked_b2b_kernel<2, false, BN>, masked_b2b_kernel<3, false, BN>,      \
-     masked_b2b_kernel<4, false, BN>, masked_b2b_kernel<1, true, BN>,  masked_b2b_kernel<2, true, BN>,       \
-     masked_b2b_kernel<3, true, BN>,  masked_b2b_kernel<4, true, BN>}
+template <typename T>
+using b2b_kernel_fn = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
+                               int, const float *, float *, T *, float *, float *, int, float);
+#define B2B_KERNELS(BN)                                                                                            \
+    {masked_b2b_kernel<float, 1, false, BN>, masked_b2b_kernel<float, 2, false, BN>,                               \
+     masked_b2b_kernel<float, 3, false, BN>, masked_b2b_kernel<float, 4, false, BN>,                               \
+     masked_b2b_kernel<float, 1, true, BN>,  masked_b2b_kernel<float, 2, true, BN>,                                \
+     masked_b2b_kernel<float, 3, true, BN>,  masked_b2b_kernel<float, 4, true, BN>}
 // [BN == BB_BN_WIDE][EXTRA][NK1 - 1]
-static const b2b_kernel_fn kernels[2][8] = {B2B_KERNELS(BB_BN), B2B_KERNELS(BB_BN_WIDE)};
-static const int smem_bytes[2] = {b2b_plan<BB_BN>::smem_bytes, b2b_plan<BB_BN_WIDE>::smem_bytes};
+static const b2b_kernel_fn<float> kernels[2][8] = {B2B_KERNELS(BB_BN), B2B_KERNELS(BB_BN_WIDE)};
+static const int smem_bytes[2] = {b2b_plan<float, BB_BN>::smem_bytes, b2b_plan<float, BB_BN_WIDE>::smem_bytes};
+#define B2B_KERNELS_BF16(BN)                                                                                       \
+    {masked_b2b_kernel<__nv_bfloat16, 1, false, BN>, masked_b2b_kernel<__nv_bfloat16, 2, false, BN>,               \
+     masked_b2b_kernel<__nv_bfloat16, 1, true, BN>, masked_b2b_kernel<__nv_bfloat16, 2, true, BN>}
+// [BN == BB_BN_WIDE][EXTRA][NK1 - 1]
+static const b2b_kernel_fn<__nv_bfloat16> kernels_bf16[2][4] = {B2B_KERNELS_BF16(BB_BN),
+                                                                 B2B_KERNELS_BF16(BB_BN_WIDE)};
+static const int smem_bytes_bf16[2] = {b2b_plan<__nv_bfloat16, BB_BN>::smem_bytes,
+                                       b2b_plan<__nv_bfloat16, BB_BN_WIDE>::smem_bytes};
 
 // On an sm_90 device, with the kernels' shared-memory limit raised (once).
 static bool device_is_sm90(void) {
     static bool smem_raised = false;
     if (!spd_cuda_is_sm90()) return false;
     if (!smem_raised) {
-        for (int w = 0; w < 2; w++)
+        for (int w = 0; w < 2; w++) {
             for (int i = 0; i < 8; i++)
                 CUDA_CHECK(cudaFuncSetAttribute(kernels[w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 smem_bytes[w]));
+            for (int i = 0; i < 4; i++)
+                CUDA_CHECK(cudaFuncSetAttribute(kernels_bf16[w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                smem_bytes_bf16[w]));
+        }
         smem_raised = true;
     }
     return true;
 }
 
+// What both element types need: fused mode, the kernel on, M, K2 and C in range (C % 4:
+// the mask's rows are read by the TMA, whose row strides are multiples of 16 bytes), the
+// mask there and 16-byte aligned, the other [M, C] float buffers 8-byte aligned.
+static bool shapes_ok(int M, int C, int K1, int K2, const float *mask, const float *aux, const float *o_plain,
+                      const float *o_aux) {
+    if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED) return false;
+    if (M <= 0 || M < masked_b2b_sm90_min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || C % 4 ||
+        K2 > max_k2())
+        return false;
+    if (!mask || !spd_aligned(mask, 16)) return false;
+    const void *mc[3] = {aux, o_plain, o_aux};
+    for (int i = 0; i < 3; i++)
+        if (mc[i] && !spd_aligned(mc[i], 8)) return false;
+    return true;
+}
+
 extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask,
                                    const float *aux, const float *o_plain, const float *o_mask, const float *o_aux) {
-    if (!env_on() || spd_cuda_mode_get() != SPD_CUDA_FUSED || spd_cuda_matmul_precision() != SPD_MATMUL_TF32)
+    if (spd_cuda_matmul_precision() != SPD_MATMUL_TF32 || !shapes_ok(M, C, K1, K2, mask, aux, o_plain, o_aux))
         return false;
-    // C % 4: the mask's rows are read by the TMA, whose row strides are multiples of 16 bytes.
-    if (M <= 0 || M < masked_b2b_sm90_min_m() || C <= 0 || K1 <= 0 || K2 <= 0 || K1 > BB_MAX_K1 || K1 % 4 ||
-        ldx % 4 || C % 4 || K2 > max_k2())
+    if (K1 % 4 || ldx % 4 || !spd_aligned(X, 16) || (o_mask && !spd_aligned(o_mask, 8))) return false;
+    return device_is_sm90();
+}
+
+extern "C" bool masked_b2b_sm90_bf16_ok(int M, int C, int K1, int K2, int ldx, const float *mask, const float *aux,
+                                        const float *o_plain, const float *o_aux) {
+    if (spd_cuda_matmul_precision() != SPD_MATMUL_BF16 || !shapes_ok(M, C, K1, K2, mask, aux, o_plain, o_aux))
         return false;
-    if (!mask || !spd_aligned(X, 16) || !spd_aligned(mask, 16)) return false;
-    const void *mc[4] = {aux, o_plain, o_mask, o_aux};
-    for (int i = 0; i < 4; i++)
-        if (mc[i] && !spd_aligned(mc[i], 8)) return false;
+    if (ldx % 8 || ldx < K1) return false;
     return device_is_sm90();
 }
 
@@ -359,8 +467,8 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     SPD_ASSERT(!o_aux || aux);
     const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
     const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
-    const b2b_kernel_fn kernel = kernels[wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
-    const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, BB_BC),
+    const b2b_kernel_fn<float> kernel = kernels[wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
+    const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, 32),
                       tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
     kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux,
@@ -368,41 +476,80 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     CUDA_CHECK_LAUNCH();
 }
 
-// Bt [n, q] for q < ldb: B [c, n] with c = the column that slot q % 8 of its group holds.
-// The first n_at threads instead copy At [c, k] = V [k, c] for At [C, K1] (the forward's
-// other operand, in the same launch: each copy alone is mostly a launch's fixed cost).
-static __global__ void b2b_weight_kernel(float *Bt, int ldb, const float *src, int lds, int C, int K2, int c_major,
-                                         float *At, const float *V, int K1) {
+extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx, const void *At16,
+                                     int lda, const void *Bt16, const float *mask, const float *aux, float *o_plain,
+                                     void *o_mask16, float *o_aux, float *Y, int ldy, float beta) {
+    SPD_ASSERT(lda % 8 == 0 && spd_aligned(X16, 16) && spd_aligned(At16, 16) && spd_aligned(Bt16, 16));
+    SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux) && (!o_mask16 || spd_aligned(o_mask16, 4)));
+    const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
+    const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
+    const b2b_kernel_fn<__nv_bfloat16> kernel = kernels_bf16[wide][(o_plain || o_aux ? 2 : 0) + (K1 + 63) / 64 - 1];
+    const int bc = b2b_plan<__nv_bfloat16, BB_BN>::bc;
+    const CUtensorMap tm_x = tma_tensor_map_bf16(X16, M, K1, ldx, BB_BM),
+                      tm_at = tma_tensor_map_bf16(At16, C, K1, lda, bc),
+                      tm_bt = tma_tensor_map_bf16(Bt16, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
+                      tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
+    kernel<<<grid, BB_THREADS, smem_bytes_bf16[wide], spd_cuda_stream()>>>(
+        tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux, o_plain, (__nv_bfloat16 *)o_mask16, o_aux, Y, ldy, beta);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Bt [n, q] for q < ldb: B [c, n], zero for c >= C, with c = q for bf16 and, for TF32, the
+// column that slot q % 8 of its group holds (rounded to TF32 here, once, rather than
+// truncated by the tensor cores). The first n_at threads instead copy At [c, k] = V [k, c]
+// for At [C, K1] with row stride lda (the forward's other operand, in the same launch: each
+// copy alone is mostly a launch's fixed cost).
+template <typename T>
+static __global__ void b2b_weight_kernel(T *Bt, int ldb, const float *src, int lds, int C, int K2, int c_major, T *At,
+                                         int lda, const float *V, int K1) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long n_at = At ? (long long)C * K1 : 0;
     if (i < n_at) {
-        At[i] = V[(i % K1) * C + i / K1];
+        const long long c = i / K1, k = i % K1;
+        if constexpr (sizeof(T) == 2)
+            At[c * lda + k] = __float2bfloat16_rn(V[k * C + c]);
+        else
+            At[c * lda + k] = V[k * C + c];
         return;
     }
     i -= n_at;
     if (i >= (long long)K2 * ldb) return;
     const int n = (int)(i / ldb), q = (int)(i % ldb), t = q & 7;
-    const int c = (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
+    const int c = sizeof(T) == 2 ? q : (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
     const float v = c >= C ? 0.0f : c_major ? src[(long long)c * lds + n] : src[(long long)n * lds + c];
-    uint32_t r;  // rounded to TF32 here, once, rather than truncated by the tensor cores
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
-    Bt[i] = __uint_as_float(r);
+    if constexpr (sizeof(T) == 2) {
+        Bt[i] = __float2bfloat16_rn(v);
+    } else {
+        uint32_t r;
+        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+        Bt[i] = __uint_as_float(r);
+    }
 }
 
-static void b2b_weights(float *Bt, const float *src, int lds, int C, int K2, bool c_major, float *At, const float *V,
+template <typename T>
+static void b2b_weights(T *Bt, const float *src, int lds, int C, int K2, bool c_major, T *At, int lda, const float *V,
                         int K1) {
     const long long n = (long long)K2 * masked_b2b_ldb(C) + (At ? (long long)C * K1 : 0);
     if (n <= 0) return;
-    b2b_weight_kernel<<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(Bt, masked_b2b_ldb(C), src, lds, C, K2,
-                                                                             c_major, At, V, K1);
+    b2b_weight_kernel<T><<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(Bt, masked_b2b_ldb(C), src, lds, C,
+                                                                                K2, c_major, At, lda, V, K1);
     CUDA_CHECK_LAUNCH();
 }
 
 extern "C" void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major) {
-    b2b_weights(Bt, src, lds, C, K2, c_major, NULL, NULL, 0);
+    b2b_weights<float>(Bt, src, lds, C, K2, c_major, NULL, 0, NULL, 0);
 }
 
 extern "C" void masked_b2b_weights_cuda(float *At, const float *V, int K1, float *Bt, const float *src, int lds, int C,
                                         int K2, bool c_major) {
-    b2b_weights(Bt, src, lds, C, K2, c_major, At, V, K1);
+    b2b_weights<float>(Bt, src, lds, C, K2, c_major, At, K1, V, K1);
+}
+
+extern "C" void masked_b2b_weight_bf16_cuda(void *Bt16, const float *src, int lds, int C, int K2, bool c_major) {
+    b2b_weights<__nv_bfloat16>((__nv_bfloat16 *)Bt16, src, lds, C, K2, c_major, NULL, 0, NULL, 0);
+}
+
+extern "C" void masked_b2b_weights_bf16_cuda(void *At16, int lda, const float *V, int K1, void *Bt16,
+                                             const float *src, int lds, int C, int K2, bool c_major) {
+    b2b_weights<__nv_bfloat16>((__nv_bfloat16 *)Bt16, src, lds, C, K2, c_major, (__nv_bfloat16 *)At16, lda, V, K1);
 }

@@ -1,5 +1,5 @@
 // SPD's masked product and the product after it, back to back in one kernel on
-// Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, TF32 operands):
+// Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, TF32 or bf16 operands):
 //
 //     S [M, C] = X [M, K1] @ At^T                  (At [C, K1] row-major: K-major)
 //     o_plain = S,  o_aux = S * aux,  o_mask = P = S * mask        (each optional)
@@ -39,6 +39,17 @@ void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, cons
                      const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
                      float *o_aux, float *Y, int ldy, float beta);
 
+// The same with bf16 operands and float32 accumulation (--bf16): X [M, K1] (row stride ldx),
+// At [C, K1] (row stride lda) and the weight copy Bt (masked_b2b_weight_bf16's) are bf16,
+// each 16-byte aligned with row strides a multiple of 8; o_mask, when asked for, is P as
+// bf16 [M, C] (4-byte aligned); the mask, aux, o_plain, o_aux and Y are float32. Needs
+// bf16 precision; K1 <= 128 need not be a multiple of anything; otherwise as above.
+bool masked_b2b_sm90_bf16_ok(int M, int C, int K1, int K2, int ldx, const float *mask, const float *aux,
+                             const float *o_plain, const float *o_aux);
+void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx, const void *At16, int lda,
+                          const void *Bt16, const float *mask, const float *aux, float *o_plain, void *o_mask16,
+                          float *o_aux, float *Y, int ldy, float beta);
+
 // The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 128 rows for 7/16 of the SMs.
 int masked_b2b_sm90_min_m(void);
 
@@ -54,6 +65,12 @@ void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2,
 // forward's two operand copies.
 void masked_b2b_weights_cuda(float *At, const float *V, int K1, float *Bt, const float *src, int lds, int C, int K2,
                              bool c_major);
+// bf16 copies for masked_b2b_sm90_bf16: Bt16 [K2, masked_b2b_ldb(C)] = B^T in plain column
+// order (bf16's accumulator layout is already the register operand's), and At16 [C, K1]
+// = V^T with row stride lda.
+void masked_b2b_weight_bf16_cuda(void *Bt16, const float *src, int lds, int C, int K2, bool c_major);
+void masked_b2b_weights_bf16_cuda(void *At16, int lda, const float *V, int K1, void *Bt16, const float *src, int lds,
+                                  int C, int K2, bool c_major);
 
 #ifdef __cplusplus
 }

@@ -119,21 +119,32 @@ static inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_tiled(void) {
     return fn;
 }
 
-// The TMA's view of a row-major float matrix [rows, cols] with row stride ld floats
-// (a multiple of 4; base 16-byte aligned): boxes of 32 columns x box_rows rows, stored
-// with the 128-byte swizzle (16-byte piece c of row r at c ^ r % 8); reads past the
-// matrix are zeros.
-static inline CUtensorMap tma_tensor_map(const float *base, int rows, int cols, int ld, int box_rows) {
+// The TMA's view of a row-major matrix [rows, cols] of `type` (elements of `size` bytes)
+// with row stride ld elements (ld * size a multiple of 16; base 16-byte aligned): boxes
+// of 128 bytes' width (32 floats, 64 bf16) x box_rows rows, stored with the 128-byte
+// swizzle (16-byte piece c of row r at c ^ r % 8); reads past the matrix are zeros.
+static inline CUtensorMap tma_tensor_map_of(const void *base, CUtensorMapDataType type, int size, int rows, int cols,
+                                            int ld, int box_rows) {
     CUtensorMap map;
-    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * sizeof(float)};
-    const cuuint32_t box[2] = {32, (cuuint32_t)box_rows}, step[2] = {1, 1};
-    const CUresult r = tma_encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box,
-                                          step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * size};
+    const cuuint32_t box[2] = {(cuuint32_t)(128 / size), (cuuint32_t)box_rows}, step[2] = {1, 1};
+    const CUresult r = tma_encode_tiled()(&map, type, 2, (void *)base, dims, strides, box, step,
+                                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)
         spd_die("TMA tensor map: cuTensorMapEncodeTiled failed (error %d) for [%d, %d] with row stride %d", (int)r,
                 rows, cols, ld);
     return map;
+}
+
+// A float matrix (ld a multiple of 4) in boxes of 32 columns.
+static inline CUtensorMap tma_tensor_map(const float *base, int rows, int cols, int ld, int box_rows) {
+    return tma_tensor_map_of(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, rows, cols, ld, box_rows);
+}
+
+// A bf16 matrix (ld a multiple of 8) in boxes of 64 columns.
+static inline CUtensorMap tma_tensor_map_bf16(const void *base, int rows, int cols, int ld, int box_rows) {
+    return tma_tensor_map_of(base, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, rows, cols, ld, box_rows);
 }
 
 #endif

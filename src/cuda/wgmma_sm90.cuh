@@ -85,6 +85,10 @@ static __device__ __forceinline__ void wgmma_m64n32k8_rs(float *d, const float *
     WG_ACC16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),         \
         "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),    \
         "+f"(d[31])
+// m64n64 with A from registers (same fragment layout), B from shared memory: 32 accumulators.
+#define WG_WGMMA_M64N64_RS(instr, tail, d, a0, a1, a2, a3, b)                                         \
+    asm volatile("{\n" instr " " WG_ACC32_REGS ", {%32, %33, %34, %35}, %36, " tail ";\n}\n" : WG_ACC32(d) \
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b))
 
 // m64n176 with A from registers (same fragment layout), B from shared memory: 88
 // accumulators (the back-to-back kernel's wide column tile).

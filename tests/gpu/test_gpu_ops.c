@@ -1224,7 +1224,22 @@ int main(void) {
         test_components(4099, 96, 1202, 128, true, true, true, 1);  // C % 8 != 0: rounded by the products
         test_components(4096, 341, 1200, 257, true, true, true, 3);
         test_components(7, 5, 3, 11, true, true, true, 0);
-        if (fused) test_components_no_acts(4096, 341, 1200, 128);
+        if (fused) {
+            test_components_no_acts(4096, 341, 1200, 128);
+            // The back-to-back kernel with bf16 operands (64-component chunks): one and two
+            // 64-wide K1 sub-tiles (K1 = 96: the second half empty), a partial last chunk
+            // (C = 1208) and row block, the 176-wide column tiles forward (K2 = 341) and
+            // in dx (K1 = 128, K2 = 341), dmask, the delta and dx added in place.
+            test_components(4099, 128, 1200, 341, true, true, false, 0);
+            test_components(4099, 341, 1200, 128, true, false, true, 0);
+            test_components(4099, 32, 1208, 96, true, true, true, 0);
+            test_components(2053, 96, 1208, 128, true, false, true, 3);
+            test_components(4096, 64, 1200, 64, true, false, false, 1);
+            test_components(4000, 128, 1208, 341, true, true, true, 3);
+            test_components(4000, 341, 1200, 128, true, true, false, 2);
+            test_components_no_acts(4099, 128, 1200, 341);
+            test_components_no_acts(4099, 341, 1208, 128);
+        }
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
         test_weight_delta();
         test_graph_capture();
