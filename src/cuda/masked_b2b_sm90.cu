@@ -48,7 +48,9 @@
 // swizzled row of a Bt stage (32 floats, 64 bf16). Stages per ring: a stage of At is
 // free once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later,
 // so At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 +
-// 2. bf16's mask stages hold 64 components (32 KB): two of them.
+// 2. bf16's mask stages hold 64 components (32 KB): two of them; and bf16 stages P for
+// the TMA's stores (o_mask) in a buffer of [64 rows, 64] per warpgroup, which leaves
+// BN = 176 two At stages.
 template <typename T, int BN>
 struct b2b_plan {
     static constexpr bool bf16 = sizeof(T) == 2;
@@ -56,13 +58,14 @@ struct b2b_plan {
     static constexpr int x_bytes = BB_BM * BB_MAX_K1 * (int)sizeof(T);   // [128 rows] sub-tiles
     static constexpr int at_bytes = bc * BB_MAX_K1 * (int)sizeof(T);     // 16 KB: [bc rows] sub-tiles
     static constexpr int mask_bytes = BB_BM * bc * 4;                   // [128 rows] x bc / 32 sub-tiles
-    static constexpr int at_stages = bf16 ? 3 : BN == BB_BN ? 4 : 3, bt_stages = 3;
+    static constexpr int at_stages = BN == BB_BN ? (bf16 ? 3 : 4) : bf16 ? 2 : 3, bt_stages = 3;
     static constexpr int m_stages = bf16 ? 2 : BN == BB_BN ? 3 : 2;
-    static constexpr int bt_bytes = BN * BB_SUB;  // [BN rows] x 1 sub-tile
+    static constexpr int bt_bytes = BN * BB_SUB;           // [BN rows] x 1 sub-tile
+    static constexpr int om_bytes = bf16 ? 2 * 64 * BB_SUB : 0;  // P's staging, [64 rows] per warpgroup
     static constexpr int barriers = 1 + 2 * (at_stages + bt_stages + m_stages);
     // + alignment to the 1024-byte swizzle atom, + the mbarriers
     static constexpr int smem_bytes = x_bytes + at_stages * at_bytes + bt_stages * bt_bytes + m_stages * mask_bytes +
-                                      1024 + 8 * barriers;
+                                      om_bytes + 1024 + 8 * barriers;
     static_assert(smem_bytes <= 227 * 1024, "the plan must fit an SM's shared memory");
 };
 
@@ -115,13 +118,15 @@ static __device__ __forceinline__ float pack_bf16x2(float x, float y) {
 // o_plain or o_aux may be asked for (the variant without them has the registers not to
 // spill). BN: the columns of Y per CTA (BB_BN or BB_BN_WIDE).
 // The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] (each
-// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats).
+// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats); with bf16,
+// tm_om covers o_mask [M, C] in boxes of [64 rows, 64] (the TMA stores P; with TF32 the
+// threads store it from registers, and tm_om is not read).
 template <typename T, int NK1, bool EXTRA, int BN>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
-                      const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask, int M,
-                      int C, int K2, const float *__restrict__ aux, float *__restrict__ o_plain,
-                      T *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy,
+                      const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask,
+                      const __grid_constant__ CUtensorMap tm_om, int M, int C, int K2, const float *__restrict__ aux,
+                      float *__restrict__ o_plain, T *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy,
                       float beta) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
@@ -130,7 +135,8 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     constexpr bool bf16 = plan::bf16;
     constexpr int BC = plan::bc;  // components per chunk; also the elements of a 128-byte row
     const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + plan::x_bytes, bt0 = at0 + plan::at_stages * plan::at_bytes;
-    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, x_full = mk0 + plan::m_stages * plan::mask_bytes;
+    const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, om0 = mk0 + plan::m_stages * plan::mask_bytes;
+    const uint32_t x_full = om0 + plan::om_bytes;
     // The rings: chunk ch in stage ch % stages, its (ch / stages)-th use of that stage.
     const ring at_ring = {at0, plan::at_bytes, x_full + 8, plan::at_stages};
     const ring bt_ring = {bt0, plan::bt_bytes, at_ring.bars + 16 * plan::at_stages, plan::bt_stages};
@@ -176,6 +182,9 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     consumer_regs();
 
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
+    const bool lead = (threadIdx.x & 127) == 0;  // the warpgroup's thread that issues its TMA stores
+    // The warpgroup's four warps meet (named barrier 1 + wg; 0 is __syncthreads').
+    auto wg_sync = [&]() { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); };
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
     if (blockIdx.x != 0) o_plain = o_aux = NULL, o_mask = NULL;
     // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
@@ -261,16 +270,14 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 const int box = BC == 32 ? 0 : cc >> 5, cb = BC == 32 ? cc : cc & 31;
                 const float2 m = *(const float2 *)(mk + box * (BB_BM * BB_SUB) + 8 * i * BB_SUB +
                                                    (((cb >> 2) ^ (rl & 7)) << 4) + 4 * (cb & 3));
-                if ((o_mask || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
+                if (((!bf16 && o_mask) || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
                     if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
                     if (EXTRA && o_aux) {
                         const float2 g = __ldg((const float2 *)(aux + o));
                         *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
                     }
-                    if constexpr (bf16) {
-                        if (o_mask) *(__nv_bfloat162 *)(o_mask + o) = __floats2bfloat162_rn(v[0] * m.x, v[1] * m.y);
-                    } else {
+                    if constexpr (!bf16) {
                         if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * m.x, v[1] * m.y);
                     }
                 }
@@ -285,12 +292,35 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 }
             }
         // bf16: the pairs (2 q, 2 q + 1) into S[q], in the order GEMM2 reads them (each
-        // write is below the reads that follow it).
+        // write is below the reads that follow it): S[2 j + i] holds row i's columns 8 j +
+        // 2 (l % 4), + 1.
         if constexpr (bf16) {
 #pragma unroll
             for (int q = 0; q < BC / 4; q++) S[q] = pack_bf16x2(S[2 * q], S[2 * q + 1]);
         }
         mk_ring.release(ch, lane);
+        // bf16's o_mask through the warpgroup's staging buffer and one TMA store (the
+        // threads' own scattered 4-byte stores held the products up: 77.6 against 38.3 us
+        // per 128-wide call without them): once the previous chunk's store has read the
+        // buffer, every thread writes its pairs (swizzled, so conflict-free), then one
+        // thread stores the box.
+        if constexpr (bf16) {
+            if (o_mask) {
+                if (lead) tma_store_wait<true>();
+                wg_sync();
+                unsigned char *stg = smem_raw + (om0 - raw) + wg * (64 * BB_SUB);
+#pragma unroll
+                for (int j = 0; j < BC / 8; j++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int r = 16 * warp + (lane >> 2) + 8 * i;  // r % 8 == rl % 8
+                        *(float *)(stg + r * BB_SUB + ((j ^ (rl & 7)) << 4) + 4 * (lane & 3)) = S[2 * j + i];
+                    }
+                fence_async_shared();
+                wg_sync();
+                if (lead) tma_store(&tm_om, om0 + wg * (64 * BB_SUB), ch * BC, m0 + 64 * wg);
+            }
+        }
     };
 
     // Prologue: S of chunk 0 and its mask pass.
@@ -320,6 +350,9 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         if (c + 1 < nch) iteration(c + 1, sb, sa);
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    if constexpr (bf16) {  // the shared memory the stores read must outlive them
+        if (lead && o_mask) tma_store_wait<false>();
+    }
 
     // Y's two columns per fragment (an even column) as one 8-byte access where the address
     // allows it (with an odd ldy, every other row); with beta, every old value is loaded
@@ -389,8 +422,9 @@ extern "C" int masked_b2b_sm90_min_m(void) {
 }
 
 template <typename T>
-using b2b_kernel_fn = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int,
-                               int, const float *, float *, T *, float *, float *, int, float);
+using b2b_kernel_fn = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
+                               const CUtensorMap, int, int, int, const float *, float *, T *, float *, float *, int,
+                               float);
 #define B2B_KERNELS(BN)                                                                                            \
     {masked_b2b_kernel<float, 1, false, BN>, masked_b2b_kernel<float, 2, false, BN>,                               \
      masked_b2b_kernel<float, 3, false, BN>, masked_b2b_kernel<float, 4, false, BN>,                               \
@@ -454,7 +488,7 @@ extern "C" bool masked_b2b_sm90_bf16_ok(int M, int C, int K1, int K2, int ldx, c
                                         const float *o_plain, const float *o_aux) {
     if (spd_cuda_matmul_precision() != SPD_MATMUL_BF16 || !shapes_ok(M, C, K1, K2, mask, aux, o_plain, o_aux))
         return false;
-    if (ldx % 8 || ldx < K1) return false;
+    if (ldx % 8 || ldx < K1 || C % 8) return false;
     return device_is_sm90();
 }
 
@@ -471,8 +505,8 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
     const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, 32),
                       tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
-    kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux,
-                                                                      o_plain, o_mask, o_aux, Y, ldy, beta);
+    kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, tm_mask, M, C, K2,
+                                                                      aux, o_plain, o_mask, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -480,7 +514,7 @@ extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X
                                      int lda, const void *Bt16, const float *mask, const float *aux, float *o_plain,
                                      void *o_mask16, float *o_aux, float *Y, int ldy, float beta) {
     SPD_ASSERT(lda % 8 == 0 && spd_aligned(X16, 16) && spd_aligned(At16, 16) && spd_aligned(Bt16, 16));
-    SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux) && (!o_mask16 || spd_aligned(o_mask16, 4)));
+    SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux) && (!o_mask16 || (spd_aligned(o_mask16, 16) && C % 8 == 0)));
     const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
     const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn<__nv_bfloat16> kernel = kernels_bf16[wide][(o_plain || o_aux ? 2 : 0) + (K1 + 63) / 64 - 1];
@@ -489,8 +523,10 @@ extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X
                       tm_at = tma_tensor_map_bf16(At16, C, K1, lda, bc),
                       tm_bt = tma_tensor_map_bf16(Bt16, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
+    // P's stores: boxes of [64 rows, 64 columns] (one warpgroup's rows of a chunk).
+    const CUtensorMap tm_om = o_mask16 ? tma_tensor_map_bf16(o_mask16, M, C, C, 64) : tm_mask;
     kernel<<<grid, BB_THREADS, smem_bytes_bf16[wide], spd_cuda_stream()>>>(
-        tm_x, tm_at, tm_bt, tm_mask, M, C, K2, aux, o_plain, (__nv_bfloat16 *)o_mask16, o_aux, Y, ldy, beta);
+        tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, aux, o_plain, (__nv_bfloat16 *)o_mask16, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -42,8 +42,9 @@ void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, cons
 // The same with bf16 operands and float32 accumulation (--bf16): X [M, K1] (row stride ldx),
 // At [C, K1] (row stride lda) and the weight copy Bt (masked_b2b_weight_bf16's) are bf16,
 // each 16-byte aligned with row strides a multiple of 8; o_mask, when asked for, is P as
-// bf16 [M, C] (4-byte aligned); the mask, aux, o_plain, o_aux and Y are float32. Needs
-// bf16 precision; K1 <= 128 need not be a multiple of anything; otherwise as above.
+// bf16 [M, C] (16-byte aligned: the TMA stores it); the mask, aux, o_plain, o_aux and Y
+// are float32. Needs bf16 precision and C % 8 == 0; K1 <= 128 need not be a multiple of
+// anything; otherwise as above.
 bool masked_b2b_sm90_bf16_ok(int M, int C, int K1, int K2, int ldx, const float *mask, const float *aux,
                              const float *o_plain, const float *o_aux);
 void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx, const void *At16, int lda,

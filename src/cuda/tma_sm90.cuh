@@ -64,6 +64,32 @@ static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap 
         : "memory");
 }
 
+// A [rows, 128 bytes] box from shared memory at src (1024-byte aligned, swizzled as the
+// loads') to column c0, row r0 of the tensor map's matrix (parts outside it are not
+// written), in this thread's bulk group; then the group committed.
+static __device__ __forceinline__ void tma_store(const CUtensorMap *map, uint32_t src, int c0, int r0) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+        "cp.async.bulk.commit_group;\n" ::"l"((uint64_t)map),
+        "r"(c0), "r"(r0), "r"(src)
+        : "memory");
+}
+
+// Until this thread's bulk stores have read their shared-memory sources (the buffer may
+// be written again), or, with reads_only false, have completed.
+template <bool reads_only>
+static __device__ __forceinline__ void tma_store_wait() {
+    if constexpr (reads_only)
+        asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+    else
+        asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+
+// This thread's shared-memory writes made visible to the TMA (the async proxy).
+static __device__ __forceinline__ void fence_async_shared() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
 // Register split of a CTA of two consumer warpgroups and one producer warpgroup (384
 // threads, one CTA per SM): the producers, which only issue loads, keep 40 registers and
 // the consumers take 232 (2 x 128 x 232 + 128 x 40 <= 65536); each warpgroup calls its
