@@ -48,20 +48,21 @@
 // swizzled row of a Bt stage (32 floats, 64 bf16). Stages per ring: a stage of At is
 // free once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later,
 // so At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 +
-// 2. bf16's mask stages hold 64 components (32 KB): two of them; and bf16 stages P for
-// the TMA's stores (o_mask) in a buffer of [64 rows, 64] per warpgroup, which leaves
-// BN = 176 two At stages.
+// 2. bf16's mask stages hold 64 components (32 KB): two of them. With bf16, or BN = 176,
+// o_mask goes out through the TMA from a staging buffer of [64 rows, 128 bytes] per
+// warpgroup, which leaves BN = 176 two At stages.
 template <typename T, int BN>
 struct b2b_plan {
     static constexpr bool bf16 = sizeof(T) == 2;
+    static constexpr bool stage = bf16 || BN == BB_BN_WIDE;  // o_mask staged for TMA stores
     static constexpr int bc = BB_SUB / (int)sizeof(T);          // C per chunk
     static constexpr int x_bytes = BB_BM * BB_MAX_K1 * (int)sizeof(T);   // [128 rows] sub-tiles
     static constexpr int at_bytes = bc * BB_MAX_K1 * (int)sizeof(T);     // 16 KB: [bc rows] sub-tiles
     static constexpr int mask_bytes = BB_BM * bc * 4;                   // [128 rows] x bc / 32 sub-tiles
-    static constexpr int at_stages = BN == BB_BN ? (bf16 ? 3 : 4) : bf16 ? 2 : 3, bt_stages = 3;
+    static constexpr int at_stages = BN == BB_BN ? (bf16 ? 3 : 4) : 2, bt_stages = 3;
     static constexpr int m_stages = bf16 ? 2 : BN == BB_BN ? 3 : 2;
     static constexpr int bt_bytes = BN * BB_SUB;           // [BN rows] x 1 sub-tile
-    static constexpr int om_bytes = bf16 ? 2 * 64 * BB_SUB : 0;  // P's staging, [64 rows] per warpgroup
+    static constexpr int om_bytes = stage ? 2 * 64 * BB_SUB : 0;  // P's staging, [64 rows] per warpgroup
     static constexpr int barriers = 1 + 2 * (at_stages + bt_stages + m_stages);
     // + alignment to the 1024-byte swizzle atom, + the mbarriers
     static constexpr int smem_bytes = x_bytes + at_stages * at_bytes + bt_stages * bt_bytes + m_stages * mask_bytes +
@@ -118,9 +119,9 @@ static __device__ __forceinline__ float pack_bf16x2(float x, float y) {
 // o_plain or o_aux may be asked for (the variant without them has the registers not to
 // spill). BN: the columns of Y per CTA (BB_BN or BB_BN_WIDE).
 // The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] (each
-// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats); with bf16,
-// tm_om covers o_mask [M, C] in boxes of [64 rows, 64] (the TMA stores P; with TF32 the
-// threads store it from registers, and tm_om is not read).
+// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats); where the plan
+// stages o_mask, tm_om covers it [M, C] in boxes of [64 rows, 128 bytes] (the TMA stores
+// P; elsewhere the threads store it from registers, and tm_om is not read).
 template <typename T, int NK1, bool EXTRA, int BN>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
@@ -132,7 +133,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     using plan = b2b_plan<T, BN>;
-    constexpr bool bf16 = plan::bf16;
+    constexpr bool bf16 = plan::bf16, stage = plan::stage;
     constexpr int BC = plan::bc;  // components per chunk; also the elements of a 128-byte row
     const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + plan::x_bytes, bt0 = at0 + plan::at_stages * plan::at_bytes;
     const uint32_t mk0 = bt0 + plan::bt_stages * plan::bt_bytes, om0 = mk0 + plan::m_stages * plan::mask_bytes;
@@ -270,14 +271,14 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 const int box = BC == 32 ? 0 : cc >> 5, cb = BC == 32 ? cc : cc & 31;
                 const float2 m = *(const float2 *)(mk + box * (BB_BM * BB_SUB) + 8 * i * BB_SUB +
                                                    (((cb >> 2) ^ (rl & 7)) << 4) + 4 * (cb & 3));
-                if (((!bf16 && o_mask) || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
+                if (((!stage && o_mask) || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
                     if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
                     if (EXTRA && o_aux) {
                         const float2 g = __ldg((const float2 *)(aux + o));
                         *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
                     }
-                    if constexpr (!bf16) {
+                    if constexpr (!stage) {
                         if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * m.x, v[1] * m.y);
                     }
                 }
@@ -299,12 +300,13 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
             for (int q = 0; q < BC / 4; q++) S[q] = pack_bf16x2(S[2 * q], S[2 * q + 1]);
         }
         mk_ring.release(ch, lane);
-        // bf16's o_mask through the warpgroup's staging buffer and one TMA store (the
-        // threads' own scattered 4-byte stores held the products up: 77.6 against 38.3 us
-        // per 128-wide call without them): once the previous chunk's store has read the
-        // buffer, every thread writes its pairs (swizzled, so conflict-free), then one
-        // thread stores the box.
-        if constexpr (bf16) {
+        // o_mask through the warpgroup's staging buffer and one TMA store (the threads'
+        // own scattered stores held the products up: bf16 77.6 against 38.3 us per 128-wide
+        // call without them, TF32 73.2 against 44.0): once the previous chunk's store has
+        // read the buffer, every thread writes its values (swizzled, so conflict-free; TF32:
+        // P as rounded for GEMM2, which the weight gradients' TF32 products read alike),
+        // then one thread stores the box.
+        if constexpr (stage) {
             if (o_mask) {
                 if (lead) tma_store_wait<true>();
                 wg_sync();
@@ -313,8 +315,12 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 for (int j = 0; j < BC / 8; j++)
 #pragma unroll
                     for (int i = 0; i < 2; i++) {
-                        const int r = 16 * warp + (lane >> 2) + 8 * i;  // r % 8 == rl % 8
-                        *(float *)(stg + r * BB_SUB + ((j ^ (rl & 7)) << 4) + 4 * (lane & 3)) = S[2 * j + i];
+                        unsigned char *row = stg + (16 * warp + (lane >> 2) + 8 * i) * BB_SUB;  // row % 8 == rl % 8
+                        if constexpr (bf16)  // columns 8 j + 2 (l % 4), + 1: 16-byte piece j
+                            *(float *)(row + ((j ^ (rl & 7)) << 4) + 4 * (lane & 3)) = S[2 * j + i];
+                        else  // piece 2 j + (l % 4) / 2
+                            *(float2 *)(row + (((2 * j + ((lane & 3) >> 1)) ^ (rl & 7)) << 4) + 8 * (lane & 1)) =
+                                make_float2(S[4 * j + 2 * i], S[4 * j + 2 * i + 1]);
                     }
                 fence_async_shared();
                 wg_sync();
@@ -350,7 +356,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         if (c + 1 < nch) iteration(c + 1, sb, sa);
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    if constexpr (bf16) {  // the shared memory the stores read must outlive them
+    if constexpr (stage) {  // the shared memory the stores read must outlive them
         if (lead && o_mask) tma_store_wait<false>();
     }
 
@@ -480,7 +486,7 @@ extern "C" bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X,
                                    const float *aux, const float *o_plain, const float *o_mask, const float *o_aux) {
     if (spd_cuda_matmul_precision() != SPD_MATMUL_TF32 || !shapes_ok(M, C, K1, K2, mask, aux, o_plain, o_aux))
         return false;
-    if (K1 % 4 || ldx % 4 || !spd_aligned(X, 16) || (o_mask && !spd_aligned(o_mask, 8))) return false;
+    if (K1 % 4 || ldx % 4 || !spd_aligned(X, 16) || (o_mask && !spd_aligned(o_mask, 16))) return false;
     return device_is_sm90();
 }
 
@@ -498,14 +504,16 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
                                 const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
                                 float *o_aux, float *Y, int ldy, float beta) {
     SPD_ASSERT(lda % 4 == 0 && spd_aligned(At, 16) && spd_aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
-    SPD_ASSERT(!o_aux || aux);
+    SPD_ASSERT((!o_aux || aux) && (!o_mask || spd_aligned(o_mask, 16)));
     const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
     const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn<float> kernel = kernels[wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
     const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, 32),
                       tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
-    kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, tm_mask, M, C, K2,
+    // P's stores where the 176-wide plan stages them: boxes of [64 rows, 32 columns].
+    const CUtensorMap tm_om = o_mask && wide ? tma_tensor_map(o_mask, M, C, C, 64) : tm_mask;
+    kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2,
                                                                       aux, o_plain, o_mask, o_aux, Y, ldy, beta);
     CUDA_CHECK_LAUNCH();
 }
