@@ -7,12 +7,13 @@
 // warps load through the tensor memory accelerator (TMA): the CTA's X tile (K1 <= 128,
 // read once into the consumers' registers), then per 32-wide chunk of C its At [32, K1], Bt
 // [BN, 32] and mask tile [128, 32], each operand into a ring of its own (At 4 stages,
-// Bt 3, mask 3; with BN = 176, whose Bt stages are larger, 3, 3, 2). Stages are handed
+// Bt 3, mask 3; with BN = 176, whose Bt stages are larger, 2, 3, 2). Stages are handed
 // over with mbarriers (full: the bytes landed; empty: all eight consumer warps are done
 // with it), so the two warpgroups never wait for each other, and an At stage is free as
 // soon as GEMM1 is done with it. Per chunk and warpgroup: S = X At_chunk^T by wgmma
 // m64n32k8 (X from registers, At from shared memory), the mask multiply (and the optional
-// N x C stores) on S's registers, then Y += P B_chunk by wgmma m64n128k8 (m64n176k8)
+// N x C outputs: at BN = 176 P goes out through a staging buffer and TMA stores) on S's
+// registers, then Y += P B_chunk by wgmma m64n128k8 (m64n176k8)
 // with P as the register operand; GEMM2 of chunk c runs under the mask pass of chunk
 // c + 1. The accumulator holds columns 2t, 2t + 1 of each 8 where the register operand
 // wants t, t + 4; the weight copy's column order (0 2 4 6 1 3 5 7) absorbs that, so no
@@ -47,10 +48,10 @@
 // The shared-memory plan for element type T and BN columns of Y. A chunk of C is one
 // swizzled row of a Bt stage (32 floats, 64 bf16). Stages per ring: a stage of At is
 // free once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later,
-// so At gets the deeper ring; with BN = 176 the Bt stages (22 KB) leave room for 3 + 3 +
-// 2. bf16's mask stages hold 64 components (32 KB): two of them. With bf16, or BN = 176,
-// o_mask goes out through the TMA from a staging buffer of [64 rows, 128 bytes] per
-// warpgroup, which leaves BN = 176 two At stages.
+// so At gets the deeper ring. bf16's mask stages hold 64 components (32 KB): two of them.
+// With bf16, or BN = 176, o_mask goes out through the TMA from a staging buffer of [64
+// rows, 128 bytes] per warpgroup; beside the larger Bt stages of BN = 176 (22 KB) that
+// leaves room for 2 + 3 + 2.
 template <typename T, int BN>
 struct b2b_plan {
     static constexpr bool bf16 = sizeof(T) == 2;
