@@ -128,8 +128,8 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
                       const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask,
                       const __grid_constant__ CUtensorMap tm_om, int M, int C, int K2, const float *__restrict__ aux,
-                      float *__restrict__ o_plain, T *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy,
-                      float beta) {
+                      float *__restrict__ o_plain, T *__restrict__ o_mask, float *__restrict__ o_aux,
+                      float *__restrict__ Y, int ldy, float beta) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
@@ -250,10 +250,11 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
+            const uint64_t b = bt_desc + ((32 * kk) >> 4);
             if constexpr (bf16)
-                wgmma_y_rs<T, BN>(y, P[4 * kk], P[4 * kk + 1], P[4 * kk + 2], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
+                wgmma_y_rs<T, BN>(y, P[4 * kk], P[4 * kk + 1], P[4 * kk + 2], P[4 * kk + 3], b);
             else
-                wgmma_y_rs<T, BN>(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], bt_desc + ((32 * kk) >> 4));
+                wgmma_y_rs<T, BN>(y, P[4 * kk], P[4 * kk + 2], P[4 * kk + 1], P[4 * kk + 3], b);
         }
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     };
@@ -523,7 +524,8 @@ extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X
                                      int lda, const void *Bt16, const float *mask, const float *aux, float *o_plain,
                                      void *o_mask16, float *o_aux, float *Y, int ldy, float beta) {
     SPD_ASSERT(lda % 8 == 0 && spd_aligned(X16, 16) && spd_aligned(At16, 16) && spd_aligned(Bt16, 16));
-    SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux) && (!o_mask16 || (spd_aligned(o_mask16, 16) && C % 8 == 0)));
+    SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux));
+    SPD_ASSERT(!o_mask16 || (spd_aligned(o_mask16, 16) && C % 8 == 0));
     const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
     const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn<__nv_bfloat16> kernel = kernels_bf16[wide][(o_plain || o_aux ? 2 : 0) + (K1 + 63) / 64 - 1];
