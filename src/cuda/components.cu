@@ -193,6 +193,16 @@ static __global__ void row_dot_then_scale_kernel(float *ddelta_mask, float *t, c
     }
 }
 
+// The weight delta's share of the forward, written first: out = delta_mask * (x @ delta^T).
+// Returns the beta with which the components' product adds onto out (0 without a delta).
+static float delta_forward(float *out, const float *x, const float *delta, const float *delta_mask, int N, int d_in,
+                           int d_out) {
+    if (!delta) return 0;
+    matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
+    if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
+    return 1;
+}
+
 // The weight delta's share of the backward: ddelta += (delta_mask * dout)^T x;
 // dx = delta_mask * (dout @ delta) (written; added onto dx with add_dx);
 // ddelta_mask[n] = x[n] . (dout[n] @ delta). Returns the beta with which the components'
@@ -276,12 +286,7 @@ static bool components_forward_b2b_bf16(float *out, float *a, const float *x, co
          *Ut16 = arena_take_bf16(&t, (long long)d_out * ldb);
     spd_to_bf16(x16, K16, x, d_in, N, d_in);
     masked_b2b_weights_bf16_cuda(Vt16, K16, V, d_in, Ut16, U, d_out, C, d_out, true);
-    float beta = 0;
-    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
-        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
-        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
-        beta = 1;
-    }
+    const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     masked_b2b_sm90_bf16(N, C, d_in, d_out, x16, K16, Vt16, K16, Ut16, mask, NULL, a, scratch, NULL, out, d_out, beta);
     arena_close(&t);
     return true;
@@ -311,12 +316,7 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
         if (!a) a = a_tmp;
         matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
     }
-    float beta = 0;
-    if (delta) {
-        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
-        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
-        beta = 1;
-    }
+    const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     if (!mask) {
         matmul_cuda(out, a, U, N, d_out, C, false, false, 1, beta);
         return;
@@ -357,24 +357,21 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     if (need_h) {
         float *h = scratch;  // overwrites a * mask: the dU product above has read it
         const void *ga = h;
-        if (b2b) {
-            void *U16 = NULL, *Vt16 = NULL;
-            CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
-            CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)d_in * masked_b2b_ldb(C) * 2 + 16, st));
-            if (dV) CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
-            spd_to_bf16(U16, ldo, U, d_out, C, d_out);
-            masked_b2b_weight_bf16_cuda(Vt16, V, C, C, d_in, false);
-            masked_b2b_sm90_bf16(N, C, d_out, d_in, dout16, ldo, U16, ldo, Vt16, mask, dmask ? a : NULL, NULL, g16,
-                                 dmask, dx, d_in, dx_beta);
-            CUDA_CHECK(cudaFreeAsync(Vt16, st));
-            CUDA_CHECK(cudaFreeAsync(U16, st));
-            ga = g16;
-        } else if (wg) {
+        if (b2b || wg) {  // both read U as bf16 [C, ldo]; g_a as bf16 where dV (or dx, wg) reads it
             void *U16 = NULL;
             CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
-            CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
+            if (dV || !b2b) CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
             spd_to_bf16(U16, ldo, U, d_out, C, d_out);
-            masked_gemm_sm90_bf16(N, C, ldo, dout16, ldo, U16, ldo, mask, dmask ? a : NULL, NULL, g16, dmask);
+            if (b2b) {
+                void *Vt16 = NULL;
+                CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)d_in * masked_b2b_ldb(C) * 2 + 16, st));
+                masked_b2b_weight_bf16_cuda(Vt16, V, C, C, d_in, false);
+                masked_b2b_sm90_bf16(N, C, d_out, d_in, dout16, ldo, U16, ldo, Vt16, mask, dmask ? a : NULL, NULL,
+                                     g16, dmask, dx, d_in, dx_beta);
+                CUDA_CHECK(cudaFreeAsync(Vt16, st));
+            } else {
+                masked_gemm_sm90_bf16(N, C, ldo, dout16, ldo, U16, ldo, mask, dmask ? a : NULL, NULL, g16, dmask);
+            }
             CUDA_CHECK(cudaFreeAsync(U16, st));
             ga = g16;
         } else {
@@ -413,12 +410,7 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
     arena_open(&t, arena_bytes((long long)C * d_in) + arena_bytes((long long)d_out * ldb));
     float *Vt = arena_take(&t, (long long)C * d_in), *Ut = arena_take(&t, (long long)d_out * ldb);
     masked_b2b_weights_cuda(Vt, V, d_in, Ut, U, d_out, C, d_out, true);
-    float beta = 0;
-    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
-        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
-        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
-        beta = 1;
-    }
+    const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     float *am = masked_wgrad_sm90_ok(N, C, d_in, d_out) ? NULL : scratch;
     masked_b2b_sm90(N, C, d_in, d_out, x, d_in, Vt, d_in, Ut, mask, NULL, a, am, NULL, out, d_out, beta);
     arena_close(&t);
@@ -464,12 +456,7 @@ static void components_forward_kmajor(float *out, float *a, const float *x, cons
         CUDA_CHECK(cudaMemcpyAsync(a, a_out, bytes, cudaMemcpyDeviceToDevice, spd_cuda_stream()));
     }
     spd_cuda_side_join();
-    float beta = 0;
-    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
-        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
-        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
-        beta = 1;
-    }
+    const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     matmul_cuda_ld(out, scratch, Ut, N, d_out, C, true, true, 1, beta, N, C, d_out);
     arena_close(&t);
 }
@@ -554,12 +541,7 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
         matmul_cuda_ld(scratch, xk, Vk, N, C, K, false, false, 1, 0, K, C, C);
         am = masked_acts(scratch, scratch, mask, (long long)N * C);
     }
-    float beta = 0;
-    if (delta) {  // out = delta_mask * (x @ delta^T) first, then the components add onto it
-        matmul_cuda(out, x, delta, N, d_out, d_in, false, true, 1, 0);
-        if (delta_mask) scale_rows(out, out, delta_mask, N, d_out);
-        beta = 1;
-    }
+    const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     if (pout) {
         float *out_p = arena_take(&t, (long long)N * Op), *U_p = arena_take(&t, (long long)C * Op);
         copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
