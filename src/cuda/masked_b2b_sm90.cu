@@ -7,19 +7,22 @@
 // warps load through the tensor memory accelerator (TMA): the CTA's X tile (K1 <= 128,
 // read once into the consumers' registers), then per 32-wide chunk of C its At [32, K1], Bt
 // [BN, 32] and mask tile [128, 32], each operand into a ring of its own (At 4 stages,
-// Bt 3, mask 3; with BN = 176, whose Bt stages are larger, 2, 3, 2). Stages are handed
+// Bt 3, mask 3; 3, 3, 3 where P is stored; with BN = 176, whose Bt stages are larger,
+// 2, 3, 2). Stages are handed
 // over with mbarriers (full: the bytes landed; empty: all eight consumer warps are done
 // with it), so the two warpgroups never wait for each other, and an At stage is free as
 // soon as GEMM1 is done with it. Per chunk and warpgroup: S = X At_chunk^T by wgmma
 // m64n32k8 (X from registers, At from shared memory), the mask multiply (and the optional
-// N x C outputs: at BN = 176 P goes out through a staging buffer and TMA stores) on S's
+// N x C outputs: P goes out through a staging buffer and TMA stores) on S's
 // registers, then Y += P B_chunk by wgmma m64n128k8 (m64n176k8)
 // with P as the register operand; GEMM2 of chunk c runs under the mask pass of chunk
 // c + 1. The accumulator holds columns 2t, 2t + 1 of each 8 where the register operand
 // wants t, t + 4; the weight copy's column order (0 2 4 6 1 3 5 7) absorbs that, so no
 // shuffles. At is read as TF32 by truncation (as cuBLAS's sm90 TF32 kernels read it);
 // X, P and the weight copy are rounded. Every tile arrives with the 128-byte swizzle
-// that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8).
+// that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8). Where
+// the row blocks alone would leave SMs idle, the CTAs of a tile split C between them
+// (grid z), each writing a partial Y that one reduction kernel sums (masked_b2b_splits).
 //
 // With bf16 operands (X, At and Bt stored as bf16; the mask, S and Y float32) the same
 // kernel takes chunks of 64 components, so that a Bt stage row is again 128 bytes: GEMM1
@@ -33,6 +36,7 @@
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
+#include "cuda/gemm.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/tma_sm90.cuh"
 #include "cuda/wgmma_sm90.cuh"
@@ -49,18 +53,19 @@
 // swizzled row of a Bt stage (32 floats, 64 bf16). Stages per ring: a stage of At is
 // free once GEMM1 of its chunk is done, one of Bt only after GEMM2, an iteration later,
 // so At gets the deeper ring. bf16's mask stages hold 64 components (32 KB): two of them.
-// With bf16, or BN = 176, o_mask goes out through the TMA from a staging buffer of [64
-// rows, 128 bytes] per warpgroup; beside the larger Bt stages of BN = 176 (22 KB) that
-// leaves room for 2 + 3 + 2.
-template <typename T, int BN>
+// With bf16, BN = 176, or OM (TF32 at BN = 128 with o_mask asked for), o_mask goes out
+// through the TMA from a staging buffer of [64 rows, 128 bytes] per warpgroup; beside
+// the larger Bt stages of BN = 176 (22 KB) that leaves room for 2 + 3 + 2, and TF32 at
+// 128 gives up its fourth At stage for it.
+template <typename T, int BN, bool OM>
 struct b2b_plan {
     static constexpr bool bf16 = sizeof(T) == 2;
-    static constexpr bool stage = bf16 || BN == BB_BN_WIDE;  // o_mask staged for TMA stores
+    static constexpr bool stage = bf16 || BN == BB_BN_WIDE || OM;  // o_mask staged for TMA stores
     static constexpr int bc = BB_SUB / (int)sizeof(T);          // C per chunk
     static constexpr int x_bytes = BB_BM * BB_MAX_K1 * (int)sizeof(T);   // [128 rows] sub-tiles
     static constexpr int at_bytes = bc * BB_MAX_K1 * (int)sizeof(T);     // 16 KB: [bc rows] sub-tiles
     static constexpr int mask_bytes = BB_BM * bc * 4;                   // [128 rows] x bc / 32 sub-tiles
-    static constexpr int at_stages = BN == BB_BN ? (bf16 ? 3 : 4) : 2, bt_stages = 3;
+    static constexpr int at_stages = BN == BB_BN ? (stage ? 3 : 4) : 2, bt_stages = 3;
     static constexpr int m_stages = bf16 ? 2 : BN == BB_BN ? 3 : 2;
     static constexpr int bt_bytes = BN * BB_SUB;           // [BN rows] x 1 sub-tile
     static constexpr int om_bytes = stage ? 2 * 64 * BB_SUB : 0;  // P's staging, [64 rows] per warpgroup
@@ -118,22 +123,23 @@ static __device__ __forceinline__ float pack_bf16x2(float x, float y) {
 // 128-byte sub-tiles (1 to 4 of 32 floats, 1 or 2 of 64 bf16), fixed at compile time so
 // that the first product's steps unroll and its accumulators stay in place. EXTRA:
 // o_plain or o_aux may be asked for (the variant without them has the registers not to
-// spill). BN: the columns of Y per CTA (BB_BN or BB_BN_WIDE).
+// spill). BN: the columns of Y per CTA (BB_BN or BB_BN_WIDE). OM: o_mask is asked for
+// (b2b_plan: where it changes the plan).
 // The tensor maps (host: tma_tensor_map) cover X [M, K1], At [C, K1], Bt [K2, ldb] (each
-// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats); where the plan
-// stages o_mask, tm_om covers it [M, C] in boxes of [64 rows, 128 bytes] (the TMA stores
-// P; elsewhere the threads store it from registers, and tm_om is not read).
-template <typename T, int NK1, bool EXTRA, int BN>
+// in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats); tm_om covers
+// o_mask [M, C] in boxes of [64 rows, 128 bytes] (the TMA stores P; not read without it,
+// which a plan that does not stage it must be given).
+template <typename T, int NK1, bool EXTRA, int BN, bool OM>
 static __global__ void __launch_bounds__(BB_THREADS, 1)
     masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
                       const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask,
-                      const __grid_constant__ CUtensorMap tm_om, int M, int C, int K2, const float *__restrict__ aux,
-                      float *__restrict__ o_plain, T *__restrict__ o_mask, float *__restrict__ o_aux,
-                      float *__restrict__ Y, int ldy, float beta) {
+                      const __grid_constant__ CUtensorMap tm_om, int M, int C, int K2, int split_ch,
+                      long long split_y, const float *__restrict__ aux, float *__restrict__ o_plain,
+                      T *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy, float beta) {
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-    using plan = b2b_plan<T, BN>;
+    using plan = b2b_plan<T, BN, OM>;
     constexpr bool bf16 = plan::bf16, stage = plan::stage;
     constexpr int BC = plan::bc;  // components per chunk; also the elements of a 128-byte row
     const uint32_t xs = (raw + 1023) & ~1023u, at0 = xs + plan::x_bytes, bt0 = at0 + plan::at_stages * plan::at_bytes;
@@ -145,7 +151,10 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     const ring mk_ring = {mk0, plan::mask_bytes, bt_ring.bars + 16 * plan::bt_stages, plan::m_stages};
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BN;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nch = (C + BC - 1) / BC;
+    // Split z (blockIdx.z) walks chunks [z split_ch, + split_ch) of C from component c0,
+    // its Y the partial sum at Y + z split_y (masked_b2b_splits). ch below counts its chunks.
+    const int ch0 = blockIdx.z * split_ch, nch = min((C + BC - 1) / BC - ch0, split_ch), c0 = ch0 * BC;
+    Y += blockIdx.z * split_y;
     if (threadIdx.x == 0) {
         mbar_init(x_full, 1);
         at_ring.init(BB_CONSUMERS / 32);
@@ -167,16 +176,16 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
             for (int ch = 0; ch < nch; ch++) {
                 const uint32_t st = at_ring.acquire(ch, NK1 * BC * BB_SUB);
                 for (int s = 0; s < NK1; s++)
-                    tma_load(st + s * (BC * BB_SUB), &tm_at, BC * s, ch * BC, at_ring.full(ch));
+                    tma_load(st + s * (BC * BB_SUB), &tm_at, BC * s, c0 + ch * BC, at_ring.full(ch));
             }
         } else if (which == 1) {
             for (int ch = 0; ch < nch; ch++)
-                tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, ch * BC, n0, bt_ring.full(ch));
+                tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, c0 + ch * BC, n0, bt_ring.full(ch));
         } else if (which == 2) {  // the mask's chunk in boxes of 32 floats
             for (int ch = 0; ch < nch; ch++) {
                 const uint32_t st = mk_ring.acquire(ch, plan::mask_bytes);
                 for (int s = 0; s < BC / 32; s++)
-                    tma_load(st + s * (BB_BM * BB_SUB), &tm_mask, ch * BC + 32 * s, m0, mk_ring.full(ch));
+                    tma_load(st + s * (BB_BM * BB_SUB), &tm_mask, c0 + ch * BC + 32 * s, m0, mk_ring.full(ch));
             }
         }
         return;
@@ -188,7 +197,11 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // The warpgroup's four warps meet (named barrier 1 + wg; 0 is __syncthreads').
     auto wg_sync = [&]() { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); };
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
-    if (blockIdx.x != 0) o_plain = o_aux = NULL, o_mask = NULL;
+    // (A plan without staging is never given o_mask: the host picks OM.)
+    if (blockIdx.x != 0) {
+        o_plain = o_aux = NULL;
+        if constexpr (stage) o_mask = NULL;
+    }
     // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
     // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
     // d[4 j + 2 i + {0, 1}].
@@ -268,20 +281,17 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 float *v = S + 4 * j + 2 * i;
-                const int row = row_a + 8 * i, cc = 8 * j + col_a, col = ch * BC + cc;
+                const int row = row_a + 8 * i, cc = 8 * j + col_a, col = c0 + ch * BC + cc;
                 // row rl + 8 i: the same row % 8 as rl; column cc in the mask's box cc / 32
                 const int box = BC == 32 ? 0 : cc >> 5, cb = BC == 32 ? cc : cc & 31;
                 const float2 m = *(const float2 *)(mk + box * (BB_BM * BB_SUB) + 8 * i * BB_SUB +
                                                    (((cb >> 2) ^ (rl & 7)) << 4) + 4 * (cb & 3));
-                if (((!stage && o_mask) || (EXTRA && (o_plain || o_aux))) && row < M && col < C) {
+                if (EXTRA && (o_plain || o_aux) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
                     if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
                     if (EXTRA && o_aux) {
                         const float2 g = __ldg((const float2 *)(aux + o));
                         *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
-                    }
-                    if constexpr (!stage) {
-                        if (o_mask) *(float2 *)(o_mask + o) = make_float2(v[0] * m.x, v[1] * m.y);
                     }
                 }
                 if constexpr (bf16) {
@@ -326,7 +336,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                     }
                 fence_async_shared();
                 wg_sync();
-                if (lead) tma_store(&tm_om, om0 + wg * (64 * BB_SUB), ch * BC, m0 + 64 * wg);
+                if (lead) tma_store(&tm_om, om0 + wg * (64 * BB_SUB), c0 + ch * BC, m0 + 64 * wg);
             }
         }
     };
@@ -416,56 +426,103 @@ static int max_k2(void) {
 // Columns of Y per CTA: one tile of 128 up to 128, else tiles of 176.
 static int tile_n(int K2) { return K2 <= BB_BN ? BB_BN : BB_BN_WIDE; }
 
-// The fewest rows that run here: one CTA per 128 rows walks all of C, so few row blocks
-// leave SMs idle and the two-kernel path (masked_gemm_sm90 + cuBLAS) wins. Alone this
-// kernel lost with 64 CTAs on an H100's 132 SMs (32x256 step, M = 8192: 6.87 against 6.76
-// ms); together with masked_wgrad_sm90, which then runs too (it takes this threshold),
-// the pair wins there: 6.47 against 6.78 ms (session 8), 64x256: 10.48 against 12.09.
-// With 32 CTAs (32x128, M = 4096) the pair lost, 4.46 against 4.22 ms. Hence a 128-row
-// block for 7/16 of the SMs (M >= 7296 on an H100).
+// The fewest rows that run here (SPD_CUDA_B2B_MIN_M). Where the row blocks alone would
+// leave SMs idle, C is split among more CTAs (masked_b2b_splits), so any M may run.
 extern "C" int masked_b2b_sm90_min_m(void) {
-    static const int m =
-        (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", BB_BM * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
+    static const int m = (int)spd_env_long_or_die("SPD_CUDA_B2B_MIN_M", 0, 0, INT_MAX);
     return m;
 }
 
 template <typename T>
 using b2b_kernel_fn = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
-                               const CUtensorMap, int, int, int, const float *, float *, T *, float *, float *, int,
-                               float);
-#define B2B_KERNELS(BN)                                                                                            \
-    {masked_b2b_kernel<float, 1, false, BN>, masked_b2b_kernel<float, 2, false, BN>,                               \
-     masked_b2b_kernel<float, 3, false, BN>, masked_b2b_kernel<float, 4, false, BN>,                               \
-     masked_b2b_kernel<float, 1, true, BN>,  masked_b2b_kernel<float, 2, true, BN>,                                \
-     masked_b2b_kernel<float, 3, true, BN>,  masked_b2b_kernel<float, 4, true, BN>}
-// [BN == BB_BN_WIDE][EXTRA][NK1 - 1]
-static const b2b_kernel_fn<float> kernels[2][8] = {B2B_KERNELS(BB_BN), B2B_KERNELS(BB_BN_WIDE)};
-static const int smem_bytes[2] = {b2b_plan<float, BB_BN>::smem_bytes, b2b_plan<float, BB_BN_WIDE>::smem_bytes};
+                               const CUtensorMap, int, int, int, int, long long, const float *, float *, T *, float *,
+                               float *, int, float);
+#define B2B_KERNELS(BN, OM)                                                                                        \
+    {masked_b2b_kernel<float, 1, false, BN, OM>, masked_b2b_kernel<float, 2, false, BN, OM>,                       \
+     masked_b2b_kernel<float, 3, false, BN, OM>, masked_b2b_kernel<float, 4, false, BN, OM>,                       \
+     masked_b2b_kernel<float, 1, true, BN, OM>,  masked_b2b_kernel<float, 2, true, BN, OM>,                        \
+     masked_b2b_kernel<float, 3, true, BN, OM>,  masked_b2b_kernel<float, 4, true, BN, OM>}
+// [plan: 128 wide, 176 wide, 128 wide staging o_mask][EXTRA][NK1 - 1]
+static const b2b_kernel_fn<float> kernels[3][8] = {B2B_KERNELS(BB_BN, false), B2B_KERNELS(BB_BN_WIDE, false),
+                                                    B2B_KERNELS(BB_BN, true)};
+static const int smem_bytes[3] = {b2b_plan<float, BB_BN, false>::smem_bytes,
+                                  b2b_plan<float, BB_BN_WIDE, false>::smem_bytes,
+                                  b2b_plan<float, BB_BN, true>::smem_bytes};
 #define B2B_KERNELS_BF16(BN)                                                                                       \
-    {masked_b2b_kernel<__nv_bfloat16, 1, false, BN>, masked_b2b_kernel<__nv_bfloat16, 2, false, BN>,               \
-     masked_b2b_kernel<__nv_bfloat16, 1, true, BN>, masked_b2b_kernel<__nv_bfloat16, 2, true, BN>}
+    {masked_b2b_kernel<__nv_bfloat16, 1, false, BN, false>, masked_b2b_kernel<__nv_bfloat16, 2, false, BN, false>, \
+     masked_b2b_kernel<__nv_bfloat16, 1, true, BN, false>, masked_b2b_kernel<__nv_bfloat16, 2, true, BN, false>}
 // [BN == BB_BN_WIDE][EXTRA][NK1 - 1]
 static const b2b_kernel_fn<__nv_bfloat16> kernels_bf16[2][4] = {B2B_KERNELS_BF16(BB_BN),
                                                                  B2B_KERNELS_BF16(BB_BN_WIDE)};
-static const int smem_bytes_bf16[2] = {b2b_plan<__nv_bfloat16, BB_BN>::smem_bytes,
-                                       b2b_plan<__nv_bfloat16, BB_BN_WIDE>::smem_bytes};
+static const int smem_bytes_bf16[2] = {b2b_plan<__nv_bfloat16, BB_BN, false>::smem_bytes,
+                                       b2b_plan<__nv_bfloat16, BB_BN_WIDE, false>::smem_bytes};
 
 // On an sm_90 device, with the kernels' shared-memory limit raised (once).
 static bool device_is_sm90(void) {
     static bool smem_raised = false;
     if (!spd_cuda_is_sm90()) return false;
     if (!smem_raised) {
-        for (int w = 0; w < 2; w++) {
+        for (int w = 0; w < 3; w++)
             for (int i = 0; i < 8; i++)
                 CUDA_CHECK(cudaFuncSetAttribute(kernels[w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 smem_bytes[w]));
+        for (int w = 0; w < 2; w++)
             for (int i = 0; i < 4; i++)
                 CUDA_CHECK(cudaFuncSetAttribute(kernels_bf16[w][i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 smem_bytes_bf16[w]));
-        }
         smem_raised = true;
     }
     return true;
+}
+
+// Splits of C: with fewer CTAs than SMs (fewer than 132 row blocks on an H100 for the
+// 128-wide tiles: up to 32x512 tokens), each CTA walked all of C, and the idle SMs made
+// this kernel lose to masked_gemm_sm90 + cuBLAS below 7/16 of them (session 8). Now S
+// CTAs per tile each walk a share of the chunks (at least B2B_SPLIT_MIN_CH) into a partial
+// Y of their own, and spd_cuda_splitk_reduce sums the partials in a fixed order (the same
+// bits every run). SPD_CUDA_B2B_SPLIT: 0 (default) chooses S to fill the SMs, 1 never
+// splits, S > 1 takes S (as does masked_b2b_sm90_force_split, the tests' hook).
+#define B2B_SPLIT_MIN_CH 4
+static int split_forced;
+
+extern "C" void masked_b2b_sm90_force_split(int S) { split_forced = S; }
+
+// S for `tiles` CTAs of nch chunks each; *split_ch = the chunks per split (no split empty).
+static int masked_b2b_splits(int tiles, int nch, int *split_ch) {
+    static const int env = (int)spd_env_long_or_die("SPD_CUDA_B2B_SPLIT", 0, 0, INT_MAX);
+    int S = split_forced ? split_forced : env;
+    if (S == 0) {
+        S = spd_cuda_sm_count() / tiles;
+        if (S > nch / B2B_SPLIT_MIN_CH) S = nch / B2B_SPLIT_MIN_CH;
+    }
+    if (S > nch) S = nch;
+    if (S < 1) S = 1;
+    *split_ch = (nch + S - 1) / S;
+    return (nch + *split_ch - 1) / *split_ch;
+}
+
+// The launch, split or not: Y's tiles of bn columns, chunks of bc components.
+template <typename T>
+static void launch(b2b_kernel_fn<T> kernel, int smem, int bn, int bc, const CUtensorMap &tm_x,
+                   const CUtensorMap &tm_at, const CUtensorMap &tm_bt, const CUtensorMap &tm_mask,
+                   const CUtensorMap &tm_om, int M, int C, int K2, const float *aux, float *o_plain, T *o_mask,
+                   float *o_aux, float *Y, int ldy, float beta) {
+    const int tiles_n = (K2 + bn - 1) / bn, tiles_m = (M + BB_BM - 1) / BB_BM;
+    int split_ch;
+    const int S = masked_b2b_splits(tiles_n * tiles_m, (C + bc - 1) / bc, &split_ch);
+    cudaStream_t st = spd_cuda_stream();
+    float *part = NULL;  // the partials [S, M, ldp]
+    const int ldp = (K2 + 3) & ~3;
+    const long long slice = S > 1 ? (long long)M * ldp : 0;
+    if (S > 1) CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)S * slice * sizeof(float), st));
+    const dim3 grid((unsigned)tiles_n, (unsigned)tiles_m, (unsigned)S);
+    kernel<<<grid, BB_THREADS, smem, st>>>(tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, split_ch, slice, aux, o_plain,
+                                           o_mask, o_aux, S > 1 ? part : Y, S > 1 ? ldp : ldy, S > 1 ? 0.0f : beta);
+    CUDA_CHECK_LAUNCH();
+    if (S > 1) {
+        spd_cuda_splitk_reduce(Y, ldy, part, ldp, slice, S, M, K2, 1, beta);
+        CUDA_CHECK(cudaFreeAsync(part, st));
+    }
 }
 
 // What both element types need: fused mode, the kernel on, M, K2 and C in range (C % 4:
@@ -507,17 +564,15 @@ extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, in
                                 float *o_aux, float *Y, int ldy, float beta) {
     SPD_ASSERT(lda % 4 == 0 && spd_aligned(At, 16) && spd_aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
     SPD_ASSERT((!o_aux || aux) && (!o_mask || spd_aligned(o_mask, 16)));
-    const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
-    const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
-    const b2b_kernel_fn<float> kernel = kernels[wide][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
+    const int bn = tile_n(K2), plan = bn == BB_BN_WIDE ? 1 : o_mask ? 2 : 0;
+    const b2b_kernel_fn<float> kernel = kernels[plan][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
     const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, 32),
                       tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
-    // P's stores where the 176-wide plan stages them: boxes of [64 rows, 32 columns].
-    const CUtensorMap tm_om = o_mask && wide ? tma_tensor_map(o_mask, M, C, C, 64) : tm_mask;
-    kernel<<<grid, BB_THREADS, smem_bytes[wide], spd_cuda_stream()>>>(tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2,
-                                                                      aux, o_plain, o_mask, o_aux, Y, ldy, beta);
-    CUDA_CHECK_LAUNCH();
+    // P's stores: boxes of [64 rows, 32 columns] (one warpgroup's rows of a chunk).
+    const CUtensorMap tm_om = o_mask ? tma_tensor_map(o_mask, M, C, C, 64) : tm_mask;
+    launch<float>(kernel, smem_bytes[plan], bn, 32, tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, aux, o_plain, o_mask,
+                  o_aux, Y, ldy, beta);
 }
 
 extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx, const void *At16,
@@ -527,18 +582,16 @@ extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X
     SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux));
     SPD_ASSERT(!o_mask16 || (spd_aligned(o_mask16, 16) && C % 8 == 0));
     const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
-    const dim3 grid((unsigned)((K2 + bn - 1) / bn), (unsigned)((M + BB_BM - 1) / BB_BM));
     const b2b_kernel_fn<__nv_bfloat16> kernel = kernels_bf16[wide][(o_plain || o_aux ? 2 : 0) + (K1 + 63) / 64 - 1];
-    const int bc = b2b_plan<__nv_bfloat16, BB_BN>::bc;
+    const int bc = b2b_plan<__nv_bfloat16, BB_BN, false>::bc;
     const CUtensorMap tm_x = tma_tensor_map_bf16(X16, M, K1, ldx, BB_BM),
                       tm_at = tma_tensor_map_bf16(At16, C, K1, lda, bc),
                       tm_bt = tma_tensor_map_bf16(Bt16, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
                       tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
     // P's stores: boxes of [64 rows, 64 columns] (one warpgroup's rows of a chunk).
     const CUtensorMap tm_om = o_mask16 ? tma_tensor_map_bf16(o_mask16, M, C, C, 64) : tm_mask;
-    kernel<<<grid, BB_THREADS, smem_bytes_bf16[wide], spd_cuda_stream()>>>(
-        tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, aux, o_plain, (__nv_bfloat16 *)o_mask16, o_aux, Y, ldy, beta);
-    CUDA_CHECK_LAUNCH();
+    launch<__nv_bfloat16>(kernel, smem_bytes_bf16[wide], bn, bc, tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, aux,
+                          o_plain, (__nv_bfloat16 *)o_mask16, o_aux, Y, ldy, beta);
 }
 
 // Bt [n, q] for q < ldb: B [c, n], zero for c >= C, with c = q for bf16 and, for TF32, the

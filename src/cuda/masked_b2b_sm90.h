@@ -26,7 +26,8 @@ extern "C" {
 // TF32 precision, fused mode, not turned off (SPD_CUDA_B2B=0), K1 <= 128 and a multiple
 // of 4, K2 <= SPD_CUDA_B2B_MAX_K2 (default 352: Y in column tiles of 128, or of 176 where
 // K2 > 128, each tile past the first recomputing S),
-// M >= SPD_CUDA_B2B_MIN_M (default: a 128-row block for 7/16 of the SMs; fewer leave SMs idle),
+// M >= SPD_CUDA_B2B_MIN_M (default 0; where the row blocks would leave SMs idle, C is split
+// among more CTAs and their partial Y summed by spd_cuda_splitk_reduce),
 // ldx a multiple of 4 and X 16-byte aligned, C a multiple of 4 and the mask 16-byte
 // aligned (the TMA reads it), o_mask 16-byte aligned (the TMA writes it where the plan
 // stages it), the other [M, C] buffers 8-byte aligned.
@@ -52,8 +53,12 @@ void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx
                           const void *Bt16, const float *mask, const float *aux, float *o_plain, void *o_mask16,
                           float *o_aux, float *Y, int ldy, float beta);
 
-// The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 128 rows for 7/16 of the SMs.
+// The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 0.
 int masked_b2b_sm90_min_m(void);
+
+// For tests: S > 1 splits C S ways (fewer where C has fewer chunks) in every call, 1
+// never splits, 0 (the default) chooses S to fill the SMs.
+void masked_b2b_sm90_force_split(int S);
 
 // Row stride of the copy of B: C rounded up to a multiple of 8.
 int masked_b2b_ldb(int C);

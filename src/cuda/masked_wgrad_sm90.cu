@@ -26,7 +26,6 @@
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
-#include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_wgrad_sm90.h"
 #include "cuda/tma_sm90.cuh"
 #include "cuda/wgmma_sm90.cuh"
@@ -290,12 +289,14 @@ static bool env_on(void) {
     return env;
 }
 
-// The fewest tokens that run here: the back-to-back kernel's row threshold. Below it the
-// forward stores a * mask anyway, and this kernel alone lost to the two cuBLAS products
-// on an H100 (session 7: 32x256 step 7.09 against 6.78 ms); the two together win from
-// that threshold (masked_b2b_sm90_min_m has the measurements).
+// The fewest tokens that run here: 128 for 7/16 of the SMs (7296 on an H100), where it
+// and the back-to-back kernel (then unsplit) won together against the stored products:
+// 32x256 steps 6.47 against 6.78 ms, 64x256 10.48 against 12.09 (session 8); with 32
+// row blocks (32x128) they lost, 4.46 against 4.22 ms. This kernel alone lost at 32x256
+// (session 7: 7.09 against 6.78 ms).
 static int min_n(void) {
-    static const int n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", masked_b2b_sm90_min_m(), 0, INT_MAX);
+    static const int n =
+        (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", 128 * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
     return n;
 }
 

@@ -26,6 +26,7 @@
 #include "cuda/attention_tc.h"
 #include "cuda/backend.h"
 #include "cuda/gemm.h"
+#include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_gemm_sm90.h"
 #include "cuda/wgrad_stored_sm90.h"
 #include "ops/adamw.h"
@@ -1180,6 +1181,18 @@ int main(void) {
     // A partial last row block: 176 wide with dmask, the delta and add_dx; 96 wide, C % 8 != 0.
     test_components(4000, 128, 1204, 341, true, true, true, 3);
     test_components(4000, 96, 1202, 128, true, false, true, 0);
+    // The cases above split C to fill the SMs (4096 rows: 4 ways). Unsplit (as at 64x256:
+    // 128 row blocks), split 3 ways (uneven shares) and more ways than C has chunks.
+    const int b2b_splits[3] = {1, 3, 64};
+    for (int i = 0; i < 3; i++) {
+        masked_b2b_sm90_force_split(b2b_splits[i]);
+        printf("# back-to-back kernel split %d ways\n", b2b_splits[i]);
+        test_components(4099, 128, 1204, 341, true, true, true, 3);
+        test_components(2053, 32, 1202, 96, true, true, true, 0);
+        test_components(4000, 341, 1204, 128, true, false, true, 1);
+        test_components_no_acts(4096, 128, 1200, 128);
+    }
+    masked_b2b_sm90_force_split(0);
     // The weight-gradient kernel (masked_wgrad_sm90: K1, K2 of 64 or 128, C % 4 == 0): fewer
     // tokens than a tile, fewer components than a block, delta, dx NULL, every width pair.
     test_components(5, 64, 60, 64, true, false, true, 0);
@@ -1239,6 +1252,14 @@ int main(void) {
             test_components(4000, 341, 1200, 128, true, true, false, 2);
             test_components_no_acts(4099, 128, 1200, 341);
             test_components_no_acts(4099, 341, 1208, 128);
+            for (int S = 1; S <= 3; S += 2) {  // unsplit; 3 uneven shares
+                masked_b2b_sm90_force_split(S);
+                printf("# back-to-back kernel split %d ways\n", S);
+                test_components(4000, 128, 1208, 341, true, true, true, 3);
+                test_components(2053, 96, 1200, 128, true, false, true, 0);
+                test_components_no_acts(4099, 341, 1208, 128);
+            }
+            masked_b2b_sm90_force_split(0);
         }
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
         test_weight_delta();
