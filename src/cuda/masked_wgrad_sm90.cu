@@ -289,14 +289,13 @@ static bool env_on(void) {
     return env;
 }
 
-// The fewest tokens that run here: 128 for 7/16 of the SMs (7296 on an H100), where it
-// and the back-to-back kernel (then unsplit) won together against the stored products:
-// 32x256 steps 6.47 against 6.78 ms, 64x256 10.48 against 12.09 (session 8); with 32
-// row blocks (32x128) they lost, 4.46 against 4.22 ms. This kernel alone lost at 32x256
-// (session 7: 7.09 against 6.78 ms).
+// The fewest tokens that run here (SPD_CUDA_WGRAD_MIN_N, default 0). Alone this kernel
+// lost at 32x256 (session 7: 7.09 against 6.78 ms per step), and beside the unsplit
+// back-to-back kernel it lost with 32 row blocks (32x128: 4.46 against 4.22 ms); beside
+// the split one it wins there too (session 17, H100: 32x128 3.35 against 3.61 ms with the
+// stored products, 16x128 2.49 against 2.62).
 static int min_n(void) {
-    static const int n =
-        (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", 128 * (spd_cuda_sm_count() * 7 / 16), 0, INT_MAX);
+    static const int n = (int)spd_env_long_or_die("SPD_CUDA_WGRAD_MIN_N", 0, 0, INT_MAX);
     return n;
 }
 

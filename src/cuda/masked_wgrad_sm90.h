@@ -19,9 +19,8 @@ extern "C" {
 
 // Whether the kernel runs for this shape: an sm_90a binary on a compute-capability 9.0
 // GPU, TF32 precision, fused mode, not turned off (SPD_CUDA_WGRAD=0), K1 and K2 each
-// 64 or 128, C a multiple of 4, N >= SPD_CUDA_WGRAD_MIN_N (default: 128 rows for 7/16 of
-// the SMs). Shape and mode only, so that a forward
-// can decide by it whether its backward still needs a * mask.
+// 64 or 128, C a multiple of 4, N >= SPD_CUDA_WGRAD_MIN_N (default 0). Shape and mode
+// only, so that a forward can decide by it whether its backward still needs a * mask.
 bool masked_wgrad_sm90_ok(int N, int C, int K1, int K2);
 
 // dU and dV (either may be NULL) accumulate the sums above, on spd_cuda_stream(); the
