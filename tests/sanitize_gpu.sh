@@ -38,11 +38,11 @@ for tool in memcheck racecheck; do
             --device cuda --mode $mode --tf32 --no-ceilings --batch 2 --seq 64 --d_in 96 --d_out 80 --C 112 --steps 1 --warmup 1
     done
 done
-# The back-to-back masked product and the two weight-gradient kernels in a fused TF32
-# step, at this small size too (SPD_CUDA_B2B_MIN_M=0, SPD_CUDA_WGRAD_MIN_N=0,
-# SPD_CUDA_WGRAD_STORED_MIN_N=0; by default they run from a 128-row block for ~half the
-# SMs, and from 4096 tokens); the stored-activation one alone in the isolated op.
-small=(SPD_CUDA_B2B=1 SPD_CUDA_B2B_MIN_M=0 SPD_CUDA_WGRAD_MIN_N=0 SPD_CUDA_WGRAD_STORED_MIN_N=0)
+# The back-to-back masked product (its components split 3 ways: one chunk each) and the
+# two weight-gradient kernels in a fused TF32 step, at this small size too
+# (SPD_CUDA_WGRAD_STORED_MIN_N=0: by default that one runs from 4096 tokens); the
+# stored-activation one alone in the isolated op.
+small=(SPD_CUDA_B2B=1 SPD_CUDA_B2B_MIN_M=0 SPD_CUDA_B2B_SPLIT=3 SPD_CUDA_WGRAD_MIN_N=0 SPD_CUDA_WGRAD_STORED_MIN_N=0)
 for tool in memcheck racecheck; do
     run "$tool: bench full --mode fused, back-to-back and weight-gradient kernels (1 step)" env "${small[@]}" $CS \
         --tool $tool --error-exitcode 9 "$SPD" bench full --device cuda --mode fused --tf32 --no-ceilings --batch 2 \
