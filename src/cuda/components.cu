@@ -236,16 +236,26 @@ static float delta_backward(float *dx, float *ddelta, float *ddelta_mask, const 
 // them: the forward's mask multiply writes a * mask as bf16 only (into the first
 // half of scratch, where the backward's dU product reads it back), and the
 // backward's mask pass writes g_a as bf16 only (its consumers are the dV and dx
-// products). dout is rounded once for its two products. Everything not a product
-// operand (a, h, dmask, the outputs) stays float32. Needs C % 8 == 0 (16-byte bf16
-// rows). SPD_CUDA_BF16_ACTS=0 turns it off (every operand is then rounded by its
-// product, as in unfused mode): for measuring what it buys. Where the back-to-back
-// kernel runs (K1 <= 128, enough rows; SPD_CUDA_B2B=0 turns it off), the forward's two
-// products and the backward's g_a and dx are one kernel each, as with TF32.
+// products). dout is rounded once for its two products, and x once for the forward's
+// product and the backward's dV (kept_x16). Everything not a product operand (a, h,
+// dmask, the outputs) stays float32. Needs C % 8 == 0 (16-byte bf16 rows).
+// SPD_CUDA_BF16_ACTS=0 turns it off (every operand is then rounded by its product, as in
+// unfused mode): for measuring what it buys. Where the back-to-back kernel runs (K1 <=
+// 128; SPD_CUDA_B2B=0 turns it off), the forward's two products and the backward's g_a
+// and dx are one kernel each, as with TF32.
 static bool bf16_acts(int C, const void *scratch) {
     static const bool env = spd_env_flag_or_die("SPD_CUDA_BF16_ACTS", true);
     return env && fused_mode() && spd_cuda_matmul_precision() == SPD_MATMUL_BF16 && C % 8 == 0 &&
            spd_aligned(scratch, 16);
+}
+
+// Where the forward keeps x rounded to bf16 [N, spd_bf16_ld(d_in)] for the backward's dV
+// product (which otherwise rounds x again): scratch's second half, after a * mask as bf16,
+// where it fits. NULL without a mask (scratch then unused) or room. Shapes alone decide,
+// so that forward and backward agree.
+static void *kept_x16(float *scratch, int N, int C, int d_in, const float *mask) {
+    if (!mask || spd_bf16_ld(d_in) > C) return NULL;
+    return (char *)scratch + (size_t)N * C * 2;  // 16-byte aligned: C % 8 == 0
 }
 
 // out16 [n] = bf16(a * b), four per thread (n % 4 == 0, a and b 16-byte aligned, out16 8-byte).
@@ -279,11 +289,12 @@ static bool components_forward_b2b_bf16(float *out, float *a, const float *x, co
                                         int d_in, int C, int d_out, float *scratch) {
     const int K16 = spd_bf16_ld(d_in), ldb = masked_b2b_ldb(C);
     if (!mask || !masked_b2b_sm90_bf16_ok(N, C, d_in, d_out, K16, mask, NULL, a, NULL)) return false;
+    void *x16 = kept_x16(scratch, N, C, d_in, mask);
     temp_arena t;
-    arena_open(&t, arena_bytes_bf16((long long)N * K16) + arena_bytes_bf16((long long)C * K16) +
+    arena_open(&t, (x16 ? 0 : arena_bytes_bf16((long long)N * K16)) + arena_bytes_bf16((long long)C * K16) +
                        arena_bytes_bf16((long long)d_out * ldb));
-    void *x16 = arena_take_bf16(&t, (long long)N * K16), *Vt16 = arena_take_bf16(&t, (long long)C * K16),
-         *Ut16 = arena_take_bf16(&t, (long long)d_out * ldb);
+    if (!x16) x16 = arena_take_bf16(&t, (long long)N * K16);
+    void *Vt16 = arena_take_bf16(&t, (long long)C * K16), *Ut16 = arena_take_bf16(&t, (long long)d_out * ldb);
     spd_to_bf16(x16, K16, x, d_in, N, d_in);
     masked_b2b_weights_bf16_cuda(Vt16, K16, V, d_in, Ut16, U, d_out, C, d_out, true);
     const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
@@ -302,20 +313,21 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
     const int K16 = spd_bf16_ld(d_in);
     const bool wg = mask && masked_gemm_sm90_bf16_ok(N, C, K16, NULL, K16, NULL, K16, mask, NULL, a, scratch, NULL);
     float *a_tmp = NULL;  // a == NULL (no mask gradients): the float32 product still needs a home
+    void *kept = kept_x16(scratch, N, C, d_in, mask), *x16 = kept;
+    if (!x16) CUDA_CHECK(cudaMallocAsync(&x16, (size_t)N * K16 * 2 + 16, st));
+    spd_to_bf16(x16, K16, x, d_in, N, d_in);
     if (wg) {
-        void *x16 = NULL, *Vt16 = NULL;
-        CUDA_CHECK(cudaMallocAsync(&x16, (size_t)N * K16 * 2 + 16, st));
+        void *Vt16 = NULL;
         CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)C * K16 * 2 + 16, st));
-        spd_to_bf16(x16, K16, x, d_in, N, d_in);
         transpose_pad_bf16_cuda(Vt16, K16, V, C, d_in, C);
         masked_gemm_sm90_bf16(N, C, K16, x16, K16, Vt16, K16, mask, NULL, a, scratch, NULL);
         CUDA_CHECK(cudaFreeAsync(Vt16, st));
-        CUDA_CHECK(cudaFreeAsync(x16, st));
     } else {
         if (!a) CUDA_CHECK(cudaMallocAsync((void **)&a_tmp, (size_t)NC * sizeof(float) + 16, st));
         if (!a) a = a_tmp;
-        matmul_cuda(a, x, V, N, C, d_in, false, false, 1, 0);
+        matmul_cuda_ld_bf16(a, x16, true, V, false, N, C, d_in, false, false, 1, 0, K16, C, C);
     }
+    if (!kept) CUDA_CHECK(cudaFreeAsync(x16, st));
     const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     if (!mask) {
         matmul_cuda(out, a, U, N, d_out, C, false, false, 1, beta);
@@ -390,7 +402,12 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
             }
         }
         const bool ga16 = g16 != NULL;
-        if (dV) matmul_cuda_ld_bf16(dV, x, false, ga, ga16, d_in, C, N, true, false, 1, 1, d_in, C, C);
+        // x as the forward rounded it, unless h (the path without the wgmma kernels) took scratch
+        const void *x16 = b2b || wg ? kept_x16(scratch, N, C, d_in, mask) : NULL;
+        if (dV && x16)
+            matmul_cuda_ld_bf16(dV, x16, true, ga, ga16, d_in, C, N, true, false, 1, 1, spd_bf16_ld(d_in), C, C);
+        else if (dV)
+            matmul_cuda_ld_bf16(dV, x, false, ga, ga16, d_in, C, N, true, false, 1, 1, d_in, C, C);
         if (dx && !b2b) matmul_cuda_ld_bf16(dx, ga, ga16, V, false, N, d_in, C, false, true, 1, dx_beta, C, C, d_in);
     }
     if (g16) CUDA_CHECK(cudaFreeAsync(g16, st));
@@ -564,13 +581,13 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
 // between its forward and backward), and one pass over h makes both dmask and g_a:
 // on an H100 with TF32 or bf16, the epilogue of the wgmma product dout @ U^T
 // (masked_gemm_sm90.h; its mma.sync predecessor lost, dev/kernels/masked_gemm/NOTES.md),
-// or, with TF32 and at least a 128-row block for ~half the SMs, the back-to-back kernel that
-// also makes dx (masked_b2b_sm90.h; SPD_CUDA_B2B=0 turns it off). With TF32 and K1, K2
-// of 64 or 128, dU and dV come from one kernel that recomputes a * mask and g_a per
-// block of components (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the
-// forward then stores no a * mask, and g_a is not stored either. Other TF32 weight
-// gradients read the stored a * mask and g_a on wgrad_stored_sm90.h where it runs. With both
-// widths past 512, the mask passes write a * mask and g_a transposed (kmajor_route).
+// or, where d_out <= 128, the back-to-back kernel that also makes dx (masked_b2b_sm90.h;
+// SPD_CUDA_B2B=0 turns it off). With TF32 and K1, K2 of 64 or 128, dU and dV come from
+// one kernel that recomputes a * mask and g_a per block of components
+// (masked_wgrad_sm90.h; SPD_CUDA_WGRAD=0 turns it off): the forward then stores no a *
+// mask, and g_a is not stored either. Other TF32 weight gradients read the stored a *
+// mask and g_a on wgrad_stored_sm90.h where it runs. With both widths past 512, the mask
+// passes write a * mask and g_a transposed (kmajor_route).
 extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float *ddelta, float *dmask,
                                          float *ddelta_mask, const float *dout, const float *x, const float *a,
                                          const float *V, const float *U, const float *mask, const float *delta,
