@@ -350,11 +350,11 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     mask_pass(sa, 0);
 
     // Iteration c: P of chunk c is in cur; nxt receives chunk c + 1's. GEMM2 of chunk c runs
-    // under the mask pass of chunk c + 1, except in the 176-wide TF32 variant without the
-    // extra outputs: there Y came out wrong by up to 1e-2, differently from run to run
-    // (session 17: not the staged stores, nor GEMM1's write of the registers GEMM2 of c - 1
-    // reads, nor, with register fences, the compiler's use of them; cause not found), and
-    // right whenever GEMM2 had completed before the mask pass.
+    // under the mask pass of chunk c + 1, except in the 176-wide TF32 variant without extra
+    // outputs, whose Y then came out wrong by up to 1e-2, differently from run to run
+    // (session 17). Not the staged stores, not GEMM1 overwriting the registers that GEMM2
+    // of c - 1 reads, and register fences did not help: the cause is not found. There GEMM2
+    // completes before the mask pass, which made Y right every time.
     constexpr bool serial = !bf16 && BN == BB_BN_WIDE && !EXTRA;
     auto iteration = [&](int c, float *cur, float *nxt) {
         const bool more = c + 1 < nch;

@@ -29,8 +29,8 @@ extern "C" {
 // M >= SPD_CUDA_B2B_MIN_M (default 0; where the row blocks would leave SMs idle, C is split
 // among more CTAs and their partial Y summed by spd_cuda_splitk_reduce),
 // ldx a multiple of 4 and X 16-byte aligned, C a multiple of 4 and the mask 16-byte
-// aligned (the TMA reads it), o_mask 16-byte aligned (the TMA writes it where the plan
-// stages it), the other [M, C] buffers 8-byte aligned.
+// aligned (the TMA reads it), o_mask 16-byte aligned (the TMA writes it), the other
+// [M, C] buffers 8-byte aligned.
 bool masked_b2b_sm90_ok(int M, int C, int K1, int K2, const float *X, int ldx, const float *mask, const float *aux,
                         const float *o_plain, const float *o_mask, const float *o_aux);
 
