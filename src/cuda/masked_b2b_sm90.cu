@@ -31,6 +31,7 @@
 // absorb: the bf16 weight copy is plain B^T).
 #include <limits.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cuda_bf16.h>
 
@@ -129,14 +130,36 @@ static __device__ __forceinline__ float pack_bf16x2(float x, float y) {
 // in boxes of 128 bytes' width) and the mask [M, C] (boxes of 32 floats); tm_om covers
 // o_mask [M, C] in boxes of [64 rows, 128 bytes] (the TMA stores P; not read without it,
 // which a plan that does not stage it must be given).
+template <typename T>
+struct b2b_member {
+    CUtensorMap tm_x, tm_at, tm_bt, tm_mask, tm_om;
+    const float *aux;
+    float *o_plain;
+    T *o_mask;
+    float *o_aux;
+    float *Y;  // its own Y, or its first split's partial sum
+    float beta;
+};
+// One launch: grid z = problem g x split (S per problem); split z's partial Y at Y + z
+// split_y (masked_b2b_splits). Passed whole as one __grid_constant__ parameter, so that a
+// CTA indexes its problem's tensor maps in place.
+template <typename T>
+struct b2b_args {
+    b2b_member<T> p[MASKED_B2B_MAX_GROUP];
+    int M, C, K2, ldy, S, split_ch;
+    long long split_y;
+};
+
 template <typename T, int NK1, bool EXTRA, int BN, bool OM>
-static __global__ void __launch_bounds__(BB_THREADS, 1)
-    masked_b2b_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_at,
-                      const __grid_constant__ CUtensorMap tm_bt, const __grid_constant__ CUtensorMap tm_mask,
-                      const __grid_constant__ CUtensorMap tm_om, int M, int C, int K2, int split_ch,
-                      long long split_y, const float *__restrict__ aux, float *__restrict__ o_plain,
-                      T *__restrict__ o_mask, float *__restrict__ o_aux, float *__restrict__ Y, int ldy, float beta) {
+static __global__ void __launch_bounds__(BB_THREADS, 1) masked_b2b_kernel(const __grid_constant__ b2b_args<T> args) {
 #ifdef WG_HAVE_WGMMA
+    const b2b_member<T> &pr = args.p[blockIdx.z / args.S];
+    const CUtensorMap *tm_x = &pr.tm_x, *tm_at = &pr.tm_at, *tm_bt = &pr.tm_bt, *tm_mask = &pr.tm_mask,
+                      *tm_om = &pr.tm_om;
+    const int M = args.M, C = args.C, K2 = args.K2, ldy = args.ldy, split_ch = args.split_ch;
+    const int z = blockIdx.z % args.S;
+    const float beta = pr.beta;
+    float *__restrict__ Y = pr.Y + z * args.split_y;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     using plan = b2b_plan<T, BN, OM>;
@@ -151,10 +174,9 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     const ring mk_ring = {mk0, plan::mask_bytes, bt_ring.bars + 16 * plan::bt_stages, plan::m_stages};
     const int m0 = blockIdx.y * BB_BM, n0 = blockIdx.x * BN;
     const int warp_id = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    // Split z (blockIdx.z) walks chunks [z split_ch, + split_ch) of C from component c0,
-    // its Y the partial sum at Y + z split_y (masked_b2b_splits). ch below counts its chunks.
-    const int ch0 = blockIdx.z * split_ch, nch = min((C + BC - 1) / BC - ch0, split_ch), c0 = ch0 * BC;
-    Y += blockIdx.z * split_y;
+    // Split z walks chunks [z split_ch, + split_ch) of C from component c0. ch below counts
+    // its chunks.
+    const int ch0 = z * split_ch, nch = min((C + BC - 1) / BC - ch0, split_ch), c0 = ch0 * BC;
     if (threadIdx.x == 0) {
         mbar_init(x_full, 1);
         at_ring.init(BB_CONSUMERS / 32);
@@ -172,20 +194,20 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
         if (lane != 0) return;
         if (which == 0) {  // X, then At
             mbar_expect(x_full, NK1 * BB_BM * BB_SUB);
-            for (int s = 0; s < NK1; s++) tma_load(xs + s * (BB_BM * BB_SUB), &tm_x, BC * s, m0, x_full);
+            for (int s = 0; s < NK1; s++) tma_load(xs + s * (BB_BM * BB_SUB), tm_x, BC * s, m0, x_full);
             for (int ch = 0; ch < nch; ch++) {
                 const uint32_t st = at_ring.acquire(ch, NK1 * BC * BB_SUB);
                 for (int s = 0; s < NK1; s++)
-                    tma_load(st + s * (BC * BB_SUB), &tm_at, BC * s, c0 + ch * BC, at_ring.full(ch));
+                    tma_load(st + s * (BC * BB_SUB), tm_at, BC * s, c0 + ch * BC, at_ring.full(ch));
             }
         } else if (which == 1) {
             for (int ch = 0; ch < nch; ch++)
-                tma_load(bt_ring.acquire(ch, plan::bt_bytes), &tm_bt, c0 + ch * BC, n0, bt_ring.full(ch));
+                tma_load(bt_ring.acquire(ch, plan::bt_bytes), tm_bt, c0 + ch * BC, n0, bt_ring.full(ch));
         } else if (which == 2) {  // the mask's chunk in boxes of 32 floats
             for (int ch = 0; ch < nch; ch++) {
                 const uint32_t st = mk_ring.acquire(ch, plan::mask_bytes);
                 for (int s = 0; s < BC / 32; s++)
-                    tma_load(st + s * (BB_BM * BB_SUB), &tm_mask, c0 + ch * BC + 32 * s, m0, mk_ring.full(ch));
+                    tma_load(st + s * (BB_BM * BB_SUB), tm_mask, c0 + ch * BC + 32 * s, m0, mk_ring.full(ch));
             }
         }
         return;
@@ -197,11 +219,10 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
     // The warpgroup's four warps meet (named barrier 1 + wg; 0 is __syncthreads').
     auto wg_sync = [&]() { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); };
     // The N x C outputs come from the first column tile of Y only (the others recompute S).
-    // (A plan without staging is never given o_mask: the host picks OM.)
-    if (blockIdx.x != 0) {
-        o_plain = o_aux = NULL;
-        if constexpr (stage) o_mask = NULL;
-    }
+    // (A plan without staging is never given o_mask: the host picks OM.) Their pointers are
+    // read where used, from the parameter: held in registers, they made the 176-wide
+    // variants spill.
+    const bool first_tile = blockIdx.x == 0, o_mask = stage && first_tile && pr.o_mask;
     // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
     // lane l holds rows l / 4 (+ 8 for i = 1), columns 8 j + 2 (l % 4) + {0, 1} as
     // d[4 j + 2 i + {0, 1}].
@@ -286,12 +307,12 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                 const int box = BC == 32 ? 0 : cc >> 5, cb = BC == 32 ? cc : cc & 31;
                 const float2 m = *(const float2 *)(mk + box * (BB_BM * BB_SUB) + 8 * i * BB_SUB +
                                                    (((cb >> 2) ^ (rl & 7)) << 4) + 4 * (cb & 3));
-                if (EXTRA && (o_plain || o_aux) && row < M && col < C) {
+                if (EXTRA && first_tile && (pr.o_plain || pr.o_aux) && row < M && col < C) {
                     const long long o = (long long)row * C + col;
-                    if (EXTRA && o_plain) *(float2 *)(o_plain + o) = make_float2(v[0], v[1]);
-                    if (EXTRA && o_aux) {
-                        const float2 g = __ldg((const float2 *)(aux + o));
-                        *(float2 *)(o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
+                    if (pr.o_plain) *(float2 *)(pr.o_plain + o) = make_float2(v[0], v[1]);
+                    if (pr.o_aux) {
+                        const float2 g = __ldg((const float2 *)(pr.aux + o));
+                        *(float2 *)(pr.o_aux + o) = make_float2(v[0] * g.x, v[1] * g.y);
                     }
                 }
                 if constexpr (bf16) {
@@ -336,7 +357,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1)
                     }
                 fence_async_shared();
                 wg_sync();
-                if (lead) tma_store(&tm_om, om0 + wg * (64 * BB_SUB), c0 + ch * BC, m0 + 64 * wg);
+                if (lead) tma_store(tm_om, om0 + wg * (64 * BB_SUB), c0 + ch * BC, m0 + 64 * wg);
             }
         }
     };
@@ -443,9 +464,7 @@ extern "C" int masked_b2b_sm90_min_m(void) {
 }
 
 template <typename T>
-using b2b_kernel_fn = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
-                               const CUtensorMap, int, int, int, int, long long, const float *, float *, T *, float *,
-                               float *, int, float);
+using b2b_kernel_fn = void (*)(const b2b_args<T>);
 #define B2B_KERNELS(BN, OM)                                                                                        \
     {masked_b2b_kernel<float, 1, false, BN, OM>, masked_b2b_kernel<float, 2, false, BN, OM>,                       \
      masked_b2b_kernel<float, 3, false, BN, OM>, masked_b2b_kernel<float, 4, false, BN, OM>,                       \
@@ -510,28 +529,50 @@ static int masked_b2b_splits(int tiles, int nch, int *split_ch) {
     return (nch + *split_ch - 1) / *split_ch;
 }
 
-// The launch, split or not: Y's tiles of bn columns, chunks of bc components.
+// The launch of G problems, split or not: Y's tiles of bn columns, chunks of bc
+// components. a.p[g] holds problem g's tensor maps and outputs, its Y and beta the
+// caller's (sum_y: the first problem's, for all); the rest of a is set here. Partial sums
+// where C is split, or where the problems' products are summed: [G, S] slices of [M, ldp].
 template <typename T>
-static void launch(b2b_kernel_fn<T> kernel, int smem, int bn, int bc, const CUtensorMap &tm_x,
-                   const CUtensorMap &tm_at, const CUtensorMap &tm_bt, const CUtensorMap &tm_mask,
-                   const CUtensorMap &tm_om, int M, int C, int K2, const float *aux, float *o_plain, T *o_mask,
-                   float *o_aux, float *Y, int ldy, float beta) {
+static void launch(b2b_kernel_fn<T> kernel, int smem, int bn, int bc, b2b_args<T> a, int G, int M, int C, int K2,
+                   int ldy, bool sum_y) {
+    SPD_ASSERT(G >= 1 && G <= MASKED_B2B_MAX_GROUP);
     const int tiles_n = (K2 + bn - 1) / bn, tiles_m = (M + BB_BM - 1) / BB_BM;
     int split_ch;
-    const int S = masked_b2b_splits(tiles_n * tiles_m, (C + bc - 1) / bc, &split_ch);
+    const int S = masked_b2b_splits(G * tiles_n * tiles_m, (C + bc - 1) / bc, &split_ch);
+    const bool partials = S > 1 || (sum_y && G > 1);
     cudaStream_t st = spd_cuda_stream();
-    float *part = NULL;  // the partials [S, M, ldp]
     const int ldp = (K2 + 3) & ~3;
-    const long long slice = S > 1 ? (long long)M * ldp : 0;
-    if (S > 1) CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)S * slice * sizeof(float), st));
-    const dim3 grid((unsigned)tiles_n, (unsigned)tiles_m, (unsigned)S);
-    kernel<<<grid, BB_THREADS, smem, st>>>(tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, split_ch, slice, aux, o_plain,
-                                           o_mask, o_aux, S > 1 ? part : Y, S > 1 ? ldp : ldy, S > 1 ? 0.0f : beta);
-    CUDA_CHECK_LAUNCH();
-    if (S > 1) {
-        spd_cuda_splitk_reduce(Y, ldy, part, ldp, slice, S, M, K2, 1, beta);
-        CUDA_CHECK(cudaFreeAsync(part, st));
+    const long long slice = partials ? (long long)M * ldp : 0;
+    float *part = NULL, *Y[MASKED_B2B_MAX_GROUP];
+    float beta[MASKED_B2B_MAX_GROUP];
+    if (partials) CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)G * S * slice * sizeof(float), st));
+    for (int g = 0; g < G; g++) {
+        Y[g] = a.p[g].Y;
+        beta[g] = a.p[g].beta;
+        if (partials) {
+            a.p[g].Y = part + (long long)g * S * slice;
+            a.p[g].beta = 0.0f;
+        }
     }
+    a.M = M;
+    a.C = C;
+    a.K2 = K2;
+    a.ldy = partials ? ldp : ldy;
+    a.S = S;
+    a.split_ch = split_ch;
+    a.split_y = slice;
+    const dim3 grid((unsigned)tiles_n, (unsigned)tiles_m, (unsigned)(G * S));
+    kernel<<<grid, BB_THREADS, smem, st>>>(a);
+    CUDA_CHECK_LAUNCH();
+    if (!partials) return;
+    if (sum_y) {
+        spd_cuda_splitk_reduce(Y[0], ldy, part, ldp, slice, G * S, M, K2, 1, beta[0]);
+    } else {
+        for (int g = 0; g < G; g++)
+            spd_cuda_splitk_reduce(Y[g], ldy, part + (long long)g * S * slice, ldp, slice, S, M, K2, 1, beta[g]);
+    }
+    CUDA_CHECK(cudaFreeAsync(part, st));
 }
 
 // What both element types need: fused mode, the kernel on, M, K2 and C in range (C % 4:
@@ -568,50 +609,107 @@ extern "C" bool masked_b2b_sm90_bf16_ok(int M, int C, int K1, int K2, int ldx, c
 
 extern "C" int masked_b2b_ldb(int C) { return (C + 7) & ~7; }
 
+// Whether any problem asks for o_plain or o_aux (the EXTRA variant), or for o_mask.
+static bool any_extra(int G, const masked_b2b_problem *p) {
+    for (int g = 0; g < G; g++)
+        if (p[g].o_plain || p[g].o_aux) return true;
+    return false;
+}
+
+static bool any_o_mask(int G, const masked_b2b_problem *p) {
+    for (int g = 0; g < G; g++)
+        if (p[g].o_mask) return true;
+    return false;
+}
+
+// Problem g's outputs into the kernel's argument (its tensor maps are the caller's).
+template <typename T>
+static void set_outputs(b2b_member<T> *m, const masked_b2b_problem *p) {
+    SPD_ASSERT((p->beta == 0.0f || p->beta == 1.0f) && (!p->o_aux || p->aux));
+    m->aux = p->aux;
+    m->o_plain = p->o_plain;
+    m->o_mask = (T *)p->o_mask;
+    m->o_aux = p->o_aux;
+    m->Y = p->Y;
+    m->beta = p->beta;
+}
+
+extern "C" void masked_b2b_sm90_group(int G, const masked_b2b_problem *p, int M, int C, int K1, int K2, int ldx,
+                                      int lda, int ldy, bool sum_y) {
+    SPD_ASSERT(G >= 1 && G <= MASKED_B2B_MAX_GROUP && lda % 4 == 0);
+    const bool om = any_o_mask(G, p);
+    const int bn = tile_n(K2), plan = bn == BB_BN_WIDE ? 1 : om ? 2 : 0;
+    const b2b_kernel_fn<float> kernel = kernels[plan][(any_extra(G, p) ? 4 : 0) + (K1 + 31) / 32 - 1];
+    b2b_args<float> a;
+    memset(&a, 0, sizeof a);
+    for (int g = 0; g < G; g++) {
+        SPD_ASSERT(spd_aligned(p[g].At, 16) && spd_aligned(p[g].Bt, 16) && (!p[g].o_mask || spd_aligned(p[g].o_mask, 16)));
+        b2b_member<float> *m = &a.p[g];
+        m->tm_x = tma_tensor_map((const float *)p[g].X, M, K1, ldx, BB_BM);
+        m->tm_at = tma_tensor_map((const float *)p[g].At, C, K1, lda, 32);
+        m->tm_bt = tma_tensor_map((const float *)p[g].Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn);
+        m->tm_mask = tma_tensor_map(p[g].mask, M, C, C, BB_BM);
+        // P's stores: boxes of [64 rows, 32 columns] (one warpgroup's rows of a chunk).
+        m->tm_om = p[g].o_mask ? tma_tensor_map((const float *)p[g].o_mask, M, C, C, 64) : m->tm_mask;
+        set_outputs(m, &p[g]);
+    }
+    launch<float>(kernel, smem_bytes[plan], bn, 32, a, G, M, C, K2, ldy, sum_y);
+}
+
+extern "C" void masked_b2b_sm90_bf16_group(int G, const masked_b2b_problem *p, int M, int C, int K1, int K2, int ldx,
+                                           int lda, int ldy, bool sum_y) {
+    SPD_ASSERT(G >= 1 && G <= MASKED_B2B_MAX_GROUP && lda % 8 == 0);
+    const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
+    const b2b_kernel_fn<__nv_bfloat16> kernel = kernels_bf16[wide][(any_extra(G, p) ? 2 : 0) + (K1 + 63) / 64 - 1];
+    const int bc = b2b_plan<__nv_bfloat16, BB_BN, false>::bc;
+    b2b_args<__nv_bfloat16> a;
+    memset(&a, 0, sizeof a);
+    for (int g = 0; g < G; g++) {
+        SPD_ASSERT(spd_aligned(p[g].X, 16) && spd_aligned(p[g].At, 16) && spd_aligned(p[g].Bt, 16));
+        SPD_ASSERT(!p[g].o_mask || (spd_aligned(p[g].o_mask, 16) && C % 8 == 0));
+        b2b_member<__nv_bfloat16> *m = &a.p[g];
+        m->tm_x = tma_tensor_map_bf16(p[g].X, M, K1, ldx, BB_BM);
+        m->tm_at = tma_tensor_map_bf16(p[g].At, C, K1, lda, bc);
+        m->tm_bt = tma_tensor_map_bf16(p[g].Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn);
+        m->tm_mask = tma_tensor_map(p[g].mask, M, C, C, BB_BM);
+        // P's stores: boxes of [64 rows, 64 columns] (one warpgroup's rows of a chunk).
+        m->tm_om = p[g].o_mask ? tma_tensor_map_bf16(p[g].o_mask, M, C, C, 64) : m->tm_mask;
+        set_outputs(m, &p[g]);
+    }
+    launch<__nv_bfloat16>(kernel, smem_bytes_bf16[wide], bn, bc, a, G, M, C, K2, ldy, sum_y);
+}
+
 extern "C" void masked_b2b_sm90(int M, int C, int K1, int K2, const float *X, int ldx, const float *At, int lda,
                                 const float *Bt, const float *mask, const float *aux, float *o_plain, float *o_mask,
                                 float *o_aux, float *Y, int ldy, float beta) {
-    SPD_ASSERT(lda % 4 == 0 && spd_aligned(At, 16) && spd_aligned(Bt, 16) && (beta == 0.0f || beta == 1.0f));
-    SPD_ASSERT((!o_aux || aux) && (!o_mask || spd_aligned(o_mask, 16)));
-    const int bn = tile_n(K2), plan = bn == BB_BN_WIDE ? 1 : o_mask ? 2 : 0;
-    const b2b_kernel_fn<float> kernel = kernels[plan][(o_plain || o_aux ? 4 : 0) + (K1 + 31) / 32 - 1];
-    const CUtensorMap tm_x = tma_tensor_map(X, M, K1, ldx, BB_BM), tm_at = tma_tensor_map(At, C, K1, lda, 32),
-                      tm_bt = tma_tensor_map(Bt, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
-                      tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
-    // P's stores: boxes of [64 rows, 32 columns] (one warpgroup's rows of a chunk).
-    const CUtensorMap tm_om = o_mask ? tma_tensor_map(o_mask, M, C, C, 64) : tm_mask;
-    launch<float>(kernel, smem_bytes[plan], bn, 32, tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, aux, o_plain, o_mask,
-                  o_aux, Y, ldy, beta);
+    const masked_b2b_problem p = {X, At, Bt, mask, aux, o_plain, o_mask, o_aux, Y, beta};
+    masked_b2b_sm90_group(1, &p, M, C, K1, K2, ldx, lda, ldy, false);
 }
 
 extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx, const void *At16,
                                      int lda, const void *Bt16, const float *mask, const float *aux, float *o_plain,
                                      void *o_mask16, float *o_aux, float *Y, int ldy, float beta) {
-    SPD_ASSERT(lda % 8 == 0 && spd_aligned(X16, 16) && spd_aligned(At16, 16) && spd_aligned(Bt16, 16));
-    SPD_ASSERT((beta == 0.0f || beta == 1.0f) && (!o_aux || aux));
-    SPD_ASSERT(!o_mask16 || (spd_aligned(o_mask16, 16) && C % 8 == 0));
-    const int bn = tile_n(K2), wide = bn == BB_BN_WIDE;
-    const b2b_kernel_fn<__nv_bfloat16> kernel = kernels_bf16[wide][(o_plain || o_aux ? 2 : 0) + (K1 + 63) / 64 - 1];
-    const int bc = b2b_plan<__nv_bfloat16, BB_BN, false>::bc;
-    const CUtensorMap tm_x = tma_tensor_map_bf16(X16, M, K1, ldx, BB_BM),
-                      tm_at = tma_tensor_map_bf16(At16, C, K1, lda, bc),
-                      tm_bt = tma_tensor_map_bf16(Bt16, K2, masked_b2b_ldb(C), masked_b2b_ldb(C), bn),
-                      tm_mask = tma_tensor_map(mask, M, C, C, BB_BM);
-    // P's stores: boxes of [64 rows, 64 columns] (one warpgroup's rows of a chunk).
-    const CUtensorMap tm_om = o_mask16 ? tma_tensor_map_bf16(o_mask16, M, C, C, 64) : tm_mask;
-    launch<__nv_bfloat16>(kernel, smem_bytes_bf16[wide], bn, bc, tm_x, tm_at, tm_bt, tm_mask, tm_om, M, C, K2, aux,
-                          o_plain, (__nv_bfloat16 *)o_mask16, o_aux, Y, ldy, beta);
+    const masked_b2b_problem p = {X16, At16, Bt16, mask, aux, o_plain, o_mask16, o_aux, Y, beta};
+    masked_b2b_sm90_bf16_group(1, &p, M, C, K1, K2, ldx, lda, ldy, false);
 }
 
 // Bt [n, q] for q < ldb: B [c, n], zero for c >= C, with c = q for bf16 and, for TF32, the
 // column that slot q % 8 of its group holds (rounded to TF32 here, once, rather than
 // truncated by the tensor cores). The first n_at threads instead copy At [c, k] = V [k, c]
 // for At [C, K1] with row stride lda (the forward's other operand, in the same launch: each
-// copy alone is mostly a launch's fixed cost).
+// copy alone is mostly a launch's fixed cost). blockIdx.y picks the problem of a group.
 template <typename T>
-static __global__ void b2b_weight_kernel(T *Bt, int ldb, const float *src, int lds, int C, int K2, int c_major, T *At,
-                                         int lda, const float *V, int K1) {
+struct b2b_weight_set {
+    T *Bt[MASKED_B2B_MAX_GROUP], *At[MASKED_B2B_MAX_GROUP];
+    const float *src[MASKED_B2B_MAX_GROUP], *V[MASKED_B2B_MAX_GROUP];
+};
+
+template <typename T>
+static __global__ void b2b_weight_kernel(const __grid_constant__ b2b_weight_set<T> w, int ldb, int lds, int C, int K2, int c_major,
+                                         int lda, int K1) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    T *const Bt = w.Bt[blockIdx.y], *const At = w.At[blockIdx.y];
+    const float *const src = w.src[blockIdx.y], *const V = w.V[blockIdx.y];
     const long long n_at = At ? (long long)C * K1 : 0;
     if (i < n_at) {
         const long long c = i / K1, k = i % K1;
@@ -635,30 +733,53 @@ static __global__ void b2b_weight_kernel(T *Bt, int ldb, const float *src, int l
     }
 }
 
+// G problems' copies (At[g] NULL: Bt only; At NULL: none has it).
 template <typename T>
-static void b2b_weights(T *Bt, const float *src, int lds, int C, int K2, bool c_major, T *At, int lda, const float *V,
-                        int K1) {
-    const long long n = (long long)K2 * masked_b2b_ldb(C) + (At ? (long long)C * K1 : 0);
+static void b2b_weights(int G, void *const *Bt, const float *const *src, int lds, int C, int K2, bool c_major,
+                        void *const *At, int lda, const float *const *V, int K1) {
+    SPD_ASSERT(G >= 1 && G <= MASKED_B2B_MAX_GROUP);
+    b2b_weight_set<T> w;
+    memset(&w, 0, sizeof w);
+    bool any_at = false;
+    for (int g = 0; g < G; g++) {
+        w.Bt[g] = (T *)Bt[g];
+        w.src[g] = src[g];
+        w.At[g] = At ? (T *)At[g] : NULL;
+        w.V[g] = V ? V[g] : NULL;
+        any_at = any_at || w.At[g];
+    }
+    const long long n = (long long)K2 * masked_b2b_ldb(C) + (any_at ? (long long)C * K1 : 0);
     if (n <= 0) return;
-    b2b_weight_kernel<T><<<spd_cuda_blocks(n, 256), 256, 0, spd_cuda_stream()>>>(Bt, masked_b2b_ldb(C), src, lds, C,
-                                                                                K2, c_major, At, lda, V, K1);
+    const dim3 grid((unsigned)spd_cuda_blocks(n, 256), (unsigned)G);
+    b2b_weight_kernel<T><<<grid, 256, 0, spd_cuda_stream()>>>(w, masked_b2b_ldb(C), lds, C, K2, c_major, lda, K1);
     CUDA_CHECK_LAUNCH();
 }
 
 extern "C" void masked_b2b_weight_cuda(float *Bt, const float *src, int lds, int C, int K2, bool c_major) {
-    b2b_weights<float>(Bt, src, lds, C, K2, c_major, NULL, 0, NULL, 0);
+    void *bt = Bt;
+    b2b_weights<float>(1, &bt, &src, lds, C, K2, c_major, NULL, 0, NULL, 0);
 }
 
 extern "C" void masked_b2b_weights_cuda(float *At, const float *V, int K1, float *Bt, const float *src, int lds, int C,
                                         int K2, bool c_major) {
-    b2b_weights<float>(Bt, src, lds, C, K2, c_major, At, K1, V, K1);
+    void *bt = Bt, *at = At;
+    b2b_weights<float>(1, &bt, &src, lds, C, K2, c_major, &at, K1, &V, K1);
 }
 
 extern "C" void masked_b2b_weight_bf16_cuda(void *Bt16, const float *src, int lds, int C, int K2, bool c_major) {
-    b2b_weights<__nv_bfloat16>((__nv_bfloat16 *)Bt16, src, lds, C, K2, c_major, NULL, 0, NULL, 0);
+    b2b_weights<__nv_bfloat16>(1, &Bt16, &src, lds, C, K2, c_major, NULL, 0, NULL, 0);
 }
 
 extern "C" void masked_b2b_weights_bf16_cuda(void *At16, int lda, const float *V, int K1, void *Bt16,
                                              const float *src, int lds, int C, int K2, bool c_major) {
-    b2b_weights<__nv_bfloat16>((__nv_bfloat16 *)Bt16, src, lds, C, K2, c_major, (__nv_bfloat16 *)At16, lda, V, K1);
+    b2b_weights<__nv_bfloat16>(1, &Bt16, &src, lds, C, K2, c_major, &At16, lda, &V, K1);
+}
+
+extern "C" void masked_b2b_weights_group_cuda(int G, void *const *At, int lda, const float *const *V, int K1,
+                                              void *const *Bt, const float *const *src, int lds, int C, int K2,
+                                              bool c_major, bool bf16) {
+    if (bf16)
+        b2b_weights<__nv_bfloat16>(G, Bt, src, lds, C, K2, c_major, At, lda, V, K1);
+    else
+        b2b_weights<float>(G, Bt, src, lds, C, K2, c_major, At, lda, V, K1);
 }

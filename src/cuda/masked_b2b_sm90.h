@@ -53,6 +53,30 @@ void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X16, int ldx
                           const void *Bt16, const float *mask, const float *aux, float *o_plain, void *o_mask16,
                           float *o_aux, float *Y, int ldy, float beta);
 
+// One problem of a grouped launch (masked_b2b_sm90_group): the operands and outputs that
+// masked_b2b_sm90 takes (X, At, Bt and o_mask bf16 for the bf16 entry). Problems of one
+// launch share M, C, K1, K2 and the row strides; SPD's modules of equal shape (k and v,
+// gate and up) run as one launch, the fewer and fuller launches of the small rows.
+#define MASKED_B2B_MAX_GROUP 3
+typedef struct {
+    const void *X, *At, *Bt;
+    const float *mask, *aux;
+    float *o_plain;
+    void *o_mask;
+    float *o_aux, *Y;
+    float beta;  // 0 or 1; with sum_y, the first problem's is Y's
+} masked_b2b_problem;
+
+// G problems (1 <= G <= MASKED_B2B_MAX_GROUP), each checked with masked_b2b_sm90_ok (or
+// _bf16_ok) and its At and Bt as above; one kernel launch (and the split sums). Without
+// sum_y each problem writes its own Y; with it, Y = beta Y + the sum of every problem's
+// product, into the first problem's Y (the other Y and beta unused): the input gradient of
+// modules that read one input.
+void masked_b2b_sm90_group(int G, const masked_b2b_problem *p, int M, int C, int K1, int K2, int ldx, int lda,
+                           int ldy, bool sum_y);
+void masked_b2b_sm90_bf16_group(int G, const masked_b2b_problem *p, int M, int C, int K1, int K2, int ldx, int lda,
+                                int ldy, bool sum_y);
+
 // The fewest rows M that run here: SPD_CUDA_B2B_MIN_M, default 0.
 int masked_b2b_sm90_min_m(void);
 
@@ -78,6 +102,11 @@ void masked_b2b_weights_cuda(float *At, const float *V, int K1, float *Bt, const
 void masked_b2b_weight_bf16_cuda(void *Bt16, const float *src, int lds, int C, int K2, bool c_major);
 void masked_b2b_weights_bf16_cuda(void *At16, int lda, const float *V, int K1, void *Bt16, const float *src, int lds,
                                   int C, int K2, bool c_major);
+// The copies of G problems of one shape in one launch: problem g's as masked_b2b_weights
+// (At[g] != NULL) or masked_b2b_weight (At NULL) with At[g], V[g], Bt[g] and src[g];
+// bf16 copies (At rows of stride lda) with bf16 set.
+void masked_b2b_weights_group_cuda(int G, void *const *At, int lda, const float *const *V, int K1, void *const *Bt,
+                                   const float *const *src, int lds, int C, int K2, bool c_major, bool bf16);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,7 @@
 // runs under step 3. Nothing goes through shared memory but the TMA's tiles.
 #include <limits.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/env.h"
 #include "cuda/cuda_common.h"
@@ -164,17 +165,26 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
 // Split sp of S takes tiles [sp T / S, (sp + 1) T / S) of the T token tiles.
 static __device__ __forceinline__ int split_first(int sp, int S, int T) { return (int)((long long)sp * T / S); }
 
-// NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). Grid (component blocks nc, splits S); partial
-// blocks part_dU [S, nc, 64, K2] and part_dV [S, nc, K1, 64]. xT and doutT: the
-// transposed copies.
+// One module of a launch: tensor maps of x, dout, the mask and the transposed copies,
+// its weights and its partial blocks part_dU [S, nc, 64, K2] and part_dV [S, nc, K1, 64].
+struct wgrad_member {
+    CUtensorMap tm_x, tm_dout, tm_mask, tm_xT, tm_doutT;
+    const float *V, *U;
+    float *part_dU, *part_dV;
+};
+struct wgrad_args {
+    wgrad_member m[MASKED_WGRAD_MAX_GROUP];
+    int C, tiles;
+};
+
+// NK1, NK2: K1 / 32 and K2 / 32 (2 or 4). Grid (component blocks nc, splits S, modules G).
 template <int NK1, int NK2>
-static __global__ void __launch_bounds__(WG_THREADS, 1)
-    masked_wgrad_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_dout,
-                        const __grid_constant__ CUtensorMap tm_mask, const __grid_constant__ CUtensorMap tm_xT,
-                        const __grid_constant__ CUtensorMap tm_doutT, int C, int tiles,
-                        const float *__restrict__ V, const float *__restrict__ U, float *__restrict__ part_dU,
-                        float *__restrict__ part_dV) {
+static __global__ void __launch_bounds__(WG_THREADS, 1) masked_wgrad_kernel(const __grid_constant__ wgrad_args args) {
 #ifdef WG_HAVE_WGMMA
+    const wgrad_member &pm = args.m[blockIdx.z];
+    const CUtensorMap *tm_x = &pm.tm_x, *tm_dout = &pm.tm_dout, *tm_mask = &pm.tm_mask, *tm_xT = &pm.tm_xT,
+                      *tm_doutT = &pm.tm_doutT;
+    const int C = args.C, tiles = args.tiles;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
     const uint32_t st0 = (raw + 1023) & ~1023u;
@@ -202,17 +212,17 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
             for (int it = 0; it < ntiles; it++) {
                 const int tok0 = (t0 + it) * WG_BT;
                 const uint32_t st = ra.acquire(it, (NK1 + NK2 + 2) * WG_SUB), bar = ra.full(it);
-                for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, &tm_x, 32 * s, tok0, bar);
-                for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, &tm_dout, 32 * s, tok0, bar);
+                for (int s = 0; s < NK1; s++) tma_load(st + x_off + s * WG_SUB, tm_x, 32 * s, tok0, bar);
+                for (int s = 0; s < NK2; s++) tma_load(st + dout_off + s * WG_SUB, tm_dout, 32 * s, tok0, bar);
                 for (int b = 0; b < 2; b++)
-                    tma_load(st + mask_off + b * WG_SUB, &tm_mask, c0 + 32 * b, tok0, bar);
+                    tma_load(st + mask_off + b * WG_SUB, tm_mask, c0 + 32 * b, tok0, bar);
             }
         } else if (warp_id == WG_CONSUMERS / 32 + 1) {
             for (int it = 0; it < ntiles; it++) {
                 const int tok0 = (t0 + it) * WG_BT;
                 const uint32_t st = rb.acquire(it, (NK1 + NK2) * WG_SUB), bar = rb.full(it);
-                tma_load(st + xT_off, &tm_xT, tok0, 0, bar);
-                tma_load(st + doutT_off, &tm_doutT, tok0, 0, bar);
+                tma_load(st + xT_off, tm_xT, tok0, 0, bar);
+                tma_load(st + doutT_off, tm_doutT, tok0, 0, bar);
             }
         }
         return;
@@ -221,20 +231,28 @@ static __global__ void __launch_bounds__(WG_THREADS, 1)
     const int wg = threadIdx.x >> 7, warp = warp_id & 3;
     const long long b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
     if (wg == 0)
-        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, ra, rb, x_off, doutT_off, mask_off, V, C, c0, ntiles,
-                                           part_dU + b * WG_BC * (32 * NK2), lane, warp);
+        consumer<32 * NK1, 32 * NK2, true>(smem_raw, raw, ra, rb, x_off, doutT_off, mask_off, pm.V, C, c0, ntiles,
+                                           pm.part_dU + b * WG_BC * (32 * NK2), lane, warp);
     else
-        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, ra, rb, dout_off, xT_off, mask_off, U, C, c0, ntiles,
-                                            part_dV + b * WG_BC * (32 * NK1), lane, warp);
+        consumer<32 * NK2, 32 * NK1, false>(smem_raw, raw, ra, rb, dout_off, xT_off, mask_off, pm.U, C, c0, ntiles,
+                                            pm.part_dV + b * WG_BC * (32 * NK1), lane, warp);
 #endif
 }
 
+// The gradients of a launch's modules and their partial blocks.
+struct wgrad_sums {
+    float *dU[MASKED_WGRAD_MAX_GROUP], *dV[MASKED_WGRAD_MAX_GROUP];
+    const float *part_dU[MASKED_WGRAD_MAX_GROUP], *part_dV[MASKED_WGRAD_MAX_GROUP];
+};
+
 // One output element per thread, both gradients in one launch (each is ~1 us of bytes
 // and a launch's worth of fixed cost): first dU [C, K2], then dV [K1, C] (either may be
-// NULL); the S partial blocks ([64, K2] or [K1, 64]) of its component block added in
-// split order onto it.
-static __global__ void add_partials_kernel(float *dU, float *dV, const float *part_dU, const float *part_dV, int C,
-                                           int K1, int K2, int nc, int S) {
+// NULL) of module blockIdx.y; the S partial blocks ([64, K2] or [K1, 64]) of its component
+// block added in split order onto it.
+static __global__ void add_partials_kernel(const __grid_constant__ wgrad_sums w, int C, int K1, int K2, int nc,
+                                           int S) {
+    float *const dU = w.dU[blockIdx.y], *const dV = w.dV[blockIdx.y];
+    const float *const part_dU = w.part_dU[blockIdx.y], *const part_dV = w.part_dV[blockIdx.y];
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const bool du = i < (long long)C * K2;
     if (!du) i -= (long long)C * K2;
@@ -250,14 +268,20 @@ static __global__ void add_partials_kernel(float *dU, float *dV, const float *pa
 }
 
 // dst [K, ld] (ld = N rounded up to 8) = src^T for src [N, K], each 8 columns in the
-// order of tokens 0 2 4 6 1 3 5 7, zero past N; blockIdx.z picks the pair (x and dout in
-// one launch). Block: a 32 x 32 tile, 32 x 8 threads.
-static __global__ void transpose_tokens_kernel(float *dst0, const float *src0, int K0, float *dst1,
-                                               const float *src1, int K1, int ld, int N) {
+// order of tokens 0 2 4 6 1 3 5 7, zero past N; blockIdx.z picks the matrix (x and each
+// module's dout in one launch). Block: a 32 x 32 tile, 32 x 8 threads.
+#define WG_MAX_TRANSPOSED (1 + MASKED_WGRAD_MAX_GROUP)
+struct token_transposes {
+    float *dst[WG_MAX_TRANSPOSED];
+    const float *src[WG_MAX_TRANSPOSED];
+    int K[WG_MAX_TRANSPOSED];
+};
+
+static __global__ void transpose_tokens_kernel(const __grid_constant__ token_transposes tt, int ld, int N) {
     __shared__ float tile[32][33];
-    float *dst = blockIdx.z ? dst1 : dst0;
-    const float *src = blockIdx.z ? src1 : src0;
-    const int K = blockIdx.z ? K1 : K0;
+    float *dst = tt.dst[blockIdx.z];
+    const float *src = tt.src[blockIdx.z];
+    const int K = tt.K[blockIdx.z];
     const int n0 = blockIdx.x * 32, k0 = blockIdx.y * 32, tx = threadIdx.x, ty = threadIdx.y;
     if (k0 >= K) return;
     for (int r = ty; r < 32; r += 8) {
@@ -272,15 +296,6 @@ static __global__ void transpose_tokens_kernel(float *dst0, const float *src0, i
         const int k = k0 + r;
         if (k < K) dst[(long long)k * ld + pos] = tile[tx][r];
     }
-}
-
-// xT [K1, ld] and doutT [K2, ld] from x [N, K1] and dout [N, K2].
-static void transpose_tokens(float *xT, const float *x, int K1, float *doutT, const float *dout, int K2, int ld,
-                             int N) {
-    const int K = K1 > K2 ? K1 : K2;
-    const dim3 grid((unsigned)((ld + 31) / 32), (unsigned)((K + 31) / 32), 2);
-    transpose_tokens_kernel<<<grid, dim3(32, 8), 0, spd_cuda_stream()>>>(xT, x, K1, doutT, dout, K2, ld, N);
-    CUDA_CHECK_LAUNCH();
 }
 
 // SPD_CUDA_WGRAD=0 turns it off (for A/B timing against the cuBLAS products).
@@ -299,8 +314,7 @@ static int min_n(void) {
     return n;
 }
 
-typedef void (*wgrad_kernel_fn)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
-                                const CUtensorMap, int, int, const float *, const float *, float *, float *);
+typedef void (*wgrad_kernel_fn)(const wgrad_args);
 // [K1 == 128][K2 == 128]
 static const wgrad_kernel_fn kernels[4] = {masked_wgrad_kernel<2, 2>, masked_wgrad_kernel<2, 4>,
                                            masked_wgrad_kernel<4, 2>, masked_wgrad_kernel<4, 4>};
@@ -331,37 +345,84 @@ static float *aligned_copy(const float *src, long long n) {
     return dst;
 }
 
-extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, const float *dout, const float *V,
-                                  const float *U, const float *mask, float *dU, float *dV) {
-    if (!dU && !dV) return;
+extern "C" void masked_wgrad_sm90_group(int G, int N, int C, int K1, int K2, const float *x,
+                                        const float *const *dout, const float *const *V, const float *const *U,
+                                        const float *const *mask, float *const *dU, float *const *dV) {
+    SPD_ASSERT(G >= 1 && G <= MASKED_WGRAD_MAX_GROUP);
     cudaStream_t st = spd_cuda_stream();
-    const float *xa = spd_aligned(x, 16) ? x : aligned_copy(x, (long long)N * K1);
-    const float *da = spd_aligned(dout, 16) ? dout : aligned_copy(dout, (long long)N * K2);
-    const float *ma = spd_aligned(mask, 16) ? mask : aligned_copy(mask, (long long)N * C);
+    // Operands the TMA cannot read in place (16-byte alignment) are copied first.
+    float *copies[1 + 2 * MASKED_WGRAD_MAX_GROUP] = {NULL};
+    int n_copies = 0;
+    auto aligned = [&](const float *p, long long n) -> const float * {
+        if (spd_aligned(p, 16)) return p;
+        return copies[n_copies++] = aligned_copy(p, n);
+    };
+    const float *xa = aligned(x, (long long)N * K1), *da[MASKED_WGRAD_MAX_GROUP], *ma[MASKED_WGRAD_MAX_GROUP];
+    for (int g = 0; g < G; g++) {
+        da[g] = aligned(dout[g], (long long)N * K2);
+        ma[g] = aligned(mask[g], (long long)N * C);
+    }
     const int nc = (C + WG_BC - 1) / WG_BC, tiles = (N + WG_BT - 1) / WG_BT;
     // About one CTA per SM (shared memory): the token range split S ways.
-    int S = spd_cuda_sm_count() / nc;
+    int S = spd_cuda_sm_count() / (nc * G);
     if (S > tiles) S = tiles;
     if (S < 1) S = 1;
     const long long nU = (long long)S * nc * WG_BC * K2, nV = (long long)S * nc * WG_BC * K1;
-    // x^T and dout^T with the tokens of each 8 in the order of step 3's register operand.
+    // x^T (once: the modules share x) and each dout^T, with the tokens of each 8 in the order
+    // of step 3's register operand.
     const int ldt = (N + 7) & ~7;
     float *part = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(nU + nV + (long long)(K1 + K2) * ldt) * sizeof(float), st));
-    float *xT = part + nU + nV, *doutT = xT + (long long)K1 * ldt;
-    transpose_tokens(xT, xa, K1, doutT, da, K2, ldt, N);
-    const CUtensorMap tm_x = tma_tensor_map(xa, N, K1, K1, WG_BT), tm_dout = tma_tensor_map(da, N, K2, K2, WG_BT),
-                      tm_mask = tma_tensor_map(ma, N, C, C, WG_BT), tm_xT = tma_tensor_map(xT, K1, ldt, ldt, K1),
-                      tm_doutT = tma_tensor_map(doutT, K2, ldt, ldt, K2);
+    const long long per = nU + nV + (long long)K2 * ldt;
+    CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(G * per + (long long)K1 * ldt) * sizeof(float), st));
+    float *xT = part + G * per;
+    token_transposes tt;
+    memset(&tt, 0, sizeof tt);
+    tt.dst[0] = xT;
+    tt.src[0] = xa;
+    tt.K[0] = K1;
+    wgrad_args a;
+    memset(&a, 0, sizeof a);
+    a.C = C;
+    a.tiles = tiles;
+    wgrad_sums w;
+    memset(&w, 0, sizeof w);
+    const CUtensorMap tm_x = tma_tensor_map(xa, N, K1, K1, WG_BT), tm_xT = tma_tensor_map(xT, K1, ldt, ldt, K1);
+    for (int g = 0; g < G; g++) {
+        float *pU = part + g * per, *pV = pU + nU, *doutT = pV + nV;
+        tt.dst[1 + g] = doutT;
+        tt.src[1 + g] = da[g];
+        tt.K[1 + g] = K2;
+        wgrad_member *m = &a.m[g];
+        m->tm_x = tm_x;
+        m->tm_xT = tm_xT;
+        m->tm_dout = tma_tensor_map(da[g], N, K2, K2, WG_BT);
+        m->tm_mask = tma_tensor_map(ma[g], N, C, C, WG_BT);
+        m->tm_doutT = tma_tensor_map(doutT, K2, ldt, ldt, K2);
+        m->V = V[g];
+        m->U = U[g];
+        m->part_dU = pU;
+        m->part_dV = pV;
+        w.dU[g] = dU[g];
+        w.dV[g] = dV[g];
+        w.part_dU[g] = pU;
+        w.part_dV[g] = pV;
+    }
+    const int K = K1 > K2 ? K1 : K2;
+    transpose_tokens_kernel<<<dim3((unsigned)((ldt + 31) / 32), (unsigned)((K + 31) / 32), (unsigned)(1 + G)),
+                              dim3(32, 8), 0, st>>>(tt, ldt, N);
+    CUDA_CHECK_LAUNCH();
     const wgrad_kernel_fn kernel = kernels[(K1 == 128) * 2 + (K2 == 128)];
-    kernel<<<dim3((unsigned)nc, (unsigned)S), WG_THREADS, WG_SMEM_BYTES, st>>>(tm_x, tm_dout, tm_mask, tm_xT,
-                                                                             tm_doutT, C, tiles, V, U, part, part + nU);
+    kernel<<<dim3((unsigned)nc, (unsigned)S, (unsigned)G), WG_THREADS, WG_SMEM_BYTES, st>>>(a);
     CUDA_CHECK_LAUNCH();
     const long long n = (long long)C * (K1 + K2);
-    add_partials_kernel<<<spd_cuda_blocks(n, 256), 256, 0, st>>>(dU, dV, part, part + nU, C, K1, K2, nc, S);
+    add_partials_kernel<<<dim3((unsigned)spd_cuda_blocks(n, 256), (unsigned)G), 256, 0, st>>>(w, C, K1, K2, nc, S);
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaFreeAsync(part, st));
-    if (xa != x) CUDA_CHECK(cudaFreeAsync((void *)xa, st));
-    if (da != dout) CUDA_CHECK(cudaFreeAsync((void *)da, st));
-    if (ma != mask) CUDA_CHECK(cudaFreeAsync((void *)ma, st));
+    for (int i = 0; i < n_copies; i++) CUDA_CHECK(cudaFreeAsync(copies[i], st));
+}
+
+extern "C" void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, const float *dout, const float *V,
+                                  const float *U, const float *mask, float *dU, float *dV) {
+    if (!dU && !dV) return;
+    masked_wgrad_sm90_group(1, N, C, K1, K2, x, &dout, &V, &U, &mask, &dU, &dV);
 }

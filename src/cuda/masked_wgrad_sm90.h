@@ -29,6 +29,14 @@ bool masked_wgrad_sm90_ok(int N, int C, int K1, int K2);
 void masked_wgrad_sm90(int N, int C, int K1, int K2, const float *x, const float *dout, const float *V,
                        const float *U, const float *mask, float *dU, float *dV);
 
+// The same for G modules (1 <= G <= MASKED_WGRAD_MAX_GROUP) of one shape that read the
+// same x, in one launch (one transposed copy of x): module g's dout[g], V[g], U[g],
+// mask[g] into dU[g] and dV[g] (either may be NULL).
+#define MASKED_WGRAD_MAX_GROUP 3
+void masked_wgrad_sm90_group(int G, int N, int C, int K1, int K2, const float *x, const float *const *dout,
+                             const float *const *V, const float *const *U, const float *const *mask,
+                             float *const *dU, float *const *dV);
+
 #ifdef __cplusplus
 }
 #endif
