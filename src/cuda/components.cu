@@ -694,6 +694,148 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     arena_close(&t);
 }
 
+// ---- groups: modules of one shape on one input (ops/components.h) -----------------
+// Where every member takes the back-to-back kernel, the members' forwards are one launch
+// of it (and one of the weights' copies); in the backward, with TF32, the weight gradients
+// are one launch of masked_wgrad_sm90 (one transposed copy of x for all) and the input
+// gradient one launch of the back-to-back kernel that sums the members' products. Elsewhere
+// the members run one after another.
+
+static void forward_each(int G, const components_member *m, const float *x, int N, int d_in, int C, int d_out) {
+    for (int g = 0; g < G; g++)
+        components_forward_cuda(m[g].out, m[g].a, x, m[g].V, m[g].U, m[g].mask, m[g].delta, m[g].delta_mask, N, d_in,
+                                C, d_out, m[g].scratch);
+}
+
+// Whether every member's forward takes the back-to-back kernel (bf16: with bf16 set).
+static bool group_forward_b2b_ok(int G, const components_member *m, const float *x, int N, int d_in, int C,
+                                 int d_out, bool bf16) {
+    if (G < 2 || G > MASKED_B2B_MAX_GROUP) return false;
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        if (!e->mask || bf16_acts(C, e->scratch) != bf16) return false;
+        if (!bf16 && (kmajor_route(N, C, d_in, d_out, e->mask, e->scratch) ||
+                      !masked_b2b_sm90_ok(N, C, d_in, d_out, x, d_in, e->mask, NULL, e->a, e->scratch, NULL)))
+            return false;
+        if (bf16 && !masked_b2b_sm90_bf16_ok(N, C, spd_bf16_ld(d_in), d_out, spd_bf16_ld(d_in), e->mask, NULL, e->a,
+                                             NULL))
+            return false;
+    }
+    return true;
+}
+
+extern "C" void components_forward_group_cuda(int G, const components_member *m, const float *x, int N, int d_in,
+                                              int C, int d_out) {
+    SPD_ASSERT(G >= 1 && G <= COMPONENTS_GROUP_MAX);
+    const bool bf16 = bf16_acts(C, m[0].scratch);
+    if (!group_forward_b2b_ok(G, m, x, N, d_in, C, d_out, bf16)) {
+        forward_each(G, m, x, N, d_in, C, d_out);
+        return;
+    }
+    // As components_forward_b2b (TF32) and components_forward_b2b_bf16, for G members.
+    const int ldb = masked_b2b_ldb(C), K1 = bf16 ? spd_bf16_ld(d_in) : d_in;
+    const long long n_at = (long long)C * K1, n_bt = (long long)d_out * ldb, n_x = (long long)N * K1;
+    temp_arena t;
+    arena_open(&t, G * (bf16 ? arena_bytes_bf16(n_at) + arena_bytes_bf16(n_bt) + arena_bytes_bf16(n_x)
+                             : arena_bytes(n_at) + arena_bytes(n_bt)));
+    void *At[MASKED_B2B_MAX_GROUP], *Bt[MASKED_B2B_MAX_GROUP];
+    const float *V[MASKED_B2B_MAX_GROUP], *U[MASKED_B2B_MAX_GROUP];
+    const void *X[MASKED_B2B_MAX_GROUP];
+    for (int g = 0; g < G; g++) {
+        At[g] = bf16 ? arena_take_bf16(&t, n_at) : arena_take(&t, n_at);
+        Bt[g] = bf16 ? arena_take_bf16(&t, n_bt) : arena_take(&t, n_bt);
+        V[g] = m[g].V;
+        U[g] = m[g].U;
+        X[g] = x;
+        if (bf16) {  // x rounded where each member's backward finds it (kept_x16), or a temporary
+            void *x16 = kept_x16(m[g].scratch, N, C, d_in, m[g].mask);
+            if (!x16) x16 = arena_take_bf16(&t, n_x);
+            spd_to_bf16(x16, K1, x, d_in, N, d_in);
+            X[g] = x16;
+        }
+    }
+    masked_b2b_weights_group_cuda(G, At, K1, V, d_in, Bt, U, d_out, C, d_out, true, bf16);
+    // a * mask for the backward's dU where masked_wgrad does not recompute it (TF32), as bf16
+    // in scratch's first half (bf16)
+    const bool store_am = bf16 || !masked_wgrad_sm90_ok(N, C, d_in, d_out);
+    masked_b2b_problem p[MASKED_B2B_MAX_GROUP];
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        const float beta = delta_forward(e->out, x, e->delta, e->delta_mask, N, d_in, d_out);
+        p[g] = (masked_b2b_problem){X[g], At[g], Bt[g], e->mask, NULL, e->a, store_am ? e->scratch : NULL, NULL,
+                                    e->out, beta};
+    }
+    if (bf16)
+        masked_b2b_sm90_bf16_group(G, p, N, C, K1, d_out, K1, K1, d_out, false);
+    else
+        masked_b2b_sm90_group(G, p, N, C, K1, d_out, K1, K1, d_out, false);
+    arena_close(&t);
+}
+
+// Whether the TF32 backward of every member takes masked_wgrad_sm90 for its weight
+// gradients (where it wants them) and the back-to-back kernel for dx (and dmask).
+static bool group_backward_b2b_ok(int G, const components_member *m, int N, int d_in, int C, int d_out) {
+    if (G < 2 || G > MASKED_B2B_MAX_GROUP || G > MASKED_WGRAD_MAX_GROUP || !fused_mode()) return false;
+    if (pad_width(d_out, N, C)) return false;
+    const bool wgrad = masked_wgrad_sm90_ok(N, C, d_in, d_out);
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        if (!e->mask || bf16_acts(C, e->scratch) || kmajor_route(N, C, d_in, d_out, e->mask, e->scratch)) return false;
+        if ((e->dU || e->dV) && !wgrad) return false;
+        if (!spd_aligned(e->U, 16) || !masked_b2b_sm90_ok(N, C, d_out, d_in, e->dout, d_out, e->mask,
+                                                          e->dmask ? e->a : NULL, NULL, NULL, e->dmask))
+            return false;
+    }
+    return true;
+}
+
+extern "C" void components_backward_group_cuda(int G, const components_member *m, float *dx, bool add_dx,
+                                               const float *x, int N, int d_in, int C, int d_out) {
+    SPD_ASSERT(G >= 1 && G <= COMPONENTS_GROUP_MAX && dx);
+    if (!group_backward_b2b_ok(G, m, N, d_in, C, d_out)) {
+        for (int g = 0; g < G; g++)
+            components_backward_cuda(dx, m[g].dV, m[g].dU, m[g].ddelta, m[g].dmask, m[g].ddelta_mask, m[g].dout, x,
+                                     m[g].a, m[g].V, m[g].U, m[g].mask, m[g].delta, m[g].delta_mask, N, d_in, C,
+                                     d_out, m[g].scratch, add_dx || g > 0);
+        return;
+    }
+    const float *dout[MASKED_B2B_MAX_GROUP], *V[MASKED_B2B_MAX_GROUP], *U[MASKED_B2B_MAX_GROUP],
+        *mask[MASKED_B2B_MAX_GROUP];
+    float *dU[MASKED_B2B_MAX_GROUP], *dV[MASKED_B2B_MAX_GROUP];
+    bool weights = false;
+    for (int g = 0; g < G; g++) {
+        dout[g] = m[g].dout;
+        V[g] = m[g].V;
+        U[g] = m[g].U;
+        mask[g] = m[g].mask;
+        dU[g] = m[g].dU;
+        dV[g] = m[g].dV;
+        weights = weights || dU[g] || dV[g];
+    }
+    if (weights) masked_wgrad_sm90_group(G, N, C, d_in, d_out, x, dout, V, U, mask, dU, dV);
+    // The weight deltas' shares of dx first (each written or added), then the components'.
+    bool added = add_dx;
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        added = delta_backward(dx, e->ddelta, e->ddelta_mask, e->dout, x, e->delta, e->delta_mask, N, d_in, d_out,
+                               added) != 0.0f;
+    }
+    temp_arena t;
+    const long long n_bt = (long long)d_in * masked_b2b_ldb(C);
+    arena_open(&t, G * arena_bytes(n_bt));
+    void *Bt[MASKED_B2B_MAX_GROUP];
+    masked_b2b_problem p[MASKED_B2B_MAX_GROUP];
+    for (int g = 0; g < G; g++) Bt[g] = arena_take(&t, n_bt);
+    masked_b2b_weights_group_cuda(G, NULL, 0, NULL, 0, Bt, V, C, C, d_in, false, false);
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        p[g] = (masked_b2b_problem){e->dout, e->U, Bt[g], e->mask, e->dmask ? e->a : NULL, NULL, NULL, e->dmask,
+                                    dx, added ? 1.0f : 0.0f};
+    }
+    masked_b2b_sm90_group(G, p, N, C, d_out, d_in, d_out, d_out, d_in, true);
+    arena_close(&t);
+}
+
 // delta [d_out, d_in] = W - (V @ U)^T = W - U^T @ V^T
 extern "C" void weight_delta_forward_cuda(float *delta, const float *W, const float *V, const float *U, int d_in,
                                           int C, int d_out) {

@@ -156,3 +156,55 @@ static void own_backward(linear_site *s, real *dx, bool add_dx, const real *dy, 
     }
     if (dx && dx_extra) RFN(add_inplace)(dx, dx_extra, (int64_t)N * s->d_in);
 }
+
+// Whether sites s[0..n) run as one group: linear, replaced by their components with a mask,
+// none of the extras that only the one-site path handles, and one shape.
+static bool groupable(linear_site **s, int n) {
+    if (n < 1 || n > COMPONENTS_GROUP_MAX) return false;
+    for (int i = 0; i < n; i++) {
+        const component_module *c = s[i]->comp;
+        if (s[i]->kind != SITE_LINEAR || s[i]->pre || !c || !c->replaced || !c->mask || c->routing || c->x_cache ||
+            c->dx_extra)
+            return false;
+        if (s[i]->d_in != s[0]->d_in || s[i]->d_out != s[0]->d_out || c->C != s[0]->comp->C) return false;
+    }
+    return true;
+}
+
+// The arguments that components_forward / components_backward take for site s's module.
+static components_member member_of(linear_site *s) {
+    component_module *c = s->comp;
+    const bool pg = !c->no_param_grads, delta = c->delta_mask != NULL;
+    return (components_member){.V = c->V, .U = c->U, .mask = c->mask, .delta = delta ? c->delta : NULL,
+                               .delta_mask = c->delta_mask, .a = c->a, .scratch = c->scratch,
+                               .dV = pg ? c->dV : NULL, .dU = pg ? c->dU : NULL,
+                               .ddelta = delta && pg ? c->ddelta : NULL, .dmask = c->dmask,
+                               .ddelta_mask = c->ddelta_mask};
+}
+
+void RFN(site_forward_group)(linear_site **s, real **y, const real *x, int n, int N) {
+    if (!groupable(s, n)) {
+        for (int i = 0; i < n; i++) RFN(site_forward)(s[i], y[i], x, NULL, N);
+        return;
+    }
+    components_member m[COMPONENTS_GROUP_MAX];
+    for (int i = 0; i < n; i++) {
+        m[i] = member_of(s[i]);
+        m[i].a = saved_acts(s[i]->comp);
+        m[i].out = y[i];
+    }
+    RFN(components_forward_group)(n, m, x, N, s[0]->d_in, s[0]->comp->C, s[0]->d_out);
+}
+
+void RFN(site_backward_group)(linear_site **s, real *dx, bool add, real **dy, const real *x, int n, int N) {
+    if (!groupable(s, n)) {
+        for (int i = 0; i < n; i++) backward(s[i], dx, add || i > 0, dy[i], x, NULL, N);
+        return;
+    }
+    components_member m[COMPONENTS_GROUP_MAX];
+    for (int i = 0; i < n; i++) {
+        m[i] = member_of(s[i]);
+        m[i].dout = dy[i];
+    }
+    RFN(components_backward_group)(n, m, dx, add, x, N, s[0]->d_in, s[0]->comp->C, s[0]->d_out);
+}

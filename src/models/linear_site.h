@@ -83,4 +83,13 @@ void RFN(site_backward)(linear_site *s, real *dx, const real *dy, const real *x,
 // backward adds in place, with no separate add pass).
 void RFN(site_backward_add)(linear_site *s, real *dx, const real *dy, const real *x, int N);
 
+// Sites s[0..n) (n <= COMPONENTS_GROUP_MAX) of one shape that read the same x: y[i] =
+// site i's output. Where each runs its components with a mask and nothing else (no identity
+// before it, no routing, no input cache or extra dx), their components run as a group
+// (components_forward_group: shared launches on the GPU); else one site after another.
+void RFN(site_forward_group)(linear_site **s, real **y, const real *x, int n, int N);
+// Their backward: dx = the sum of the sites' input gradients from dy[i] (written; with add,
+// added onto dx), plus each site's component gradients.
+void RFN(site_backward_group)(linear_site **s, real *dx, bool add, real **dy, const real *x, int n, int N);
+
 #endif

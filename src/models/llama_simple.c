@@ -187,8 +187,7 @@ void RFN(llama_forward)(llama_model *m) {
         linear_site **s = ly->sites;
         RFN(rmsnorm_forward)(ly->ln1, ly->rstd1, ly->x_in, ly->rms_1, N, d, c->rms_norm_eps);
         RFN(site_forward)(s[LLAMA_Q], ly->q, ly->ln1, NULL, N);
-        RFN(site_forward)(s[LLAMA_K], ly->k, ly->ln1, NULL, N);
-        RFN(site_forward)(s[LLAMA_V], ly->v, ly->ln1, NULL, N);
+        RFN(site_forward_group)((linear_site *[]){s[LLAMA_K], s[LLAMA_V]}, (real *[]){ly->k, ly->v}, ly->ln1, 2, N);
         RFN(rope_forward)(ly->q, m->rope_cos, m->rope_sin, m->B, m->S, c->n_head, hd, c->n_ctx,
                           c->rotary_adjacent_pairs);
         RFN(rope_forward)(ly->k, m->rope_cos, m->rope_sin, m->B, m->S, c->n_kv_heads, hd, c->n_ctx,
@@ -197,8 +196,8 @@ void RFN(llama_forward)(llama_model *m) {
         RFN(site_forward)(s[LLAMA_O], m->proj, ly->atty, NULL, N);
         RFN(add)(ly->mid, ly->x_in, m->proj, Nd);
         RFN(rmsnorm_forward)(ly->ln2, ly->rstd2, ly->mid, ly->rms_2, N, d, c->rms_norm_eps);
-        RFN(site_forward)(s[LLAMA_GATE], ly->gate, ly->ln2, NULL, N);
-        RFN(site_forward)(s[LLAMA_UP], ly->up, ly->ln2, NULL, N);
+        RFN(site_forward_group)((linear_site *[]){s[LLAMA_GATE], s[LLAMA_UP]}, (real *[]){ly->gate, ly->up}, ly->ln2,
+                                2, N);
         RFN(swiglu_forward)(ly->hidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
         RFN(site_forward)(s[LLAMA_DOWN], m->proj, ly->hidden, NULL, N);
         real *next = l + 1 < c->n_layer ? m->layers[l + 1].x_in : m->resid;
@@ -220,8 +219,8 @@ void RFN(llama_backward)(llama_model *m) {
         // MLP: next = mid + down(swiglu(gate(ln2), up(ln2))).
         RFN(site_backward)(s[LLAMA_DOWN], m->dhidden, m->dres, ly->hidden, NULL, N);
         RFN(swiglu_backward)(m->dgate, m->dup, m->dhidden, ly->gate, ly->up, (int64_t)N * c->n_intermediate);
-        RFN(site_backward)(s[LLAMA_GATE], m->dln, m->dgate, ly->ln2, NULL, N);
-        RFN(site_backward_add)(s[LLAMA_UP], m->dln, m->dup, ly->ln2, N);
+        RFN(site_backward_group)((linear_site *[]){s[LLAMA_GATE], s[LLAMA_UP]}, m->dln, false,
+                                 (real *[]){m->dgate, m->dup}, ly->ln2, 2, N);
         RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->mid, ly->rms_2, ly->rstd2, N, d, true);  // now dL/d(mid)
         // Attention: mid = x_in + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))).
         RFN(site_backward)(s[LLAMA_O], m->datty, m->dres, ly->atty, NULL, N);
@@ -232,8 +231,8 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(rope_backward)(m->dk, m->rope_cos, m->rope_sin, m->B, m->S, c->n_kv_heads, hd, c->n_ctx,
                            c->rotary_adjacent_pairs);
         RFN(site_backward)(s[LLAMA_Q], m->dln, m->dq, ly->ln1, NULL, N);
-        RFN(site_backward_add)(s[LLAMA_K], m->dln, m->dk, ly->ln1, N);
-        RFN(site_backward_add)(s[LLAMA_V], m->dln, m->dv, ly->ln1, N);
+        RFN(site_backward_group)((linear_site *[]){s[LLAMA_K], s[LLAMA_V]}, m->dln, true, (real *[]){m->dk, m->dv},
+                                 ly->ln1, 2, N);
         RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d, true);  // now dL/d(x_in)
     }
     RFN(site_backward)(m->wte_site, NULL, m->dres, NULL, m->tokens, N);

@@ -89,6 +89,24 @@ void RFN(components_backward)(real *dx, real *dV, real *dU, real *ddelta, real *
     }
 }
 
+// The members one after another (the GPU's fused mode groups their launches).
+void RFN(components_forward_group)(int G, const components_member *m, const real *x, int N, int d_in, int C,
+                                   int d_out) {
+    SPD_ASSERT(G >= 1 && G <= COMPONENTS_GROUP_MAX);
+    for (int g = 0; g < G; g++)
+        RFN(components_forward)(m[g].out, m[g].a, x, m[g].V, m[g].U, m[g].mask, m[g].delta, m[g].delta_mask, N, d_in,
+                                C, d_out, m[g].scratch);
+}
+
+void RFN(components_backward_group)(int G, const components_member *m, real *dx, bool add_dx, const real *x, int N,
+                                    int d_in, int C, int d_out) {
+    SPD_ASSERT(G >= 1 && G <= COMPONENTS_GROUP_MAX && dx);
+    for (int g = 0; g < G; g++)
+        RFN(components_backward)(dx, m[g].dV, m[g].dU, m[g].ddelta, m[g].dmask, m[g].ddelta_mask, m[g].dout, x,
+                                 m[g].a, m[g].V, m[g].U, m[g].mask, m[g].delta, m[g].delta_mask, N, d_in, C, d_out,
+                                 m[g].scratch, add_dx || g > 0);
+}
+
 // delta [d_out, d_in] = W - (V @ U)^T = W - U^T @ V^T
 void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,
                                int d_out) {

@@ -34,6 +34,27 @@ void RFN(components_backward)(real *dx, real *dV, real *dU, real *ddelta, real *
                               const real *mask, const real *delta, const real *delta_mask, int N, int d_in,
                               int C, int d_out, real *scratch, bool add_dx);
 
+// A module of a group: modules of equal shapes (d_in, C, d_out) that read the same input
+// x, such as LlamaSimple's k_proj and v_proj, or gate_proj and up_proj. Each member holds
+// the arguments that components_forward and components_backward take for its module.
+#define COMPONENTS_GROUP_MAX 3
+typedef struct {
+    const real *V, *U, *mask, *delta, *delta_mask;
+    real *a, *scratch;
+    real *out;                                     // forward
+    const real *dout;                              // backward
+    real *dV, *dU, *ddelta, *dmask, *ddelta_mask;  // backward; each may be NULL
+} components_member;
+
+// components_forward of G members (1 <= G <= COMPONENTS_GROUP_MAX) on one x, and their
+// components_backward with the input gradients summed: dx = the sum of the members' (written;
+// added onto dx with add_dx; dx not NULL). The result is that of the members one after
+// another; the CUDA backend in --mode fused runs their products in shared launches where
+// it can (fewer and fuller launches where the token count is small).
+void RFN(components_forward_group)(int G, const components_member *m, const real *x, int N, int d_in, int C,
+                                   int d_out);
+void RFN(components_backward_group)(int G, const components_member *m, real *dx, bool add_dx, const real *x, int N,
+                                    int d_in, int C, int d_out);
 // delta = W - (V @ U)^T; W [d_out, d_in], V [d_in, C], U [C, d_out] -> delta [d_out, d_in].
 void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,
                                int d_out);

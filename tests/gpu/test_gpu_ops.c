@@ -59,6 +59,11 @@ void components_backward_f32(float *dx, float *dV, float *dU, float *ddelta, flo
                              const float *dout, const float *x, const float *a, const float *V, const float *U,
                              const float *mask, const float *delta, const float *delta_mask, int N, int d_in,
                              int C, int d_out, float *scratch, bool add_dx);
+// (components_member holds floats in both backends.)
+void components_forward_group_f32(int G, const components_member *m, const float *x, int N, int d_in, int C,
+                                  int d_out);
+void components_backward_group_f32(int G, const components_member *m, float *dx, bool add_dx, const float *x, int N,
+                                   int d_in, int C, int d_out);
 void weight_delta_forward_f32(float *delta, const float *W, const float *V, const float *U, int d_in, int C,
                               int d_out);
 void weight_delta_backward_f32(float *dV, float *dU, const float *ddelta, const float *V, const float *U, int d_in,
@@ -389,6 +394,62 @@ static void test_components_no_acts(int N, int d_in, int C, int d_out) {
     for (int i = 0; i < 3; i++) {
         snprintf(name, sizeof name, "components_backward %s %s", names[i], tag);
         check(name, outs[i]);
+    }
+    free_all();
+}
+
+// A group of G modules of one shape on one x (components_forward_group and
+// components_backward_group): each member's outputs and gradients, and the summed dx, against
+// the CPU's members one after another. delta: every member has a weight delta; dmask: mask
+// gradients (else a not saved: the forward gets a == NULL, as linear_site passes it in fused
+// mode); add_dx: dx added onto its values; param_grads: dU and dV wanted.
+static void test_components_group(int G, int N, int d_in, int C, int d_out, bool delta, bool dmask, bool add_dx,
+                                  bool param_grads) {
+    char tag[200], name[300];
+    snprintf(tag, sizeof tag, "G=%d N=%d d_in=%d C=%d d_out=%d delta=%d dmask=%d add_dx=%d param_grads=%d (%s)", G, N,
+             d_in, C, d_out, delta, dmask, add_dx, param_grads, spd_cuda_matmul_precision_name());
+    pair x = input((long)N * d_in, -1, 1), dx = add_dx ? accum((long)N * d_in) : output((long)N * d_in);
+    components_member mh[COMPONENTS_GROUP_MAX], md[COMPONENTS_GROUP_MAX];
+    pair out[COMPONENTS_GROUP_MAX], a[COMPONENTS_GROUP_MAX], dV[COMPONENTS_GROUP_MAX], dU[COMPONENTS_GROUP_MAX],
+        ddelta[COMPONENTS_GROUP_MAX], dm[COMPONENTS_GROUP_MAX], ddm[COMPONENTS_GROUP_MAX];
+    for (int g = 0; g < G; g++) {
+        pair V = input((long)d_in * C, -0.1f, 0.1f), U = input((long)C * d_out, -0.1f, 0.1f);
+        pair mask = input((long)N * C, 0, 1), scratch = output((long)N * C), dout = input((long)N * d_out, -1, 1);
+        pair dl = delta ? input((long)d_out * d_in, -0.1f, 0.1f) : none, dlm = delta ? input(N, 0, 1) : none;
+        out[g] = output((long)N * d_out);
+        a[g] = output((long)N * C);
+        dV[g] = param_grads ? accum((long)d_in * C) : none;
+        dU[g] = param_grads ? accum((long)C * d_out) : none;
+        ddelta[g] = delta && param_grads ? accum((long)d_out * d_in) : none;
+        dm[g] = dmask ? output((long)N * C) : none;
+        ddm[g] = delta && dmask ? output(N) : none;
+        mh[g] = (components_member){V.h, U.h, mask.h, H(dl), H(dlm), a[g].h, scratch.h, out[g].h, dout.h,
+                                    H(dV[g]), H(dU[g]), H(ddelta[g]), H(dm[g]), H(ddm[g])};
+        md[g] = (components_member){V.d, U.d, mask.d, D(dl), D(dlm), dmask ? a[g].d : NULL, scratch.d, out[g].d,
+                                    dout.d, D(dV[g]), D(dU[g]), D(ddelta[g]), D(dm[g]), D(ddm[g])};
+    }
+    components_forward_group_f32(G, mh, x.h, N, d_in, C, d_out);
+    components_forward_group_cuda(G, md, x.d, N, d_in, C, d_out);
+    for (int g = 0; g < G; g++) {
+        snprintf(name, sizeof name, "components_forward_group out[%d] %s", g, tag);
+        check(name, out[g]);
+        if (dmask) {
+            snprintf(name, sizeof name, "components_forward_group a[%d] %s", g, tag);
+            check(name, a[g]);
+        }
+    }
+    components_backward_group_f32(G, mh, dx.h, add_dx, x.h, N, d_in, C, d_out);
+    components_backward_group_cuda(G, md, dx.d, add_dx, x.d, N, d_in, C, d_out);
+    snprintf(name, sizeof name, "components_backward_group dx %s", tag);
+    check(name, dx);
+    for (int g = 0; g < G; g++) {
+        const pair outs[] = {dV[g], dU[g], ddelta[g], dm[g], ddm[g]};
+        const char *names[] = {"dV", "dU", "ddelta", "dmask", "ddelta_mask"};
+        for (int i = 0; i < 5; i++) {
+            if (!outs[i].n) continue;
+            snprintf(name, sizeof name, "components_backward_group %s[%d] %s", names[i], g, tag);
+            check(name, outs[i]);
+        }
     }
     free_all();
 }
@@ -1193,6 +1254,23 @@ int main(void) {
         test_components_no_acts(4096, 128, 1200, 128);
     }
     masked_b2b_sm90_force_split(0);
+    // Groups of modules (one launch of each kernel for all): LlamaSimple's k and v (K2 = 64:
+    // masked_wgrad and the summed dx), gate and up (176 wide, a * mask stored), three members,
+    // partial tiles, the delta, mask gradients, dx added, no parameter gradients; split and not.
+    for (int S = 0; S <= 3; S += 3) {
+        masked_b2b_sm90_force_split(S == 0 ? 0 : 1);
+        if (S) printf("# groups, back-to-back kernel unsplit\n");
+        test_components_group(2, 4096, 128, 1200, 64, false, false, true, true);
+        test_components_group(2, 2053, 128, 1204, 341, false, false, false, true);
+        test_components_group(3, 4099, 64, 1204, 128, true, true, false, true);
+        test_components_group(2, 3001, 128, 1202, 64, true, true, true, false);
+    }
+    masked_b2b_sm90_force_split(3);
+    test_components_group(2, 4099, 128, 1204, 341, true, true, true, true);
+    test_components_group(3, 2053, 64, 1200, 64, false, false, false, true);
+    masked_b2b_sm90_force_split(0);
+    test_components_group(2, 5, 64, 60, 64, false, true, false, true);
+    test_components_group(2, 4096, 341, 1200, 128, false, false, false, true);  // not grouped: K1 = 341
     // The weight-gradient kernel (masked_wgrad_sm90: K1, K2 of 64 or 128, C % 4 == 0): fewer
     // tokens than a tile, fewer components than a block, delta, dx NULL, every width pair.
     test_components(5, 64, 60, 64, true, false, true, 0);
@@ -1260,6 +1338,8 @@ int main(void) {
                 test_components_no_acts(4099, 341, 1208, 128);
             }
             masked_b2b_sm90_force_split(0);
+            test_components_group(2, 4099, 128, 1208, 341, true, true, true, true);
+            test_components_group(2, 2053, 128, 1200, 64, false, false, false, true);
         }
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
         test_weight_delta();
