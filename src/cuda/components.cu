@@ -733,7 +733,7 @@ extern "C" void components_forward_group_cuda(int G, const components_member *m,
         return;
     }
     // As components_forward_b2b (TF32) and components_forward_b2b_bf16, for G members.
-    const int ldb = masked_b2b_ldb(C), K1 = bf16 ? spd_bf16_ld(d_in) : d_in;
+    const int ldb = masked_b2b_ldb(C), K1 = bf16 ? spd_bf16_ld(d_in) : d_in;  // X's and At's row stride
     const long long n_at = (long long)C * K1, n_bt = (long long)d_out * ldb, n_x = (long long)N * K1;
     temp_arena t;
     arena_open(&t, G * (bf16 ? arena_bytes_bf16(n_at) + arena_bytes_bf16(n_bt) + arena_bytes_bf16(n_x)
@@ -766,9 +766,9 @@ extern "C" void components_forward_group_cuda(int G, const components_member *m,
                                     e->out, beta};
     }
     if (bf16)
-        masked_b2b_sm90_bf16_group(G, p, N, C, K1, d_out, K1, K1, d_out, false);
+        masked_b2b_sm90_bf16_group(G, p, N, C, d_in, d_out, K1, K1, d_out, false);
     else
-        masked_b2b_sm90_group(G, p, N, C, K1, d_out, K1, K1, d_out, false);
+        masked_b2b_sm90_group(G, p, N, C, d_in, d_out, d_in, d_in, d_out, false);
     arena_close(&t);
 }
 
@@ -789,9 +789,87 @@ static bool group_backward_b2b_ok(int G, const components_member *m, int N, int 
     return true;
 }
 
+// The same with bf16 operands: the back-to-back kernel for dx (and g_a as bf16 for dV).
+static bool group_backward_b2b_bf16_ok(int G, const components_member *m, int N, int d_in, int C, int d_out) {
+    if (G < 2 || G > MASKED_B2B_MAX_GROUP) return false;
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        if (!e->mask || !bf16_acts(C, e->scratch) ||
+            !masked_b2b_sm90_bf16_ok(N, C, d_out, d_in, spd_bf16_ld(d_out), e->mask, e->dmask ? e->a : NULL, NULL,
+                                     e->dmask))
+            return false;
+    }
+    return true;
+}
+
+// The weight deltas' shares of dx (each written or added, in member order); whether dx
+// now holds a value the components' products add onto.
+static bool group_delta_backward(int G, const components_member *m, float *dx, bool add_dx, const float *x, int N,
+                                 int d_in, int d_out) {
+    bool added = add_dx;
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        added = delta_backward(dx, e->ddelta, e->ddelta_mask, e->dout, x, e->delta, e->delta_mask, N, d_in, d_out,
+                               added) != 0.0f;
+    }
+    return added;
+}
+
+// As components_backward_bf16 on its back-to-back route, for G members: per member dout
+// rounded, dU, U rounded; one launch of the weight copies and one of the kernel (dx summed,
+// g_a as bf16 where dV reads it, dmask); per member dV.
+static void components_backward_group_bf16(int G, const components_member *m, float *dx, bool add_dx,
+                                           const float *x, int N, int d_in, int C, int d_out) {
+    const int ldo = spd_bf16_ld(d_out), K16 = spd_bf16_ld(d_in);
+    const long long n_dout = (long long)N * ldo, n_u = (long long)C * ldo, n_bt = (long long)d_in * masked_b2b_ldb(C);
+    temp_arena t;
+    arena_open(&t, G * (arena_bytes_bf16(n_dout) + arena_bytes_bf16(n_u) + arena_bytes_bf16(n_bt) +
+                        arena_bytes_bf16((long long)N * C)));
+    void *dout16[MASKED_B2B_MAX_GROUP], *U16[MASKED_B2B_MAX_GROUP], *Bt[MASKED_B2B_MAX_GROUP],
+        *g16[MASKED_B2B_MAX_GROUP];
+    const float *V[MASKED_B2B_MAX_GROUP];
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        dout16[g] = arena_take_bf16(&t, n_dout);
+        U16[g] = arena_take_bf16(&t, n_u);
+        Bt[g] = arena_take_bf16(&t, n_bt);
+        g16[g] = e->dV ? arena_take_bf16(&t, (long long)N * C) : NULL;
+        V[g] = e->V;
+        spd_to_bf16(dout16[g], ldo, e->dout, d_out, N, d_out);
+        if (e->dU)  // a * mask as bf16 from the forward (scratch's first half)
+            matmul_cuda_ld_bf16(e->dU, e->scratch, true, dout16[g], true, C, d_out, N, true, false, 1, 1, C, ldo,
+                                d_out);
+        spd_to_bf16(U16[g], ldo, e->U, d_out, C, d_out);
+    }
+    const bool added = group_delta_backward(G, m, dx, add_dx, x, N, d_in, d_out);
+    masked_b2b_weights_group_cuda(G, NULL, 0, NULL, 0, Bt, V, C, C, d_in, false, true);
+    masked_b2b_problem p[MASKED_B2B_MAX_GROUP];
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        p[g] = (masked_b2b_problem){dout16[g], U16[g], Bt[g], e->mask, e->dmask ? e->a : NULL, NULL, g16[g],
+                                    e->dmask, dx, added ? 1.0f : 0.0f};
+    }
+    masked_b2b_sm90_bf16_group(G, p, N, C, d_out, d_in, ldo, ldo, d_in, true);
+    for (int g = 0; g < G; g++) {
+        const components_member *e = &m[g];
+        if (!e->dV) continue;
+        // x as the forward rounded it (kept_x16), or x itself
+        const void *x16 = kept_x16(e->scratch, N, C, d_in, e->mask);
+        if (x16)
+            matmul_cuda_ld_bf16(e->dV, x16, true, g16[g], true, d_in, C, N, true, false, 1, 1, K16, C, C);
+        else
+            matmul_cuda_ld_bf16(e->dV, x, false, g16[g], true, d_in, C, N, true, false, 1, 1, d_in, C, C);
+    }
+    arena_close(&t);
+}
+
 extern "C" void components_backward_group_cuda(int G, const components_member *m, float *dx, bool add_dx,
                                                const float *x, int N, int d_in, int C, int d_out) {
     SPD_ASSERT(G >= 1 && G <= COMPONENTS_GROUP_MAX && dx);
+    if (group_backward_b2b_bf16_ok(G, m, N, d_in, C, d_out)) {
+        components_backward_group_bf16(G, m, dx, add_dx, x, N, d_in, C, d_out);
+        return;
+    }
     if (!group_backward_b2b_ok(G, m, N, d_in, C, d_out)) {
         for (int g = 0; g < G; g++)
             components_backward_cuda(dx, m[g].dV, m[g].dU, m[g].ddelta, m[g].dmask, m[g].ddelta_mask, m[g].dout, x,
@@ -813,13 +891,7 @@ extern "C" void components_backward_group_cuda(int G, const components_member *m
         weights = weights || dU[g] || dV[g];
     }
     if (weights) masked_wgrad_sm90_group(G, N, C, d_in, d_out, x, dout, V, U, mask, dU, dV);
-    // The weight deltas' shares of dx first (each written or added), then the components'.
-    bool added = add_dx;
-    for (int g = 0; g < G; g++) {
-        const components_member *e = &m[g];
-        added = delta_backward(dx, e->ddelta, e->ddelta_mask, e->dout, x, e->delta, e->delta_mask, N, d_in, d_out,
-                               added) != 0.0f;
-    }
+    const bool added = group_delta_backward(G, m, dx, add_dx, x, N, d_in, d_out);
     temp_arena t;
     const long long n_bt = (long long)d_in * masked_b2b_ldb(C);
     arena_open(&t, G * arena_bytes(n_bt));

@@ -1340,6 +1340,8 @@ int main(void) {
             masked_b2b_sm90_force_split(0);
             test_components_group(2, 4099, 128, 1208, 341, true, true, true, true);
             test_components_group(2, 2053, 128, 1200, 64, false, false, false, true);
+            test_components_group(3, 4099, 100, 1208, 124, true, true, true, true);  // rows padded to 8
+            test_components_group(2, 3001, 64, 1200, 128, false, true, false, false);
         }
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
         test_weight_delta();
