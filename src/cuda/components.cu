@@ -699,7 +699,11 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
 // of it (and one of the weights' copies); in the backward, with TF32, the weight gradients
 // are one launch of masked_wgrad_sm90 (one transposed copy of x for all) and the input
 // gradient one launch of the back-to-back kernel that sums the members' products. Elsewhere
-// the members run one after another.
+// the members run one after another, as they do with SPD_CUDA_GROUP=0 (for A/B timing).
+static bool group_on(int G) {
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_GROUP", true);
+    return env && G >= 2 && G <= MASKED_B2B_MAX_GROUP && fused_mode();
+}
 
 static void forward_each(int G, const components_member *m, const float *x, int N, int d_in, int C, int d_out) {
     for (int g = 0; g < G; g++)
@@ -710,7 +714,7 @@ static void forward_each(int G, const components_member *m, const float *x, int 
 // Whether every member's forward takes the back-to-back kernel (bf16: with bf16 set).
 static bool group_forward_b2b_ok(int G, const components_member *m, const float *x, int N, int d_in, int C,
                                  int d_out, bool bf16) {
-    if (G < 2 || G > MASKED_B2B_MAX_GROUP) return false;
+    if (!group_on(G)) return false;
     for (int g = 0; g < G; g++) {
         const components_member *e = &m[g];
         if (!e->mask || bf16_acts(C, e->scratch) != bf16) return false;
@@ -775,7 +779,7 @@ extern "C" void components_forward_group_cuda(int G, const components_member *m,
 // Whether the TF32 backward of every member takes masked_wgrad_sm90 for its weight
 // gradients (where it wants them) and the back-to-back kernel for dx (and dmask).
 static bool group_backward_b2b_ok(int G, const components_member *m, int N, int d_in, int C, int d_out) {
-    if (G < 2 || G > MASKED_B2B_MAX_GROUP || G > MASKED_WGRAD_MAX_GROUP || !fused_mode()) return false;
+    if (!group_on(G) || G > MASKED_WGRAD_MAX_GROUP) return false;
     if (pad_width(d_out, N, C)) return false;
     const bool wgrad = masked_wgrad_sm90_ok(N, C, d_in, d_out);
     for (int g = 0; g < G; g++) {
@@ -791,7 +795,7 @@ static bool group_backward_b2b_ok(int G, const components_member *m, int N, int 
 
 // The same with bf16 operands: the back-to-back kernel for dx (and g_a as bf16 for dV).
 static bool group_backward_b2b_bf16_ok(int G, const components_member *m, int N, int d_in, int C, int d_out) {
-    if (G < 2 || G > MASKED_B2B_MAX_GROUP) return false;
+    if (!group_on(G)) return false;
     for (int g = 0; g < G; g++) {
         const components_member *e = &m[g];
         if (!e->mask || !bf16_acts(C, e->scratch) ||
