@@ -26,7 +26,7 @@
 #define WS_BC 128  // components per CTA: two consumer warpgroups of 64
 #define WS_BQ 176  // columns of B per CTA: 88 accumulators per consumer thread
 #define WS_BT 32   // tokens per chunk
-#define WS_MAX_Q 528  // three column blocks
+#define WS_MAX_Q 352
 #define WS_CONSUMERS 256
 #define WS_THREADS (WS_CONSUMERS + 128)  // + a producer warpgroup, one thread of which loads
 #define WS_STAGES 5

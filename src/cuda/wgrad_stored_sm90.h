@@ -20,14 +20,14 @@ extern "C" {
 #endif
 
 // Whether the kernel runs for this shape: an sm_90a binary on a compute-capability 9.0
-// GPU, TF32 precision, fused mode, not turned off (SPD_CUDA_WGRAD_STORED=0), 128 < Q <= 528
+// GPU, TF32 precision, fused mode, not turned off (SPD_CUDA_WGRAD_STORED=0), 128 < Q <= 352
 // (narrower products are as fast on cuBLAS),
 // C a multiple of 4 with A 16-byte aligned (the TMA reads A's rows in place), and
 // N >= SPD_CUDA_WGRAD_STORED_MIN_N (default 4096).
 bool wgrad_stored_sm90_ok(int N, int C, int Q, const float *A);
 
 // The sum above on spd_cuda_stream(); the caller checked wgrad_stored_sm90_ok (or, to
-// test it, any 1 <= Q <= 528 on an sm_90 GPU). B [N, Q] has row stride ldb >= Q (any
+// test it, any 1 <= Q <= 352 on an sm_90 GPU). B [N, Q] has row stride ldb >= Q (any
 // alignment); beta is 0 (D overwritten, never read) or 1.
 void wgrad_stored_sm90(int N, int C, int Q, const float *A, const float *B, int ldb, float *D, bool transposed,
                        float beta);
