@@ -721,8 +721,7 @@ static bool group_forward_b2b_ok(int G, const components_member *m, const float 
         if (!bf16 && (kmajor_route(N, C, d_in, d_out, e->mask, e->scratch) ||
                       !masked_b2b_sm90_ok(N, C, d_in, d_out, x, d_in, e->mask, NULL, e->a, e->scratch, NULL)))
             return false;
-        if (bf16 && !masked_b2b_sm90_bf16_ok(N, C, spd_bf16_ld(d_in), d_out, spd_bf16_ld(d_in), e->mask, NULL, e->a,
-                                             NULL))
+        if (bf16 && !masked_b2b_sm90_bf16_ok(N, C, d_in, d_out, spd_bf16_ld(d_in), e->mask, NULL, e->a, NULL))
             return false;
     }
     return true;
