@@ -332,7 +332,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1) masked_b2b_kernel(const 
 #pragma unroll
             for (int q = 0; q < BC / 4; q++) S[q] = pack_bf16x2(S[2 * q], S[2 * q + 1]);
         }
-        mk_ring.release(ch, lane);
+        mk_ring.release_after_loads(ch, lane);
         // o_mask through the warpgroup's staging buffer and one TMA store (the threads'
         // own scattered stores held the products up: bf16 77.6 against 38.3 us per 128-wide
         // call without them, TF32 73.2 against 44.0): once the previous chunk's store has
@@ -371,12 +371,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1) masked_b2b_kernel(const 
     mask_pass(sa, 0);
 
     // Iteration c: P of chunk c is in cur; nxt receives chunk c + 1's. GEMM2 of chunk c runs
-    // under the mask pass of chunk c + 1, except in the 176-wide TF32 variant without extra
-    // outputs, whose Y then came out wrong by up to 1e-2, differently from run to run
-    // (session 17). Not the staged stores, not GEMM1 overwriting the registers that GEMM2
-    // of c - 1 reads, and register fences did not help: the cause is not found. There GEMM2
-    // completes before the mask pass, which made Y right every time.
-    constexpr bool serial = !bf16 && BN == BB_BN_WIDE && !EXTRA;
+    // under the mask pass of chunk c + 1.
     auto iteration = [&](int c, float *cur, float *nxt) {
         const bool more = c + 1 < nch;
         if (more) at_ring.wait(c + 1);
@@ -385,10 +380,7 @@ static __global__ void __launch_bounds__(BB_THREADS, 1) masked_b2b_kernel(const 
         gemm1(nxt, c + 1);
         bt_ring.wait(c);
         gemm2(cur, c);
-        if constexpr (serial)
-            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        else
-            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // GEMM1 of c + 1 (committed first)
         if (more) at_ring.release(c + 1, lane);
         if (c > 0) bt_ring.release(c - 1, lane);  // GEMM2 of c - 1 was committed before GEMM1 of c + 1
         if (more) mask_pass(nxt, c + 1);

@@ -118,7 +118,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fence_regs<16>(Ta);
     mask_pass(Ta, 0);
-    ra.release(0, lane);
+    ra.release_after_loads(0, lane);
     // Tile it: T of it, masked, in cur; step 3 of it - 1 may still be reading nxt and
     // its ring B stage.
     auto iteration = [&](int it, float *cur, float *nxt) {
@@ -135,7 +135,7 @@ static __device__ __forceinline__ void consumer(const unsigned char *sm, uint32_
         fence_regs<16>(nxt);
         if (more) {
             mask_pass(nxt, it + 1);
-            ra.release(it + 1, lane);
+            ra.release_after_loads(it + 1, lane);
         }
     };
     for (int it = 0; it < ntiles; it += 2) {

@@ -128,6 +128,16 @@ struct ring {
         __syncwarp();
         if (lane == 0) mbar_arrive(empty(ch));
     }
+    // The same for a stage that the threads read with ordinary loads (not only through
+    // wgmma): each thread's loads are ordered before the TMA's next write into the stage
+    // (a write of the async proxy) by a proxy fence. Without it ptxas issued the arrival
+    // while the loads were still outstanding, their values used only later, and the TMA's
+    // next chunk could land first: masked_b2b_sm90's output varied from run to run with
+    // its C split (session 18).
+    __device__ void release_after_loads(int ch, int lane) const {
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        release(ch, lane);
+    }
 };
 #endif
 

@@ -398,6 +398,41 @@ static void test_components_no_acts(int N, int d_in, int C, int d_out) {
     free_all();
 }
 
+// The fused kernels give the same bits on every run (their split sums are added in a fixed
+// order): the forward's out and the backward's dx, dV, dU (from the same start each run) and
+// dmask of one module, R runs on the same inputs. A race in a kernel shows here first: its errors stayed under the TF32 bound
+// (session 18: a mask stage released before its loads completed, with C split).
+static void test_components_repeat(int N, int d_in, int C, int d_out, bool dmask_on, int R) {
+    char name[256];
+    snprintf(name, sizeof name, "components N=%d d_in=%d C=%d d_out=%d dmask=%d (%s): the same bits in %d runs", N, d_in,
+             C, d_out, dmask_on, spd_cuda_matmul_precision_name(), R);
+    pair x = input((long)N * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
+    pair U = input((long)C * d_out, -0.1f, 0.1f), mask = input((long)N * C, 0, 1);
+    pair out = output((long)N * d_out), a = output((long)N * C), scratch = output((long)N * C);
+    pair dout = input((long)N * d_out, -1, 1), dx = output((long)N * d_in), dm = output((long)N * C);
+    pair dV = accum((long)d_in * C), dU = accum((long)C * d_out);
+    float *first[5] = {NULL, NULL, NULL, NULL, NULL};
+    const pair outs[5] = {out, dx, dV, dU, dm};
+    int differ = -1;
+    for (int r = 0; r < R && differ < 0; r++) {
+        spd_device_upload(dV.d, dV.init, (size_t)dV.n * sizeof(float));
+        spd_device_upload(dU.d, dU.init, (size_t)dU.n * sizeof(float));
+        components_forward_cuda(out.d, dmask_on ? a.d : NULL, x.d, V.d, U.d, mask.d, NULL, NULL, N, d_in, C, d_out,
+                                scratch.d);
+        float *got0 = download(out.d, out.n);  // before the backward overwrites scratch
+        components_backward_cuda(dx.d, dV.d, dU.d, NULL, dmask_on ? dm.d : NULL, NULL, dout.d, x.d,
+                                 dmask_on ? a.d : NULL, V.d, U.d, mask.d, NULL, NULL, N, d_in, C, d_out, scratch.d,
+                                 false);
+        for (int k = 0; k < (dmask_on ? 5 : 4); k++) {
+            float *got = k == 0 ? got0 : download(outs[k].d, outs[k].n);
+            if (!first[k]) first[k] = got;
+            else if (memcmp(first[k], got, (size_t)outs[k].n * sizeof(float)) != 0) differ = r;
+        }
+    }
+    test_report(differ < 0, name, "run %d differs from the first", differ);
+    free_all();
+}
+
 // A group of G modules of one shape on one x (components_forward_group and
 // components_backward_group): each member's outputs and gradients, and the summed dx, against
 // the CPU's members one after another. delta: every member has a weight delta; dmask: mask
@@ -1254,6 +1289,16 @@ int main(void) {
         test_components_no_acts(4096, 128, 1200, 128);
     }
     masked_b2b_sm90_force_split(0);
+    // Run to run, split as the SMs ask (32 row blocks: 4 ways): the variants without extra
+    // outputs at 128 wide (out and dx), 176 wide with and without a * mask stored, mask
+    // gradients; the weight-gradient kernel beside them.
+    test_components_repeat(4096, 128, 1200, 64, false, 8);
+    test_components_repeat(4096, 128, 1200, 128, false, 8);
+    test_components_repeat(4096, 64, 1200, 128, false, 8);
+    test_components_repeat(2053, 64, 1200, 352, false, 8);
+    test_components_repeat(4099, 128, 1204, 341, false, 8);
+    test_components_repeat(4096, 341, 1200, 128, true, 8);
+    test_components_repeat(4096, 128, 1200, 128, true, 8);
     // Groups of modules (one launch of each kernel for all): LlamaSimple's k and v (K2 = 64:
     // masked_wgrad and the summed dx), gate and up (176 wide, a * mask stored), three members,
     // partial tiles, the delta, mask gradients, dx added, no parameter gradients; split and not.
@@ -1338,6 +1383,8 @@ int main(void) {
                 test_components_no_acts(4099, 341, 1208, 128);
             }
             masked_b2b_sm90_force_split(0);
+            test_components_repeat(4096, 128, 1200, 128, false, 6);
+            test_components_repeat(4099, 128, 1208, 341, true, 6);
             test_components_group(2, 4099, 128, 1208, 341, true, true, true, true);
             test_components_group(2, 2053, 128, 1200, 64, false, false, false, true);
             test_components_group(3, 4099, 100, 1208, 124, true, true, true, true);  // rows padded to 8
