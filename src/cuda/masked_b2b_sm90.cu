@@ -635,8 +635,7 @@ extern "C" void masked_b2b_sm90_group(int G, const masked_b2b_problem *p, int M,
     b2b_args<float> a;
     memset(&a, 0, sizeof a);
     for (int g = 0; g < G; g++) {
-        SPD_ASSERT(spd_aligned(p[g].At, 16) && spd_aligned(p[g].Bt, 16));
-        SPD_ASSERT(!p[g].o_mask || spd_aligned(p[g].o_mask, 16));
+        SPD_ASSERT(spd_aligned(p[g].At, 16) && spd_aligned(p[g].Bt, 16) && (!p[g].o_mask || spd_aligned(p[g].o_mask, 16)));
         b2b_member<float> *m = &a.p[g];
         m->tm_x = tma_tensor_map((const float *)p[g].X, M, K1, ldx, BB_BM);
         m->tm_at = tma_tensor_map((const float *)p[g].At, C, K1, lda, 32);
@@ -686,82 +685,43 @@ extern "C" void masked_b2b_sm90_bf16(int M, int C, int K1, int K2, const void *X
     masked_b2b_sm90_bf16_group(1, &p, M, C, K1, K2, ldx, lda, ldy, false);
 }
 
-// The operand copies: Bt [n, q] for q < ldb is B [c, n], zero for c >= C, with c = q for
-// bf16 and, for TF32, the column that slot q % 8 of its group holds (rounded to TF32 here,
-// once, rather than truncated by the tensor cores); At [c, k] = V [k, c] for At [C, K1] with
-// row stride lda (the forward's other operand: in the same launch, since each copy alone is
-// mostly a launch's fixed cost). blockIdx.y picks the problem of a group.
+// Bt [n, q] for q < ldb: B [c, n], zero for c >= C, with c = q for bf16 and, for TF32, the
+// column that slot q % 8 of its group holds (rounded to TF32 here, once, rather than
+// truncated by the tensor cores). The first n_at threads instead copy At [c, k] = V [k, c]
+// for At [C, K1] with row stride lda (the forward's other operand, in the same launch: each
+// copy alone is mostly a launch's fixed cost). blockIdx.y picks the problem of a group.
 template <typename T>
 struct b2b_weight_set {
     T *Bt[MASKED_B2B_MAX_GROUP], *At[MASKED_B2B_MAX_GROUP];
     const float *src[MASKED_B2B_MAX_GROUP], *V[MASKED_B2B_MAX_GROUP];
 };
 
-// Source column of Bt's column q (the TF32 register operand's order within each 8).
 template <typename T>
-static __device__ __forceinline__ int b2b_weight_col(int q) {
-    const int t = q & 7;
-    return sizeof(T) == 2 ? q : (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
-}
-
-template <typename T>
-static __device__ __forceinline__ T b2b_weight_value(float v, bool round_tf32) {
-    if constexpr (sizeof(T) == 2) {
-        return __float2bfloat16_rn(v);
-    } else {
-        if (!round_tf32) return v;
-        uint32_t r;
-        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
-        return __uint_as_float(r);
-    }
-}
-
-// One 32 x 32 tile of a destination per block of 32 x 8 threads, through shared memory
-// where the copy transposes, so that reads and writes both run along rows (the copies were
-// one element per thread, reading V and U down their columns). Tiles [0, nt_at) are At's
-// (C / 32 rows of K1 / 32), the rest Bt's (K2 / 32 rows of ldb / 32).
-template <typename T>
-static __global__ void b2b_weight_kernel(const __grid_constant__ b2b_weight_set<T> w, int ldb, int lds, int C,
-                                         int K2, int c_major, int lda, int K1, int nt_at) {
-    __shared__ float tile[32][33];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    int b = blockIdx.x;
-    if (b < nt_at) {  // At [c, k] = V [k, c]: V read along its rows (c), At written along its rows (k)
-        T *At = w.At[blockIdx.y];
-        const float *V = w.V[blockIdx.y];
-        const int tiles_k = (K1 + 31) / 32, c0 = b / tiles_k * 32, k0 = b % tiles_k * 32;
-        for (int i = ty; i < 32; i += 8) {
-            const int k = k0 + i, c = c0 + tx;
-            tile[i][tx] = k < K1 && c < C ? V[(long long)k * C + c] : 0.0f;
-        }
-        __syncthreads();
-        for (int i = ty; i < 32; i += 8) {
-            const int c = c0 + i, k = k0 + tx;
-            if (c < C && k < K1) At[(long long)c * lda + k] = b2b_weight_value<T>(tile[tx][i], false);
-        }
+static __global__ void b2b_weight_kernel(const __grid_constant__ b2b_weight_set<T> w, int ldb, int lds, int C, int K2, int c_major,
+                                         int lda, int K1) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    T *const Bt = w.Bt[blockIdx.y], *const At = w.At[blockIdx.y];
+    const float *const src = w.src[blockIdx.y], *const V = w.V[blockIdx.y];
+    const long long n_at = At ? (long long)C * K1 : 0;
+    if (i < n_at) {
+        const long long c = i / K1, k = i % K1;
+        if constexpr (sizeof(T) == 2)
+            At[c * lda + k] = __float2bfloat16_rn(V[k * C + c]);
+        else
+            At[c * lda + k] = V[k * C + c];
         return;
     }
-    b -= nt_at;
-    T *Bt = w.Bt[blockIdx.y];
-    const float *src = w.src[blockIdx.y];
-    const int tiles_q = (ldb + 31) / 32, n0 = b / tiles_q * 32, q0 = b % tiles_q * 32;
-    if (c_major) {  // B [c, n] = src [c, n]: read along src's rows (n); the column order stays in the tile
-        for (int i = ty; i < 32; i += 8) {
-            const int c = q0 + i, n = n0 + tx;
-            tile[i][tx] = c < C && n < K2 ? src[(long long)c * lds + n] : 0.0f;
-        }
-        __syncthreads();
-        for (int i = ty; i < 32; i += 8) {
-            const int n = n0 + i, q = q0 + tx;
-            if (n < K2 && q < ldb)
-                Bt[(long long)n * ldb + q] = b2b_weight_value<T>(tile[b2b_weight_col<T>(q) - q0][i], true);
-        }
-    } else {  // B [c, n] = src [n, c] (B = V^T from V): rows of src are Bt's rows already
-        for (int i = ty; i < 32; i += 8) {
-            const int n = n0 + i, q = q0 + tx, c = b2b_weight_col<T>(q);
-            if (n < K2 && q < ldb)
-                Bt[(long long)n * ldb + q] = b2b_weight_value<T>(c < C ? src[(long long)n * lds + c] : 0.0f, true);
-        }
+    i -= n_at;
+    if (i >= (long long)K2 * ldb) return;
+    const int n = (int)(i / ldb), q = (int)(i % ldb), t = q & 7;
+    const int c = sizeof(T) == 2 ? q : (q & ~7) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
+    const float v = c >= C ? 0.0f : c_major ? src[(long long)c * lds + n] : src[(long long)n * lds + c];
+    if constexpr (sizeof(T) == 2) {
+        Bt[i] = __float2bfloat16_rn(v);
+    } else {
+        uint32_t r;
+        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+        Bt[i] = __uint_as_float(r);
     }
 }
 
@@ -780,14 +740,10 @@ static void b2b_weights(int G, void *const *Bt, const float *const *src, int lds
         w.V[g] = V ? V[g] : NULL;
         any_at = any_at || w.At[g];
     }
-    for (int g = 0; g < G; g++) SPD_ASSERT(!any_at || w.At[g]);  // all or none
-    const int ldb = masked_b2b_ldb(C);
-    const long long nt_at = any_at ? (long long)((C + 31) / 32) * ((K1 + 31) / 32) : 0;
-    const long long nt = nt_at + (long long)((K2 + 31) / 32) * ((ldb + 31) / 32);
-    if (K2 <= 0 || C <= 0) return;
-    const dim3 grid((unsigned)nt, (unsigned)G);
-    b2b_weight_kernel<T><<<grid, dim3(32, 8), 0, spd_cuda_stream()>>>(w, ldb, lds, C, K2, c_major, lda, K1,
-                                                                      (int)nt_at);
+    const long long n = (long long)K2 * masked_b2b_ldb(C) + (any_at ? (long long)C * K1 : 0);
+    if (n <= 0) return;
+    const dim3 grid((unsigned)spd_cuda_blocks(n, 256), (unsigned)G);
+    b2b_weight_kernel<T><<<grid, 256, 0, spd_cuda_stream()>>>(w, masked_b2b_ldb(C), lds, C, K2, c_major, lda, K1);
     CUDA_CHECK_LAUNCH();
 }
 
