@@ -23,6 +23,9 @@
 // that the wgmma descriptors describe (16-byte piece c of row r at c ^ r % 8). Where
 // the row blocks alone would leave SMs idle, the CTAs of a tile split C between them
 // (grid z), each writing a partial Y that one reduction kernel sums (masked_b2b_splits).
+// Up to three problems of one shape run in one launch (grid z = problem x split: k and v,
+// gate and up), each with its own operands and outputs, or their products summed into
+// one Y (the input gradient of modules that read the same input).
 //
 // With bf16 operands (X, At and Bt stored as bf16; the mask, S and Y float32) the same
 // kernel takes chunks of 64 components, so that a Bt stage row is again 128 bytes: GEMM1
