@@ -638,7 +638,8 @@ extern "C" void masked_b2b_sm90_group(int G, const masked_b2b_problem *p, int M,
     b2b_args<float> a;
     memset(&a, 0, sizeof a);
     for (int g = 0; g < G; g++) {
-        SPD_ASSERT(spd_aligned(p[g].At, 16) && spd_aligned(p[g].Bt, 16) && (!p[g].o_mask || spd_aligned(p[g].o_mask, 16)));
+        SPD_ASSERT(spd_aligned(p[g].At, 16) && spd_aligned(p[g].Bt, 16));
+        SPD_ASSERT(!p[g].o_mask || spd_aligned(p[g].o_mask, 16));
         b2b_member<float> *m = &a.p[g];
         m->tm_x = tma_tensor_map((const float *)p[g].X, M, K1, ldx, BB_BM);
         m->tm_at = tma_tensor_map((const float *)p[g].At, C, K1, lda, 32);
@@ -700,8 +701,8 @@ struct b2b_weight_set {
 };
 
 template <typename T>
-static __global__ void b2b_weight_kernel(const __grid_constant__ b2b_weight_set<T> w, int ldb, int lds, int C, int K2, int c_major,
-                                         int lda, int K1) {
+static __global__ void b2b_weight_kernel(const __grid_constant__ b2b_weight_set<T> w, int ldb, int lds, int C,
+                                         int K2, int c_major, int lda, int K1) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     T *const Bt = w.Bt[blockIdx.y], *const At = w.At[blockIdx.y];
     const float *const src = w.src[blockIdx.y], *const V = w.V[blockIdx.y];

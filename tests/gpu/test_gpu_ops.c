@@ -400,12 +400,13 @@ static void test_components_no_acts(int N, int d_in, int C, int d_out) {
 
 // The fused kernels give the same bits on every run (their split sums are added in a fixed
 // order): the forward's out and the backward's dx, dV, dU (from the same start each run) and
-// dmask of one module, R runs on the same inputs. A race in a kernel shows here first: its errors stayed under the TF32 bound
-// (session 18: a mask stage released before its loads completed, with C split).
+// dmask of one module, R runs on the same inputs. A race in a kernel shows here first: its
+// errors stayed under the TF32 bound (session 18: a mask stage released before its loads
+// completed, with C split).
 static void test_components_repeat(int N, int d_in, int C, int d_out, bool dmask_on, int R) {
     char name[256];
-    snprintf(name, sizeof name, "components N=%d d_in=%d C=%d d_out=%d dmask=%d (%s): the same bits in %d runs", N, d_in,
-             C, d_out, dmask_on, spd_cuda_matmul_precision_name(), R);
+    snprintf(name, sizeof name, "components N=%d d_in=%d C=%d d_out=%d dmask=%d (%s): the same bits in %d runs", N,
+             d_in, C, d_out, dmask_on, spd_cuda_matmul_precision_name(), R);
     pair x = input((long)N * d_in, -1, 1), V = input((long)d_in * C, -0.1f, 0.1f);
     pair U = input((long)C * d_out, -0.1f, 0.1f), mask = input((long)N * C, 0, 1);
     pair out = output((long)N * d_out), a = output((long)N * C), scratch = output((long)N * C);
