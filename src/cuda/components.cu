@@ -14,6 +14,7 @@
 #include "cuda/masked_gemm_sm90.h"
 #include "cuda/masked_wgrad_sm90.h"
 #include "cuda/mul_transpose.h"
+#include "cuda/weight_layouts.h"
 #include "cuda/wgrad_stored_sm90.h"
 
 extern "C" {
@@ -423,10 +424,15 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
                                    int C, int d_out, float *scratch) {
     if (!mask || !masked_b2b_sm90_ok(N, C, d_in, d_out, x, d_in, mask, NULL, a, scratch, NULL)) return false;
     const int ldb = masked_b2b_ldb(C);
+    const float *Vt = weight_layout_get(WL_VT, V, d_in, C), *Ut = weight_layout_get(WL_BT_U, U, C, d_out);
     temp_arena t;
-    arena_open(&t, arena_bytes((long long)C * d_in) + arena_bytes((long long)d_out * ldb));
-    float *Vt = arena_take(&t, (long long)C * d_in), *Ut = arena_take(&t, (long long)d_out * ldb);
-    masked_b2b_weights_cuda(Vt, V, d_in, Ut, U, d_out, C, d_out, true);
+    arena_open(&t, Vt && Ut ? 0 : arena_bytes((long long)C * d_in) + arena_bytes((long long)d_out * ldb));
+    if (!Vt || !Ut) {
+        float *Vt_own = arena_take(&t, (long long)C * d_in), *Ut_own = arena_take(&t, (long long)d_out * ldb);
+        masked_b2b_weights_cuda(Vt_own, V, d_in, Ut_own, U, d_out, C, d_out, true);
+        Vt = Vt_own;
+        Ut = Ut_own;
+    }
     const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     float *am = masked_wgrad_sm90_ok(N, C, d_in, d_out) ? NULL : scratch;
     masked_b2b_sm90(N, C, d_in, d_out, x, d_in, Vt, d_in, Ut, mask, NULL, a, am, NULL, out, d_out, beta);
@@ -547,8 +553,12 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     }
     const float *am;
     if (wg) {
-        float *Vt = arena_take(&t, (long long)C * K);  // [C, K], zero beyond d_in
-        transpose_pad_cuda(Vt, K, V, C, d_in, C);
+        const float *Vt = weight_layout_get(WL_VT, V, d_in, C);  // [C, K], zero beyond d_in
+        if (!Vt) {
+            float *Vt_own = arena_take(&t, (long long)C * K);
+            transpose_pad_cuda(Vt_own, K, V, C, d_in, C);
+            Vt = Vt_own;
+        }
         masked_gemm_sm90(N, C, K, xk, K, Vt, K, mask, NULL, a, scratch, NULL);
         am = scratch;
     } else if (a) {
@@ -560,8 +570,13 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     }
     const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     if (pout) {
-        float *out_p = arena_take(&t, (long long)N * Op), *U_p = arena_take(&t, (long long)C * Op);
-        copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
+        float *out_p = arena_take(&t, (long long)N * Op);
+        const float *U_p = weight_layout_get(WL_PAD_U, U, C, d_out);
+        if (!U_p) {
+            float *U_own = arena_take(&t, (long long)C * Op);
+            copy2d_cuda(U_own, Op, C, Op, U, d_out, C, d_out, 0);
+            U_p = U_own;
+        }
         matmul_cuda_ld(out_p, am, U_p, N, Op, C, false, false, 1, 0, C, Op, Op);
         copy2d_cuda(out, d_out, N, d_out, out_p, Op, N, Op, beta);
     } else {
@@ -627,12 +642,17 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     arena_open(&t, (pout ? arena_bytes((long long)N * Op) + 2 * arena_bytes((long long)C * Op) : 0) +
                        (pin ? arena_bytes((long long)N * Dp) + 2 * arena_bytes((long long)Dp * C) : 0) +
                        (b2b ? arena_bytes((long long)d_in * masked_b2b_ldb(C)) : 0));
-    float *dout_p = NULL, *U_p = NULL;
+    float *dout_p = NULL;
+    const float *U_p = NULL;
     if (pout) {
         dout_p = arena_take(&t, (long long)N * Op);
-        U_p = arena_take(&t, (long long)C * Op);
         copy2d_cuda(dout_p, Op, N, Op, dout, d_out, N, d_out, 0);
-        copy2d_cuda(U_p, Op, C, Op, U, d_out, C, d_out, 0);
+        U_p = weight_layout_get(WL_PAD_U, U, C, d_out);
+        if (!U_p) {
+            float *U_own = arena_take(&t, (long long)C * Op);
+            copy2d_cuda(U_own, Op, C, Op, U, d_out, C, d_out, 0);
+            U_p = U_own;
+        }
     }
     if (dU) {
         const float *am = !mask ? a : reuse ? scratch : masked_acts(scratch, a, mask, NC);
@@ -653,8 +673,12 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         const int K = pout ? Op : d_out;
         float *h = scratch;
         if (b2b) {
-            float *Vp = arena_take(&t, (long long)d_in * masked_b2b_ldb(C));
-            masked_b2b_weight_cuda(Vp, V, C, C, d_in, false);
+            const float *Vp = weight_layout_get(WL_BT_V, V, d_in, C);
+            if (!Vp) {
+                float *Vp_own = arena_take(&t, (long long)d_in * masked_b2b_ldb(C));
+                masked_b2b_weight_cuda(Vp_own, V, C, C, d_in, false);
+                Vp = Vp_own;
+            }
             masked_b2b_sm90(N, C, d_out, d_in, dout, d_out, U, d_out, Vp, mask, dmask ? a : NULL, NULL, dV ? h : NULL,
                             dmask, dx, d_in, dx_beta);
         } else if (reuse && mask &&
@@ -744,9 +768,17 @@ extern "C" void components_forward_group_cuda(int G, const components_member *m,
     void *At[MASKED_B2B_MAX_GROUP], *Bt[MASKED_B2B_MAX_GROUP];
     const float *V[MASKED_B2B_MAX_GROUP], *U[MASKED_B2B_MAX_GROUP];
     const void *X[MASKED_B2B_MAX_GROUP];
+    bool prepared = !bf16;  // TF32: every member's copies made for this forward (weight_layouts.h)
     for (int g = 0; g < G; g++) {
-        At[g] = bf16 ? arena_take_bf16(&t, n_at) : arena_take(&t, n_at);
-        Bt[g] = bf16 ? arena_take_bf16(&t, n_bt) : arena_take(&t, n_bt);
+        At[g] = bf16 ? NULL : (void *)weight_layout_get(WL_VT, m[g].V, d_in, C);
+        Bt[g] = bf16 ? NULL : (void *)weight_layout_get(WL_BT_U, m[g].U, C, d_out);
+        prepared = prepared && At[g] && Bt[g];
+    }
+    for (int g = 0; g < G; g++) {
+        if (!prepared) {
+            At[g] = bf16 ? arena_take_bf16(&t, n_at) : arena_take(&t, n_at);
+            Bt[g] = bf16 ? arena_take_bf16(&t, n_bt) : arena_take(&t, n_bt);
+        }
         V[g] = m[g].V;
         U[g] = m[g].U;
         X[g] = x;
@@ -757,7 +789,7 @@ extern "C" void components_forward_group_cuda(int G, const components_member *m,
             X[g] = x16;
         }
     }
-    masked_b2b_weights_group_cuda(G, At, K1, V, d_in, Bt, U, d_out, C, d_out, true, bf16);
+    if (!prepared) masked_b2b_weights_group_cuda(G, At, K1, V, d_in, Bt, U, d_out, C, d_out, true, bf16);
     // a * mask for the backward's dU where masked_wgrad does not recompute it (TF32), as bf16
     // in scratch's first half (bf16)
     const bool store_am = bf16 || !masked_wgrad_sm90_ok(N, C, d_in, d_out);
@@ -900,8 +932,15 @@ extern "C" void components_backward_group_cuda(int G, const components_member *m
     arena_open(&t, G * arena_bytes(n_bt));
     void *Bt[MASKED_B2B_MAX_GROUP];
     masked_b2b_problem p[MASKED_B2B_MAX_GROUP];
-    for (int g = 0; g < G; g++) Bt[g] = arena_take(&t, n_bt);
-    masked_b2b_weights_group_cuda(G, NULL, 0, NULL, 0, Bt, V, C, C, d_in, false, false);
+    bool prepared = true;  // every member's copy made for this forward and backward (weight_layouts.h)
+    for (int g = 0; g < G; g++) {
+        Bt[g] = (void *)weight_layout_get(WL_BT_V, V[g], d_in, C);
+        prepared = prepared && Bt[g];
+    }
+    if (!prepared) {
+        for (int g = 0; g < G; g++) Bt[g] = arena_take(&t, n_bt);
+        masked_b2b_weights_group_cuda(G, NULL, 0, NULL, 0, Bt, V, C, C, d_in, false, false);
+    }
     for (int g = 0; g < G; g++) {
         const components_member *e = &m[g];
         p[g] = (masked_b2b_problem){e->dout, e->U, Bt[g], e->mask, e->dmask ? e->a : NULL, NULL, NULL, e->dmask,

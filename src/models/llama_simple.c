@@ -12,6 +12,7 @@
 #include "models/identity_insertion.h"
 #include "ops/add.h"
 #include "ops/attention.h"
+#include "ops/components.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/swiglu.h"
@@ -177,10 +178,30 @@ void RFN(llama_bind)(llama_model *m, const spd_spec *spec) {
     RFN(identity_bind)(m->sites, m->n_sites, m->n_identity, spec);
 }
 
+// Every V and U of the sites with components (W: room for two per site), for the weight
+// layouts of the fused CUDA kernels (components_weights_prepare).
+static int component_weights(const llama_model *m, const real **W) {
+    int n = 0;
+    for (int i = 0; i < m->n_sites + m->n_identity; i++) {
+        const component_module *c = m->sites[i].comp;
+        if (!c) continue;
+        W[n++] = c->V;
+        W[n++] = c->U;
+    }
+    return n;
+}
+
+static void weights_call(const llama_model *m, void (*call)(int, const real *const *)) {
+    const real **W = spd_malloc(2 * (size_t)(m->n_sites + m->n_identity + 1) * sizeof *W);
+    call(component_weights(m, W), W);
+    free(W);
+}
+
 void RFN(llama_forward)(llama_model *m) {
     const llama_config *c = &m->cfg;
     const int N = m->N, d = c->n_embd, hd = d / c->n_head;
     const int64_t Nd = (int64_t)N * d;
+    weights_call(m, RFN(components_weights_prepare));
     RFN(site_forward)(m->wte_site, c->n_layer ? m->layers[0].x_in : m->resid, NULL, m->tokens, N);
     for (int l = 0; l < c->n_layer; l++) {
         llama_layer *ly = &m->layers[l];
@@ -236,9 +257,11 @@ void RFN(llama_backward)(llama_model *m) {
         RFN(rmsnorm_backward)(m->dres, NULL, m->dln, ly->x_in, ly->rms_1, ly->rstd1, N, d, true);  // now dL/d(x_in)
     }
     RFN(site_backward)(m->wte_site, NULL, m->dres, NULL, m->tokens, N);
+    RFN(components_weights_release)();
 }
 
 void RFN(llama_free)(llama_model *m) {
+    if (m->sites) weights_call(m, RFN(components_weights_forget));
     free(m->sites);
     free(m->layers);
     memset(m, 0, sizeof *m);

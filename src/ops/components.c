@@ -108,6 +108,17 @@ void RFN(components_backward_group)(int G, const components_member *m, real *dx,
 }
 
 // delta [d_out, d_in] = W - (V @ U)^T = W - U^T @ V^T
+// The CPU reads V and U as they are.
+void RFN(components_weights_prepare)(int n, const real *const *W) {
+    (void)n;
+    (void)W;
+}
+void RFN(components_weights_release)(void) {}
+void RFN(components_weights_forget)(int n, const real *const *W) {
+    (void)n;
+    (void)W;
+}
+
 void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,
                                int d_out) {
     memcpy(delta, W, (size_t)d_out * d_in * sizeof(real));

@@ -55,6 +55,15 @@ void RFN(components_forward_group)(int G, const components_member *m, const real
                                    int d_out);
 void RFN(components_backward_group)(int G, const components_member *m, real *dx, bool add_dx, const real *x, int N,
                                     int d_in, int C, int d_out);
+// The weights' copies in the layouts the fused CUDA kernels read, made for all of a model's
+// modules in one launch (the CUDA backend in --mode fused; elsewhere nothing happens). A
+// model's forward lists its n weights (every V and U) with prepare first; the backward that
+// follows ends with release: the copies are read only in between, so the weights must not
+// change there (the optimizer steps after the backward). forget drops the copies of weights
+// about to be freed.
+void RFN(components_weights_prepare)(int n, const real *const *W);
+void RFN(components_weights_release)(void);
+void RFN(components_weights_forget)(int n, const real *const *W);
 // delta = W - (V @ U)^T; W [d_out, d_in], V [d_in, C], U [C, d_out] -> delta [d_out, d_in].
 void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,
                                int d_out);

@@ -28,6 +28,7 @@
 #include "cuda/gemm.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/masked_gemm_sm90.h"
+#include "cuda/weight_layouts.h"
 #include "cuda/wgrad_stored_sm90.h"
 #include "ops/adamw.h"
 #include "ops/add.h"
@@ -431,6 +432,108 @@ static void test_components_repeat(int N, int d_in, int C, int d_out, bool dmask
         }
     }
     test_report(differ < 0, name, "run %d differs from the first", differ);
+    free_all();
+}
+
+// One forward and backward of G modules of one shape (G = 1: components_forward and
+// components_backward; else the group calls) from the same gradient start; every result (out,
+// dx, dV, dU) downloaded into one buffer (n floats).
+static float *layouts_run(int G, const components_member *md, const pair *dV, const pair *dU, const pair *out,
+                          pair x, pair dx, int N, int d_in, int C, int d_out, long *n) {
+    for (int g = 0; g < G; g++) {
+        spd_device_upload(dV[g].d, dV[g].init, (size_t)dV[g].n * sizeof(float));
+        spd_device_upload(dU[g].d, dU[g].init, (size_t)dU[g].n * sizeof(float));
+    }
+    if (G == 1) {
+        const components_member *e = md;
+        components_forward_cuda(e->out, NULL, x.d, e->V, e->U, e->mask, NULL, NULL, N, d_in, C, d_out, e->scratch);
+        components_backward_cuda(dx.d, e->dV, e->dU, NULL, NULL, NULL, e->dout, x.d, NULL, e->V, e->U, e->mask, NULL,
+                                 NULL, N, d_in, C, d_out, e->scratch, false);
+    } else {
+        components_forward_group_cuda(G, md, x.d, N, d_in, C, d_out);
+        components_backward_group_cuda(G, md, dx.d, false, x.d, N, d_in, C, d_out);
+    }
+    *n = dx.n;
+    for (int g = 0; g < G; g++) *n += out[g].n + dV[g].n + dU[g].n;
+    float *all = hmalloc((size_t)*n * sizeof(float)), *at = all;
+    spd_device_download(at, dx.d, (size_t)dx.n * sizeof(float));
+    at += dx.n;
+    for (int g = 0; g < G; g++) {
+        const pair parts[3] = {out[g], dV[g], dU[g]};
+        for (int i = 0; i < 3; i++) {
+            spd_device_download(at, parts[i].d, (size_t)parts[i].n * sizeof(float));
+            at += parts[i].n;
+        }
+    }
+    return all;
+}
+
+// The weights' layouts made for a model's forward and backward in one launch
+// (components_weights_prepare, src/cuda/weight_layouts.cu): the same bits as the copies
+// each call makes for itself, again after the weights change and are prepared anew; and no
+// layout read after the release (weights changed with no prepare since: the result is the new
+// weights', from the calls' own copies).
+static void test_weight_layouts(int G, int N, int d_in, int C, int d_out, int layouts) {
+    char tag[200], name[300];
+    snprintf(tag, sizeof tag, "G=%d N=%d d_in=%d C=%d d_out=%d (%s)", G, N, d_in, C, d_out,
+             spd_cuda_matmul_precision_name());
+    pair x = input((long)N * d_in, -1, 1), dx = output((long)N * d_in);
+    components_member md[COMPONENTS_GROUP_MAX];
+    pair V[COMPONENTS_GROUP_MAX], U[COMPONENTS_GROUP_MAX], out[COMPONENTS_GROUP_MAX], dV[COMPONENTS_GROUP_MAX],
+        dU[COMPONENTS_GROUP_MAX];
+    const float *W[2 * COMPONENTS_GROUP_MAX];
+    for (int g = 0; g < G; g++) {
+        V[g] = input((long)d_in * C, -0.1f, 0.1f);
+        U[g] = input((long)C * d_out, -0.1f, 0.1f);
+        pair mask = input((long)N * C, 0, 1), scratch = output((long)N * C), dout = input((long)N * d_out, -1, 1);
+        out[g] = output((long)N * d_out);
+        dV[g] = accum((long)d_in * C);
+        dU[g] = accum((long)C * d_out);
+        md[g] = (components_member){V[g].d, U[g].d, mask.d, NULL, NULL, NULL, scratch.d, out[g].d, dout.d, dV[g].d,
+                                    dU[g].d, NULL, NULL, NULL};
+        W[2 * g] = V[g].d;
+        W[2 * g + 1] = U[g].d;
+    }
+    // New weights of the same sizes, uploaded in place.
+    float *const fresh = host_uniform((long)(d_in + d_out) * C, -0.1f, 0.1f);
+    long n;
+#define RUN() layouts_run(G, md, dV, dU, out, x, dx, N, d_in, C, d_out, &n)
+    components_weights_prepare_cuda(2 * G, W);
+    float *own = RUN();  // the first step: each call's own copies (and the layouts asked for)
+    components_weights_release_cuda();
+    components_weights_prepare_cuda(2 * G, W);
+    snprintf(name, sizeof name, "weight layouts: %d made for the calls that read them %s", layouts, tag);
+    test_report(weight_layouts_made() == layouts, name, "%d made", weight_layouts_made());
+    float *prepared = RUN();
+    components_weights_release_cuda();
+    snprintf(name, sizeof name, "weight layouts prepared: the same bits as each call's copies %s", tag);
+    check_bits(name, prepared, own, n);
+    for (int g = 0; g < G; g++) {
+        spd_device_upload(V[g].d, fresh, (size_t)V[g].n * sizeof(float));
+        spd_device_upload(U[g].d, fresh + V[g].n, (size_t)U[g].n * sizeof(float));
+    }
+    components_weights_prepare_cuda(2 * G, W);
+    prepared = RUN();
+    components_weights_release_cuda();
+    components_weights_forget_cuda(2 * G, W);
+    own = RUN();
+    snprintf(name, sizeof name, "weight layouts prepared again for new weights: the same bits %s", tag);
+    check_bits(name, prepared, own, n);
+    // Layouts made, then the window closed and the weights changed (back to the old values
+    // scaled): a call with no prepare must not read them.
+    components_weights_prepare_cuda(2 * G, W);
+    RUN();
+    components_weights_release_cuda();
+    for (int g = 0; g < G; g++) {
+        for (long i = 0; i < V[g].n; i++) V[g].h[i] *= 0.5f;
+        spd_device_upload(V[g].d, V[g].h, (size_t)V[g].n * sizeof(float));
+    }
+    float *unprepared = RUN();
+    components_weights_forget_cuda(2 * G, W);
+    own = RUN();
+    snprintf(name, sizeof name, "weight layouts not read after the release %s", tag);
+    check_bits(name, unprepared, own, n);
+#undef RUN
     free_all();
 }
 
@@ -1300,6 +1403,15 @@ int main(void) {
     test_components_repeat(4099, 128, 1204, 341, false, 8);
     test_components_repeat(4096, 341, 1200, 128, true, 8);
     test_components_repeat(4096, 128, 1200, 128, true, 8);
+    // The weights' layouts made for the model in one launch: LlamaSimple's shapes, alone
+    // (q, down, gate) and in groups (k and v, gate and up).
+    // (q: V^T and U's copy forward, V's backward; down: V^T padded, V's copy; gate: V^T, U's
+    // copy, U padded for the backward's masked product.)
+    test_weight_layouts(1, 4096, 128, 1200, 128, 3);
+    test_weight_layouts(1, 4096, 341, 1200, 128, 2);
+    test_weight_layouts(1, 4096, 128, 1200, 341, 3);
+    test_weight_layouts(2, 4096, 128, 1200, 64, 6);
+    test_weight_layouts(2, 4096, 128, 1200, 341, 6);
     // Groups of modules (one launch of each kernel for all): LlamaSimple's k and v (K2 = 64:
     // masked_wgrad and the summed dx), gate and up (176 wide, a * mask stored), three members,
     // partial tiles, the delta, mask gradients, dx added, no parameter gradients; split and not.

@@ -1,0 +1,30 @@
+// Copies of the components' weights in the layouts the fused TF32 kernels read, made for a
+// whole model in one launch per forward (components_weights_prepare, ops/components.h)
+// instead of one small launch per module and layout. Inside the CUDA backend.
+#ifndef SPD_CUDA_WEIGHT_LAYOUTS_H
+#define SPD_CUDA_WEIGHT_LAYOUTS_H
+
+typedef enum {
+    WL_VT,     // V [d_in, C] -> V^T [C, pad4(d_in)], zero past d_in: masked_b2b's At, masked_gemm's B
+    WL_BT_U,   // U [C, d_out] -> masked_b2b_weight's copy [d_out, ldb] (c_major): the forward's Bt
+    WL_BT_V,   // V [d_in, C] -> masked_b2b_weight's copy [d_in, ldb]: the backward's Bt
+    WL_PAD_U,  // U [C, d_out] -> [C, pad4(d_out)], zero past d_out: masked_gemm's B in the backward
+} weight_layout_kind;
+
+#ifdef __cplusplus
+// The layout `kind` of W (rows x cols as stored: V [d_in, C], U [C, d_out]) as prepared for
+// this forward and its backward, or NULL where there is none: the caller then makes its own
+// copy, and the request is remembered, so that the next prepare listing W makes it.
+const float *weight_layout_get(weight_layout_kind kind, const float *W, int rows, int cols);
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+// How many layouts the last components_weights_prepare made (for the tests).
+int weight_layouts_made(void);
+#ifdef __cplusplus
+}
+#endif
+
+#endif
