@@ -125,7 +125,8 @@ static bool pad_width(int d, int N, int C) {
     // Small products (the reference checks' toy models) gain nothing from it; bf16
     // products pad their operands' rows when rounding them, and unaligned outputs
     // through a padded temporary (matmul.cu).
-    return env && fused_mode() && spd_cuda_matmul_precision() != SPD_MATMUL_BF16 && d % 4 != 0 && (double)N * C * d >= (double)(1 << 24);
+    return env && fused_mode() && spd_cuda_matmul_precision() != SPD_MATMUL_BF16 && d % 4 != 0 &&
+           (double)N * C * d >= (double)(1 << 24);
 }
 
 static int pad4(int d) { return (d + 3) & ~3; }
@@ -357,7 +358,8 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
     // product of its own), or else g_a and dmask from the masked product (wgmma).
     const bool b2b = mask && dx && masked_b2b_sm90_bf16_ok(N, C, d_out, d_in, ldo, mask, dmask ? a : NULL, NULL, dmask);
     const bool wg = !b2b && need_h && mask && (dV || dx) &&
-                    masked_gemm_sm90_bf16_ok(N, C, ldo, NULL, ldo, NULL, ldo, mask, dmask ? a : NULL, NULL, NULL, dmask);
+                    masked_gemm_sm90_bf16_ok(N, C, ldo, NULL, ldo, NULL, ldo, mask, dmask ? a : NULL, NULL, NULL,
+                                             dmask);
     if (dU || need_h) {
         CUDA_CHECK(cudaMallocAsync(&dout16, (size_t)N * ldo * 2 + 16, st));
         spd_to_bf16(dout16, ldo, dout, d_out, N, d_out);

@@ -14,6 +14,7 @@
 // weights may have changed (AdamW runs after the backward; a forward without prepare, or a
 // second model's forward in between, finds none and copies as before). Under graph capture
 // the prepare's launch is captured with the rest, so every replay makes the layouts again.
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +27,6 @@ extern "C" {
 #include "ops/components.h"
 }
 
-#define WL_THREADS 256
 #define WL_JOBS 64  // copies per launch (the parameter block stays under 4 KB)
 
 typedef struct {
@@ -58,58 +58,67 @@ static void layout_shape(weight_layout_kind kind, int rows, int cols, int *ld, i
 typedef struct {
     float *dst;
     const float *src;
-    int kind, rows, cols, ld;
+    int kind, rows, cols;  // src [rows, cols]
+    int ld, n_rows;        // dst [n_rows, ld]
 } layout_job;
 
 typedef struct {
     layout_job job[WL_JOBS];
-    unsigned off[WL_JOBS + 1];  // job j makes elements [off[j], off[j + 1]) of the launch
+    unsigned tile0[WL_JOBS + 1];  // job j makes tiles [tile0[j], tile0[j + 1]) of the launch
     int n;
 } layout_jobs;
 
-// One element of a layout; the formulas are masked_b2b_weight's and transpose_pad's / copy2d's.
-static __device__ float layout_value(const layout_job &j, unsigned r, unsigned q) {
-    switch (j.kind) {
-    case WL_VT:  // row r = component, q = input feature
-        return q < (unsigned)j.rows ? j.src[(long long)q * j.cols + r] : 0.0f;
-    case WL_PAD_U:
-        return q < (unsigned)j.cols ? j.src[(long long)r * j.cols + q] : 0.0f;
-    default: {  // the b2b copies: each 8 columns in the order 0 2 4 6 1 3 5 7, rounded to TF32
-        const unsigned t = q & 7, c = (q & ~7u) + (t < 4 ? 2 * t : 2 * (t - 4) + 1);
-        float v;
-        if (j.kind == WL_BT_U)  // U [C, d_out] read down its columns: c < C = rows
-            v = c < (unsigned)j.rows ? j.src[(long long)c * j.cols + r] : 0.0f;
-        else  // V [d_in, C] along its rows: c < C = cols
-            v = c < (unsigned)j.cols ? j.src[(long long)r * j.cols + c] : 0.0f;
-        uint32_t b;
-        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(b) : "f"(v));
-        return __uint_as_float(b);
-    }
-    }
+#define WL_TILE 32
+
+static int tiles_of(const layout_job &j) {
+    return ((j.n_rows + WL_TILE - 1) / WL_TILE) * ((j.ld + WL_TILE - 1) / WL_TILE);
 }
 
+// One 32 x 32 tile of a layout per block (32 x 8 threads), through shared memory so that
+// the weight is read along its rows and the layout written along its rows, also where one is
+// the other's transpose. dst (r, q) = src [q', r] (V^T, U's copy) or src [r, q'] (V's copy,
+// U padded), with q' = q, or, for the b2b copies, q's place in the order 0 2 4 6 1 3 5 7 of
+// its 8 columns (rounded to TF32); zero outside src.
 static __global__ void layouts_kernel(const __grid_constant__ layout_jobs js) {
-    const unsigned total = js.off[js.n];
-    for (unsigned i = blockIdx.x * WL_THREADS + threadIdx.x; i < total; i += gridDim.x * WL_THREADS) {
-        int lo = 0, hi = js.n - 1;  // the last job starting at or before i
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) / 2;
-            if (js.off[mid] <= i) lo = mid;
-            else hi = mid - 1;
+    __shared__ float t[WL_TILE][WL_TILE + 1];
+    int lo = 0, hi = js.n - 1;  // the last job starting at or before this tile
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (js.tile0[mid] <= blockIdx.x) lo = mid;
+        else hi = mid - 1;
+    }
+    const layout_job &j = js.job[lo];
+    const int tile = (int)(blockIdx.x - js.tile0[lo]), tiles_q = (j.ld + WL_TILE - 1) / WL_TILE;
+    const int R = WL_TILE * (tile / tiles_q), Q = WL_TILE * (tile % tiles_q);
+    const bool transposed = j.kind == WL_VT || j.kind == WL_BT_U, b2b = j.kind == WL_BT_U || j.kind == WL_BT_V;
+    // t [a][b] = src [A + a, B + b]: the tile's source block, read along its rows.
+    const int A = transposed ? Q : R, B = transposed ? R : Q;
+    for (int a = threadIdx.y; a < WL_TILE; a += blockDim.y) {
+        const int row = A + a, col = B + threadIdx.x;
+        t[a][threadIdx.x] = row < j.rows && col < j.cols ? j.src[(long long)row * j.cols + col] : 0.0f;
+    }
+    __syncthreads();
+    const int x = threadIdx.x, tq = x & 7;
+    const int xs = b2b ? (x & ~7) + (tq < 4 ? 2 * tq : 2 * (tq - 4) + 1) : x;  // q' - Q
+    for (int y = threadIdx.y; y < WL_TILE; y += blockDim.y) {
+        const int r = R + y, q = Q + x;
+        if (r >= j.n_rows || q >= j.ld) continue;
+        float v = transposed ? t[xs][y] : t[y][xs];
+        if (b2b) {
+            uint32_t b;
+            asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(b) : "f"(v));
+            v = __uint_as_float(b);
         }
-        const layout_job &j = js.job[lo];
-        const unsigned e = i - js.off[lo], r = e / (unsigned)j.ld, q = e - r * (unsigned)j.ld;
-        j.dst[e] = layout_value(j, r, q);
+        j.dst[(long long)r * j.ld + q] = v;
     }
 }
 
 static void launch(layout_jobs *js) {
     if (js->n == 0) return;
-    const unsigned total = js->off[js->n];
-    layouts_kernel<<<spd_cuda_blocks_capped(total, WL_THREADS), WL_THREADS, 0, spd_cuda_stream()>>>(*js);
+    layouts_kernel<<<js->tile0[js->n], dim3(WL_TILE, 8), 0, spd_cuda_stream()>>>(*js);
     CUDA_CHECK_LAUNCH();
     js->n = 0;
-    js->off[0] = 0;
+    js->tile0[0] = 0;
 }
 
 static bool capturing(void) {
@@ -134,7 +143,6 @@ const float *weight_layout_get(weight_layout_kind kind, const float *W, int rows
     if (!listed(W, n_model_weights, model_weights) || capturing()) return NULL;
     int ld, n_rows;
     layout_shape(kind, rows, cols, &ld, &n_rows);
-    if ((long long)ld * n_rows >= (1LL << 31)) return NULL;  // the kernel indexes in 32 bits
     if (n_entries == cap_entries) {
         cap_entries = cap_entries ? 2 * cap_entries : 64;
         layout_entry *grown = (layout_entry *)spd_malloc((size_t)cap_entries * sizeof *grown);
@@ -156,17 +164,16 @@ extern "C" void components_weights_prepare_cuda(int n, const float *const *W) {
     n_model_weights = n;
     layout_jobs js;
     js.n = 0;
-    js.off[0] = 0;
+    js.tile0[0] = 0;
     made = 0;
     for (int i = 0; i < n_entries; i++) {
         layout_entry *e = &entries[i];
         if (!listed(e->W, n, W)) continue;
-        int ld, n_rows;
-        layout_shape(e->kind, e->rows, e->cols, &ld, &n_rows);
-        const unsigned elems = (unsigned)ld * (unsigned)n_rows;
-        if (js.n == WL_JOBS || (unsigned long long)js.off[js.n] + elems >= (1ULL << 31)) launch(&js);
-        js.job[js.n] = (layout_job){e->buf, e->W, (int)e->kind, e->rows, e->cols, ld};
-        js.off[js.n + 1] = js.off[js.n] + elems;
+        layout_job job = {e->buf, e->W, (int)e->kind, e->rows, e->cols, 0, 0};
+        layout_shape(e->kind, e->rows, e->cols, &job.ld, &job.n_rows);
+        if (js.n == WL_JOBS || (long long)js.tile0[js.n] + tiles_of(job) > INT_MAX) launch(&js);
+        js.job[js.n] = job;
+        js.tile0[js.n + 1] = js.tile0[js.n] + (unsigned)tiles_of(job);
         js.n++;
         e->gen = generation;
         made++;

@@ -1181,8 +1181,9 @@ static void test_wgrad_stored(void) {
         float *got = download(D.d, D.n);
         for (long i = 0; i < D.n; i++) g64[i] = got[i];
         const double err = test_rel_norm_err(g64, D64, D.n);
-        snprintf(name, sizeof name, "wgrad_stored N=%d C=%d Q=%d ldb=%d%s beta=%g vs float64 (norm-rel err %.2e, bound %.0e)",
-                 N, C, Q, ldb, tr ? " transposed" : "", beta, err, tol);
+        snprintf(name, sizeof name,
+                 "wgrad_stored N=%d C=%d Q=%d ldb=%d%s beta=%g vs float64 (norm-rel err %.2e, bound %.0e)", N, C, Q,
+                 ldb, tr ? " transposed" : "", beta, err, tol);
         test_report(err <= tol, name, "error above bound");
         spd_device_upload(D.d, D0, (size_t)D.n * sizeof(float));
         wgrad_stored_sm90(N, C, Q, A.d, Bd, ldb, D.d, tr, beta);
