@@ -2,12 +2,14 @@
 //
 // The fused kernels read V and U in layouts of their own (transposed, padded, columns
 // reordered, rounded to TF32), copied from the weights every step since AdamW changes them.
-// One copy per module and layout was a launch of a few microseconds for at most 1.6 MB:
-// LlamaSimple's 28 modules made 44 of them per step (about 0.17 ms at 64x256, 0.25 ms with
-// the padded copies at 16x128). Here a module's first step makes its own copies as before
-// and asks for the layouts (weight_layout_get), which are then kept in buffers of their own;
-// from the next forward on, the model's forward makes all of them in one launch
-// (components_weights_prepare), and the calls of that forward and its backward find them.
+// One copy per module and layout was a launch of a few microseconds for at most 1.7 MB:
+// LlamaSimple's 28 modules made 44 of them per step (about 0.17 ms at 16x128 and at 64x256
+// alike, H100). Here a module's first step makes its own copies as before and asks for the
+// layouts (weight_layout_get), which are then kept in buffers of their own; from the next
+// forward on, the model's forward makes all of them in a launch per 64 layouts
+// (components_weights_prepare: 80 layouts, 2 launches, 83 us at 16x128), and the calls of
+// that forward and its backward find them. Session 19: 16x128 2.35 -> 2.29 ms, 64x256 8.88
+// -> 8.81 (dev/kernels/b2b_wgmma/NOTES.md).
 //
 // Validity: a layout is found only in the generation that made it. The forward's prepare
 // starts a generation, the backward's release ends it, so a layout is never read after its
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "cuda/cuda_common.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/weight_layouts.h"
@@ -121,6 +124,12 @@ static void launch(layout_jobs *js) {
     js->tile0[0] = 0;
 }
 
+// SPD_CUDA_WEIGHT_LAYOUTS=0: every call makes its own copies (for A/B timing).
+static bool env_on(void) {
+    static const bool env = spd_env_flag_or_die("SPD_CUDA_WEIGHT_LAYOUTS", true);
+    return env;
+}
+
 static bool capturing(void) {
     cudaStreamCaptureStatus s;
     CUDA_CHECK(cudaStreamIsCapturing(spd_cuda_stream(), &s));
@@ -140,7 +149,7 @@ const float *weight_layout_get(weight_layout_kind kind, const float *W, int rows
             return e->gen == generation ? e->buf : NULL;
     }
     // Remembered for the next prepare (not while capturing: no allocation inside a graph).
-    if (!listed(W, n_model_weights, model_weights) || capturing()) return NULL;
+    if (!env_on() || !listed(W, n_model_weights, model_weights) || capturing()) return NULL;
     int ld, n_rows;
     layout_shape(kind, rows, cols, &ld, &n_rows);
     if (n_entries == cap_entries) {

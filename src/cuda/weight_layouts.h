@@ -1,6 +1,7 @@
 // Copies of the components' weights in the layouts the fused TF32 kernels read, made for a
-// whole model in one launch per forward (components_weights_prepare, ops/components.h)
-// instead of one small launch per module and layout. Inside the CUDA backend.
+// whole model at the start of its forward (components_weights_prepare, ops/components.h: a
+// launch per 64 layouts) instead of one small launch per module and layout. Inside the CUDA
+// backend; SPD_CUDA_WEIGHT_LAYOUTS=0 turns it off.
 #ifndef SPD_CUDA_WEIGHT_LAYOUTS_H
 #define SPD_CUDA_WEIGHT_LAYOUTS_H
 
