@@ -131,6 +131,12 @@ static bool pad_width(int d, int N, int C) {
 
 static int pad4(int d) { return (d + 3) & ~3; }
 
+// A weight layout made for this forward and backward (weight_layouts.h), or NULL: the
+// caller then makes its own copy.
+static const float *layout_f32(weight_layout_kind kind, const float *W, int rows, int cols) {
+    return (const float *)weight_layout_get(kind, W, rows, cols);
+}
+
 // Stream-ordered temporaries of one call (graph-capture safe), carved from one allocation.
 static size_t arena_bytes(long long n) { return ((size_t)n * sizeof(float) + 255) & ~(size_t)255; }
 
@@ -292,13 +298,19 @@ static bool components_forward_b2b_bf16(float *out, float *a, const float *x, co
     const int K16 = spd_bf16_ld(d_in), ldb = masked_b2b_ldb(C);
     if (!mask || !masked_b2b_sm90_bf16_ok(N, C, d_in, d_out, K16, mask, NULL, a, NULL)) return false;
     void *x16 = kept_x16(scratch, N, C, d_in, mask);
+    const void *Vt16 = weight_layout_get(WL_VT16, V, d_in, C), *Ut16 = weight_layout_get(WL_BT_U16, U, C, d_out);
+    const bool own = !Vt16 || !Ut16;
     temp_arena t;
-    arena_open(&t, (x16 ? 0 : arena_bytes_bf16((long long)N * K16)) + arena_bytes_bf16((long long)C * K16) +
-                       arena_bytes_bf16((long long)d_out * ldb));
+    arena_open(&t, (x16 ? 0 : arena_bytes_bf16((long long)N * K16)) +
+                       (own ? arena_bytes_bf16((long long)C * K16) + arena_bytes_bf16((long long)d_out * ldb) : 0));
     if (!x16) x16 = arena_take_bf16(&t, (long long)N * K16);
-    void *Vt16 = arena_take_bf16(&t, (long long)C * K16), *Ut16 = arena_take_bf16(&t, (long long)d_out * ldb);
     spd_to_bf16(x16, K16, x, d_in, N, d_in);
-    masked_b2b_weights_bf16_cuda(Vt16, K16, V, d_in, Ut16, U, d_out, C, d_out, true);
+    if (own) {
+        void *Vt_own = arena_take_bf16(&t, (long long)C * K16), *Ut_own = arena_take_bf16(&t, (long long)d_out * ldb);
+        masked_b2b_weights_bf16_cuda(Vt_own, K16, V, d_in, Ut_own, U, d_out, C, d_out, true);
+        Vt16 = Vt_own;
+        Ut16 = Ut_own;
+    }
     const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     masked_b2b_sm90_bf16(N, C, d_in, d_out, x16, K16, Vt16, K16, Ut16, mask, NULL, a, scratch, NULL, out, d_out, beta);
     arena_close(&t);
@@ -319,11 +331,15 @@ static void components_forward_bf16(float *out, float *a, const float *x, const 
     if (!x16) CUDA_CHECK(cudaMallocAsync(&x16, (size_t)N * K16 * 2 + 16, st));
     spd_to_bf16(x16, K16, x, d_in, N, d_in);
     if (wg) {
-        void *Vt16 = NULL;
-        CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)C * K16 * 2 + 16, st));
-        transpose_pad_bf16_cuda(Vt16, K16, V, C, d_in, C);
+        const void *Vt16 = weight_layout_get(WL_VT16, V, d_in, C);
+        void *Vt_own = NULL;
+        if (!Vt16) {
+            CUDA_CHECK(cudaMallocAsync(&Vt_own, (size_t)C * K16 * 2 + 16, st));
+            transpose_pad_bf16_cuda(Vt_own, K16, V, C, d_in, C);
+            Vt16 = Vt_own;
+        }
         masked_gemm_sm90_bf16(N, C, K16, x16, K16, Vt16, K16, mask, NULL, a, scratch, NULL);
-        CUDA_CHECK(cudaFreeAsync(Vt16, st));
+        if (Vt_own) CUDA_CHECK(cudaFreeAsync(Vt_own, st));
     } else {
         if (!a) CUDA_CHECK(cudaMallocAsync((void **)&a_tmp, (size_t)NC * sizeof(float) + 16, st));
         if (!a) a = a_tmp;
@@ -373,21 +389,29 @@ static void components_backward_bf16(float *dx, float *dV, float *dU, float *dde
         float *h = scratch;  // overwrites a * mask: the dU product above has read it
         const void *ga = h;
         if (b2b || wg) {  // both read U as bf16 [C, ldo]; g_a as bf16 where dV (or dx, wg) reads it
-            void *U16 = NULL;
-            CUDA_CHECK(cudaMallocAsync(&U16, (size_t)C * ldo * 2 + 16, st));
+            const void *U16 = weight_layout_get(WL_U16, U, C, d_out);
+            void *U_own = NULL;
+            if (!U16) {
+                CUDA_CHECK(cudaMallocAsync(&U_own, (size_t)C * ldo * 2 + 16, st));
+                spd_to_bf16(U_own, ldo, U, d_out, C, d_out);
+                U16 = U_own;
+            }
             if (dV || !b2b) CUDA_CHECK(cudaMallocAsync(&g16, (size_t)NC * 2 + 16, st));
-            spd_to_bf16(U16, ldo, U, d_out, C, d_out);
             if (b2b) {
-                void *Vt16 = NULL;
-                CUDA_CHECK(cudaMallocAsync(&Vt16, (size_t)d_in * masked_b2b_ldb(C) * 2 + 16, st));
-                masked_b2b_weight_bf16_cuda(Vt16, V, C, C, d_in, false);
+                const void *Vt16 = weight_layout_get(WL_BT_V16, V, d_in, C);
+                void *Vt_own = NULL;
+                if (!Vt16) {
+                    CUDA_CHECK(cudaMallocAsync(&Vt_own, (size_t)d_in * masked_b2b_ldb(C) * 2 + 16, st));
+                    masked_b2b_weight_bf16_cuda(Vt_own, V, C, C, d_in, false);
+                    Vt16 = Vt_own;
+                }
                 masked_b2b_sm90_bf16(N, C, d_out, d_in, dout16, ldo, U16, ldo, Vt16, mask, dmask ? a : NULL, NULL,
                                      g16, dmask, dx, d_in, dx_beta);
-                CUDA_CHECK(cudaFreeAsync(Vt16, st));
+                if (Vt_own) CUDA_CHECK(cudaFreeAsync(Vt_own, st));
             } else {
                 masked_gemm_sm90_bf16(N, C, ldo, dout16, ldo, U16, ldo, mask, dmask ? a : NULL, NULL, g16, dmask);
             }
-            CUDA_CHECK(cudaFreeAsync(U16, st));
+            if (U_own) CUDA_CHECK(cudaFreeAsync(U_own, st));
             ga = g16;
         } else {
             matmul_cuda_ld_bf16(h, dout16, true, U, false, N, C, d_out, false, true, 1, 0, ldo, d_out, C);
@@ -426,7 +450,7 @@ static bool components_forward_b2b(float *out, float *a, const float *x, const f
                                    int C, int d_out, float *scratch) {
     if (!mask || !masked_b2b_sm90_ok(N, C, d_in, d_out, x, d_in, mask, NULL, a, scratch, NULL)) return false;
     const int ldb = masked_b2b_ldb(C);
-    const float *Vt = weight_layout_get(WL_VT, V, d_in, C), *Ut = weight_layout_get(WL_BT_U, U, C, d_out);
+    const float *Vt = layout_f32(WL_VT, V, d_in, C), *Ut = layout_f32(WL_BT_U, U, C, d_out);
     temp_arena t;
     arena_open(&t, Vt && Ut ? 0 : arena_bytes((long long)C * d_in) + arena_bytes((long long)d_out * ldb));
     if (!Vt || !Ut) {
@@ -555,7 +579,7 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     }
     const float *am;
     if (wg) {
-        const float *Vt = weight_layout_get(WL_VT, V, d_in, C);  // [C, K], zero beyond d_in
+        const float *Vt = layout_f32(WL_VT, V, d_in, C);  // [C, K], zero beyond d_in
         if (!Vt) {
             float *Vt_own = arena_take(&t, (long long)C * K);
             transpose_pad_cuda(Vt_own, K, V, C, d_in, C);
@@ -573,7 +597,7 @@ extern "C" void components_forward_cuda(float *out, float *a, const float *x, co
     const float beta = delta_forward(out, x, delta, delta_mask, N, d_in, d_out);
     if (pout) {
         float *out_p = arena_take(&t, (long long)N * Op);
-        const float *U_p = weight_layout_get(WL_PAD_U, U, C, d_out);
+        const float *U_p = layout_f32(WL_PAD_U, U, C, d_out);
         if (!U_p) {
             float *U_own = arena_take(&t, (long long)C * Op);
             copy2d_cuda(U_own, Op, C, Op, U, d_out, C, d_out, 0);
@@ -649,7 +673,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
     if (pout) {
         dout_p = arena_take(&t, (long long)N * Op);
         copy2d_cuda(dout_p, Op, N, Op, dout, d_out, N, d_out, 0);
-        U_p = weight_layout_get(WL_PAD_U, U, C, d_out);
+        U_p = layout_f32(WL_PAD_U, U, C, d_out);
         if (!U_p) {
             float *U_own = arena_take(&t, (long long)C * Op);
             copy2d_cuda(U_own, Op, C, Op, U, d_out, C, d_out, 0);
@@ -675,7 +699,7 @@ extern "C" void components_backward_cuda(float *dx, float *dV, float *dU, float 
         const int K = pout ? Op : d_out;
         float *h = scratch;
         if (b2b) {
-            const float *Vp = weight_layout_get(WL_BT_V, V, d_in, C);
+            const float *Vp = layout_f32(WL_BT_V, V, d_in, C);
             if (!Vp) {
                 float *Vp_own = arena_take(&t, (long long)d_in * masked_b2b_ldb(C));
                 masked_b2b_weight_cuda(Vp_own, V, C, C, d_in, false);
@@ -770,10 +794,10 @@ extern "C" void components_forward_group_cuda(int G, const components_member *m,
     void *At[MASKED_B2B_MAX_GROUP], *Bt[MASKED_B2B_MAX_GROUP];
     const float *V[MASKED_B2B_MAX_GROUP], *U[MASKED_B2B_MAX_GROUP];
     const void *X[MASKED_B2B_MAX_GROUP];
-    bool prepared = !bf16;  // TF32: every member's copies made for this forward (weight_layouts.h)
+    bool prepared = true;  // every member's copies made for this forward (weight_layouts.h)
     for (int g = 0; g < G; g++) {
-        At[g] = bf16 ? NULL : (void *)weight_layout_get(WL_VT, m[g].V, d_in, C);
-        Bt[g] = bf16 ? NULL : (void *)weight_layout_get(WL_BT_U, m[g].U, C, d_out);
+        At[g] = (void *)weight_layout_get(bf16 ? WL_VT16 : WL_VT, m[g].V, d_in, C);
+        Bt[g] = (void *)weight_layout_get(bf16 ? WL_BT_U16 : WL_BT_U, m[g].U, C, d_out);
         prepared = prepared && At[g] && Bt[g];
     }
     for (int g = 0; g < G; g++) {
@@ -865,21 +889,29 @@ static void components_backward_group_bf16(int G, const components_member *m, fl
     void *dout16[MASKED_B2B_MAX_GROUP], *U16[MASKED_B2B_MAX_GROUP], *Bt[MASKED_B2B_MAX_GROUP],
         *g16[MASKED_B2B_MAX_GROUP];
     const float *V[MASKED_B2B_MAX_GROUP];
+    bool prepared = true;  // every member's copy of V made for this forward and backward (weight_layouts.h)
+    for (int g = 0; g < G; g++) {
+        Bt[g] = (void *)weight_layout_get(WL_BT_V16, m[g].V, d_in, C);
+        prepared = prepared && Bt[g];
+    }
     for (int g = 0; g < G; g++) {
         const components_member *e = &m[g];
         dout16[g] = arena_take_bf16(&t, n_dout);
-        U16[g] = arena_take_bf16(&t, n_u);
-        Bt[g] = arena_take_bf16(&t, n_bt);
+        if (!prepared) Bt[g] = arena_take_bf16(&t, n_bt);
         g16[g] = e->dV ? arena_take_bf16(&t, (long long)N * C) : NULL;
         V[g] = e->V;
         spd_to_bf16(dout16[g], ldo, e->dout, d_out, N, d_out);
         if (e->dU)  // a * mask as bf16 from the forward (scratch's first half)
             matmul_cuda_ld_bf16(e->dU, e->scratch, true, dout16[g], true, C, d_out, N, true, false, 1, 1, C, ldo,
                                 d_out);
-        spd_to_bf16(U16[g], ldo, e->U, d_out, C, d_out);
+        U16[g] = (void *)weight_layout_get(WL_U16, e->U, C, d_out);
+        if (!U16[g]) {
+            U16[g] = arena_take_bf16(&t, n_u);
+            spd_to_bf16(U16[g], ldo, e->U, d_out, C, d_out);
+        }
     }
     const bool added = group_delta_backward(G, m, dx, add_dx, x, N, d_in, d_out);
-    masked_b2b_weights_group_cuda(G, NULL, 0, NULL, 0, Bt, V, C, C, d_in, false, true);
+    if (!prepared) masked_b2b_weights_group_cuda(G, NULL, 0, NULL, 0, Bt, V, C, C, d_in, false, true);
     masked_b2b_problem p[MASKED_B2B_MAX_GROUP];
     for (int g = 0; g < G; g++) {
         const components_member *e = &m[g];

@@ -20,8 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_bf16.h>
+
 #include "core/env.h"
 #include "cuda/cuda_common.h"
+#include "cuda/gemm.h"
 #include "cuda/masked_b2b_sm90.h"
 #include "cuda/weight_layouts.h"
 
@@ -36,7 +39,7 @@ typedef struct {
     weight_layout_kind kind;
     const float *W;
     int rows, cols;
-    float *buf;
+    void *buf;
     unsigned long long gen;  // the generation its content was made in
 } layout_entry;
 
@@ -51,15 +54,20 @@ static int n_model_weights;
 
 static int pad4(int d) { return (d + 3) & ~3; }
 
+static __host__ __device__ bool is_bf16(int kind) { return kind >= WL_VT16; }
+
 // Row stride and row count of the layout.
 static void layout_shape(weight_layout_kind kind, int rows, int cols, int *ld, int *n_rows) {
-    const bool transposed = kind == WL_VT || kind == WL_BT_U;
+    const int k = is_bf16(kind) ? kind - WL_VT16 : kind;  // the TF32 kind of the same role
+    const bool transposed = k == WL_VT || k == WL_BT_U;
     *n_rows = transposed ? cols : rows;
-    *ld = kind == WL_VT ? pad4(rows) : kind == WL_PAD_U ? pad4(cols) : masked_b2b_ldb(kind == WL_BT_U ? rows : cols);
+    if (k == WL_VT) *ld = is_bf16(kind) ? spd_bf16_ld(rows) : pad4(rows);
+    else if (k == WL_PAD_U) *ld = is_bf16(kind) ? spd_bf16_ld(cols) : pad4(cols);
+    else *ld = masked_b2b_ldb(k == WL_BT_U ? rows : cols);
 }
 
 typedef struct {
-    float *dst;
+    void *dst;
     const float *src;
     int kind, rows, cols;  // src [rows, cols]
     int ld, n_rows;        // dst [n_rows, ld]
@@ -81,7 +89,7 @@ static int tiles_of(const layout_job &j) {
 // the weight is read along its rows and the layout written along its rows, also where one is
 // the other's transpose. dst (r, q) = src [q', r] (V^T, U's copy) or src [r, q'] (V's copy,
 // U padded), with q' = q, or, for the b2b copies, q's place in the order 0 2 4 6 1 3 5 7 of
-// its 8 columns (rounded to TF32); zero outside src.
+// its 8 columns (rounded to TF32); zero outside src. bf16 kinds: rounded to bf16, in plain order.
 static __global__ void layouts_kernel(const __grid_constant__ layout_jobs js) {
     __shared__ float t[WL_TILE][WL_TILE + 1];
     int lo = 0, hi = js.n - 1;  // the last job starting at or before this tile
@@ -93,7 +101,9 @@ static __global__ void layouts_kernel(const __grid_constant__ layout_jobs js) {
     const layout_job &j = js.job[lo];
     const int tile = (int)(blockIdx.x - js.tile0[lo]), tiles_q = (j.ld + WL_TILE - 1) / WL_TILE;
     const int R = WL_TILE * (tile / tiles_q), Q = WL_TILE * (tile % tiles_q);
-    const bool transposed = j.kind == WL_VT || j.kind == WL_BT_U, b2b = j.kind == WL_BT_U || j.kind == WL_BT_V;
+    const bool bf16 = is_bf16(j.kind);
+    const int k = bf16 ? j.kind - WL_VT16 : j.kind;  // the role
+    const bool transposed = k == WL_VT || k == WL_BT_U, b2b = !bf16 && (k == WL_BT_U || k == WL_BT_V);
     // t [a][b] = src [A + a, B + b]: the tile's source block, read along its rows.
     const int A = transposed ? Q : R, B = transposed ? R : Q;
     for (int a = threadIdx.y; a < WL_TILE; a += blockDim.y) {
@@ -107,12 +117,17 @@ static __global__ void layouts_kernel(const __grid_constant__ layout_jobs js) {
         const int r = R + y, q = Q + x;
         if (r >= j.n_rows || q >= j.ld) continue;
         float v = transposed ? t[xs][y] : t[y][xs];
+        const long long o = (long long)r * j.ld + q;
+        if (bf16) {
+            ((__nv_bfloat16 *)j.dst)[o] = __float2bfloat16_rn(v);
+            continue;
+        }
         if (b2b) {
             uint32_t b;
             asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(b) : "f"(v));
             v = __uint_as_float(b);
         }
-        j.dst[(long long)r * j.ld + q] = v;
+        ((float *)j.dst)[o] = v;
     }
 }
 
@@ -142,7 +157,7 @@ static bool listed(const float *W, int n, const float *const *list) {
     return false;
 }
 
-const float *weight_layout_get(weight_layout_kind kind, const float *W, int rows, int cols) {
+const void *weight_layout_get(weight_layout_kind kind, const float *W, int rows, int cols) {
     for (int i = 0; i < n_entries; i++) {
         const layout_entry *e = &entries[i];
         if (e->kind == kind && e->W == W && e->rows == rows && e->cols == cols)
@@ -161,7 +176,7 @@ const float *weight_layout_get(weight_layout_kind kind, const float *W, int rows
     }
     layout_entry *e = &entries[n_entries++];
     *e = (layout_entry){kind, W, rows, cols, NULL, 0};
-    CUDA_CHECK(cudaMalloc((void **)&e->buf, (size_t)ld * n_rows * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&e->buf, (size_t)ld * n_rows * (is_bf16(kind) ? 2 : 4)));
     return NULL;
 }
 

@@ -1503,6 +1503,14 @@ int main(void) {
             test_components_group(2, 2053, 128, 1200, 64, false, false, false, true);
             test_components_group(3, 4099, 100, 1208, 124, true, true, true, true);  // rows padded to 8
             test_components_group(2, 3001, 64, 1200, 128, false, true, false, false);
+            // The weights' layouts made for the model in one launch, as bf16 (q: V^T and U^T
+            // forward, U and V's copy backward; down: V^T for the masked product, U and V's
+            // copy; gate: V^T, U^T, U for the backward's masked product).
+            test_weight_layouts(1, 4096, 128, 1200, 128, 4);
+            test_weight_layouts(1, 4096, 341, 1200, 128, 3);
+            test_weight_layouts(1, 4096, 128, 1200, 341, 3);
+            test_weight_layouts(2, 4096, 128, 1200, 64, 8);
+            test_weight_layouts(2, 4096, 128, 1200, 341, 6);
         }
         test_embedding_components(4096, 1000, 1200, 341, true, true, true);
         test_weight_delta();
