@@ -1,15 +1,15 @@
 // The weight layouts of weight_layouts.h and components_weights_prepare (ops/components.h).
 //
 // The fused kernels read V and U in layouts of their own (transposed, padded, columns
-// reordered, rounded to TF32), copied from the weights every step since AdamW changes them.
-// One copy per module and layout was a launch of a few microseconds for at most 1.7 MB:
-// LlamaSimple's 28 modules made 44 of them per step (about 0.17 ms at 16x128 and at 64x256
-// alike, H100). Here a module's first step makes its own copies as before and asks for the
+// reordered, rounded to TF32 or bf16), copied from the weights every step since AdamW changes
+// them. One copy per module and layout was a launch of a few microseconds for at most 1.7 MB:
+// with TF32, LlamaSimple's 28 modules made 44 of them per step (about 0.17 ms at 16x128 and
+// at 64x256 alike, H100). Here a module's first step makes its own copies as before and asks for the
 // layouts (weight_layout_get), which are then kept in buffers of their own; from the next
 // forward on, the model's forward makes all of them in a launch per 64 layouts
 // (components_weights_prepare: 80 layouts, 2 launches, 83 us at 16x128), and the calls of
-// that forward and its backward find them. Session 19: 16x128 2.35 -> 2.29 ms, 64x256 8.88
-// -> 8.81 (dev/kernels/b2b_wgmma/NOTES.md).
+// that forward and its backward find them. Session 19 (H100): TF32 16x128 2.35 -> 2.29 ms,
+// 64x256 8.88 -> 8.81; bf16 16x128 2.16 -> 2.05, 64x256 7.49 -> 7.38 (dev/kernels/b2b_wgmma/NOTES.md).
 //
 // Validity: a layout is found only in the generation that made it. The forward's prepare
 // starts a generation, the backward's release ends it, so a layout is never read after its
