@@ -107,7 +107,6 @@ void RFN(components_backward_group)(int G, const components_member *m, real *dx,
                                  m[g].scratch, add_dx || g > 0);
 }
 
-// delta [d_out, d_in] = W - (V @ U)^T = W - U^T @ V^T
 // The CPU reads V and U as they are.
 void RFN(components_weights_prepare)(int n, const real *const *W) {
     (void)n;
@@ -119,6 +118,7 @@ void RFN(components_weights_forget)(int n, const real *const *W) {
     (void)W;
 }
 
+// delta [d_out, d_in] = W - (V @ U)^T = W - U^T @ V^T
 void RFN(weight_delta_forward)(real *delta, const real *W, const real *V, const real *U, int d_in, int C,
                                int d_out) {
     memcpy(delta, W, (size_t)d_out * d_in * sizeof(real));

@@ -56,7 +56,7 @@ void RFN(components_forward_group)(int G, const components_member *m, const real
 void RFN(components_backward_group)(int G, const components_member *m, real *dx, bool add_dx, const real *x, int N,
                                     int d_in, int C, int d_out);
 // The weights' copies in the layouts the fused CUDA kernels read, made for all of a model's
-// modules in one launch (the CUDA backend in --mode fused; elsewhere nothing happens). A
+// modules at once (the CUDA backend in --mode fused; elsewhere nothing happens). A
 // model's forward lists its n weights (every V and U) with prepare first; the backward that
 // follows ends with release: the copies are read only in between, so the weights must not
 // change there (the optimizer steps after the backward). forget drops the copies of weights
